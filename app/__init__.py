@@ -1,0 +1,3 @@
+"""Lesion Review: review and extend DeepLesion annotations."""
+
+__version__ = "0.1.0"

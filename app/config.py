@@ -1,0 +1,35 @@
+"""Application settings, read from LESION_REVIEW_* environment variables; never built at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DEMO_DIR = PROJECT_ROOT / "data" / "demo"
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "lesion-detector.onnx"
+
+
+class Settings(BaseSettings):
+    """Everything the app reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LESION_REVIEW_", env_file=None, extra="ignore")
+
+    data_dir: Path = DEFAULT_DEMO_DIR
+    # Empty means an SQLite file inside the data folder.
+    database_url: str = ""
+    model_path: Path | None = DEFAULT_MODEL
+    # auto: CUDA when a CUDA session can really be created, else CPU.
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Empty means a random key per process (sessions then end with the process).
+    secret_key: str = ""
+    cookie_secure: bool = False
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file in the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'lesion_review.db').resolve()}"

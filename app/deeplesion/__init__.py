@@ -1,0 +1,1 @@
+"""Pure DeepLesion dataset code: no web framework, no database."""
