@@ -1,0 +1,1 @@
+"""Pure detector code: preprocessing, ONNX Runtime session, decoding, FROC evaluation."""

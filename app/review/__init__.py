@@ -1,0 +1,1 @@
+"""The review domain: import, corrections, audit trail, conflicts, users, exports."""

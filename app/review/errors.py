@@ -1,0 +1,49 @@
+"""Errors raised by the review services; app/api/errors.py maps them to HTTP answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class ReviewError(Exception):
+    """Base class of review-domain errors."""
+
+    code = "review_error"
+
+
+class NotFoundError(ReviewError):
+    """A key slice, lesion, prediction or user does not exist."""
+
+    code = "not_found"
+
+
+class EditConflictError(ReviewError):
+    """The edit was based on a stale version: someone else changed the thing first."""
+
+    code = "edit_conflict"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        current: dict[str, Any],
+        changed_by: str | None = None,
+        changed_at: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.current = current
+        self.changed_by = changed_by
+        self.changed_at = changed_at
+
+
+class PermissionDeniedError(ReviewError):
+    """The user may not do this (wrong role, or not their own change)."""
+
+    code = "forbidden"
+
+
+class InvalidInputError(ReviewError):
+    """The request is well-formed but its content is not acceptable (e.g. deleting an original lesion)."""
+
+    code = "invalid_input"
