@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.installed-test-stamp
 DEMO_DIR ?= data/demo
 
-.PHONY: demo test install lint browser bench train clean help
+.PHONY: demo test install install-test lint browser bench train clean help
 
 help:
 	@echo "make demo   - install, build the synthetic demo data if absent, serve http://127.0.0.1:8000"
@@ -13,13 +14,21 @@ help:
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make train  - train the demo detector on synthetic data (installs the [train] extra)"
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
+# The suite also checks training and the PyTorch-vs-ONNX equivalence, so it installs the [train] extra.
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[test,train]'
+	touch $(STAMP) $(TEST_STAMP)
+
 install: $(STAMP)
+install-test: $(TEST_STAMP)
 
 demo: install
 	$(BIN)/lesion-review demo --data-dir $(DEMO_DIR)
@@ -28,18 +37,17 @@ demo: install
 browser:
 	@bash scripts/ensure-chromium.sh
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check app tests bench migrations
 	$(BIN)/mypy
 
-test: install browser lint
+test: install-test browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+bench: install-test
 	$(BIN)/python -m bench
 
-train: install
-	$(BIN)/python -m pip install --quiet -e '.[train,test]'
+train: install-test
 	$(BIN)/lesion-review train $(DEMO_DIR)-train --out models/lesion-detector.onnx
 
 clean:
