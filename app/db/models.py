@@ -1,0 +1,273 @@
+"""SQLAlchemy 2 typed models: imported originals, corrections beside them, users, predictions, audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention so migrations get stable constraint names."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Patient(Base):
+    """A patient, keyed by DL_info's Patient_index."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    gender: Mapped[str] = mapped_column(String(8))
+
+
+class Study(Base):
+    """A study of a patient (Study_index), with the patient's age at that study."""
+
+    __tablename__ = "studies"
+    __table_args__ = (UniqueConstraint("patient_id", "study_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    study_index: Mapped[int] = mapped_column(Integer)
+    age: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Series(Base):
+    """A CT series (Images_png folder) and which of its slices are stored on disk."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_index: Mapped[int] = mapped_column(Integer)
+    folder: Mapped[str] = mapped_column(String(32), unique=True)
+    stored_slices: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class KeySlice(Base):
+    """A key slice (DL_info File_name) with its shared metadata and a denormalised work-list summary."""
+
+    __tablename__ = "key_slices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file_name: Mapped[str] = mapped_column(String(32), unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    patient_index: Mapped[int] = mapped_column(Integer, index=True)
+    study_index: Mapped[int] = mapped_column(Integer)
+    series_index: Mapped[int] = mapped_column(Integer)
+    key_slice_index: Mapped[int] = mapped_column(Integer)
+    split: Mapped[int] = mapped_column(Integer, index=True)
+    spacing_x: Mapped[float] = mapped_column(Float)
+    spacing_y: Mapped[float] = mapped_column(Float)
+    spacing_z: Mapped[float] = mapped_column(Float)
+    image_width: Mapped[int] = mapped_column(Integer)
+    image_height: Mapped[int] = mapped_column(Integer)
+    dicom_min: Mapped[float] = mapped_column(Float)
+    dicom_max: Mapped[float] = mapped_column(Float)
+    slice_first: Mapped[int] = mapped_column(Integer)
+    slice_last: Mapped[int] = mapped_column(Integer)
+    gender: Mapped[str] = mapped_column(String(8))
+    age: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # Summary of the current (merged) lesions, kept up to date by app.review so the work list
+    # filters with plain indexed columns instead of aggregating 32k lesions per request.
+    lesion_count: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    max_size_mm: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    # Bit (type + 1) set for each current lesion type (-1..8).
+    lesion_type_mask: Mapped[int] = mapped_column(Integer, default=0)
+    noisy: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    prediction_count: Mapped[int] = mapped_column(Integer, default=0)
+    unreviewed_predictions: Mapped[int] = mapped_column(Integer, default=0)
+    missed_score: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+
+
+class OriginalLesion(Base):
+    """One DL_info.csv row exactly as imported; never modified afterwards."""
+
+    __tablename__ = "original_lesions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"), index=True)
+    row_number: Mapped[int] = mapped_column(Integer, unique=True)
+    measurement_coordinates: Mapped[list[Any]] = mapped_column(JSON)
+    bounding_box: Mapped[list[Any]] = mapped_column(JSON)
+    lesion_diameters_px: Mapped[list[Any]] = mapped_column(JSON)
+    normalized_location: Mapped[list[Any]] = mapped_column(JSON)
+    coarse_lesion_type: Mapped[int] = mapped_column(Integer)
+    possibly_noisy: Mapped[int] = mapped_column(Integer)
+    slice_range: Mapped[list[Any]] = mapped_column(JSON)
+    spacing_mm: Mapped[list[Any]] = mapped_column(JSON)
+    image_size: Mapped[list[Any]] = mapped_column(JSON)
+    dicom_window: Mapped[list[Any]] = mapped_column(JSON)
+    patient_gender: Mapped[str] = mapped_column(String(8))
+    patient_age: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    train_val_test: Mapped[int] = mapped_column(Integer)
+    # Cell texts as read, so the original export reproduces the file byte for byte.
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Lesion(Base):
+    """The current, reviewed state of a lesion: an imported one (origin original) or one a reviewer added."""
+
+    __tablename__ = "lesions"
+    __table_args__ = (Index("ix_lesions_key_slice_review", "key_slice_id", "review"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    original_id: Mapped[int | None] = mapped_column(
+        ForeignKey("original_lesions.id"), unique=True, nullable=True
+    )
+    origin: Mapped[str] = mapped_column(String(16))  # original | added
+    source: Mapped[str] = mapped_column(String(16))  # csv | manual | prediction
+    review: Mapped[str] = mapped_column(String(16), default="unreviewed")
+    recist: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    box: Mapped[list[Any]] = mapped_column(JSON)
+    lesion_type: Mapped[int] = mapped_column(Integer, index=True)
+    slice_index: Mapped[int] = mapped_column(Integer)
+    size_mm: Mapped[float] = mapped_column(Float, default=0.0)
+    noisy: Mapped[bool] = mapped_column(Boolean, default=False)
+    flag_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    flag_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class User(Base):
+    """A reviewer or admin; the automatic local reviewer has no password hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    role: Mapped[str] = mapped_column(String(16))  # reviewer | admin
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuthSession(Base):
+    """A server-side login session; the cookie holds a random token whose SHA-256 is stored here."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class KeySliceReview(Base):
+    """The review status of one key slice for one reviewer."""
+
+    __tablename__ = "key_slice_reviews"
+    __table_args__ = (
+        UniqueConstraint("key_slice_id", "user_id"),
+        Index("ix_key_slice_reviews_user_status", "user_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default="unreviewed")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prediction(Base):
+    """A detector box on a key slice, kept apart from the lesions until accepted."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_key_slice_model", "key_slice_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    box: Mapped[list[Any]] = mapped_column(JSON)
+    score: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | accepted | rejected
+    matches_annotation: Mapped[bool] = mapped_column(Boolean, default=False)
+    lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id"), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only record of one change: who, when, what, the state before and after."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_key_slice", "key_slice_id", "id"),
+        Index("ix_audit_log_lesion", "lesion_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    key_slice_id: Mapped[int | None] = mapped_column(ForeignKey("key_slices.id"), nullable=True)
+    lesion_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class UndoItem(Base):
+    """Undo/redo stack of a user on a key slice; kept apart so the audit log stays append-only."""
+
+    __tablename__ = "undo_items"
+    __table_args__ = (Index("ix_undo_items_user_key_slice", "user_id", "key_slice_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audit_log.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    # done: can be undone; undone: can be redone; dead: a newer change cleared the redo stack.
+    state: Mapped[str] = mapped_column(String(8), default="done")
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvaluationRun(Base):
+    """A stored FROC evaluation result (GET/POST /api/evaluation)."""
+
+    __tablename__ = "evaluation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    model_version: Mapped[str] = mapped_column(String(128))
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
