@@ -1,0 +1,120 @@
+"""create_app(): wires settings, the database, the slice store, the detector and every router."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import EllipsisType
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.api.errors import install_error_handlers
+from app.api.health import app_version
+from app.config import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = PROJECT_ROOT / "static"
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+# Every router of the app, in one place: (module, attribute).
+ROUTERS: tuple[str, ...] = (
+    "app.api.health",
+    "app.api.slices",
+    "app.api.auth",
+    "app.api.worklist",
+    "app.api.keyslices",
+    "app.api.lesions",
+    "app.api.predictions",
+    "app.api.stats",
+    "app.api.exports",
+    "app.api.pages",
+)
+
+
+def _routers() -> list[APIRouter]:
+    routers: list[APIRouter] = []
+    for name in ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            log.warning("router module %s is not written yet; its routes are absent", name)
+            continue
+        routers.append(module.router)
+    return routers
+
+
+def load_detector_safely(settings: Settings) -> tuple[Any | None, str | None]:
+    """The configured detector, or None plus the reason (the app then runs in review mode)."""
+    try:
+        from app.detection.runtime import load_detector
+
+        detector, reason = load_detector(settings)
+    except Exception as exc:  # ImportError, a broken model file...: review still works without a model
+        detector, reason = None, f"{type(exc).__name__}: {exc}"
+    if detector is None:
+        log.warning("no lesion detector loaded (review mode without a model): %s", reason)
+    else:
+        log.info(
+            "detector %s loaded on %s",
+            getattr(detector, "model_version", "?"),
+            getattr(detector, "provider", "?"),
+        )
+    return detector, reason
+
+
+def create_app(settings: Settings | None = None, *, detector: object | None | EllipsisType = ...) -> FastAPI:
+    """Build the FastAPI app; `detector=...` loads the configured model, None runs without one."""
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.api.slices import SliceImages, database_series_info
+        from app.db.session import assert_schema_current, make_engine, make_session_factory
+        from app.deeplesion.store import SliceStore
+
+        engine = make_engine(settings.resolved_database_url())
+        try:
+            assert_schema_current(engine)
+        except Exception:
+            engine.dispose()
+            raise
+        session_factory = make_session_factory(engine)
+        store = SliceStore(settings.data_dir)
+        app.state.engine = engine
+        app.state.session_factory = session_factory
+        app.state.store = store
+        app.state.slice_images = SliceImages(store, series_info=database_series_info(session_factory))
+        if isinstance(detector, EllipsisType):
+            app.state.detector, app.state.detector_error = load_detector_safely(settings)
+        else:
+            app.state.detector = detector
+            app.state.detector_error = None if detector is not None else "no model loaded"
+        log.info("serving %s with database %s", settings.data_dir, engine.dialect.name)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Lesion Review",
+        version=app_version(),
+        description="Review, correct and extend DeepLesion annotations.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    install_error_handlers(app)
+    for router in _routers():
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR), check_dir=False), name="static")
+    return app
