@@ -40,3 +40,7 @@ class CorruptSliceError(DeepLesionError):
 
 class InvalidWindowError(DeepLesionError):
     """A display window is out of range or unknown."""
+
+
+class InvalidGeometryError(DeepLesionError):
+    """A RECIST measurement or box is malformed or lies outside the image."""

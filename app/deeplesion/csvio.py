@@ -1,0 +1,375 @@
+"""DL_info.csv reading (typed, fully validated) and writing (in the real file's format, round-tripping)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from app.deeplesion.errors import CsvValidationError
+from app.deeplesion.schema import COLUMNS, LESION_TYPES, SPLITS, LesionRecord, slice_file_name
+from app.deeplesion.store import FILE_NAME_RE
+
+# Record attribute for each CSV column, in column order.
+FIELDS: dict[str, str] = {
+    "File_name": "file_name",
+    "Patient_index": "patient_index",
+    "Study_index": "study_index",
+    "Series_ID": "series_id",
+    "Key_slice_index": "key_slice_index",
+    "Measurement_coordinates": "measurement_coordinates",
+    "Bounding_boxes": "bounding_box",
+    "Lesion_diameters_Pixel_": "lesion_diameters_px",
+    "Normalized_lesion_location": "normalized_location",
+    "Coarse_lesion_type": "coarse_lesion_type",
+    "Possibly_noisy": "possibly_noisy",
+    "Slice_range": "slice_range",
+    "Spacing_mm_px_": "spacing_mm",
+    "Image_size": "image_size",
+    "DICOM_windows": "dicom_window",
+    "Patient_gender": "patient_gender",
+    "Patient_age": "patient_age",
+    "Train_Val_Test": "train_val_test",
+}
+GENDERS = ("F", "M")
+# Cells the real file leaves empty or writes as NaN when the age is unknown.
+_MISSING = ("", "nan", "NaN", "NAN", "None", "NA")
+
+
+class _CellError(ValueError):
+    """A cell's text is invalid; the message says why, without line or column."""
+
+
+def format_number(x: float) -> str:
+    """A number as short as round-trips: integers without '.0' (5.0 -> '5'), floats by repr (0.976562)."""
+    if isinstance(x, bool):
+        return str(int(x))
+    if isinstance(x, int):
+        return str(x)
+    f = float(x)
+    if math.isfinite(f) and f == int(f) and abs(f) < 1e15:
+        return str(int(f))
+    return repr(f)
+
+
+def _parse_int(text: str) -> int:
+    """An integer cell; refuses floats and blanks."""
+    t = text.strip()
+    try:
+        return int(t)
+    except ValueError:
+        raise _CellError(f"expected an integer, got {text!r}") from None
+
+
+def _parse_float(text: str) -> float:
+    """A finite float."""
+    t = text.strip()
+    try:
+        value = float(t)
+    except ValueError:
+        raise _CellError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise _CellError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _floats(count: int) -> Callable[[str], tuple[float, ...]]:
+    """Parser of a cell holding exactly `count` comma-separated numbers."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        parts = [p.strip() for p in text.split(",")] if text.strip() else []
+        if len(parts) != count:
+            raise _CellError(f"expected {count} numbers, got {len(parts)}")
+        return tuple(_parse_float(p) for p in parts)
+
+    return parse
+
+
+def _ints(count: int) -> Callable[[str], tuple[int, ...]]:
+    """Parser of a cell holding exactly `count` comma-separated integers."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        parts = [p.strip() for p in text.split(",")] if text.strip() else []
+        if len(parts) != count:
+            raise _CellError(f"expected {count} integers, got {len(parts)}")
+        values = []
+        for p in parts:
+            try:
+                values.append(int(p))
+            except ValueError:
+                raise _CellError(f"expected an integer, got {p!r}") from None
+        return tuple(values)
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (patient, study, series and slice numbers start at 1)."""
+    value = _parse_int(text)
+    if value < 1:
+        raise _CellError(f"must be at least 1, got {value}")
+    return value
+
+
+def _file_name(text: str) -> str:
+    """A key slice name like 000001_01_01_109.png."""
+    if FILE_NAME_RE.match(text) is None:
+        raise _CellError(f"expected a name like 000001_01_01_109.png, got {text!r}")
+    return text
+
+
+def _lesion_type(text: str) -> int:
+    """Coarse lesion type -1 or 1..8."""
+    value = _parse_int(text)
+    if value not in LESION_TYPES:
+        raise _CellError(f"must be -1 or 1..8, got {value}")
+    return value
+
+
+def _noisy(text: str) -> int:
+    """Possibly_noisy flag, 0 or 1."""
+    value = _parse_int(text)
+    if value not in (0, 1):
+        raise _CellError(f"must be 0 or 1, got {value}")
+    return value
+
+
+def _slice_range(text: str) -> tuple[int, ...]:
+    """First and last stored context slice, first <= last."""
+    first, last = _ints(2)(text)
+    if first < 1:
+        raise _CellError(f"first slice must be at least 1, got {first}")
+    if first > last:
+        raise _CellError(f"first slice {first} is after last slice {last}")
+    return (first, last)
+
+
+def _spacing(text: str) -> tuple[float, ...]:
+    """x, y pixel spacing and slice interval in mm, all positive."""
+    values = _floats(3)(text)
+    if any(v <= 0 for v in values):
+        raise _CellError(f"spacing must be positive, got {text!r}")
+    return values
+
+
+def _image_size(text: str) -> tuple[int, ...]:
+    """Width and height in pixels, positive."""
+    values = _ints(2)(text)
+    if any(v <= 0 for v in values):
+        raise _CellError(f"image size must be positive, got {text!r}")
+    return values
+
+
+def _diameters(text: str) -> tuple[float, ...]:
+    """Long and short diameter in px, not negative."""
+    values = _floats(2)(text)
+    if any(v < 0 for v in values):
+        raise _CellError(f"diameters cannot be negative, got {text!r}")
+    return values
+
+
+def _gender(text: str) -> str:
+    """F or M (empty when unknown)."""
+    if text not in (*GENDERS, ""):
+        raise _CellError(f"must be F or M, got {text!r}")
+    return text
+
+
+def _age(text: str) -> int | None:
+    """Age in years; empty or NaN means unknown."""
+    t = text.strip()
+    if t in _MISSING:
+        return None
+    try:
+        value = float(t)
+    except ValueError:
+        raise _CellError(f"expected an age in years, got {text!r}") from None
+    if not math.isfinite(value) or value != int(value):
+        raise _CellError(f"expected a whole number of years, got {text!r}")
+    if not 0 <= value <= 130:
+        raise _CellError(f"age must be 0..130, got {text!r}")
+    return int(value)
+
+
+def _split(text: str) -> int:
+    """Train_Val_Test: 1, 2 or 3."""
+    value = _parse_int(text)
+    if value not in SPLITS:
+        raise _CellError(f"must be 1 (train), 2 (val) or 3 (test), got {value}")
+    return value
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "File_name": _file_name,
+    "Patient_index": _positive_int,
+    "Study_index": _positive_int,
+    "Series_ID": _positive_int,
+    "Key_slice_index": _positive_int,
+    "Measurement_coordinates": _floats(8),
+    "Bounding_boxes": _floats(4),
+    "Lesion_diameters_Pixel_": _diameters,
+    "Normalized_lesion_location": _floats(3),
+    "Coarse_lesion_type": _lesion_type,
+    "Possibly_noisy": _noisy,
+    "Slice_range": _slice_range,
+    "Spacing_mm_px_": _spacing,
+    "Image_size": _image_size,
+    "DICOM_windows": _floats(2),
+    "Patient_gender": _gender,
+    "Patient_age": _age,
+    "Train_Val_Test": _split,
+}
+
+
+def _check_header(header: list[str], source: str) -> list[int]:
+    """Position of each expected column in the header; CsvValidationError naming unknown/missing ones."""
+    expected = ", ".join(COLUMNS)
+    names = [h.strip() for h in header]
+    unknown = [h for h in names if h not in COLUMNS]
+    missing = [c for c in COLUMNS if c not in names]
+    duplicated = sorted({h for h in names if names.count(h) > 1})
+    problems = []
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(repr(u) for u in unknown)}")
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if duplicated:
+        problems.append(f"duplicated column(s) {', '.join(duplicated)}")
+    if problems:
+        message = f"{source} line 1, header: {'; '.join(problems)}; expected header: {expected}"
+        raise CsvValidationError([message])
+    return [names.index(c) for c in COLUMNS]
+
+
+def _cross_check(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules between columns of one row: (column, message) pairs."""
+    problems: list[tuple[str, str]] = []
+    index_cols = ("Patient_index", "Study_index", "Series_ID", "Key_slice_index")
+    if "File_name" in values and all(c in values for c in index_cols):
+        expected = slice_file_name(*(values[c] for c in index_cols))
+        if values["File_name"] != expected:
+            message = f"{values['File_name']!r} does not match the index columns ({expected})"
+            problems.append(("File_name", message))
+    if "Key_slice_index" in values and "Slice_range" in values:
+        first, last = values["Slice_range"]
+        key = values["Key_slice_index"]
+        if not first <= key <= last:
+            problems.append(("Slice_range", f"key slice {key} is outside {first}..{last}"))
+    return problems
+
+
+def _rows_to_records(
+    rows: Iterable[list[str]], reader_line: Callable[[], int], source: str
+) -> list[LesionRecord]:
+    """Parse csv rows (header first) into records, collecting every error."""
+    iterator = iter(rows)
+    try:
+        header = next(iterator)
+    except StopIteration:
+        message = f"{source} line 1: empty file; expected header: {', '.join(COLUMNS)}"
+        raise CsvValidationError([message]) from None
+    order = _check_header(header, source)
+    canonical = order == list(range(len(COLUMNS)))
+    errors: list[str] = []
+    records: list[LesionRecord] = []
+    ncols = len(COLUMNS)
+    for row in iterator:
+        line = reader_line()
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line, e.g. a trailing newline
+        if len(row) != ncols:
+            errors.append(f"{source} line {line}: expected {ncols} cells, got {len(row)}")
+            continue
+        cells = row if canonical else [row[i] for i in order]
+        values: dict[str, Any] = {}
+        row_ok = True
+        for column, text in zip(COLUMNS, cells, strict=True):
+            try:
+                values[column] = PARSERS[column](text)
+            except _CellError as exc:
+                errors.append(f"{source} line {line}, {column}: {exc}")
+                row_ok = False
+        for column, message in _cross_check(values):
+            errors.append(f"{source} line {line}, {column}: {message}")
+            row_ok = False
+        if row_ok and not errors:
+            kwargs = {FIELDS[c]: values[c] for c in COLUMNS}
+            records.append(LesionRecord(**kwargs, raw=dict(zip(COLUMNS, cells, strict=True))))
+    if errors:
+        raise CsvValidationError(errors)
+    return records
+
+
+def parse_dl_info_text(text: str, source: str = "DL_info.csv") -> list[LesionRecord]:
+    """Parse DL_info.csv text (BOM, CRLF tolerated) into records; CsvValidationError lists every problem."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    return _rows_to_records(reader, lambda: reader.line_num, source)
+
+
+def read_dl_info(path: Path | str) -> list[LesionRecord]:
+    """Read and validate a DL_info.csv file into typed records."""
+    p = Path(path)
+    with p.open("r", encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        return _rows_to_records(reader, lambda: reader.line_num, p.name)
+
+
+def _cell(column: str, value: Any) -> str:
+    """The text of one cell in the real file's format."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return ", ".join(format_number(v) for v in value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_number(value)
+    return str(value)
+
+
+def record_cells(record: LesionRecord) -> list[str]:
+    """The 18 cell texts of a record; a raw cell is reused when it still parses to the record's value."""
+    raw = record.raw or {}
+    cells = []
+    for column in COLUMNS:
+        value = getattr(record, FIELDS[column])
+        text = raw.get(column)
+        if text is not None:
+            try:
+                if PARSERS[column](text) == value:
+                    cells.append(text)
+                    continue
+            except _CellError:
+                pass
+        cells.append(_cell(column, value))
+    return cells
+
+
+def format_dl_info(records: Iterable[LesionRecord]) -> str:
+    """DL_info.csv text: the header then one row per record, multi-value cells quoted and ', ' separated."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(COLUMNS)
+    for record in records:
+        writer.writerow(record_cells(record))
+    return buf.getvalue()
+
+
+def write_dl_info(path: Path | str, records: Iterable[LesionRecord]) -> None:
+    """Write DL_info.csv atomically (temporary file, then rename)."""
+    target = Path(path)
+    text = format_dl_info(records)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

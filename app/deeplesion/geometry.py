@@ -1,0 +1,110 @@
+"""Pure RECIST geometry: boxes from end points, diameters, and validation against the image."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from app.deeplesion.errors import InvalidGeometryError
+from app.deeplesion.schema import BOX_PADDING_PX
+
+# The two RECIST axes must be perpendicular; annotators click by hand, so allow some slack.
+# 10 degrees rejects clearly crossed-over measurements while accepting every real hand-drawn one.
+PERPENDICULAR_TOLERANCE_DEG = 10.0
+# Shortest axis accepted, in pixels; below this the measurement is a double click, not a lesion.
+MIN_AXIS_PX = 0.5
+
+Box = tuple[float, float, float, float]
+
+
+def _floats(values: Sequence[float], count: int, what: str) -> list[float]:
+    """The values as floats, checking count and finiteness."""
+    try:
+        items = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise InvalidGeometryError(f"{what}: expected {count} numbers ({exc})") from None
+    if len(items) != count:
+        raise InvalidGeometryError(f"{what}: expected {count} numbers, got {len(items)}")
+    if not all(math.isfinite(v) for v in items):
+        raise InvalidGeometryError(f"{what}: every number must be finite, got {items}")
+    return items
+
+
+def box_from_recist(recist: Sequence[float], pad: float = BOX_PADDING_PX) -> Box:
+    """Tight box around the 4 RECIST end points, padded `pad` px on each side (the dataset's rule)."""
+    r = _floats(recist, 8, "recist")
+    xs = r[0::2]
+    ys = r[1::2]
+    return (min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
+
+
+def recist_diameters(recist: Sequence[float]) -> tuple[float, float]:
+    """Lengths in px of the long axis (first two points) and the short axis (last two points)."""
+    r = _floats(recist, 8, "recist")
+    long_axis = math.hypot(r[2] - r[0], r[3] - r[1])
+    short_axis = math.hypot(r[6] - r[4], r[7] - r[5])
+    return (long_axis, short_axis)
+
+
+def _check_image_size(image_size: Sequence[int]) -> tuple[float, float]:
+    """Width and height as floats, refusing non-positive sizes."""
+    if len(image_size) != 2:
+        raise InvalidGeometryError(f"image_size: expected 2 numbers, got {len(image_size)}")
+    width, height = float(image_size[0]), float(image_size[1])
+    if not (width > 0 and height > 0):
+        raise InvalidGeometryError(f"image_size must be positive, got {width:g}x{height:g}")
+    return width, height
+
+
+def validate_recist(recist: Sequence[float], image_size: Sequence[int]) -> None:
+    """Raise InvalidGeometryError unless `recist` is two near-perpendicular axes inside the image."""
+    r = _floats(recist, 8, "recist")
+    width, height = _check_image_size(image_size)
+    for i in range(4):
+        x, y = r[2 * i], r[2 * i + 1]
+        # 0-based pixel coordinates: a point may sit anywhere on the pixel grid [0, size].
+        if not (0.0 <= x <= width and 0.0 <= y <= height):
+            raise InvalidGeometryError(
+                f"recist point {i + 1} ({x:g}, {y:g}) lies outside the {width:g}x{height:g} image"
+            )
+    long_axis, short_axis = recist_diameters(r)
+    if long_axis < MIN_AXIS_PX or short_axis < MIN_AXIS_PX:
+        raise InvalidGeometryError(
+            f"recist axes must be at least {MIN_AXIS_PX:g} px long, got {long_axis:.3g} and {short_axis:.3g}"
+        )
+    if short_axis > long_axis + 1e-6:
+        raise InvalidGeometryError(
+            f"recist short axis ({short_axis:.4g} px) is longer than the long axis ({long_axis:.4g} px)"
+        )
+    angle = axes_angle_deg(r)
+    if abs(angle - 90.0) > PERPENDICULAR_TOLERANCE_DEG:
+        raise InvalidGeometryError(
+            f"recist axes must be perpendicular within {PERPENDICULAR_TOLERANCE_DEG:g} degrees, "
+            f"got {angle:.1f} degrees"
+        )
+
+
+def axes_angle_deg(recist: Sequence[float]) -> float:
+    """Angle between the long and short axis, in degrees 0..90."""
+    r = _floats(recist, 8, "recist")
+    ax, ay = r[2] - r[0], r[3] - r[1]
+    bx, by = r[6] - r[4], r[7] - r[5]
+    na, nb = math.hypot(ax, ay), math.hypot(bx, by)
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    cos = abs(ax * bx + ay * by) / (na * nb)
+    return math.degrees(math.acos(min(1.0, cos)))
+
+
+def validate_box(box: Sequence[float], image_size: Sequence[int]) -> None:
+    """Raise InvalidGeometryError unless `box` is finite, x1 < x2, y1 < y2 and inside the image."""
+    x1, y1, x2, y2 = _floats(box, 4, "box")
+    width, height = _check_image_size(image_size)
+    if not (x2 > x1 and y2 > y1):
+        raise InvalidGeometryError(f"box must have x2 > x1 and y2 > y1, got [{x1:g}, {y1:g}, {x2:g}, {y2:g}]")
+    # The dataset pads RECIST boxes by 5 px, which can push a box around an edge lesion past the border.
+    m = BOX_PADDING_PX
+    if x1 < -m or y1 < -m or x2 > width + m or y2 > height + m:
+        raise InvalidGeometryError(
+            f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the {width:g}x{height:g} image"
+        )
