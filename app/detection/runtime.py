@@ -1,0 +1,188 @@
+"""The ONNX Runtime detector: explicit provider choice, one shared thread-safe session, predict()."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.detection.contract import OUTPUT_NAME, check_metadata
+from app.detection.decode import Detection, decode_output
+from app.detection.errors import ModelLoadError
+from app.detection.preprocess import INPUT_NAME, INPUT_SHAPE, prepare_input, preprocess_key_slice
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+DEVICES = ("auto", "cpu", "cuda")
+# Sized for the 2-core target machine: both cores inside one op, no parallel ops competing.
+INTRA_OP_THREADS = 2
+INTER_OP_THREADS = 1
+# ORT severity 3 = errors only; keeps a CPU-only machine from printing provider warnings.
+QUIET_SEVERITY = 3
+_CUDA_LIBS: tuple[tuple[str, ...], ...] = (
+    ("libcudart.so.12", "libcudart.so.13", "libcudart.so"),
+    ("libcublas.so.12", "libcublas.so.13", "libcublas.so"),
+)
+
+
+def cuda_libraries_load() -> bool:
+    """True when the CUDA runtime and cuBLAS shared libraries can be loaded in this process."""
+    for candidates in _CUDA_LIBS:
+        for name in candidates:
+            try:
+                ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            return False
+    return True
+
+
+def _session_options(ort: Any) -> Any:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = INTRA_OP_THREADS
+    opts.inter_op_num_threads = INTER_OP_THREADS
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = QUIET_SEVERITY
+    return opts
+
+
+def _open_session(path: Path, device: str) -> Any:
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise ModelLoadError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    want_cuda = device in ("auto", "cuda")
+    if want_cuda:
+        reason = ""
+        if CUDA not in ort.get_available_providers():
+            reason = "this onnxruntime build has no CUDAExecutionProvider"
+        elif not cuda_libraries_load():
+            reason = "the CUDA libraries (libcudart, libcublas) do not load"
+        else:
+            try:
+                sess = ort.InferenceSession(
+                    str(path), sess_options=_session_options(ort), providers=[CUDA, CPU]
+                )
+                if sess.get_providers()[0] == CUDA:
+                    return sess
+                reason = "onnxruntime could not create a CUDA session"
+            except Exception as exc:  # noqa: BLE001 - any CUDA failure means: use the CPU
+                reason = f"CUDA session failed: {exc}"
+        if device == "cuda":
+            raise ModelLoadError(f"device 'cuda' requested but unavailable: {reason}")
+        log.info("detector on CPU: %s", reason)
+    try:
+        return ort.InferenceSession(str(path), sess_options=_session_options(ort), providers=[CPU])
+    except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types for bad files
+        raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
+
+
+def _check_graph(sess: Any, path: Path) -> None:
+    inputs = sess.get_inputs()
+    outputs = sess.get_outputs()
+    if len(inputs) != 1:
+        raise ModelLoadError(f"{path} has {len(inputs)} inputs; the contract has exactly one, {INPUT_NAME!r}")
+    inp = inputs[0]
+    if inp.name != INPUT_NAME:
+        raise ModelLoadError(f"{path} input is named {inp.name!r}, the contract needs {INPUT_NAME!r}")
+    if list(inp.shape) != list(INPUT_SHAPE):
+        raise ModelLoadError(f"{path} input shape is {inp.shape}, the contract needs {list(INPUT_SHAPE)}")
+    if inp.type != "tensor(float)":
+        raise ModelLoadError(f"{path} input type is {inp.type}, the contract needs tensor(float)")
+    names = [o.name for o in outputs]
+    if OUTPUT_NAME not in names:
+        raise ModelLoadError(f"{path} has outputs {names}, the contract needs {OUTPUT_NAME!r}")
+    out = outputs[names.index(OUTPUT_NAME)]
+    shape = list(out.shape)
+    if len(shape) != 3 or shape[-1] != 5:
+        raise ModelLoadError(f"{path} output {OUTPUT_NAME!r} has shape {shape}, the contract needs [1,K,5]")
+
+
+class Detector:
+    """A loaded detector model; `predict` is synchronous and safe to call from several threads."""
+
+    def __init__(self, session: Any, metadata: dict[str, str], path: Path) -> None:
+        self._session = session
+        self.metadata = metadata
+        self.path = path
+        self.provider: str = session.get_providers()[0]
+        self.model_version: str = metadata["model_version"]
+        self.synthetic: bool = metadata.get("synthetic", "true") == "true"
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> Detector:
+        """Open an ONNX model, check its contract, and choose CUDA when it really works, else CPU."""
+        p = Path(path)
+        if not p.is_file():
+            raise ModelLoadError(f"no model file at {p}")
+        sess = _open_session(p, device)
+        meta = dict(sess.get_modelmeta().custom_metadata_map)
+        check_metadata(meta, str(p))
+        _check_graph(sess, p)
+        det = cls(sess, meta, p)
+        log.info("detector %s loaded from %s on %s", det.model_version, p, det.provider)
+        return det
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the graph on a (1,3,512,512) float32 input; returns the raw [1,K,5] rows."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if x.shape != INPUT_SHAPE:
+            raise ValueError(f"input must have shape {INPUT_SHAPE}, got {x.shape}")
+        out = self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return np.asarray(out)
+
+    def predict_context(
+        self, context_hu: np.ndarray, pixel_spacing_mm: float, *, threshold: float = 0.05
+    ) -> list[Detection]:
+        """Detect on an already loaded (3,H,W) HU context."""
+        x, transform = prepare_input(context_hu, pixel_spacing_mm)
+        return decode_output(self.infer(x), transform, threshold)
+
+    def predict(
+        self, file_name: str, store: Any, *, spacing_mm: Sequence[float], threshold: float = 0.05
+    ) -> list[Detection]:
+        """Load the 3-slice context of a key slice, infer, and return boxes in original pixels."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within 0..1, got {threshold}")
+        start = time.perf_counter()
+        x, transform = preprocess_key_slice(store, file_name, spacing_mm)
+        dets = decode_output(self.infer(x), transform, threshold)
+        log.debug(
+            "predict %s: %d boxes in %.1f ms", file_name, len(dets), (time.perf_counter() - start) * 1e3
+        )
+        return dets
+
+    def info(self) -> dict[str, object]:
+        """What /api/health reports about a loaded detector."""
+        return {
+            "loaded": True,
+            "provider": self.provider,
+            "model_version": self.model_version,
+            "synthetic_model": self.synthetic,
+            "error": None,
+        }
+
+
+def load_detector(settings: Any) -> tuple[Detector | None, str | None]:
+    """The configured detector, or None and the reason (review mode works without a model)."""
+    path = getattr(settings, "model_path", None)
+    if path is None:
+        return None, "no model configured (LESION_REVIEW_MODEL_PATH is empty)"
+    p = Path(path)
+    if not p.is_file():
+        return None, f"no model file at {p}"
+    try:
+        return Detector.load(p, device=getattr(settings, "device", "auto")), None
+    except ModelLoadError as exc:
+        log.warning("detector not loaded: %s", exc)
+        return None, str(exc)
