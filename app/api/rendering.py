@@ -32,7 +32,7 @@ class RenderingParams:
         return resolve_window(self.preset, self.center, self.width, self.lo, self.hi, dicom_window)
 
 
-def rendering_params(
+async def rendering_params(
     preset: Annotated[
         str | None,
         Query(description=f"Window preset: {', '.join(PRESET_NAMES)}.", max_length=32),

@@ -271,7 +271,7 @@ def database_series_info(session_factory: Callable[[], Any]) -> Callable[[str], 
     return lookup
 
 
-def get_slice_images(request: Request) -> SliceImages:
+async def get_slice_images(request: Request) -> SliceImages:
     """The app's slice renderer (built in the lifespan)."""
     images: SliceImages = request.app.state.slice_images
     return images
