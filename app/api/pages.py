@@ -1,0 +1,62 @@
+"""Server-rendered pages of the browser review app: thin Jinja2 shells around plain ES modules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+
+router = APIRouter(include_in_schema=False)
+
+KEY_SLICE_RE = re.compile(r"^\d{6}_\d{2}_\d{2}_\d{3,4}\.png$")
+
+NAV = (
+    ("/", "Work list"),
+    ("/overview", "Overview"),
+    ("/evaluation", "Evaluation"),
+)
+
+
+def _render(request: Request, template: str, page: str, **context: Any) -> Response:
+    """Render one page template with the shared context (nav, csrf meta, page module name)."""
+    templates = request.app.state.templates
+    csrf = getattr(request.state, "csrf_token", "") or ""
+    context = {"page": page, "nav": NAV, "csrf_token": csrf, **context}
+    response: Response = templates.TemplateResponse(request, template, context)
+    # Pages hold no data (the JS reads the API), but a stale shell after a deploy would load old modules.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> Response:
+    """Sign-in page."""
+    return _render(request, "login.html", "login", title="Sign in")
+
+
+@router.get("/", response_class=HTMLResponse)
+def worklist_page(request: Request) -> Response:
+    """Work list of key slices with filters, progress and keyboard navigation."""
+    return _render(request, "worklist.html", "worklist", title="Work list")
+
+
+@router.get("/viewer/{file_name}", response_class=HTMLResponse)
+def viewer_page(request: Request, file_name: str) -> Response:
+    """Slice viewer for one key slice."""
+    if not KEY_SLICE_RE.match(file_name):
+        raise HTTPException(status_code=404, detail=f"not a key slice name: {file_name!r}")
+    return _render(request, "viewer.html", "viewer", title=f"Viewer {file_name}", file_name=file_name)
+
+
+@router.get("/overview", response_class=HTMLResponse)
+def overview_page(request: Request) -> Response:
+    """Dataset overview: body map, progress and histograms."""
+    return _render(request, "overview.html", "overview", title="Dataset overview")
+
+
+@router.get("/evaluation", response_class=HTMLResponse)
+def evaluation_page(request: Request) -> Response:
+    """Detector evaluation page with the FROC curve."""
+    return _render(request, "evaluation.html", "evaluation", title="Evaluation")

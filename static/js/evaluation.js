@@ -1,0 +1,129 @@
+// Evaluation page: the FROC curve (sensitivity vs false positives per image, log x) from /api/evaluation.
+import { ApiError, describeError, get, initShell, post, showError } from "./api.js";
+import { svg } from "./charts.js";
+
+const $ = (id) => document.getElementById(id);
+const FP_POINTS = [0.5, 1, 2, 4, 8, 16];
+
+// Accepts the documented shape and a few near variants, so a renamed field shows as "no points", not a crash.
+export function frocPoints(result) {
+  const r = result && (result.froc || result.result || result);
+  if (!r) return { points: [], curve: [] };
+  let points = [];
+  const fps = r.fp_per_image || r.fps || r.fp_rates;
+  const sens = r.sensitivity || r.sensitivities;
+  if (Array.isArray(fps) && Array.isArray(sens)) {
+    points = fps.map((fp, i) => ({ fp: Number(fp), sensitivity: Number(sens[i]) }));
+  } else if (Array.isArray(r.points)) {
+    points = r.points.map((p) => ({ fp: Number(p.fp ?? p.fp_per_image), sensitivity: Number(p.sensitivity) }));
+  } else if (sens && typeof sens === "object") {
+    points = Object.entries(sens).map(([fp, s]) => ({ fp: Number(fp), sensitivity: Number(s) }));
+  }
+  const curve = Array.isArray(r.curve) ? r.curve.map((p) => ({ fp: Number(p.fp ?? p.fp_per_image), sensitivity: Number(p.sensitivity) })) : [];
+  points = points.filter((p) => Number.isFinite(p.fp) && Number.isFinite(p.sensitivity) && p.fp > 0).sort((a, b) => a.fp - b.fp);
+  return { points, curve: curve.filter((p) => p.fp > 0) };
+}
+
+function plot({ points, curve }) {
+  const W = 560, H = 380;
+  const m = { l: 56, r: 16, t: 14, b: 46 };
+  const iw = W - m.l - m.r, ih = H - m.t - m.b;
+  const lo = Math.log2(0.25), hi = Math.log2(32);
+  const x = (fp) => m.l + ((Math.log2(fp) - lo) / (hi - lo)) * iw;
+  const y = (s) => m.t + ih - s * ih;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "FROC curve" });
+  for (const s of [0, 0.2, 0.4, 0.6, 0.8, 1]) {
+    root.appendChild(svg("line", { x1: m.l, x2: W - m.r, y1: y(s), y2: y(s), stroke: "#e4e7ec" }));
+    root.appendChild(svg("text", { x: m.l - 6, y: y(s) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085" }, `${Math.round(s * 100)}%`));
+  }
+  for (const fp of FP_POINTS) {
+    root.appendChild(svg("line", { x1: x(fp), x2: x(fp), y1: m.t, y2: m.t + ih, stroke: "#e4e7ec" }));
+    root.appendChild(svg("text", { x: x(fp), y: m.t + ih + 16, "text-anchor": "middle", "font-size": 11, fill: "#667085" }, String(fp)));
+  }
+  root.appendChild(svg("rect", { x: m.l, y: m.t, width: iw, height: ih, fill: "none", stroke: "#98a2b3" }));
+  root.appendChild(svg("text", { x: m.l + iw / 2, y: H - 8, "text-anchor": "middle", "font-size": 12, fill: "#344054" }, "false positives per image (log scale)"));
+  root.appendChild(svg("text", { x: 14, y: m.t + ih / 2, "text-anchor": "middle", "font-size": 12, fill: "#344054", transform: `rotate(-90 14 ${m.t + ih / 2})` }, "sensitivity"));
+  const inRange = (p) => p.fp >= 0.25 && p.fp <= 32;
+  const line = (pts, attrs) => {
+    if (pts.length < 2) return;
+    const d = pts.filter(inRange).map((p, i) => `${i ? "L" : "M"}${x(p.fp).toFixed(1)},${y(p.sensitivity).toFixed(1)}`).join(" ");
+    root.appendChild(svg("path", { d, fill: "none", ...attrs }));
+  };
+  line(curve, { stroke: "#98c1ff", "stroke-width": 1.5 });
+  line(points, { stroke: "#1f6feb", "stroke-width": 2 });
+  for (const p of points.filter(inRange)) {
+    const c = svg("circle", { cx: x(p.fp), cy: y(p.sensitivity), r: 4.5, fill: "#1f6feb", class: "froc-point" });
+    c.appendChild(svg("title", {}, `${p.fp} FP/image: ${(p.sensitivity * 100).toFixed(1)}%`));
+    root.appendChild(c);
+    root.appendChild(svg("text", { x: x(p.fp), y: y(p.sensitivity) - 9, "text-anchor": "middle", "font-size": 11, fill: "#1d2330" }, `${(p.sensitivity * 100).toFixed(1)}`));
+  }
+  return root;
+}
+
+function show(result) {
+  const froc = frocPoints(result);
+  $("froc").replaceChildren(plot(froc));
+  const tbody = $("froc-table").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const p of froc.points) {
+    const tr = document.createElement("tr");
+    tr.innerHTML = `<td>${p.fp}</td><td>${(p.sensitivity * 100).toFixed(1)}%</td>`;
+    tbody.appendChild(tr);
+  }
+  const meta = $("eval-meta");
+  meta.replaceChildren();
+  const fields = [
+    ["model", result.model_version], ["split", result.split], ["images", result.images ?? result.n_images],
+    ["lesions", result.lesions ?? result.n_lesions], ["IoU", result.iou_threshold ?? result.iou],
+    ["provider", result.provider], ["run at", result.created_at ?? result.at], ["elapsed", result.elapsed_s != null ? `${Number(result.elapsed_s).toFixed(1)} s` : result.elapsed_ms != null ? `${Math.round(result.elapsed_ms)} ms` : null],
+  ];
+  for (const [k, v] of fields) {
+    if (v === undefined || v === null || v === "") continue;
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = String(v);
+    meta.append(dt, dd);
+  }
+  document.body.dataset.points = String(froc.points.length);
+  if (!froc.points.length) $("eval-status").textContent = "The stored result has no FROC points.";
+}
+
+async function load() {
+  try {
+    const result = await get("/api/evaluation");
+    $("eval-status").textContent = "Latest stored result.";
+    show(result);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      $("eval-status").textContent = "No evaluation has been run yet. Press Run.";
+      $("froc").replaceChildren(plot({ points: [], curve: [] }));
+    } else {
+      showError(`Could not load the evaluation: ${describeError(err)}`, load);
+    }
+  }
+  document.body.dataset.ready = "1";
+}
+
+async function run() {
+  const button = $("run-eval");
+  button.disabled = true;
+  $("eval-spinner").hidden = false;
+  $("eval-status").textContent = "Running…";
+  const t0 = performance.now();
+  try {
+    const result = await post("/api/evaluation");
+    $("eval-status").textContent = `Finished in ${((performance.now() - t0) / 1000).toFixed(1)} s.`;
+    show(result);
+  } catch (err) {
+    $("eval-status").textContent = "Failed.";
+    showError(`Evaluation failed: ${describeError(err)}`, run);
+  } finally {
+    button.disabled = false;
+    $("eval-spinner").hidden = true;
+  }
+}
+
+$("run-eval").addEventListener("click", run);
+initShell();
+load();
