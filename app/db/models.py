@@ -162,6 +162,8 @@ class Lesion(Base):
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The ORM adds "AND version = :old" to every UPDATE, so two racing writers cannot both win.
+    __mapper_args__ = {"version_id_col": version}
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -205,6 +207,7 @@ class KeySliceReview(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     status: Mapped[str] = mapped_column(String(16), default="unreviewed")
     version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -223,6 +226,7 @@ class Prediction(Base):
     matches_annotation: Mapped[bool] = mapped_column(Boolean, default=False)
     lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id"), nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -1,0 +1,200 @@
+"""Stored detector predictions: caching per model version, matching to lesions, accept and reject."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.db.models import KeySlice, Lesion, Prediction, utcnow
+from app.review.audit import record
+from app.review.corrections import check_lesion_type, get_key_slice, size_mm, snapshot
+from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
+from app.review.serialize import load_lesion_dict, prediction_dict
+from app.review.summary import refresh_summary
+from app.review.users import UserInfo
+
+MATCH_IOU = 0.5
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two [x1, y1, x2, y2] boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def cached_predictions(
+    *, session: Session, file_name: str, model_version: str
+) -> list[dict[str, Any]] | None:
+    """Stored predictions of this model version for the key slice, or None when it never ran there."""
+    ks = get_key_slice(session, file_name)
+    preds = (
+        session.execute(
+            select(Prediction)
+            .where(Prediction.key_slice_id == ks.id, Prediction.model_version == model_version)
+            .order_by(Prediction.score.desc())
+        )
+        .scalars()
+        .all()
+    )
+    return [prediction_dict(p) for p in preds] if preds else None
+
+
+def has_run(*, session: Session, file_name: str, model_version: str) -> bool:
+    """True when predictions of this model version were stored for the key slice."""
+    return cached_predictions(session=session, file_name=file_name, model_version=model_version) is not None
+
+
+def store_predictions(
+    *,
+    session: Session,
+    file_name: str,
+    model_version: str,
+    detections: Sequence[Any],
+    commit: bool = True,
+) -> list[dict[str, Any]]:
+    """Store detections (objects with .box and .score) unless this model version already ran here."""
+    ks = get_key_slice(session, file_name)
+    existing = (
+        session.execute(
+            select(Prediction).where(
+                Prediction.key_slice_id == ks.id, Prediction.model_version == model_version
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not existing:
+        lesion_boxes = [
+            le.box
+            for le in session.execute(
+                select(Lesion).where(Lesion.key_slice_id == ks.id, Lesion.review != "deleted")
+            ).scalars()
+        ]
+        for det in detections:
+            box = [float(v) for v in det.box]
+            session.add(
+                Prediction(
+                    key_slice_id=ks.id,
+                    model_version=model_version,
+                    box=box,
+                    score=float(det.score),
+                    status="pending",
+                    matches_annotation=any(iou(box, lb) >= MATCH_IOU for lb in lesion_boxes),
+                    created_at=utcnow(),
+                )
+            )
+        session.flush()
+        refresh_summary(session=session, key_slice=ks)
+    if commit:
+        session.commit()
+    return list_predictions(session=session, file_name=file_name, model_version=model_version)
+
+
+def list_predictions(
+    *, session: Session, file_name: str, threshold: float = 0.0, model_version: str | None = None
+) -> list[dict[str, Any]]:
+    """Stored predictions of a key slice with score >= threshold, best first."""
+    ks = get_key_slice(session, file_name)
+    query = select(Prediction).where(Prediction.key_slice_id == ks.id, Prediction.score >= threshold)
+    if model_version is not None:
+        query = query.where(Prediction.model_version == model_version)
+    return [prediction_dict(p) for p in session.execute(query.order_by(Prediction.score.desc())).scalars()]
+
+
+def _get(session: Session, prediction_id: int, version: int) -> Prediction:
+    pred = session.get(Prediction, prediction_id)
+    if pred is None:
+        raise NotFoundError(f"no prediction {prediction_id}")
+    if pred.version != version:
+        raise EditConflictError(
+            f"prediction {prediction_id} was changed by someone else first", current=prediction_dict(pred)
+        )
+    if pred.status != "pending":
+        raise InvalidInputError(f"prediction {prediction_id} is already {pred.status}")
+    return pred
+
+
+def accept(
+    *, session: Session, user: UserInfo, prediction_id: int, version: int, lesion_type: int | None = None
+) -> dict[str, Any]:
+    """Turn a prediction into an added lesion (source prediction, with model version and score)."""
+    pred = _get(session, prediction_id, version)
+    ks = session.get_one(KeySlice, pred.key_slice_id)
+    box = [float(v) for v in pred.box]
+    lesion = Lesion(
+        key_slice_id=ks.id,
+        origin="added",
+        source="prediction",
+        review="confirmed",
+        recist=None,
+        box=box,
+        lesion_type=check_lesion_type(lesion_type if lesion_type is not None else -1),
+        slice_index=ks.key_slice_index,
+        size_mm=size_mm(None, box, ks.spacing_x),
+        noisy=False,
+        model_version=pred.model_version,
+        score=pred.score,
+        prediction_id=pred.id,
+        updated_by_id=user.id,
+        updated_at=utcnow(),
+    )
+    session.add(lesion)
+    session.flush()
+    pred.status = "accepted"
+    pred.lesion_id = lesion.id
+    try:
+        session.flush()
+    except StaleDataError:
+        session.rollback()
+        raise EditConflictError(
+            f"prediction {prediction_id} was changed by someone else first", current={}
+        ) from None
+    ks.version += 1
+    refresh_summary(session=session, key_slice=ks)
+    record(
+        session=session,
+        user=user,
+        action="accept_prediction",
+        key_slice_id=ks.id,
+        lesion_id=lesion.id,
+        prediction_id=pred.id,
+        before=None,
+        after=snapshot(lesion),
+    )
+    session.commit()
+    return load_lesion_dict(session, lesion)
+
+
+def reject(*, session: Session, user: UserInfo, prediction_id: int, version: int) -> dict[str, Any]:
+    """Mark a prediction as wrong."""
+    pred = _get(session, prediction_id, version)
+    before = prediction_dict(pred)
+    pred.status = "rejected"
+    try:
+        session.flush()
+    except StaleDataError:
+        session.rollback()
+        raise EditConflictError(
+            f"prediction {prediction_id} was changed by someone else first", current={}
+        ) from None
+    ks = session.get_one(KeySlice, pred.key_slice_id)
+    refresh_summary(session=session, key_slice=ks)
+    record(
+        session=session,
+        user=user,
+        action="reject_prediction",
+        key_slice_id=ks.id,
+        prediction_id=pred.id,
+        before=before,
+        after=prediction_dict(pred),
+        undoable=False,
+    )
+    session.commit()
+    return prediction_dict(pred)
