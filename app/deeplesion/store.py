@@ -22,9 +22,9 @@ from app.deeplesion.schema import HU_OFFSET
 logger = logging.getLogger(__name__)
 
 IMAGES_DIR = "Images_png"
-SERIES_RE = re.compile(r"\A\d{6}_\d{2}_\d{2}\Z")
-FILE_NAME_RE = re.compile(r"\A(?P<series>\d{6}_\d{2}_\d{2})_(?P<slice>\d{3,4})\.png\Z")
-SLICE_FILE_RE = re.compile(r"\A(?P<slice>\d{3,4})\.png\Z")
+SERIES_RE = re.compile(r"\A\d{6}_\d{2}_\d{2}\Z", re.ASCII)
+FILE_NAME_RE = re.compile(r"\A(?P<series>\d{6}_\d{2}_\d{2})_(?P<slice>\d{3,4})\.png\Z", re.ASCII)
+SLICE_FILE_RE = re.compile(r"\A(?P<slice>\d{3,4})\.png\Z", re.ASCII)
 MAX_SLICE_INDEX = 9999
 # Pillow modes a 16-bit grayscale PNG can open as, depending on the Pillow version and byte order.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
