@@ -454,7 +454,7 @@ function drawOverlay() {
   for (const prediction of visiblePredictions()) {
     const selected = state.selected && state.selected.kind === "prediction" && state.selected.id === prediction.id;
     drawGeometry(ctx, { box: prediction.box }, COLORS.prediction, {
-      selected, label: `AI ${prediction.score.toFixed(2)}${selected ? " · Enter accept · Esc reject" : ""}`,
+      selected, labelBelow: true, label: `AI ${prediction.score.toFixed(2)}${selected ? " · Enter accept · Esc reject" : ""}`,
     });
   }
   if (state.pending && state.pending.newGeometry) {
@@ -463,7 +463,7 @@ function drawOverlay() {
   if (state.drawing) drawInProgress(ctx, state.drawing);
 }
 
-function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected = false, label = "", handles = false } = {}) {
+function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected = false, label = "", handles = false, labelBelow = false } = {}) {
   ctx.save();
   ctx.strokeStyle = color;
   ctx.fillStyle = color;
@@ -478,7 +478,7 @@ function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected =
     const b = toScreen(g.box[2], g.box[3]);
     ctx.lineWidth = 1 + widthBoost;
     ctx.strokeRect(a.x, a.y, b.x - a.x, b.y - a.y);
-    anchor = { x: a.x, y: a.y };
+    anchor = labelBelow ? { x: a.x, y: b.y + 17 } : { x: a.x, y: a.y };
     if (handles && !g.recist) for (const c of boxCorners(g.box)) drawHandle(ctx, toScreen(c.x, c.y));
   }
   if (g.recist) {
@@ -534,7 +534,7 @@ function drawInProgress(ctx, d) {
     return;
   }
   const long = len(sub(d.p2, d.p1));
-  if (d.phase === 1) {
+  if (d.phase === 1 || !d.short) {
     const a = toScreen(d.p1.x, d.p1.y);
     const b = toScreen(d.p2.x, d.p2.y);
     ctx.save();
@@ -543,7 +543,7 @@ function drawInProgress(ctx, d) {
     line(ctx, a, b);
     ctx.fillStyle = COLORS.added;
     ctx.font = "12px system-ui, sans-serif";
-    ctx.fillText(`long ${lengthLabel(long)} — then drag the short axis`, b.x + 8, b.y);
+    ctx.fillText(`long ${lengthLabel(long)}${d.phase === 1 ? "" : " — now drag across for the short axis"}`, b.x + 8, b.y);
     ctx.restore();
     return;
   }
