@@ -100,7 +100,7 @@ def _lut(center: float, width: float) -> npt.NDArray[np.uint8]:
     return table
 
 
-def apply_window(hu: npt.NDArray[np.int16], window: Window) -> npt.NDArray[np.uint8]:
+def apply_window(hu: npt.ArrayLike, window: Window) -> npt.NDArray[np.uint8]:
     """Window an int16 HU array to uint8 through a cached lookup table (same result as window_reference)."""
     arr = np.asarray(hu)
     if arr.dtype != np.int16:
