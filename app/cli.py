@@ -32,5 +32,190 @@ def synth(out_dir: Path, patients: int, seed: int, size: str, metadata_only: boo
     raise click.ClickException("synth: not built yet")
 
 
+def _database_url(data_dir: Path | None, database_url: str | None) -> str:
+    """The URL from --database-url, else Settings (environment) with --data-dir applied."""
+    if database_url:
+        return database_url
+    from app.config import Settings
+
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
+    return settings.resolved_database_url()
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
+def migrate(data_dir: Path | None, database_url: str | None) -> None:
+    """Apply pending database migrations."""
+    from app.db.session import upgrade_database
+
+    url = _database_url(data_dir, database_url)
+    upgrade_database(url)
+    click.echo("database is at the newest schema")
+
+
+@main.command(name="import")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def import_(data_dir: Path, database_url: str | None, no_progress: bool) -> None:
+    """Migrate the database, then import DATA_DIR/DL_info.csv and the list of stored slices."""
+    from app.db.session import make_engine, upgrade_database
+    from app.deeplesion.errors import CsvValidationError
+    from app.review.importer import import_dataset
+
+    url = _database_url(data_dir, database_url)
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        summary = import_dataset(engine=engine, data_dir=data_dir, progress=not no_progress)
+    except CsvValidationError as exc:
+        for line in exc.errors:
+            click.echo(line, err=True)
+        click.echo(f"{len(exc.errors)} error(s) in DL_info.csv: nothing was imported", err=True)
+        sys.exit(1)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"cannot import: {exc}") from exc
+    finally:
+        engine.dispose()
+    click.echo(summary.describe())
+
+
+@main.group()
+def user() -> None:
+    """Manage users."""
+
+
+@user.command(name="add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["reviewer", "admin"]), default="reviewer", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--database-url", default=None)
+def user_add(
+    name: str, role: str, password_stdin: bool, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Add a user (prompts for the password)."""
+    from app.db.session import assert_schema_current, make_engine, make_session_factory
+    from app.review.errors import ReviewError
+    from app.review.users import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    engine = make_engine(_database_url(data_dir, database_url))
+    try:
+        assert_schema_current(engine)
+        with make_session_factory(engine)() as session, session.begin():
+            info = create_user(session=session, name=name, password=password, role=role)
+    except ReviewError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    click.echo(f"user {info.name} ({info.role}) added")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "coco", "nifti"]), default="csv")
+@click.option("--state", type=click.Choice(["original", "corrected"]), default="corrected", show_default=True)
+@click.option("--series", default=None, help="With --format nifti: the series folder, e.g. 000001_01_01.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--database-url", default=None)
+def export(
+    data_dir: Path, fmt: str, state: str, series: str | None, out: Path, database_url: str | None
+) -> None:
+    """Export the original or corrected annotations as DL_info.csv, COCO JSON or a NIfTI zip."""
+    from app.db.session import assert_schema_current, make_engine, make_session_factory
+    from app.review import exports
+    from app.review.errors import ReviewError
+
+    engine = make_engine(_database_url(data_dir, database_url))
+    try:
+        assert_schema_current(engine)
+        with make_session_factory(engine)() as session:
+            if fmt == "csv":
+                data = exports.export_csv(session=session, state=state)
+            elif fmt == "coco":
+                data = exports.export_coco(session=session, state=state)
+            else:
+                if not series:
+                    raise click.UsageError("--format nifti needs --series SERIES_FOLDER")
+                from app.deeplesion.store import SliceStore
+
+                store = SliceStore(data_dir)
+                data = exports.export_nifti_zip(session=session, store=store, series_folder=series)
+    except (ReviewError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    click.echo(f"wrote {out} ({len(data)} bytes)")
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: 8000].")
+@click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def serve(
+    data_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    model_path: Path | None,
+) -> None:
+    """Serve the review app (refuses an unmigrated database, and a public address while no user exists)."""
+    from app.serving import ServeRefusedError, check_can_serve, run_server, settings_with
+
+    settings = settings_with(
+        data_dir=data_dir, host=host, port=port, database_url=database_url, model_path=model_path
+    )
+    try:
+        check_can_serve(settings)
+    except ServeRefusedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"serving {settings.data_dir} at http://{settings.host}:{settings.port}")
+    run_server(settings)
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--patients", type=int, default=10, show_default=True, help="Patients when generating.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Prepare the data and database, then exit.")
+@click.option("--max-studies", type=int, default=None, hidden=True)
+def demo(data_dir: Path | None, patients: int, port: int, no_serve: bool, max_studies: int | None) -> None:
+    """Generate the synthetic demo dataset if absent, import it, and serve it on 127.0.0.1."""
+    from app.serving import (
+        ServeRefusedError,
+        check_can_serve,
+        demo_banner,
+        prepare_demo,
+        run_server,
+        settings_with,
+    )
+
+    # The demo signs everyone in automatically, so it only ever listens on loopback.
+    settings = settings_with(data_dir=data_dir, host="127.0.0.1", port=port)
+    prepared = prepare_demo(settings, patients=patients, max_studies=max_studies)
+    made = "generated" if prepared.generated else "using existing"
+    click.echo(f"{made} demo data in {prepared.data_dir}")
+    click.echo(f"import: {prepared.import_summary}")
+    if no_serve:
+        return
+    try:
+        check_can_serve(settings)
+    except ServeRefusedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(demo_banner(prepared, settings))
+    run_server(settings)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,132 @@
+"""Starting the server and the demo: pre-flight checks, demo data preparation, the console banner."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_SEED = 20180705  # fixed: everyone who runs the demo sees the same synthetic patients
+
+
+class ServeRefusedError(RuntimeError):
+    """The server must not start as configured; the message says which command fixes it."""
+
+
+def settings_with(**overrides: object) -> Settings:
+    """Settings from the environment with the given non-None values on top (command-line options)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_can_serve(settings: Settings) -> int:
+    """Refuse an unmigrated database, or a non-loopback host while no user exists; returns the user count."""
+    from app.db.session import SchemaOutdatedError, assert_schema_current, make_engine, make_session_factory
+    from app.review.users import count_users
+
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        try:
+            assert_schema_current(engine)
+        except SchemaOutdatedError as exc:
+            raise ServeRefusedError(str(exc)) from exc
+        with make_session_factory(engine)() as session:
+            users = count_users(session=session)
+    finally:
+        engine.dispose()
+    if users == 0 and not is_loopback(settings.host):
+        raise ServeRefusedError(
+            f"refusing to serve on {settings.host}: the database has no users, and anyone who can reach this "
+            "address would be signed in as the automatic local reviewer. Add one first: "
+            "`lesion-review user add NAME --role admin`, or serve on 127.0.0.1"
+        )
+    return users
+
+
+def run_server(settings: Settings) -> None:
+    """Run uvicorn on settings.host:settings.port until interrupted."""
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """What prepare_demo found or made."""
+
+    data_dir: Path
+    generated: bool
+    key_slices_added: int
+    import_summary: str
+    model_present: bool
+
+
+def prepare_demo(settings: Settings, *, patients: int, max_studies: int | None = None) -> DemoData:
+    """Generate the synthetic demo dataset when absent, migrate the database and import it (idempotent)."""
+    from app.db.session import make_engine, make_session_factory, upgrade_database
+    from app.review.importer import import_dataset
+
+    data_dir = settings.data_dir
+    generated = False
+    if not (data_dir / "DL_info.csv").is_file():
+        from app.deeplesion.synth import generate_dataset
+
+        log.info("generating the synthetic demo dataset (%d patients) in %s", patients, data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        generate_dataset(data_dir, patients=patients, seed=DEMO_SEED, progress=True, max_studies=max_studies)
+        generated = True
+    url = settings.resolved_database_url()
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        summary = import_dataset(data_dir=data_dir, session_factory=make_session_factory(engine))
+    finally:
+        engine.dispose()
+    model = settings.model_path
+    return DemoData(
+        data_dir=data_dir,
+        generated=generated,
+        key_slices_added=summary.new_key_slices,
+        import_summary=summary.describe(),
+        model_present=bool(model and Path(model).is_file()),
+    )
+
+
+def demo_banner(demo: DemoData, settings: Settings) -> str:
+    """The console message that says what to open and that nothing in the demo is real patient data."""
+    url = f"http://127.0.0.1:{settings.port}"
+    model = (
+        f"a detector trained on synthetic images only ({settings.model_path})"
+        if demo.model_present
+        else "no detector model (review mode; `make train` builds one)"
+    )
+    bar = "=" * 72
+    return "\n".join(
+        [
+            bar,
+            f"  Lesion Review demo: open {url} in your browser",
+            "",
+            f"  Data: SYNTHETIC CT slices in {demo.data_dir}",
+            "        (generated, DeepLesion layout; not patient data, not the NIH dataset)",
+            f"  Model: {model}",
+            "  Signed in automatically as the local reviewer (loopback only).",
+            f"  API docs: {url}/docs     Stop: Ctrl+C",
+            bar,
+        ]
+    )
