@@ -86,6 +86,10 @@ def upgrade_database(url: str) -> None:
     from alembic import command
 
     make_engine(url).dispose()  # creates the SQLite folder when needed
+    alembic_log = logging.getLogger("alembic")
+    # Alembic's per-plugin INFO lines drown the CLI's own output; keep them for --verbose.
+    if not log.isEnabledFor(logging.DEBUG):
+        alembic_log.setLevel(logging.WARNING)
     command.upgrade(_alembic_config(url), "head")
 
 

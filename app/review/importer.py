@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Engine, insert, select, update
+from sqlalchemy import JSON, Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import KeySlice, Lesion, OriginalLesion, Patient, Series, Study
@@ -82,7 +82,7 @@ def _original_row(rec: LesionRecord, key_slice_id: int, row_number: int) -> dict
     }
 
 
-def _same_rows(stored: list[OriginalLesion], records: list[LesionRecord]) -> bool:
+def _same_rows(stored: list[Any], records: list[LesionRecord]) -> bool:
     if len(stored) != len(records):
         return False
     return all(
@@ -94,38 +94,58 @@ def _same_rows(stored: list[OriginalLesion], records: list[LesionRecord]) -> boo
     )
 
 
-def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+def _json_text(value: Any) -> str | None:
+    """JSON text of a cell; lists of plain numbers (nearly every cell here) skip json.dumps, 3x faster."""
+    if value is None:
+        return None
+    if isinstance(value, list) and all(type(v) is int or type(v) is float for v in value):
+        return "[" + ", ".join(repr(v) for v in value) + "]"
+    return json.dumps(value)
 
 
-def _copy_insert(session: Session, model: type[Any], rows: list[dict[str, Any]], bar: Any) -> None:
-    """PostgreSQL COPY: several times faster than even batched INSERTs for tens of thousands of rows."""
+def _plain_rows(model: type[Any], rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Column names and DBAPI-ready row values, JSON columns pre-serialised."""
     table = model.__table__
     columns = list(rows[0].keys())
-    json_cols = {c for c in columns if isinstance(table.c[c].type, JSON)}
-    dbapi = session.connection().connection.driver_connection
-    assert dbapi is not None
-    with dbapi.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for i, row in enumerate(rows, start=1):
-            copy.write_row(
-                [json.dumps(row[c]) if c in json_cols and row[c] is not None else row[c] for c in columns]
-            )
-            if bar is not None and i % CHUNK == 0:
-                bar.update(CHUNK)
-    if bar is not None:
-        bar.update(len(rows) % CHUNK)
+    json_cols = [isinstance(table.c[c].type, JSON) for c in columns]
+    values = [
+        [_json_text(row[c]) if is_json else row[c] for c, is_json in zip(columns, json_cols, strict=True)]
+        for row in rows
+    ]
+    return columns, values
 
 
 def _bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]], bar: Any) -> None:
+    """Insert plain rows through the driver: COPY on PostgreSQL, executemany on SQLite.
+
+    The ORM's bulk path spends most of its time per row in Python; these paths are several times faster.
+    """
     if not rows:
         return
+    columns, values = _plain_rows(model, rows)
+    table = model.__table__.name
+    dbapi = session.connection().connection.driver_connection
+    assert dbapi is not None
     if session.get_bind().dialect.name == "postgresql":
-        _copy_insert(session, model, rows, bar)
-        return
-    for part in _chunks(rows):
-        session.execute(insert(model), part)
+        with dbapi.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for i, row in enumerate(values, start=1):
+                copy.write_row(row)
+                if bar is not None and i % CHUNK == 0:
+                    bar.update(CHUNK)
         if bar is not None:
-            bar.update(len(part))
+            bar.update(len(values) % CHUNK)
+        return
+    placeholders = ", ".join("?" for _ in columns)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+    cur = dbapi.cursor()
+    try:
+        for start in range(0, len(values), CHUNK):
+            part = values[start : start + CHUNK]
+            cur.executemany(sql, part)
+            if bar is not None:
+                bar.update(len(part))
+    finally:
+        cur.close()
 
 
 def import_records(
@@ -303,12 +323,21 @@ def _note_changed(
     summary: ImportSummary,
 ) -> None:
     """Record key slices whose CSV rows differ from what was imported before (they are kept as stored)."""
-    stored: dict[int, list[OriginalLesion]] = {}
-    for orig in session.execute(select(OriginalLesion).order_by(OriginalLesion.row_number)).scalars():
-        stored.setdefault(orig.key_slice_id, []).append(orig)
-    for file_name, rows in by_file.items():
+    stored: dict[int, list[Any]] = {}
+    rows = session.execute(
+        select(
+            OriginalLesion.key_slice_id,
+            OriginalLesion.measurement_coordinates,
+            OriginalLesion.bounding_box,
+            OriginalLesion.coarse_lesion_type,
+            OriginalLesion.possibly_noisy,
+        ).order_by(OriginalLesion.row_number)
+    ).all()
+    for row in rows:
+        stored.setdefault(row.key_slice_id, []).append(row)
+    for file_name, csv_rows in by_file.items():
         ks_id = existing_ks.get(file_name)
-        if ks_id is not None and not _same_rows(stored.get(ks_id, []), [r for _, r in rows]):
+        if ks_id is not None and not _same_rows(stored.get(ks_id, []), [r for _, r in csv_rows]):
             summary.changed_key_slices.append(file_name)
     if summary.changed_key_slices:
         log.warning(
