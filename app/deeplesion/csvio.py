@@ -82,6 +82,13 @@ def _floats(count: int) -> Callable[[str], tuple[float, ...]]:
     """Parser of a cell holding exactly `count` comma-separated numbers."""
 
     def parse(text: str) -> tuple[float, ...]:
+        try:
+            # Fast path for the common, valid cell; float() itself ignores the spaces after commas.
+            values = tuple(map(float, text.split(",")))
+        except ValueError:
+            values = ()
+        if len(values) == count and all(map(math.isfinite, values)):
+            return values
         parts = [p.strip() for p in text.split(",")] if text.strip() else []
         if len(parts) != count:
             raise _CellError(f"expected {count} numbers, got {len(parts)}")
@@ -94,6 +101,12 @@ def _ints(count: int) -> Callable[[str], tuple[int, ...]]:
     """Parser of a cell holding exactly `count` comma-separated integers."""
 
     def parse(text: str) -> tuple[int, ...]:
+        try:
+            fast = tuple(map(int, text.split(",")))
+        except ValueError:
+            fast = ()
+        if len(fast) == count:
+            return fast
         parts = [p.strip() for p in text.split(",")] if text.strip() else []
         if len(parts) != count:
             raise _CellError(f"expected {count} integers, got {len(parts)}")
@@ -310,15 +323,23 @@ def parse_dl_info_text(text: str, source: str = "DL_info.csv") -> list[LesionRec
     if text.startswith("\ufeff"):
         text = text[1:]
     reader = csv.reader(io.StringIO(text, newline=""))
-    return _rows_to_records(reader, lambda: reader.line_num, source)
+    try:
+        return _rows_to_records(reader, lambda: reader.line_num, source)
+    except csv.Error as exc:
+        message = f"{source} line {max(reader.line_num, 1)}: unreadable CSV ({exc})"
+        raise CsvValidationError([message]) from None
 
 
 def read_dl_info(path: Path | str) -> list[LesionRecord]:
     """Read and validate a DL_info.csv file into typed records."""
     p = Path(path)
-    with p.open("r", encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
-        return _rows_to_records(reader, lambda: reader.line_num, p.name)
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CsvValidationError([f"{p.name} line {line}: not UTF-8 text ({exc.reason})"]) from None
+    return parse_dl_info_text(text, source=p.name)
 
 
 def _cell(column: str, value: Any) -> str:

@@ -129,6 +129,18 @@ def test_unknown_and_missing_headers_are_rejected_with_the_expected_list() -> No
     assert message.endswith("Patient_gender, Patient_age, Train_Val_Test")
 
 
+def test_file_that_is_not_utf8_is_a_validation_error(tmp_path: Path) -> None:
+    path = tmp_path / "DL_info.csv"
+    path.write_bytes(SMALL.read_bytes().replace(b",F,62,", b",\xff,62,"))
+    assert _errors(path) == ["DL_info.csv line 2: not UTF-8 text (invalid start byte)"]
+
+
+def test_oversized_cell_is_a_validation_error() -> None:
+    text = SMALL.read_text(encoding="utf-8").replace(",F,62,", ',"' + "x" * 200_000 + '",62,')
+    (message,) = _errors(text)
+    assert message.startswith("DL_info.csv line 2: unreadable CSV (field larger than field limit")
+
+
 def test_duplicated_header_is_rejected() -> None:
     (message,) = _errors(HEADER + ",File_name\n")
     assert "duplicated column(s) File_name" in message
