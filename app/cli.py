@@ -217,5 +217,246 @@ def demo(data_dir: Path | None, patients: int, port: int, no_serve: bool, max_st
     run_server(settings)
 
 
+# --- detector commands (H4): thin wrappers over app.detection ---------------------------------------
+_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def _default_model() -> Path:
+    from app.config import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="ONNX file to write."
+)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option(
+    "--val-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset whose val split selects the best epoch (default: DATA_DIR).",
+)
+@click.option("--max-minutes", type=float, default=25.0, show_default=True, help="Stop after this wall time.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True, help="Random crop side in input pixels.")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--model-version", default=None, help="Stored in the ONNX metadata (default: name-seed-date).")
+@click.option(
+    "--card",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Model card to write (default: MODEL_CARD.md next to --out).",
+)
+def train(
+    data_dir: Path,
+    out: Path,
+    epochs: int,
+    seed: int,
+    device: str,
+    val_dir: Path | None,
+    max_minutes: float,
+    batch_size: int,
+    crop: int,
+    lr: float,
+    model_version: str | None,
+    card: Path | None,
+) -> None:
+    """Train the 3-slice detector on DATA_DIR (needs the [train] extra) and export it to ONNX."""
+    from app.detection.commands import run_train
+
+    if crop % 32 or not 64 <= crop <= 512:
+        raise click.BadParameter("must be a multiple of 32 within 64..512", param_hint="--crop")
+    try:
+        info = run_train(
+            data_dir,
+            out,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            val_dir=val_dir,
+            max_minutes=max_minutes,
+            batch_size=batch_size,
+            crop=crop,
+            lr=lr,
+            model_version=model_version,
+            card=card,
+            command=" ".join(["lesion-review", *sys.argv[1:]]),
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {info['out']} ({info['model_version']}) and {info['card']}")
+    for split in ("val", "test"):
+        sens = info[f"{split}_result"]["sensitivity"]
+        click.echo(
+            f"{split} FROC sensitivity @0.5/1/2/4/8/16 FP: " + " ".join(f"{100 * v:.1f}" for v in sens)
+        )
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("file_name")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="ONNX model (default: models/lesion-detector.onnx).",
+)
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float, device: str) -> None:
+    """Predict lesion boxes on one key slice and print them as JSON (original pixel coordinates)."""
+    import json
+
+    from app.deeplesion.errors import DeepLesionError
+    from app.detection.commands import run_predict
+    from app.detection.errors import ModelLoadError
+
+    try:
+        out = run_predict(
+            data_dir, file_name, model=model or _default_model(), device=device, threshold=threshold
+        )
+    except (ModelLoadError, DeepLesionError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(out, indent=1))
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True
+)
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--against",
+    type=click.Choice(["original", "corrected"]),
+    default="original",
+    show_default=True,
+    help="corrected: the reviewers' current state from the database.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--database-url", default=None, help="With --against corrected; default: SQLite in DATA_DIR.")
+@click.option("--no-progress", is_flag=True)
+def evaluate(
+    data_dir: Path,
+    split: str,
+    model: Path | None,
+    against: str,
+    as_json: bool,
+    device: str,
+    database_url: str | None,
+    no_progress: bool,
+) -> None:
+    """DeepLesion FROC of the detector on a split (IoU >= 0.5, noisy excluded), stored as latest."""
+    import json
+
+    from app.deeplesion.errors import DeepLesionError
+    from app.detection.commands import run_evaluate
+    from app.detection.errors import ModelLoadError
+
+    records = None
+    try:
+        if against == "corrected":
+            from app.review.detector_jobs import corrected_state
+
+            records = corrected_state(_database_url(data_dir, database_url))
+        res = run_evaluate(
+            data_dir,
+            model=model or _default_model(),
+            split=split,
+            device=device,
+            against=against,
+            corrected_records=records,
+            progress=not no_progress,
+        )
+    except (ModelLoadError, DeepLesionError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    click.echo(
+        f"model {res['model_version']} on {res['provider']}; split {res['split']} against {against}: "
+        f"{res['images']} key slices, {res['lesions']} lesions ({res['noisy_excluded']} noisy excluded)"
+    )
+    click.echo("FP/image     " + " ".join(f"{r:>6g}" for r in res["fp_rates"]))
+    click.echo("sensitivity% " + " ".join(f"{100 * v:6.1f}" for v in res["sensitivity"]))
+    for name, groups in res["breakdowns"].items():
+        for g in groups:
+            sens = " ".join(f"{100 * v:6.1f}" for v in g["sensitivity"])
+            click.echo(f"  {name:<14} {g['label']:<12} n={g['lesions']:<5} {sens}")
+    click.echo(f"stored as {res.get('stored_as')}")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="all", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many key slices.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.1,
+    show_default=True,
+    help="Predictions below this score are not stored.",
+)
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--database-url", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--no-progress", is_flag=True)
+def screen(
+    data_dir: Path,
+    split: str,
+    limit: int | None,
+    threshold: float,
+    model: Path | None,
+    device: str,
+    database_url: str | None,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Run the detector over key slices (resumable) and fill the possible-missed-lesions queue."""
+    import json
+
+    from app.deeplesion.errors import DeepLesionError
+    from app.detection.errors import ModelLoadError
+    from app.detection.runtime import Detector
+    from app.review.detector_jobs import run_screen
+    from app.review.errors import ReviewError
+
+    try:
+        det = Detector.load(model or _default_model(), device=device)
+        res = run_screen(
+            database_url=_database_url(data_dir, database_url),
+            data_dir=data_dir,
+            detector=det,
+            split=split,
+            limit=limit,
+            threshold=threshold,
+            progress=not no_progress,
+        )
+    except (ModelLoadError, DeepLesionError, ReviewError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    click.echo(
+        f"model {res['model_version']} on {res['provider']}: {res['predicted']} key slices predicted, "
+        f"{res['skipped']} already done, {res['missing']} not stored; queue: {res['queue_key_slices']} "
+        f"key slices with unmatched predictions >= {threshold}"
+    )
+    hidden = res.get("hidden_lesions")
+    if hidden:
+        click.echo(
+            f"synthetic check: {hidden['found_top_n_iou_0_3']}/{hidden['total']} deliberately unannotated "
+            f"lesions in the top {hidden['top_n']} of the queue at IoU>=0.3, "
+            f"{hidden['found_top_n_iou_0_5']} at IoU>=0.5"
+        )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

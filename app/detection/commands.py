@@ -1,0 +1,157 @@
+"""What the detector CLI commands do (train, predict, evaluate), as plain functions returning data."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.detection.runtime import Detector
+
+log = logging.getLogger(__name__)
+
+
+def is_synthetic_dataset(data_dir: Path) -> bool:
+    """A dataset made by the synthetic generator carries synth_truth.json."""
+    return (Path(data_dir) / "synth_truth.json").is_file()
+
+
+def run_predict(
+    data_dir: Path, file_name: str, *, model: Path, device: str = "auto", threshold: float = 0.05
+) -> dict[str, Any]:
+    """Predict one key slice; spacing comes from DL_info.csv (0.8 mm and unknown dz when absent)."""
+    from app.deeplesion.csvio import read_dl_info
+    from app.deeplesion.store import SliceStore
+
+    det = Detector.load(model, device=device)
+    spacing: tuple[float, ...] = (0.8, 0.8, 0.0)
+    csv_path = Path(data_dir) / "DL_info.csv"
+    source = "default (no DL_info.csv row)"
+    if csv_path.is_file():
+        for rec in read_dl_info(csv_path):
+            if rec.file_name == file_name:
+                spacing, source = rec.spacing_mm, "DL_info.csv"
+                break
+    store = SliceStore(data_dir)
+    start = time.perf_counter()
+    dets = det.predict(file_name, store, spacing_mm=spacing, threshold=threshold)
+    elapsed = (time.perf_counter() - start) * 1e3
+    return {
+        "file_name": file_name,
+        "model_version": det.model_version,
+        "provider": det.provider,
+        "synthetic_model": det.synthetic,
+        "spacing_mm": list(spacing),
+        "spacing_source": source,
+        "threshold": threshold,
+        "elapsed_ms": round(elapsed, 1),
+        "predictions": [d.as_dict() for d in dets],
+    }
+
+
+def run_evaluate(
+    data_dir: Path,
+    *,
+    model: Path,
+    split: str = "test",
+    device: str = "auto",
+    against: str = "original",
+    corrected_records: list[Any] | None = None,
+    progress: bool = True,
+    save: bool = True,
+) -> dict[str, Any]:
+    """FROC of a model on a split against the CSV or the given corrected records; stored as latest."""
+    from app.detection.pipeline import evaluate_dataset, save_evaluation, truth_from_records
+
+    det = Detector.load(model, device=device)
+    truths = None
+    if against == "corrected":
+        if corrected_records is None:
+            raise ValueError("--against corrected needs the reviewers' state from the database")
+        truths = truth_from_records(corrected_records, split)
+    result = evaluate_dataset(
+        Path(data_dir), det, split=split, truths=truths, against=against, progress=progress
+    )
+    if save:
+        result["stored_as"] = str(save_evaluation(Path(data_dir), result))
+    return result
+
+
+def run_train(
+    data_dir: Path,
+    out: Path,
+    *,
+    epochs: int,
+    seed: int,
+    device: str,
+    val_dir: Path | None = None,
+    max_minutes: float = 25.0,
+    batch_size: int = 16,
+    crop: int = 256,
+    lr: float = 2e-3,
+    model_version: str | None = None,
+    card: Path | None = None,
+    command: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, export to ONNX with the contract metadata, evaluate with ONNX Runtime, write the card."""
+    try:
+        from app.detection.train.export import export_onnx
+        from app.detection.train.loop import TrainConfig, train
+    except ImportError as exc:
+        raise RuntimeError(
+            f"training needs the [train] extra (torch): pip install -e '.[train]' ({exc})"
+        ) from exc
+    from app.detection.card import write_model_card
+    from app.detection.pipeline import evaluate_dataset
+
+    data_dir = Path(data_dir)
+    config = TrainConfig(
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        max_minutes=max_minutes,
+        batch_size=batch_size,
+        crop=crop,
+        lr=lr,
+    )
+    result = train(data_dir, config, val_dir=val_dir, progress=progress)
+    synthetic = is_synthetic_dataset(data_dir)
+    version = model_version or f"{out.stem}-s{seed}-{datetime.now(UTC):%Y%m%d%H%M}"
+    kind = (
+        "synthetic CT phantoms from the lesion-review generator" if synthetic else "DeepLesion-layout CT data"
+    )
+    training_data = (
+        f"{result.train_slices} key slices / {result.train_lesions} lesions of {data_dir.name} ({kind}); "
+        f"train split, noisy rows dropped; seed {seed}"
+    )
+    export_onnx(result.model, out, model_version=version, synthetic=synthetic, training_data=training_data)
+    det = Detector.load(out, device="cpu")
+    evals = {}
+    for split, folder in (("val", val_dir or data_dir), ("test", data_dir)):
+        evals[split] = evaluate_dataset(Path(folder), det, split=split, progress=progress)
+    info: dict[str, Any] = {
+        "model_version": version,
+        "synthetic": synthetic,
+        "training_data": training_data,
+        "parameters": result.parameters,
+        "train_slices": result.train_slices,
+        "train_lesions": result.train_lesions,
+        "val_slices": result.val_slices,
+        "best_epoch": result.best_epoch,
+        "best_val_torch": result.best_val,
+        "history": result.history,
+        "config": result.config,
+        "device": result.device,
+        "seconds": result.seconds,
+        "command": command,
+        "val_result": evals["val"],
+        "test_result": evals["test"],
+        "out": str(out),
+    }
+    card_path = card or out.parent / "MODEL_CARD.md"
+    write_model_card(card_path, info)
+    info["card"] = str(card_path)
+    return info

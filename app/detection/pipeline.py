@@ -1,0 +1,180 @@
+"""Dataset-level detector runs: FROC evaluation of a split and the stored evaluation results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.deeplesion.schema import LESION_TYPES, SPLITS, LesionRecord
+from app.detection.decode import Detection
+from app.detection.froc import GtLesion, ImageCase, evaluate_cases
+
+log = logging.getLogger(__name__)
+
+SPLIT_CODES: dict[str, int] = {name: code for code, name in SPLITS.items()}
+EVALUATION_DIR = Path(".lesion_review") / "evaluation"
+AGAINST = ("original", "corrected")
+
+# predict(file_name, spacing_mm) -> detections in original pixels, for the ORT detector or a torch model.
+PredictFn = Callable[[str, Sequence[float]], list[Detection]]
+
+
+@dataclass(frozen=True)
+class KeySliceTruth:
+    """The reference lesions of one key slice for evaluation (from the CSV or the reviewers' state)."""
+
+    file_name: str
+    spacing_mm: tuple[float, float, float]
+    lesions: list[GtLesion]
+
+
+def split_code(split: str | None) -> int | None:
+    """Train_Val_Test code of a split name (train/val/test), None for all; ValueError otherwise."""
+    if split in (None, "", "all"):
+        return None
+    if split not in SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLIT_CODES)} or all")
+    return SPLIT_CODES[split]
+
+
+def group_key_slices(
+    records: Iterable[LesionRecord], split: str | None = None
+) -> dict[str, list[LesionRecord]]:
+    """Records grouped by key slice File_name, in file order, optionally one split only."""
+    code = split_code(split)
+    out: dict[str, list[LesionRecord]] = {}
+    for rec in records:
+        if code is None or rec.train_val_test == code:
+            out.setdefault(rec.file_name, []).append(rec)
+    return out
+
+
+def gt_from_record(rec: LesionRecord) -> GtLesion:
+    """A CSV lesion as an evaluation reference."""
+    b = rec.bounding_box
+    return GtLesion(
+        box=(b[0], b[1], b[2], b[3]),
+        noisy=rec.possibly_noisy == 1,
+        lesion_type=rec.coarse_lesion_type,
+        size_mm=rec.size_mm,
+        slice_interval_mm=rec.spacing_mm[2],
+    )
+
+
+def truth_from_records(records: Iterable[LesionRecord], split: str | None) -> list[KeySliceTruth]:
+    """Original-annotation references for every key slice of a split."""
+    truths = []
+    for file_name, recs in group_key_slices(records, split).items():
+        sp = recs[0].spacing_mm
+        truths.append(KeySliceTruth(file_name, (sp[0], sp[1], sp[2]), [gt_from_record(r) for r in recs]))
+    return truths
+
+
+def evaluate_truths(
+    truths: Sequence[KeySliceTruth],
+    predict: PredictFn,
+    *,
+    progress: bool = False,
+    skip_missing: Callable[[str], bool] | None = None,
+) -> dict[str, Any]:
+    """Run `predict` on every key slice and score it with the DeepLesion FROC."""
+    from tqdm import tqdm
+
+    cases: list[ImageCase] = []
+    missing: list[str] = []
+    start = time.perf_counter()
+    for truth in tqdm(truths, desc="evaluate", unit="slice", disable=not progress):
+        if skip_missing is not None and skip_missing(truth.file_name):
+            missing.append(truth.file_name)
+            continue
+        dets = predict(truth.file_name, truth.spacing_mm)
+        boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([d.score for d in dets], dtype=np.float64)
+        cases.append(ImageCase(truth.file_name, truth.lesions, boxes, scores))
+    result = evaluate_cases(cases, lesion_type_names=LESION_TYPES)
+    result["missing_key_slices"] = len(missing)
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if missing:
+        log.warning("%d key slices are not stored and were left out, e.g. %s", len(missing), missing[0])
+    return result
+
+
+def evaluate_dataset(
+    data_dir: Path,
+    detector: Any,
+    *,
+    split: str | None = "test",
+    truths: Sequence[KeySliceTruth] | None = None,
+    against: str = "original",
+    threshold: float = 0.0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """FROC of a loaded Detector on a dataset split; `truths` replaces the CSV (e.g. corrected state)."""
+    from app.deeplesion.csvio import read_dl_info
+    from app.deeplesion.store import SliceStore
+
+    if against not in AGAINST:
+        raise ValueError(f"against must be one of {AGAINST}, got {against!r}")
+    store = SliceStore(data_dir)
+    if truths is None:
+        truths = truth_from_records(read_dl_info(data_dir / "DL_info.csv"), split)
+
+    def predict(file_name: str, spacing: Sequence[float]) -> list[Detection]:
+        return list(detector.predict(file_name, store, spacing_mm=spacing, threshold=threshold))
+
+    result = evaluate_truths(truths, predict, progress=progress, skip_missing=lambda f: not store.exists(f))
+    result.update(
+        {
+            "split": split or "all",
+            "against": against,
+            "model_version": detector.model_version,
+            "provider": detector.provider,
+            "synthetic_model": detector.synthetic,
+            "data_dir": str(data_dir),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    return result
+
+
+def evaluation_dir(data_dir: Path) -> Path:
+    """Folder holding stored evaluation results of a dataset."""
+    return Path(data_dir) / EVALUATION_DIR
+
+
+def save_evaluation(data_dir: Path, result: Mapping[str, Any]) -> Path:
+    """Write a result as JSON (atomically) and make it the latest one."""
+    folder = evaluation_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    text = json.dumps(result, indent=1, sort_keys=True)
+    path = folder / f"evaluation-{stamp}.json"
+    for target in (path, folder / "latest.json"):
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    return path
+
+
+def latest_evaluation(data_dir: Path) -> dict[str, Any] | None:
+    """The latest stored evaluation result of a dataset, or None."""
+    path = evaluation_dir(data_dir) / "latest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable evaluation result %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
