@@ -23,9 +23,12 @@ function drawScatter() {
   ctx.fillStyle = "#667085";
   ctx.font = "11px system-ui, sans-serif";
   ctx.textAlign = "center";
-  ctx.fillText("head", canvas.width / 2, PAD - 8);
-  ctx.fillText("feet", canvas.width / 2, canvas.height - 8);
-  ctx.fillText("right ← x → left", canvas.width / 2, canvas.height - PAD + 14 > canvas.height - 10 ? canvas.height - 20 : canvas.height - PAD + 14);
+  ctx.fillText("head ↑", canvas.width / 2, PAD - 8);
+  ctx.fillText("feet ↓", canvas.width / 2, canvas.height - 7);
+  ctx.textAlign = "left";
+  ctx.fillText("x = 0", PAD, canvas.height - 7);
+  ctx.textAlign = "right";
+  ctx.fillText("x = 1", canvas.width - PAD, canvas.height - 7);
   const r = points.length > 5000 ? 1.5 : 3;
   ctx.globalAlpha = points.length > 5000 ? 0.5 : 0.85;
   for (const p of points) {

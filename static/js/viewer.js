@@ -898,7 +898,7 @@ function updatePanels() {
     button.className = "item-button";
     button.setAttribute("aria-label", `Select lesion ${lesion.id}`);
     button.textContent = `#${lesion.id} ${LESION_TYPES[g.lesion_type] ?? g.lesion_type} · ${diametersLabel(g)} · ${lesion.review}` +
-      `${lesion.flag ? ` ⚑ ${lesion.flag.reason.replaceAll("_", " ")}` : g.noisy ? " ⚑ noisy" : ""}` +
+      `${lesion.flag ? ` · ⚑ noisy: ${lesion.flag.reason.replaceAll("_", " ")}` : g.noisy ? " · ⚑ noisy (CSV)" : ""}` +
       `${slice !== keyIndex ? ` · slice ${slice}` : ""}${lesion.source === "prediction" ? ` · AI ${lesion.score?.toFixed(2) ?? ""}` : ""}`;
     button.addEventListener("click", () => {
       if (slice !== state.current) setSlice(slice);

@@ -1,0 +1,179 @@
+"""Sign-in, the keyboard-only work list pass, the 409 conflict dialog, and the overview/evaluation pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import api_login, drag, image_point, open_viewer, shoot, viewer_eval
+from tests.e2e.live import REVIEWER, SECOND_REVIEWER, LiveServer
+
+
+def test_sign_in_rejects_a_wrong_password_then_opens_the_work_list(page: Any, server: LiveServer) -> None:
+    page.goto("/")
+    page.wait_for_url("**/login?next=*")
+    page.fill("#username", REVIEWER[0])
+    page.fill("#password", "not-the-password")
+    page.click("#login-submit")
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert "Wrong" in page.inner_text("#login-error")
+
+    page.fill("#password", REVIEWER[1])
+    page.click("#login-submit")
+    page.wait_for_url(f"{server.url}/")
+    page.wait_for_selector("#worklist-body tr")
+    assert REVIEWER[0] in page.inner_text("#user-name")
+    assert "SYNTHETIC" in page.inner_text("#synthetic-banner")
+    rows = page.locator("#worklist-body tr")
+    assert rows.count() == min(len(server.key_slices), 50)
+    assert "key slices" in page.inner_text("#counts")
+    shoot(page, "worklist")
+
+
+def test_keyboard_only_pass_opens_marks_done_and_moves_to_next(page: Any, server: LiveServer) -> None:
+    api_login(page.context, SECOND_REVIEWER)
+    page.goto("/?sort=file_name&order=asc")
+    page.wait_for_selector("#worklist-body tr.selected")
+    first_row = page.locator("#worklist-body tr").nth(0).get_attribute("data-file-name")
+    page.keyboard.press("j")
+    assert page.locator("#worklist-body tr.selected").get_attribute("data-file-name") != first_row
+    page.keyboard.press("k")
+    assert page.locator("#worklist-body tr.selected").get_attribute("data-file-name") == first_row
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/viewer/{first_row}?sort=file_name&order=asc")
+    page.wait_for_selector("#viewer[data-ready='1']")
+
+    page.keyboard.press("d")  # done, then the next key slice in the same queue
+    second_row = sorted(server.key_slices)[1]
+    page.wait_for_url(f"**/viewer/{second_row}?sort=file_name&order=asc")
+    page.wait_for_selector("#viewer[data-ready='1']")
+    status = page.context.request.get(f"/api/key-slices/{first_row}").json()["status"]
+    assert status == "done"
+
+    page.keyboard.press("p")
+    page.wait_for_url(f"**/viewer/{first_row}?*")
+    page.wait_for_selector("#viewer[data-ready='1']")
+    assert page.get_attribute("#viewer", "data-status") == "done"
+    page.keyboard.press("Control+ArrowRight")
+    page.wait_for_url(f"**/viewer/{second_row}?*")
+    page.wait_for_selector("#viewer[data-ready='1']")
+
+    page.keyboard.press("?")
+    page.wait_for_selector("#keymap-dialog[open]")
+    assert "Ctrl+Z" in page.inner_text("#keymap-dialog")
+    page.keyboard.press("Escape")
+
+    page.click("#back-to-list")
+    page.wait_for_selector("#worklist-body tr")
+    done_cell = page.locator(f"#worklist-body tr[data-file-name='{first_row}'] td.status-done")
+    assert done_cell.count() == 1
+
+
+@pytest.fixture
+def bob(server: LiveServer, browser: Any) -> Iterator[tuple[Any, str]]:
+    """The second reviewer's own API client (a separate cookie jar) and CSRF token."""
+    ctx = browser.new_context(base_url=server.url)
+    body = api_login(ctx, SECOND_REVIEWER)
+    yield ctx, body["csrf_token"]
+    ctx.close()
+
+
+def test_stale_edit_shows_who_changed_it_and_reapply_wins(
+    page: Any, server: LiveServer, bob: tuple[Any, str]
+) -> None:
+    api_login(page.context, REVIEWER)
+    name = server.key_slices[0]
+    open_viewer(page, name)
+    lesion = viewer_eval(
+        page, "v.state.ks.lesions.find(l => l.origin === 'original' && l.review !== 'deleted')"
+    )
+    assert lesion is not None
+
+    # Bob confirms the lesion behind the page's back, so the page now holds a stale version.
+    bob_ctx, bob_csrf = bob
+    response = bob_ctx.request.post(
+        f"/api/lesions/{lesion['id']}/confirm",
+        data={"version": lesion["version"]},
+        headers={"X-CSRF-Token": bob_csrf},
+    )
+    assert response.ok, response.text()
+
+    page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
+    page.focus("#viewport")
+    page.keyboard.press("f")
+    page.wait_for_selector("#flag-dialog[open]")
+    page.check("input[name='reason'][value='duplicate']")
+    page.click("#flag-ok")
+    page.wait_for_selector("#conflict-dialog[open]")
+    assert SECOND_REVIEWER[0] in page.inner_text("#conflict-who")
+    assert "confirmed" in page.inner_text("#conflict-rows")
+    shoot(page, "viewer-conflict")
+    page.click("#conflict-reapply")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {lesion['id']}).review === 'flagged'"
+    )
+    saved = next(
+        x
+        for x in page.context.request.get(f"/api/key-slices/{name}").json()["lesions"]
+        if x["id"] == lesion["id"]
+    )
+    assert saved["flag"]["reason"] == "duplicate"
+    page.keyboard.press("u")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {lesion['id']}).review !== 'flagged'"
+    )
+
+
+def test_moving_an_end_point_after_a_conflict_can_be_discarded(
+    page: Any, server: LiveServer, bob: tuple[Any, str]
+) -> None:
+    api_login(page.context, REVIEWER)
+    name = server.key_slices[0]
+    open_viewer(page, name)
+    lesion = viewer_eval(
+        page,
+        "v.state.ks.lesions.find(l => l.origin === 'original' && l.current.recist && l.review !== 'deleted')",
+    )
+    bob_ctx, bob_csrf = bob
+    bob_ctx.request.post(
+        f"/api/lesions/{lesion['id']}/confirm",
+        data={"version": lesion["version"]},
+        headers={"X-CSRF-Token": bob_csrf},
+    )
+    page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
+    r = lesion["current"]["recist"]
+    drag(page, image_point(page, r[2], r[3]), image_point(page, r[2] + 6, r[3] + 3))
+    page.wait_for_selector("#conflict-dialog[open]")
+    page.click("#conflict-discard")
+    page.wait_for_selector("#conflict-dialog:not([open])", state="attached")
+    saved = next(
+        x
+        for x in page.context.request.get(f"/api/key-slices/{name}").json()["lesions"]
+        if x["id"] == lesion["id"]
+    )
+    assert saved["current"]["recist"] == r
+    assert viewer_eval(page, f"v.state.ks.lesions.find(l => l.id === {lesion['id']}).current.recist") == r
+
+
+def test_overview_and_evaluation_pages_draw_their_charts(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    page.goto("/overview")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#size-hist svg rect").count() >= 1
+    assert page.locator("#type-legend li").count() == 9
+    drawn = page.evaluate(
+        "(() => { const c = document.getElementById('scatter'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++;"
+        " return n; })()"
+    )
+    assert drawn > 0, "no coloured lesion points on the body map"
+    shoot(page, "overview")
+
+    page.goto("/evaluation")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#froc svg").count() == 1
+    shoot(page, "evaluation")

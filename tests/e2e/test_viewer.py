@@ -1,0 +1,224 @@
+"""The slice viewer in Chromium: windowing from raw HU, context scrolling, drawing, flagging, predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.conftest import drag, image_point, open_viewer, shoot, viewer_eval
+from tests.e2e.live import LiveServer
+
+
+def key_slice(context: Any, file_name: str) -> dict[str, Any]:
+    """The key slice as the API sees it now."""
+    response = context.request.get(f"/api/key-slices/{file_name}")
+    assert response.ok, response.text()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def live_lesions(ks: dict[str, Any]) -> list[dict[str, Any]]:
+    return [lesion for lesion in ks["lesions"] if lesion["review"] != "deleted"]
+
+
+def test_window_preset_and_left_drag_change_canvas_pixels(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    open_viewer(page, server.key_slices[0])
+    first = viewer_eval(page, "v.pixelChecksum()")
+    renders = viewer_eval(page, "v.stats.renders")
+
+    page.keyboard.press("2")  # lung window
+    page.wait_for_function(f"window.__viewer.stats.renders > {renders}")
+    assert viewer_eval(page, "v.state.window") == {"center": -600, "width": 1500}
+    lung = viewer_eval(page, "v.pixelChecksum()")
+    assert lung != first
+
+    page.click("button[data-preset='4']")  # bone, by mouse
+    page.wait_for_function("window.__viewer.state.window.width === 2500")
+    bone = viewer_eval(page, "v.pixelChecksum()")
+    assert bone not in (first, lung)
+
+    # Left drag: horizontal widens the window, vertical raises the centre (about 4 HU per pixel).
+    x, y = image_point(page, 200, 200)
+    drag(page, (x, y), (x + 50, y + 25))
+    window = viewer_eval(page, "v.state.window")
+    assert window["width"] > 2500 + 100
+    assert window["center"] > 480 + 50
+    page.wait_for_function(f"window.__viewer.pixelChecksum() !== {bone}")
+    assert "W" in page.inner_text("#sb-wl")
+    shoot(page, "viewer-window-drag")
+
+    page.keyboard.press("0")  # the slice's own DICOM window from the CSV
+    ks = key_slice(page.context, server.key_slices[0])
+    lo, hi = ks["dicom_window"]
+    assert viewer_eval(page, "v.state.window") == {"center": (lo + hi) / 2, "width": hi - lo}
+
+
+def test_wheel_and_keys_scroll_context_slices_and_k_returns_to_key(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[0]
+    ks = key_slice(page.context, name)
+    stored = sorted(ks["stored_slices"])
+    key = ks["key_slice_index"]
+    assert len(stored) > 1, "the synthetic series should store context slices"
+    open_viewer(page, name)
+    key_pixels = viewer_eval(page, "v.pixelChecksum()")
+
+    page.hover("#viewport")
+    direction = 1 if key < stored[-1] else -1
+    page.mouse.wheel(0, 120 * direction)
+    page.wait_for_function(f"document.getElementById('viewer').dataset.shownSlice === '{key + direction}'")
+    page.wait_for_function("document.getElementById('viewer').dataset.shownStatus === 'ok'")
+    assert viewer_eval(page, "v.pixelChecksum()") != key_pixels
+    assert f"slice {key + direction}" in page.inner_text("#sb-slice")
+
+    page.keyboard.press("End")
+    page.wait_for_function(f"document.getElementById('viewer').dataset.shownSlice === '{stored[-1]}'")
+    page.keyboard.press("Home")
+    page.wait_for_function(f"document.getElementById('viewer').dataset.shownSlice === '{stored[0]}'")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function(f"document.getElementById('viewer').dataset.shownSlice === '{stored[0] + 1}'")
+    page.keyboard.press("k")
+    page.wait_for_function(f"document.getElementById('viewer').dataset.shownSlice === '{key}'")
+    page.wait_for_function(f"window.__viewer.pixelChecksum() === {key_pixels}")
+
+
+def test_slice_missing_on_disk_is_shown_as_missing_not_an_error(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[-1]
+    ks = key_slice(page.context, name)
+    others = [i for i in ks["stored_slices"] if i != ks["key_slice_index"]]
+    victim = max(others)
+    series = name.rsplit("_", 1)[0]
+    (server.data_dir / "Images_png" / series / f"{victim:03d}.png").unlink()
+    open_viewer(page, name)
+    viewer_eval(page, f"v.setSlice({victim})")
+    page.wait_for_function(f"document.getElementById('viewer').dataset.shownSlice === '{victim}'")
+    page.wait_for_function("document.getElementById('viewer').dataset.shownStatus === 'missing'")
+    assert page.is_visible("#missing")
+    assert "missing" in page.inner_text("#missing")
+    assert page.is_hidden("#error-banner")
+    shoot(page, "viewer-missing-slice")
+
+
+def test_drawn_recist_mark_is_saved_and_found_again_after_reload(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[0]
+    before = live_lesions(key_slice(page.context, name))
+    open_viewer(page, name)
+    page.keyboard.press("r")
+    # Long axis left to right, then the short axis dragged across it.
+    drag(page, image_point(page, 60, 60), image_point(page, 100, 60))
+    drag(page, image_point(page, 80, 50), image_point(page, 80, 72))
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.filter(l => l.review !== 'deleted').length === {len(before) + 1}"
+    )
+
+    after = live_lesions(key_slice(page.context, name))
+    added = [lesion for lesion in after if lesion["id"] not in {b["id"] for b in before}]
+    assert len(added) == 1
+    recist = added[0]["current"]["recist"]
+    assert recist is not None
+    long_len = ((recist[2] - recist[0]) ** 2 + (recist[3] - recist[1]) ** 2) ** 0.5
+    short_len = ((recist[6] - recist[4]) ** 2 + (recist[7] - recist[5]) ** 2) ** 0.5
+    assert abs(long_len - 40) < 2.5
+    assert abs(short_len - 22) < 2.5
+    # The short axis was constrained perpendicular to the long one.
+    dot = (recist[2] - recist[0]) * (recist[6] - recist[4]) + (recist[3] - recist[1]) * (
+        recist[7] - recist[5]
+    )
+    assert abs(dot) / (long_len * short_len) < 0.02
+
+    page.reload()
+    page.wait_for_selector("#viewer[data-ready='1']")
+    item = page.locator(f"#lesion-list li[data-lesion-id='{added[0]['id']}']")
+    assert item.is_visible()
+    assert "mm" in item.inner_text()
+    shoot(page, "viewer-recist-after-reload")
+
+    # Clean up through the UI: select it in the list and delete it with the keyboard.
+    item.locator("button").click()
+    page.focus("#viewport")
+    page.keyboard.press("Delete")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.filter(l => l.review !== 'deleted').length === {len(before)}"
+    )
+
+
+def test_flag_noisy_with_reason_and_note_is_saved(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[0]
+    ks = key_slice(page.context, name)
+    target = next(lesion for lesion in live_lesions(ks) if lesion["origin"] == "original")
+    open_viewer(page, name)
+    page.click(f"#lesion-list li[data-lesion-id='{target['id']}'] button")
+    page.focus("#viewport")
+    page.keyboard.press("f")
+    page.wait_for_selector("#flag-dialog[open]")
+    page.check("input[name='reason'][value='wrong_measurement']")
+    page.fill("#flag-text", "long axis misses the rim")
+    shoot(page, "viewer-flag-dialog")
+    page.click("#flag-ok")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {target['id']}).review === 'flagged'"
+    )
+    saved = next(
+        lesion for lesion in key_slice(page.context, name)["lesions"] if lesion["id"] == target["id"]
+    )
+    assert saved["review"] == "flagged"
+    assert saved["flag"]["reason"] == "wrong_measurement"
+    assert saved["flag"]["text"] == "long axis misses the rim"
+    assert "noisy" in page.inner_text(f"#lesion-list li[data-lesion-id='{target['id']}']")
+
+    page.keyboard.press("u")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {target['id']}).review !== 'flagged'"
+    )
+
+
+def test_predict_shows_scored_boxes_and_enter_accepts_one_as_lesion(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[-1]
+    before = live_lesions(key_slice(page.context, name))
+    open_viewer(page, name)
+    page.fill("#threshold", "0.05")
+    page.dispatch_event("#threshold", "input")
+    page.click("#predict")
+    page.wait_for_selector("#viewer[data-predicted='1']")
+    timing = page.inner_text("#predict-time")
+    assert " ms" in timing
+    assert "ExecutionProvider" in timing
+    assert "ExecutionProvider" in page.inner_text("#sb-provider")
+    items = page.locator("#prediction-list li[data-prediction-id]")
+    assert items.count() >= 1
+    assert "score" in items.first.inner_text()
+    shoot(page, "viewer-predictions")
+
+    # The slider hides low scores in the browser, without a round trip.
+    scores = viewer_eval(page, "v.state.ks.predictions.filter(p => p.status === 'pending').map(p => p.score)")
+    page.fill("#threshold", "0.99")
+    page.dispatch_event("#threshold", "input")
+    assert page.locator("#prediction-list li[data-prediction-id]").count() == sum(
+        1 for s in scores if s >= 0.99
+    )
+    page.fill("#threshold", "0.05")
+    page.dispatch_event("#threshold", "input")
+
+    page.locator("#prediction-list li[data-prediction-id] button").first.click()
+    selected = viewer_eval(page, "v.state.selected")
+    assert selected["kind"] == "prediction"
+    page.focus("#viewport")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.filter(l => l.review !== 'deleted').length === {len(before) + 1}"
+    )
+    lesions = live_lesions(key_slice(page.context, name))
+    accepted = [lesion for lesion in lesions if lesion["source"] == "prediction"]
+    assert accepted, lesions
+    prediction = next(p for p in key_slice(page.context, name)["predictions"] if p["id"] == selected["id"])
+    assert prediction["status"] == "accepted"
