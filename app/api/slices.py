@@ -378,13 +378,15 @@ async def slice_image(
 def _overlay_marks(request: Request, file_name: str) -> tuple[list[Any], str]:
     """The key slice's current lesions as overlay marks, plus a digest of their state for the ETag."""
     from app.deeplesion.render import ADDED, CORRECTED, ORIGINAL, OverlayMark
-    from app.review.keyslices import get_key_slice
+    from app.review.corrections import key_slice_detail
+    from app.review.errors import NotFoundError
 
-    session = request.app.state.session_factory()
     try:
-        detail = get_key_slice(session=session, file_name=file_name)
-    finally:
-        session.close()
+        with request.app.state.session_factory() as session:
+            detail = key_slice_detail(session=session, file_name=file_name, user=None)
+    except NotFoundError:
+        # A context slice has no lesions of its own: the plain image is the honest answer.
+        return [], "none"
     marks: list[Any] = []
     for lesion in detail.get("lesions", []):
         if lesion.get("review") == "deleted":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.deeplesion.store import write_hu_png
 from app.main import create_app
 from tests.api.slice_data import (
     DICOM_WINDOW,
@@ -26,15 +28,27 @@ from tests.api.slice_data import (
 KEY_URL = "/api/slices/" + KEY_SLICE.removesuffix(".png")
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> SliceDataset:
+    return build_slice_dataset(tmp_path_factory.mktemp("slices") / "data")
+
+
+@pytest.fixture(scope="module")
+def client(data: SliceDataset) -> Iterator[TestClient]:
+    # raise_server_exceptions (the default) turns any unhandled error into a failing test.
+    with TestClient(create_app(data.settings, detector=None)) as c:
+        yield c
+
+
 @pytest.fixture()
-def data(tmp_path: Path) -> SliceDataset:
+def own_data(tmp_path: Path) -> SliceDataset:
+    """A dataset of the test's own, for tests that change files."""
     return build_slice_dataset(tmp_path / "data")
 
 
 @pytest.fixture()
-def client(data: SliceDataset) -> Iterator[TestClient]:
-    # raise_server_exceptions (the default) turns any unhandled error into a failing test.
-    with TestClient(create_app(data.settings, detector=None)) as c:
+def own_client(own_data: SliceDataset) -> Iterator[TestClient]:
+    with TestClient(create_app(own_data.settings, detector=None)) as c:
         yield c
 
 
@@ -229,15 +243,14 @@ def test_etag_differs_per_window_and_format(client: TestClient) -> None:
     assert stale.status_code == 200
 
 
-def test_rewritten_slice_gets_a_new_etag_and_new_pixels(client: TestClient, data: SliceDataset) -> None:
-    from app.deeplesion.store import write_hu_png
-
+def test_rewritten_slice_gets_a_new_etag_and_new_pixels(
+    own_client: TestClient, own_data: SliceDataset
+) -> None:
+    client, data = own_client, own_data
     before = client.get(f"{KEY_URL}.png", params={"preset": "soft_tissue"})
     flat = np.full((SIZE, SIZE), 40, dtype=np.int16)
     path = data.root / "Images_png" / SERIES / "108.png"
     write_hu_png(path, flat)
-    import os
-
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # coarse clocks: make the change visible
     after = client.get(f"{KEY_URL}.png", params={"preset": "soft_tissue"})
@@ -308,7 +321,8 @@ def test_raw_path_traversal_via_url_without_encoding_is_404(client: TestClient, 
     assert data.outside_marker not in r.content
 
 
-def test_symlink_out_of_the_data_folder_is_refused(client: TestClient, data: SliceDataset) -> None:
+def test_symlink_out_of_the_data_folder_is_refused(own_client: TestClient, own_data: SliceDataset) -> None:
+    client, data = own_client, own_data
     link = data.root / "Images_png" / SERIES / "111.png"
     link.symlink_to(data.root / "secret.txt")
     r = client.get(f"/api/slices/{SERIES}_111.png")
