@@ -163,7 +163,7 @@ def import_records(
     for row_number, rec in enumerate(records, start=2):  # line 1 is the header
         by_file.setdefault(rec.file_name, []).append((row_number, rec))
 
-    existing_ks = dict(session.execute(select(KeySlice.file_name, KeySlice.id)).tuples().all())
+    existing_ks = dict(session.execute(select(KeySlice.file_name, KeySlice.id)).all())
     new_files = [f for f in by_file if f not in existing_ks]
     summary.skipped_key_slices = len(by_file) - len(new_files)
     if existing_ks:
@@ -172,9 +172,9 @@ def import_records(
     existing_patients = set(session.execute(select(Patient.id)).scalars().all())
     existing_studies = {
         (p, s): i
-        for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index)).tuples()
+        for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index))
     }
-    existing_series = dict(session.execute(select(Series.folder, Series.id)).tuples().all())
+    existing_series = dict(session.execute(select(Series.folder, Series.id)).all())
 
     new_patients: dict[int, dict[str, Any]] = {}
     new_studies: dict[tuple[int, int], dict[str, Any]] = {}
@@ -198,11 +198,11 @@ def import_records(
         _bulk_insert(session, Study, list(new_studies.values()), None)
         existing_studies = {
             (p, s): i
-            for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index)).tuples()
+            for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index))
         }
 
     # Stored slices are re-read every run: a user who unpacks another zip re-imports to see them.
-    stored_rows = session.execute(select(Series.id, Series.folder, Series.stored_slices)).tuples().all()
+    stored_rows = session.execute(select(Series.id, Series.folder, Series.stored_slices)).all()
     stored_now = {folder: (sid, list(slices or [])) for sid, folder, slices in stored_rows}
     new_series_rows: list[dict[str, Any]] = []
     for folder, (patient, study, series_index) in series_needed.items():
@@ -224,7 +224,7 @@ def import_records(
         )
     if new_series_rows:
         _bulk_insert(session, Series, new_series_rows, None)
-        existing_series = dict(session.execute(select(Series.folder, Series.id)).tuples().all())
+        existing_series = dict(session.execute(select(Series.folder, Series.id)).all())
 
     if not new_files:
         summary.seconds = time.perf_counter() - started
@@ -275,7 +275,7 @@ def import_records(
         _bulk_insert(session, KeySlice, ks_rows, bar)
         new_set = set(new_files)
         ks_ids = {
-            f: i for f, i in session.execute(select(KeySlice.file_name, KeySlice.id)).tuples() if f in new_set
+            f: i for f, i in session.execute(select(KeySlice.file_name, KeySlice.id)) if f in new_set
         }
         orig_rows = [
             _original_row(rec, ks_ids[f], row_number) for f in new_files for row_number, rec in by_file[f]
@@ -284,7 +284,7 @@ def import_records(
         new_rows = set(r["row_number"] for r in orig_rows)
         orig_ids = {
             rn: i
-            for rn, i in session.execute(select(OriginalLesion.row_number, OriginalLesion.id)).tuples()
+            for rn, i in session.execute(select(OriginalLesion.row_number, OriginalLesion.id))
             if rn in new_rows
         }
         lesion_rows: list[dict[str, Any]] = []

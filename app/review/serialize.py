@@ -76,7 +76,7 @@ def user_names(session: Session, ids: set[int | None]) -> dict[int, str]:
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return dict(session.execute(select(User.id, User.name).where(User.id.in_(wanted))).tuples().all())
+    return dict(session.execute(select(User.id, User.name).where(User.id.in_(wanted))).all())
 
 
 def lesion_dict(

@@ -1,0 +1,65 @@
+"""Sign in, sign out, who am I."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from app.api.deps import get_settings
+from app.api.security import COOKIE_NAME, CurrentUser, Db, current_user, no_store
+from app.config import Settings
+from app.review.users import SESSION_LIFETIME, UserInfo, authenticate, end_session, start_session
+
+router = APIRouter(prefix="/api/auth", tags=["auth"], dependencies=[Depends(no_store)])
+
+
+class LoginBody(BaseModel):
+    """Credentials."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post("/login")
+def login(
+    body: LoginBody, response: Response, db: Db, settings: Annotated[Settings, Depends(get_settings)]
+) -> Any:
+    """Check the password, start a session and set the session cookie."""
+    user = authenticate(session=db, name=body.username, password=body.password)
+    if user is None:
+        raise HTTPException(
+            status_code=401, detail={"detail": "wrong user name or password", "code": "bad_login"}
+        )
+    token, csrf = start_session(session=db, user=user)
+    db.commit()
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        path="/",
+    )
+    return {"user": user.as_dict(), "csrf_token": csrf}
+
+
+@router.post("/logout")
+def logout(request: Request, response: Response, user: CurrentUser, db: Db) -> Any:
+    """End the session and clear the cookie."""
+    token = request.cookies.get(COOKIE_NAME)
+    if token:
+        end_session(session=db, token=token)
+        db.commit()
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return {"signed_out": user.name}
+
+
+@router.get("/me")
+def me(request: Request, user: Annotated[UserInfo | None, Depends(current_user)]) -> Any:
+    """The signed-in user and the CSRF token for writes; 401 when anonymous."""
+    if user is None:
+        raise HTTPException(status_code=401, detail="not signed in")
+    return {"user": user.as_dict(), "csrf_token": request.state.csrf_token}

@@ -1,0 +1,49 @@
+"""Exports of the annotations (admin only: they hold every reviewer's work)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import get_store
+from app.api.security import AdminUser, Db
+from app.review import exports
+
+router = APIRouter(prefix="/api/exports", tags=["exports"])
+
+State = Annotated[Literal["original", "corrected"], Query()]
+
+
+def _download(data: bytes, media_type: str, filename: str) -> Response:
+    return Response(
+        data,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+@router.get("/dl_info.csv")
+def get_csv(user: AdminUser, db: Db, state: State = "corrected") -> Response:
+    """DL_info.csv of the original or the corrected state."""
+    return _download(exports.export_csv(session=db, state=state), "text/csv", f"DL_info_{state}.csv")
+
+
+@router.get("/coco.json")
+def get_coco(user: AdminUser, db: Db, state: State = "corrected") -> Response:
+    """COCO detection JSON of the original or the corrected state."""
+    return _download(
+        exports.export_coco(session=db, state=state), "application/json", f"deeplesion_{state}.json"
+    )
+
+
+@router.get("/nifti/{series_folder}.zip")
+async def get_nifti(
+    series_folder: str, user: AdminUser, db: Db, store: Annotated[object, Depends(get_store)]
+) -> Response:
+    """The series' stored slices as NIfTI volumes in a zip."""
+    data = await run_in_threadpool(
+        exports.export_nifti_zip, session=db, store=store, series_folder=series_folder
+    )
+    return _download(data, "application/zip", f"{series_folder}.zip")

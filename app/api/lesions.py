@@ -1,0 +1,64 @@
+"""Corrections of one lesion: confirm, flag, unflag, geometry, delete, history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from app.api.bodies import FlagBody, GeometryBody, VersionBody
+from app.api.security import CurrentUser, Db, no_store
+from app.review import audit, corrections
+
+router = APIRouter(prefix="/api/lesions", tags=["lesions"], dependencies=[Depends(no_store)])
+
+LesionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.post("/{lesion_id}/confirm")
+def post_confirm(lesion_id: LesionId, body: VersionBody, user: CurrentUser, db: Db) -> Any:
+    """Mark the lesion as correct."""
+    return corrections.confirm(session=db, user=user, lesion_id=lesion_id, version=body.version)
+
+
+@router.post("/{lesion_id}/flag")
+def post_flag(lesion_id: LesionId, body: FlagBody, user: CurrentUser, db: Db) -> Any:
+    """Flag the lesion as noisy with a reason."""
+    return corrections.flag(
+        session=db, user=user, lesion_id=lesion_id, version=body.version, reason=body.reason, text=body.text
+    )
+
+
+@router.post("/{lesion_id}/unflag")
+def post_unflag(lesion_id: LesionId, body: VersionBody, user: CurrentUser, db: Db) -> Any:
+    """Clear the lesion's noisy flag."""
+    return corrections.unflag(session=db, user=user, lesion_id=lesion_id, version=body.version)
+
+
+@router.put("/{lesion_id}/geometry")
+def put_geometry(lesion_id: LesionId, body: GeometryBody, user: CurrentUser, db: Db) -> Any:
+    """Replace RECIST and/or box and/or type."""
+    return corrections.edit_geometry(
+        session=db,
+        user=user,
+        lesion_id=lesion_id,
+        version=body.version,
+        recist=body.recist,
+        box=body.box,
+        lesion_type=body.lesion_type,
+    )
+
+
+@router.delete("/{lesion_id}", status_code=204)
+def delete_lesion(
+    lesion_id: LesionId, version: Annotated[int, Query(ge=0, le=2**31 - 1)], user: CurrentUser, db: Db
+) -> Response:
+    """Delete a lesion a reviewer added."""
+    corrections.delete_lesion(session=db, user=user, lesion_id=lesion_id, version=version)
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{lesion_id}/history")
+def get_history(lesion_id: LesionId, user: CurrentUser, db: Db) -> Any:
+    """The audit trail of the lesion, oldest first."""
+    return audit.lesion_history(session=db, lesion_id=lesion_id)

@@ -1,0 +1,18 @@
+"""Dataset overview figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from app.api.security import CurrentUser, Db, no_store
+from app.review.stats import overview
+
+router = APIRouter(prefix="/api", tags=["stats"], dependencies=[Depends(no_store)])
+
+
+@router.get("/stats")
+def get_stats(user: CurrentUser, db: Db) -> Any:
+    """Lesion positions, type counts, size histogram and review progress."""
+    return overview(session=db)
