@@ -32,6 +32,7 @@ ROUTERS: tuple[str, ...] = (
     "app.api.lesions",
     "app.api.predictions",
     "app.api.stats",
+    "app.api.evaluation",
     "app.api.exports",
     "app.api.pages",
 )
