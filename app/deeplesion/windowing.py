@@ -108,7 +108,8 @@ def apply_window(hu: npt.ArrayLike, window: Window) -> npt.NDArray[np.uint8]:
             raise InvalidWindowError("apply_window needs HU values in the int16 range")
         arr = arr.astype(np.int16)
     table = _lut(float(window.center), float(window.width))
-    return table[arr.view(np.uint16)]
+    # ndarray.take is about twice as fast as fancy indexing for this 1-D table lookup.
+    return table.take(arr.view(np.uint16))
 
 
 def _number(name: str, value: float | None) -> float | None:
