@@ -150,6 +150,8 @@ class SliceStore:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        if self.root.name == IMAGES_DIR and not self.images_dir.exists():
+            logger.warning("SliceStore root %s looks like Images_png itself; pass its parent", self.root)
 
     def __repr__(self) -> str:
         return f"SliceStore({str(self.root)!r})"
