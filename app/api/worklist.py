@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import Field
 
 from app.api.security import CurrentUser, Db, no_store
 from app.review.worklist import WorklistFilter, list_key_slices, neighbours
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/api/key-slices", tags=["work list"], dependencies=[D
 
 def worklist_filter(
     split: Literal["train", "val", "test"] | None = None,
-    lesion_type: Annotated[list[int] | None, Query(ge=-1, le=8)] = None,
+    lesion_type: Annotated[list[Annotated[int, Field(ge=-1, le=8)]] | None, Query()] = None,
     noisy: bool | None = None,
     status: Literal["unreviewed", "in_progress", "done"] | None = None,
     reviewer: Annotated[str | None, Query(max_length=64)] = None,
