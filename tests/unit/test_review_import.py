@@ -1,0 +1,173 @@
+"""Import of DL_info.csv: idempotent, all-or-nothing with line numbers, stored slices, migration checks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select, text
+
+from app.cli import main
+from app.db.models import Base, KeySlice, Lesion, OriginalLesion, Series
+from app.db.session import (
+    SchemaOutdatedError,
+    assert_schema_current,
+    make_engine,
+    make_session_factory,
+    upgrade_database,
+)
+from app.deeplesion.errors import CsvValidationError
+from app.review.importer import import_dataset
+from tests.api.review_data import STORED, build_review_dataset
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as s:
+        result = (
+            s.execute(select(func.count(KeySlice.id))).scalar_one(),
+            s.execute(select(func.count(OriginalLesion.id))).scalar_one(),
+            s.execute(select(func.count(Lesion.id))).scalar_one(),
+        )
+    engine.dispose()
+    return result
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    build_review_dataset(root)
+    return root
+
+
+def test_import_then_second_import_changes_nothing(data_dir: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    records = build_review_dataset(data_dir)
+    first = import_dataset(engine=engine, data_dir=data_dir)
+    assert first.new_lesions == len(records)
+    assert first.new_key_slices == len({r.file_name for r in records})
+    after_first = counts(url)
+    second = import_dataset(engine=engine, data_dir=data_dir)
+    assert not second.changed_anything and second.new_key_slices == 0
+    assert "0 new" in second.describe()
+    assert counts(url) == after_first
+    engine.dispose()
+
+
+def test_stored_slices_are_recorded_and_refreshed_on_reimport(data_dir: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    import_dataset(engine=engine, data_dir=data_dir)
+    with make_session_factory(engine)() as s:
+        stored = {f: list(sl) for f, sl in s.execute(select(Series.folder, Series.stored_slices))}
+    assert stored["000001_01_01"] == STORED["000001_01_01"]
+    assert stored["000001_02_01"] == []
+    # A user unpacks one more slice: re-importing records it without touching anything else.
+    shutil.copy(data_dir / "Images_png/000001_01_01/110.png", data_dir / "Images_png/000001_01_01/111.png")
+    summary = import_dataset(engine=engine, data_dir=data_dir)
+    assert summary.series_updated == 1 and summary.new_lesions == 0
+    with make_session_factory(engine)() as s:
+        slices = s.execute(select(Series.stored_slices).where(Series.folder == "000001_01_01")).scalar_one()
+    assert slices == [*STORED["000001_01_01"], 111]
+    engine.dispose()
+
+
+def test_bad_csv_imports_nothing_and_names_every_line(data_dir: Path, tmp_path: Path) -> None:
+    csv_path = data_dir / "DL_info.csv"
+    lines = csv_path.read_text().splitlines()
+    # Break line 3 (a lesion type) and line 5 (an age), leave the rest valid.
+    lines[2] = lines[2].replace(",5,1,", ",banana,1,")
+    cells = lines[4].rsplit(",", 2)
+    lines[4] = f"{cells[0]},notanage,{cells[2]}"
+    csv_path.write_text("\n".join(lines) + "\n")
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    with pytest.raises(CsvValidationError) as err:
+        import_dataset(engine=engine, data_dir=data_dir)
+    joined = "\n".join(err.value.errors)
+    assert "line 3" in joined and "line 5" in joined
+    assert counts(url) == (0, 0, 0)
+    engine.dispose()
+
+
+def test_cli_import_of_bad_csv_exits_1_with_line_numbers(data_dir: Path, tmp_path: Path) -> None:
+    csv_path = data_dir / "DL_info.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[3] = lines[3].replace(".png,", ".png,x", 1)
+    csv_path.write_text("\n".join(lines) + "\n")
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = CliRunner().invoke(main, ["import", str(data_dir), "--database-url", url, "--no-progress"])
+    assert result.exit_code == 1
+    assert "line 4" in result.output and "nothing was imported" in result.output
+    assert counts(url) == (0, 0, 0)
+
+
+def test_cli_import_twice_reports_zero_new(data_dir: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    args = ["import", str(data_dir), "--database-url", url, "--no-progress"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "0 new" in again.output
+
+
+def test_unmigrated_database_is_refused_naming_the_command(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    with pytest.raises(SchemaOutdatedError, match="lesion-review migrate"):
+        assert_schema_current(engine)
+    engine.dispose()
+
+
+def test_outdated_revision_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000old'"))
+    with pytest.raises(SchemaOutdatedError, match="revision 0000old"):
+        assert_schema_current(engine)
+    engine.dispose()
+
+
+def test_migrated_schema_matches_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    url = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.sqlite'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_user_add_cli_creates_a_user_who_can_sign_in(data_dir: Path, tmp_path: Path) -> None:
+    from app.review.users import authenticate
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    result = CliRunner().invoke(
+        main,
+        ["user", "add", "zoe", "--role", "admin", "--password-stdin", "--database-url", url],
+        input="a-long-password\n",
+    )
+    assert result.exit_code == 0, result.output
+    engine = make_engine(url)
+    with make_session_factory(engine)() as s:
+        assert authenticate(session=s, name="zoe", password="a-long-password") is not None
+        assert authenticate(session=s, name="zoe", password="wrong-password") is None
+    engine.dispose()
