@@ -13,6 +13,11 @@ from app.detection.runtime import Detector
 log = logging.getLogger(__name__)
 
 
+def reference_path(model: Path) -> Path:
+    """Where the PyTorch reference output of a model is stored: next to it, `NAME.reference.json`."""
+    return model.with_name(model.stem + ".reference.json")
+
+
 def is_synthetic_dataset(data_dir: Path) -> bool:
     """A dataset made by the synthetic generator carries synth_truth.json."""
     return (Path(data_dir) / "synth_truth.json").is_file()
@@ -98,7 +103,7 @@ def run_train(
 ) -> dict[str, Any]:
     """Train, export to ONNX with the contract metadata, evaluate with ONNX Runtime, write the card."""
     try:
-        from app.detection.train.export import export_onnx
+        from app.detection.train.export import export_onnx, write_reference
         from app.detection.train.loop import TrainConfig, train
     except ImportError as exc:
         raise RuntimeError(
@@ -128,6 +133,7 @@ def run_train(
         f"train split, noisy rows dropped; seed {seed}"
     )
     export_onnx(result.model, out, model_version=version, synthetic=synthetic, training_data=training_data)
+    write_reference(result.model, reference_path(out))
     det = Detector.load(out, device="cpu")
     evals = {}
     for split, folder in (("val", val_dir or data_dir), ("test", data_dir)):

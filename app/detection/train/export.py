@@ -51,3 +51,13 @@ def export_onnx(
     tmp.replace(out)
     log.info("exported %s (%s)", out, model_version)
     return out
+
+
+def write_reference(model: torch.nn.Module, path: Path, seed: int = 0) -> Path:
+    """Store PyTorch's output on a seeded input, so ONNX Runtime can be checked against it without torch."""
+    from app.detection.reference import reference_input, save_reference
+
+    model = model.eval().cpu()
+    with torch.no_grad():
+        rows = model(torch.from_numpy(reference_input(seed))).numpy()
+    return save_reference(path, rows, seed)

@@ -1,0 +1,33 @@
+"""A reference input/output pair of a model (PyTorch's answer), to check ONNX Runtime without torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from app.detection.preprocess import INPUT_SHAPE, PIXEL_MEAN
+
+# Parity tolerance between PyTorch and ONNX Runtime outputs.
+TOLERANCE = 1e-4
+
+
+def reference_input(seed: int = 0) -> np.ndarray:
+    """A seeded input in the network's value range (windowed HU minus the mean)."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-PIXEL_MEAN, 255.0 - PIXEL_MEAN, size=INPUT_SHAPE).astype(np.float32)
+
+
+def save_reference(path: Path, rows: np.ndarray, seed: int) -> Path:
+    """Write the output rows for reference_input(seed) as JSON."""
+    data = {"seed": seed, "shape": list(rows.shape), "rows": np.asarray(rows, dtype=np.float64).tolist()}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def load_reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (input, expected output) pair stored at `path`."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    rows = np.asarray(data["rows"], dtype=np.float32).reshape(data["shape"])
+    return reference_input(int(data["seed"])), rows

@@ -1,0 +1,125 @@
+"""Training pieces (torch): CenterNet targets, crops, a short reproducible run, and the full train command."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.components import require_component
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(autouse=True)
+def _torch() -> None:
+    require_component("torch", HAS_TORCH, "pip install -e '.[train]' (torch==2.13.0)")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from app.deeplesion.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, patients=3, seed=1, max_studies=1, progress=False, workers=1)
+    return root
+
+
+def test_targets_put_a_unit_peak_at_the_centre_cell_with_offset_and_log_size() -> None:
+    from app.detection.train.loop import make_targets
+
+    # Box centred at (41, 22) input px, 16 x 8 px: cell (10, 5), offset (0.25, 0.5), log size (log 4, log 2).
+    heat, reg, mask = make_targets(np.array([[33.0, 18.0, 49.0, 26.0]]), 32)
+    assert heat[0, 5, 10] == 1.0 and heat.max() == 1.0 and mask.sum() == 1.0 and mask[5, 10] == 1.0
+    np.testing.assert_allclose(reg[:, 5, 10], [math.log(4), math.log(2), 0.25, 0.5], atol=1e-6)
+    assert 0 < heat[0, 5, 11] < 1.0
+
+
+def test_targets_skip_boxes_whose_centre_is_outside_the_crop() -> None:
+    from app.detection.train.loop import make_targets
+
+    heat, _, mask = make_targets(np.array([[-40.0, -40.0, -10.0, -10.0]]), 16)
+    assert mask.sum() == 0 and heat.max() == 0.0
+
+
+def test_decoding_inverts_the_targets() -> None:
+    import torch
+
+    from app.detection.train.loop import make_targets
+    from app.detection.train.model import decode_maps
+
+    box = np.array([[33.0, 18.0, 49.0, 26.0]])
+    heat, reg, _ = make_targets(box, 32)
+    logit = np.log(np.clip(heat, 1e-6, 1 - 1e-6) / (1 - np.clip(heat, 1e-6, 1 - 1e-6)))
+    maps = torch.from_numpy(np.concatenate([logit, reg])[None].astype(np.float32))
+    rows = decode_maps(maps, 3).numpy()[0]
+    np.testing.assert_allclose(rows[0, :4], box[0], atol=1e-3)
+
+
+def test_random_crop_flips_boxes_with_the_image(tiny_dataset: Path) -> None:
+    from app.deeplesion.csvio import read_dl_info
+    from app.detection.train.loop import load_samples, random_crop
+
+    samples = load_samples(
+        tiny_dataset, read_dl_info(tiny_dataset / "DL_info.csv"), "all", drop_noisy=True, progress=False
+    )
+    sample = next(s for s in samples if len(s.boxes))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        patch, boxes = random_crop(sample, 128, rng, lesion_prob=1.0)
+        assert patch.shape == (3, 128, 128)
+        # Some lesion centre lies inside the crop whenever the crop was placed on a lesion.
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        assert np.any((cx >= 0) & (cx < 128) & (cy >= 0) & (cy < 128))
+        assert np.all(boxes[:, 2] >= boxes[:, 0])
+
+
+def test_short_training_is_reproducible_by_seed(tiny_dataset: Path) -> None:
+    from app.detection.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(epochs=1, iters_per_epoch=2, batch_size=2, crop=128, seed=5, max_train_slices=4)
+    a = train(tiny_dataset, cfg, progress=False)
+    b = train(tiny_dataset, cfg, progress=False)
+    assert a.history[0]["loss"] == b.history[0]["loss"]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert bool((pa == pb).all())
+
+
+def test_train_command_writes_a_loadable_model_its_card_and_reference(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+    from app.detection.runtime import Detector
+
+    out = tmp_path / "m" / "tiny.onnx"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(tiny_dataset),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--crop",
+            "128",
+            "--seed",
+            "3",
+            "--model-version",
+            "tiny-train-test",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    det = Detector.load(out)
+    assert det.model_version == "tiny-train-test" and det.synthetic is True
+    card = (out.parent / "MODEL_CARD.md").read_text()
+    assert "NOT for clinical use" in card and "tiny-train-test" in card and "seed 3" in card
+    assert (out.parent / "tiny.reference.json").is_file()
+    assert "test FROC sensitivity" in result.output
