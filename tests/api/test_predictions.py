@@ -1,0 +1,125 @@
+"""Predictions: 503 without a model, cached per model version, IoU matching, missed score, accept/reject."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.api.conftest import Api
+
+KS = "000001_01_01_108.png"
+
+
+@dataclass
+class Det:
+    box: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass
+class FakeDetector:
+    """Counts calls; returns one box on the first lesion and one far from every lesion."""
+
+    lesion_box: list[float]
+    model_version: str = "fake-1"
+    provider: str = "CPUExecutionProvider"
+    synthetic: bool = True
+    calls: list[str] = field(default_factory=list)
+
+    def predict(self, file_name: str, store: Any, *, spacing_mm: Any, threshold: float = 0.05) -> list[Det]:
+        self.calls.append(file_name)
+        found = [
+            Det(tuple(self.lesion_box), 0.9),
+            Det((100.0, 5.0, 120.0, 25.0), 0.6),
+            Det((1, 1, 9, 9), 0.07),
+        ]  # type: ignore[arg-type]
+        return [d for d in found if d.score >= threshold]
+
+
+@pytest.fixture
+def model_api(app_settings: Settings, database_url: str) -> Iterator[tuple[Api, FakeDetector]]:
+    with TestClient(create_app(app_settings, detector=None)) as plain:
+        box = (
+            Api(plain, database_url).login("reader").client.get(f"/api/key-slices/{KS}").json()["lesions"][0]
+        )
+    detector = FakeDetector(lesion_box=box["current"]["box"])
+    with TestClient(create_app(app_settings, detector=detector)) as c:
+        yield Api(c, database_url).login("pia"), detector
+
+
+def test_predict_without_a_model_is_503_no_model(api: Api) -> None:
+    api.login("q1")
+    r = api.write("POST", f"/api/key-slices/{KS}/predict")
+    assert r.status_code == 503 and r.json()["code"] == "no_model"  # type: ignore[attr-defined]
+
+
+def test_predict_stores_matches_and_caches_per_model_version(model_api: tuple[Api, FakeDetector]) -> None:
+    api, detector = model_api
+    first = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.1")
+    assert first.status_code == 200, first.text  # type: ignore[attr-defined]
+    body = first.json()  # type: ignore[attr-defined]
+    assert body["cached"] is False and body["model_version"] == "fake-1"
+    assert first.headers["cache-control"] == "no-store"  # type: ignore[attr-defined]
+    assert [p["score"] for p in body["predictions"]] == [0.9, 0.6]
+    assert [p["matches_annotation"] for p in body["predictions"]] == [True, False]
+    again = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.05").json()  # type: ignore[attr-defined]
+    assert again["cached"] is True and len(again["predictions"]) == 3
+    assert detector.calls == [KS]
+
+
+def test_unmatched_prediction_puts_the_slice_in_the_screening_queue(
+    model_api: tuple[Api, FakeDetector],
+) -> None:
+    api, _ = model_api
+    api.write("POST", f"/api/key-slices/{KS}/predict")
+    items = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
+    assert [i["file_name"] for i in items] == [KS]
+    assert items[0]["missed_score"] == 0.6 and items[0]["prediction_count"] == 3
+
+
+def test_accept_creates_a_prediction_lesion_and_undo_reverts_it(model_api: tuple[Api, FakeDetector]) -> None:
+    api, _ = model_api
+    preds = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.05").json()["predictions"]  # type: ignore[attr-defined]
+    missed = next(p for p in preds if not p["matches_annotation"])
+    r = api.write(
+        "POST",
+        f"/api/predictions/{missed['id']}/accept",
+        json={"version": missed["version"], "lesion_type": 5},
+    )
+    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
+    lesion = r.json()  # type: ignore[attr-defined]
+    assert lesion["source"] == "prediction" and lesion["model_version"] == "fake-1" and lesion["score"] == 0.6
+    assert lesion["current"]["box"] == missed["box"]
+    detail = api.client.get(f"/api/key-slices/{KS}").json()
+    assert next(p for p in detail["predictions"] if p["id"] == missed["id"])["status"] == "accepted"
+    # Accepted: the missed score falls to the best remaining pending unmatched prediction.
+    rest = [p["score"] for p in preds if not p["matches_annotation"] and p["id"] != missed["id"]]
+    items = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
+    assert items[0]["missed_score"] == max(rest) < missed["score"]
+    undone = api.write("POST", f"/api/key-slices/{KS}/undo").json()["key_slice"]  # type: ignore[attr-defined]
+    assert lesion["id"] not in [le["id"] for le in undone["lesions"]]
+    assert next(p for p in undone["predictions"] if p["id"] == missed["id"])["status"] == "pending"
+
+
+def test_reject_and_stale_accept(model_api: tuple[Api, FakeDetector]) -> None:
+    api, _ = model_api
+    pred = api.write("POST", f"/api/key-slices/{KS}/predict").json()["predictions"][1]  # type: ignore[attr-defined]
+    rejected = api.write("POST", f"/api/predictions/{pred['id']}/reject", json={"version": pred["version"]})
+    assert rejected.json()["status"] == "rejected"  # type: ignore[attr-defined]
+    stale = api.write("POST", f"/api/predictions/{pred['id']}/accept", json={"version": pred["version"]})
+    assert stale.status_code == 409  # type: ignore[attr-defined]
+    assert (
+        api.client.get(f"/api/key-slices/{KS}/predictions?threshold=0.5").json()["predictions"][1]["status"]
+        == "rejected"
+    )
+
+
+def test_unknown_prediction_is_404(model_api: tuple[Api, FakeDetector]) -> None:
+    api, _ = model_api
+    assert api.write("POST", "/api/predictions/999999/reject", json={"version": 1}).status_code == 404  # type: ignore[attr-defined]
