@@ -84,7 +84,6 @@ def count_rows(settings: Settings) -> tuple[int, int]:
 
 
 def test_demo_no_serve_generates_migrates_and_imports_once(tmp_path: Path) -> None:
-    pytest.importorskip("app.deeplesion.synth.generator", reason="TEMPORARY until H2's generator lands")
     data_dir = tmp_path / "demo"
     args = ["demo", "--data-dir", str(data_dir), "--patients", "2", "--max-studies", "1", "--no-serve"]
     first = CliRunner().invoke(main, args)
