@@ -22,14 +22,45 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--patients", type=int, default=10, show_default=True, help="Number of synthetic patients.")
+@click.option("--patients", type=click.IntRange(min=1), default=10, show_default=True, help="Patients.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=click.Choice(["512", "768", "1024"]), default="512", show_default=True)
 @click.option("--metadata-only", is_flag=True, help="Write DL_info.csv only, no images.")
-@click.option("--lesions", type=int, default=None, help="With --metadata-only: number of CSV rows.")
-def synth(out_dir: Path, patients: int, seed: int, size: str, metadata_only: bool, lesions: int | None) -> None:
+@click.option("--lesions", type=click.IntRange(min=1), default=None, help="--metadata-only rows [32735].")
+@click.option("--max-studies", type=click.IntRange(min=1), default=None, help="Cap on studies per patient.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Render processes [min(2, CPUs)].")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def synth(
+    out_dir: Path,
+    patients: int,
+    seed: int,
+    size: str,
+    metadata_only: bool,
+    lesions: int | None,
+    max_studies: int | None,
+    workers: int | None,
+    no_progress: bool,
+) -> None:
     """Generate a CT-realistic synthetic dataset in the DeepLesion layout."""
-    raise click.ClickException("synth: not built yet")
+    from app.deeplesion.synth import generate_dataset, generate_metadata_only
+
+    if lesions is not None and not metadata_only:
+        raise click.UsageError("--lesions only applies with --metadata-only")
+    if (out_dir / "DL_info.csv").exists():
+        raise click.ClickException(f"{out_dir / 'DL_info.csv'} already exists; choose an empty folder")
+    if metadata_only:
+        summary = generate_metadata_only(out_dir, lesions=lesions or 32735, seed=seed)
+    else:
+        summary = generate_dataset(
+            out_dir,
+            patients=patients,
+            seed=seed,
+            size=int(size),
+            progress=not no_progress,
+            workers=workers,
+            max_studies=max_studies,
+        )
+    click.echo(f"synthetic dataset written: {summary.describe()}")
 
 
 def _database_url(data_dir: Path | None, database_url: str | None) -> str:

@@ -74,7 +74,7 @@ def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int
             dz = float(_choice(rng, META_INTERVALS))
             n_slices = int(min(999, max(20, 660 / dz * rng.uniform(0.4, 1.0))))
             series_count += 1
-            n_keys = int(rng.integers(1, 5))
+            n_keys = int(rng.integers(1, 6))
             for key in sorted(int(k) + 1 for k in rng.choice(n_slices, size=n_keys, replace=False)):
                 key_count += 1
                 half = int(round(30.0 / dz))
