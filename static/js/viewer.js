@@ -51,6 +51,8 @@ const state = {
   dragging: null,
   pending: null,
   provider: null,
+  // ?prefetch=0 turns neighbour prefetching off: the benchmark's cold baseline.
+  prefetch: new URLSearchParams(location.search).get("prefetch") !== "0",
 };
 
 const stats = {
@@ -72,9 +74,12 @@ function sliceName(index) {
   return `${seriesFolder}_${String(index).padStart(3, "0")}`;
 }
 
+// The scrollable range: the lesion's Slice_range widened to every slice stored for the series.
 function sliceRange() {
-  if (state.ks && state.ks.slice_range) return state.ks.slice_range;
-  return [keyIndex, keyIndex];
+  if (!state.ks) return [keyIndex, keyIndex];
+  const stored = state.ks.stored_slices || [];
+  const [first, last] = state.ks.slice_range || [keyIndex, keyIndex];
+  return [Math.min(first, keyIndex, ...stored), Math.max(last, keyIndex, ...stored)];
 }
 
 function isMissing(index) {
@@ -120,6 +125,7 @@ function loadSlice(index) {
 
 // Nearest slices first, so scrolling away from the key finds its neighbours already decoded.
 function schedulePrefetch() {
+  if (!state.prefetch) return;
   const [first, last] = sliceRange();
   const wanted = [];
   for (let i = first; i <= last; i++) if (!cache.has(i) && !inflight.has(i)) wanted.push(i);
