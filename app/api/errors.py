@@ -146,7 +146,7 @@ def _json_safe_errors(errors: Any) -> list[Any]:
 def _scalar(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")[:200]
-    if isinstance(value, float) and value != value:  # NaN is not JSON
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):  # not JSON
         return None
     if value is None or isinstance(value, (bool, int, str)):
         return value
