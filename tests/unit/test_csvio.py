@@ -288,3 +288,23 @@ def test_write_then_read_gives_equal_records(records: list[LesionRecord]) -> Non
     assert parsed == records
     # Text written by format_dl_info survives a further read -> write unchanged.
     assert format_dl_info(parsed) == text
+
+
+def test_generated_synthetic_dataset_reads_back_clean_and_obeys_the_rules(tmp_path: Path) -> None:
+    from app.deeplesion.geometry import box_from_recist, recist_diameters, validate_box, validate_recist
+    from app.deeplesion.store import SliceStore
+    from app.deeplesion.synth import generate_dataset
+
+    generate_dataset(tmp_path, patients=2, seed=1, max_studies=1, progress=False)
+    path = tmp_path / "DL_info.csv"
+    records = read_dl_info(path)
+    assert records
+    assert format_dl_info(records) == path.read_text(encoding="utf-8")
+    store = SliceStore(tmp_path)
+    for r in records:
+        validate_recist(r.measurement_coordinates, r.image_size)
+        validate_box(r.bounding_box, r.image_size)
+        assert box_from_recist(r.measurement_coordinates) == pytest.approx(r.bounding_box, abs=0.01)
+        assert recist_diameters(r.measurement_coordinates) == pytest.approx(r.lesion_diameters_px, abs=0.01)
+        assert store.exists(r.file_name)
+        assert store.read_hu(r.file_name).shape == (r.image_size[1], r.image_size[0])
