@@ -156,6 +156,16 @@ class SliceStore:
     def __repr__(self) -> str:
         return f"SliceStore({str(self.root)!r})"
 
+    def __getstate__(self) -> dict[str, object]:
+        # Worker processes (multiprocessing, DataLoader) get the paths and an empty cache, not the lock.
+        return {"root": self.root, "cache_bytes": self._cache_limit}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        root = state["root"]
+        limit = state["cache_bytes"]
+        assert isinstance(root, Path) and isinstance(limit, int)
+        self.__init__(root, cache_bytes=limit)  # type: ignore[misc]
+
     # -- paths -----------------------------------------------------------------------------------
     def _base(self) -> str:
         """Real path of Images_png (it may itself be a symlink to another disk)."""

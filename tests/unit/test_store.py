@@ -369,3 +369,15 @@ def test_concurrent_reads_return_the_right_slices(tmp_path: Path) -> None:
         t.join()
     assert failures == []
     assert store.cache_bytes <= 4 * 32 * 32 * 2
+
+
+def test_store_pickles_for_worker_processes_without_its_cache(tmp_path: Path) -> None:
+    import pickle
+
+    store = SliceStore(tmp_path, cache_bytes=1024 * 1024)
+    hu = np.arange(6, dtype=np.int16).reshape(2, 3)
+    store.write_hu("000001_01_01_001.png", hu)
+    store.read_hu("000001_01_01_001.png")
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.root == store.root and copy.cache_bytes == 0
+    np.testing.assert_array_equal(copy.read_hu("000001_01_01_001.png"), hu)
