@@ -11,7 +11,8 @@ export function svg(tag, attrs = {}, text = null) {
 function niceMax(v) {
   if (v <= 0) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  // Multipliers whose quarters are whole numbers keep the four grid lines on integer counts.
+  for (const m of [1, 2, 4, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 

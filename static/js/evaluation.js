@@ -19,7 +19,12 @@ export function frocPoints(result) {
   } else if (sens && typeof sens === "object") {
     points = Object.entries(sens).map(([fp, s]) => ({ fp: Number(fp), sensitivity: Number(s) }));
   }
-  const curve = Array.isArray(r.curve) ? r.curve.map((p) => ({ fp: Number(p.fp ?? p.fp_per_image), sensitivity: Number(p.sensitivity) })) : [];
+  let curve = [];
+  if (Array.isArray(r.curve)) {
+    curve = r.curve.map((p) => ({ fp: Number(p.fp ?? p.fp_per_image), sensitivity: Number(p.sensitivity) }));
+  } else if (r.curve && Array.isArray(r.curve.fp_per_image)) {
+    curve = r.curve.fp_per_image.map((fp, i) => ({ fp: Number(fp), sensitivity: Number(r.curve.sensitivity[i]) }));
+  }
   points = points.filter((p) => Number.isFinite(p.fp) && Number.isFinite(p.sensitivity) && p.fp > 0).sort((a, b) => a.fp - b.fp);
   return { points, curve: curve.filter((p) => p.fp > 0) };
 }
@@ -73,7 +78,7 @@ function show(result) {
   const meta = $("eval-meta");
   meta.replaceChildren();
   const fields = [
-    ["model", result.model_version], ["split", result.split], ["images", result.images ?? result.n_images],
+    ["model", result.model_version], ["split", result.split], ["against", result.against], ["run by", result.run_by], ["images", result.images ?? result.n_images],
     ["lesions", result.lesions ?? result.n_lesions], ["IoU", result.iou_threshold ?? result.iou],
     ["provider", result.provider], ["run at", result.created_at ?? result.at], ["elapsed", result.elapsed_s != null ? `${Number(result.elapsed_s).toFixed(1)} s` : result.elapsed_ms != null ? `${Math.round(result.elapsed_ms)} ms` : null],
   ];
@@ -84,6 +89,20 @@ function show(result) {
     const dd = document.createElement("dd");
     dd.textContent = String(v);
     meta.append(dt, dd);
+  }
+  const rows = $("breakdowns").querySelector("tbody");
+  rows.replaceChildren();
+  for (const [kind, groups] of Object.entries(result.breakdowns || {})) {
+    for (const g of groups) {
+      const tr = document.createElement("tr");
+      const cells = [`${kind.replace("_", " ")}: ${g.label}`, g.lesions, ...(g.sensitivity || []).map((v) => `${(v * 100).toFixed(0)}%`)];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.textContent = String(c);
+        tr.appendChild(td);
+      }
+      rows.appendChild(tr);
+    }
   }
   document.body.dataset.points = String(froc.points.length);
   if (!froc.points.length) $("eval-status").textContent = "The stored result has no FROC points.";
@@ -112,7 +131,7 @@ async function run() {
   $("eval-status").textContent = "Running…";
   const t0 = performance.now();
   try {
-    const result = await post("/api/evaluation");
+    const result = await post("/api/evaluation", { split: $("eval-split").value, against: $("eval-against").value });
     $("eval-status").textContent = `Finished in ${((performance.now() - t0) / 1000).toFixed(1)} s.`;
     show(result);
   } catch (err) {

@@ -65,6 +65,16 @@ canvas.addEventListener("mousemove", (e) => {
   tip.style.left = `${(hit.q.x * rect.width) / canvas.width + 8}px`;
   tip.style.top = `${(hit.q.y * rect.height) / canvas.height - 24}px`;
 });
+// Test hook: where point i sits on screen, so a browser test can click it like a user.
+window.__overview = {
+  pointToClient(i) {
+    const rect = canvas.getBoundingClientRect();
+    const q = plotXY(points[i]);
+    return { x: rect.left + (q.x * rect.width) / canvas.width, y: rect.top + (q.y * rect.height) / canvas.height, file_name: points[i].file_name };
+  },
+  count: () => points.length,
+};
+
 canvas.addEventListener("click", (e) => {
   const hit = nearest(e);
   if (hit) location.assign(`/viewer/${encodeURIComponent(hit.p.file_name)}`);
@@ -127,7 +137,7 @@ async function start() {
   fillTable("progress-split", progress.by_split.map((s) => [s.split, s.done, s.total, minibar(s.total ? s.done / s.total : 0)]));
   const hist = stats.size_histogram || { edges_mm: [], counts: [] };
   const bars = hist.counts.map((n, i) => ({
-    label: `${Math.round(hist.edges_mm[i])}`,
+    label: `${Math.round(hist.edges_mm[i])}–${Math.round(hist.edges_mm[i + 1])}`,
     value: n,
     title: `${hist.edges_mm[i]}–${hist.edges_mm[i + 1]} mm: ${n}`,
   }));

@@ -28,6 +28,7 @@ CHROMIUM_ARGS = [
 ]
 REVIEWER = ("alice", "alice-password-1")
 SECOND_REVIEWER = ("bob", "bob-password-2")
+ADMIN = ("carol", "carol-password-3")
 
 
 @dataclass
@@ -68,7 +69,8 @@ def prepare_database(data_dir: Path, users: dict[str, str]) -> str:
         import_dataset(data_dir=data_dir, session_factory=factory)
         with factory() as session, session.begin():
             for name, password in users.items():
-                create_user(session=session, name=name, password=password, role="reviewer")
+                role = "admin" if name == ADMIN[0] else "reviewer"
+                create_user(session=session, name=name, password=password, role=role)
     finally:
         engine.dispose()
     return url
@@ -128,7 +130,7 @@ def live_server(
     from app.config import Settings
 
     data_dir = build_dataset(root / "data", patients=patients, max_studies=max_studies)
-    users = dict([REVIEWER, SECOND_REVIEWER])
+    users = dict([REVIEWER, SECOND_REVIEWER, ADMIN])
     url = prepare_database(data_dir, users)
     model_path: Path | None = None
     if with_model:

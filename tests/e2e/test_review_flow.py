@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import api_login, drag, image_point, open_viewer, shoot, viewer_eval
-from tests.e2e.live import REVIEWER, SECOND_REVIEWER, LiveServer
+from tests.e2e.live import ADMIN, REVIEWER, SECOND_REVIEWER, LiveServer
 
 
 def test_sign_in_rejects_a_wrong_password_then_opens_the_work_list(page: Any, server: LiveServer) -> None:
@@ -157,23 +157,34 @@ def test_moving_an_end_point_after_a_conflict_can_be_discarded(
     assert viewer_eval(page, f"v.state.ks.lesions.find(l => l.id === {lesion['id']}).current.recist") == r
 
 
-def test_overview_and_evaluation_pages_draw_their_charts(
+def test_overview_draws_the_body_map_and_a_click_on_a_point_opens_its_key_slice(
     page: Any, server: LiveServer, signed_in: dict[str, Any]
 ) -> None:
+    stats = page.context.request.get("/api/stats").json()
     page.goto("/overview")
     page.wait_for_selector("body[data-ready='1']")
-    assert page.locator("#size-hist svg rect").count() >= 1
+    assert page.evaluate("window.__overview.count()") == len(stats["points"]) > 0
+    bars = page.locator("#size-hist svg rect")
+    assert bars.count() == len(stats["size_histogram"]["counts"])
     assert page.locator("#type-legend li").count() == 9
-    drawn = page.evaluate(
-        "(() => { const c = document.getElementById('scatter'); const d = c.getContext('2d')"
-        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
-        " for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++;"
-        " return n; })()"
-    )
-    assert drawn > 0, "no coloured lesion points on the body map"
+    assert page.locator("#progress-split tbody tr").count() == len(stats["progress"]["by_split"])
     shoot(page, "overview")
+    target = page.evaluate("window.__overview.pointToClient(0)")
+    page.mouse.click(target["x"], target["y"])
+    page.wait_for_url(f"**/viewer/{target['file_name']}")
+    page.wait_for_selector("#viewer[data-ready='1']")
 
+
+def test_evaluation_run_by_an_admin_plots_six_froc_points(page: Any, server: LiveServer) -> None:
+    api_login(page.context, ADMIN)
     page.goto("/evaluation")
     page.wait_for_selector("body[data-ready='1']")
-    assert page.locator("#froc svg").count() == 1
+    page.select_option("#eval-split", "all")
+    page.click("#run-eval")
+    page.wait_for_function("document.body.dataset.points === '6'", timeout=60_000)
+    assert page.locator("#froc svg circle.froc-point").count() == 6
+    assert page.locator("#froc-table tbody tr").count() == 6
+    stored = page.context.request.get("/api/evaluation").json()
+    first = page.locator("#froc-table tbody tr").first.inner_text()
+    assert f"{stored['sensitivity'][0] * 100:.1f}%" in first
     shoot(page, "evaluation")
