@@ -381,3 +381,23 @@ def test_store_pickles_for_worker_processes_without_its_cache(tmp_path: Path) ->
     copy = pickle.loads(pickle.dumps(store))
     assert copy.root == store.root and copy.cache_bytes == 0
     np.testing.assert_array_equal(copy.read_hu("000001_01_01_001.png"), hu)
+
+
+def test_mode_i_images_from_older_pillow_decode_too(
+    store: SliceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Older Pillow versions opened 16-bit grayscale PNGs as 32-bit mode "I"; newer ones use "I;16".
+    raw = np.array([[32768, 33000], [100, 65535]], dtype=np.int32)
+    legacy = Image.fromarray(raw)
+    assert legacy.mode == "I"
+    legacy.format = "PNG"
+    path = _write_bytes(store, "000001_01_01_004.png", b"placeholder")
+    monkeypatch.setattr("app.deeplesion.store.Image.open", lambda source: legacy)
+    np.testing.assert_array_equal(store.read_hu("000001_01_01_004.png"), raw - 32768)
+    out_of_range = Image.fromarray(np.array([[70000]], dtype=np.int32))
+    out_of_range.format = "PNG"
+    monkeypatch.setattr("app.deeplesion.store.Image.open", lambda source: out_of_range)
+    uncached = SliceStore(store.root, cache_bytes=0)  # the first decode is cached under the same file
+    with pytest.raises(CorruptSliceError, match="outside the 16-bit range"):
+        uncached.read_hu("000001_01_01_004.png")
+    assert path.is_file()
