@@ -404,7 +404,7 @@ def _overlay_marks(request: Request, file_name: str) -> tuple[list[Any], str]:
             OverlayMark(
                 recist=tuple(recist) if recist else None,
                 box=tuple(box) if box else None,
-                label=str(lesion.get("id", "")),
+                label=f"#{lesion.get('id')}" + (" flagged" if lesion.get("review") == "flagged" else ""),
                 color=color,
             )
         )

@@ -328,3 +328,75 @@ def test_symlink_out_of_the_data_folder_is_refused(own_client: TestClient, own_d
     r = client.get(f"/api/slices/{SERIES}_111.png")
     assert r.status_code == 404
     assert data.outside_marker not in r.content
+
+
+def sign_in(client: TestClient, root: Path) -> dict[str, str]:
+    """Create a reviewer in the dataset's database and sign in; returns the CSRF header."""
+    from app.db.session import make_engine, make_session_factory
+    from app.review.users import create_user
+
+    engine = make_engine(f"sqlite:///{(root / 'lesion_review.db').resolve()}")
+    with make_session_factory(engine)() as session, session.begin():
+        create_user(session=session, name="olga", password="overlay-pass-1", role="reviewer")
+    engine.dispose()
+    r = client.post("/api/auth/login", json={"username": "olga", "password": "overlay-pass-1"})
+    assert r.status_code == 200, r.text
+    return {"X-CSRF-Token": r.json()["csrf_token"]}
+
+
+def colour_pixels(content: bytes, colour: tuple[int, int, int]) -> np.ndarray:
+    with Image.open(io.BytesIO(content)) as img:
+        rgb = np.asarray(img.convert("RGB")).astype(int)
+    return np.all(np.abs(rgb - np.array(colour)) <= 2, axis=-1)
+
+
+def test_overlay_burns_in_the_original_lesion_along_its_recist_axis(client: TestClient) -> None:
+    from app.deeplesion.render import ORIGINAL
+
+    plain = client.get(f"{KEY_URL}.png")
+    marked = client.get(f"{KEY_URL}.png", params={"overlay": 1})
+    assert marked.status_code == 200
+    assert not colour_pixels(plain.content, ORIGINAL).any()
+    green = colour_pixels(marked.content, ORIGINAL)
+    # The long axis of key_record() runs (20,20)-(40,40): its midpoint is drawn, the far corner is not.
+    assert green[30, 30] and not green[60, 5]
+    assert marked.headers["etag"] != plain.headers["etag"]
+    # Lesions change with edits: revalidated, never a year-long cache.
+    assert "immutable" not in marked.headers["cache-control"]
+    assert "no-cache" in marked.headers["cache-control"]
+
+
+def test_overlay_follows_an_edit_with_a_new_etag_and_colour(
+    own_client: TestClient, own_data: SliceDataset
+) -> None:
+    from app.deeplesion.render import CORRECTED, ORIGINAL
+
+    client = own_client
+    before = client.get(f"{KEY_URL}.png", params={"overlay": 1})
+    csrf = sign_in(client, own_data.root)
+    lesion = client.get(f"/api/key-slices/{KEY_SLICE}").json()["lesions"][0]
+    moved = [5.0, 50.0, 25.0, 50.0, 15.0, 45.0, 15.0, 55.0]
+    r = client.put(
+        f"/api/lesions/{lesion['id']}/geometry",
+        json={"version": lesion["version"], "recist": moved},
+        headers=csrf,
+    )
+    assert r.status_code == 200, r.text
+    stale = client.get(
+        f"{KEY_URL}.png", params={"overlay": 1}, headers={"If-None-Match": before.headers["etag"]}
+    )
+    assert stale.status_code == 200
+    assert stale.headers["etag"] != before.headers["etag"]
+    corrected = colour_pixels(stale.content, CORRECTED)
+    assert corrected[50, 15] and not colour_pixels(stale.content, ORIGINAL)[30, 30]
+    again = client.get(
+        f"{KEY_URL}.png", params={"overlay": 1}, headers={"If-None-Match": stale.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
+def test_overlay_on_a_context_slice_is_the_plain_image(client: TestClient) -> None:
+    url = f"/api/slices/{SERIES}_107.png"
+    plain, overlaid = client.get(url), client.get(url, params={"overlay": 1})
+    assert overlaid.status_code == 200
+    assert np.array_equal(pixels(plain.content), pixels(overlaid.content))
