@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +12,19 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from app.api import (
+    auth,
+    evaluation,
+    exports,
+    health,
+    keyslices,
+    lesions,
+    pages,
+    predictions,
+    slices,
+    stats,
+    worklist,
+)
 from app.api.errors import install_error_handlers
 from app.api.health import app_version
 from app.config import PROJECT_ROOT, Settings
@@ -22,34 +34,20 @@ log = logging.getLogger(__name__)
 STATIC_DIR = PROJECT_ROOT / "static"
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 
-# Every router of the app, in one place: (module, attribute).
-ROUTERS: tuple[str, ...] = (
-    "app.api.health",
-    "app.api.slices",
-    "app.api.auth",
-    "app.api.worklist",
-    "app.api.keyslices",
-    "app.api.lesions",
-    "app.api.predictions",
-    "app.api.stats",
-    "app.api.evaluation",
-    "app.api.exports",
-    "app.api.pages",
+# Every router of the app, in one place.
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    slices.router,
+    auth.router,
+    worklist.router,
+    keyslices.router,
+    lesions.router,
+    predictions.router,
+    stats.router,
+    evaluation.router,
+    exports.router,
+    pages.router,
 )
-
-
-def _routers() -> list[APIRouter]:
-    routers: list[APIRouter] = []
-    for name in ROUTERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            log.warning("router module %s is not written yet; its routes are absent", name)
-            continue
-        routers.append(module.router)
-    return routers
 
 
 def load_detector_safely(settings: Settings) -> tuple[Any | None, str | None]:
@@ -77,7 +75,6 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from app.api.slices import SliceImages, database_series_info
         from app.db.session import assert_schema_current, make_engine, make_session_factory
         from app.deeplesion.store import SliceStore
 
@@ -92,7 +89,9 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
         app.state.engine = engine
         app.state.session_factory = session_factory
         app.state.store = store
-        app.state.slice_images = SliceImages(store, series_info=database_series_info(session_factory))
+        app.state.slice_images = slices.SliceImages(
+            store, series_info=slices.database_series_info(session_factory)
+        )
         if isinstance(detector, EllipsisType):
             app.state.detector, app.state.detector_error = load_detector_safely(settings)
         else:
@@ -115,7 +114,7 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     install_error_handlers(app)
-    for router in _routers():
+    for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR), check_dir=False), name="static")
     return app
