@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.db.session import SchemaOutdatedError
 from app.main import create_app
+from tests.api.conftest import Template
 from tests.api.slice_data import build_slice_dataset
 
 
@@ -110,3 +111,19 @@ def test_unknown_api_route_is_404_json(tmp_path: Path) -> None:
         wrong_method = client.delete("/api/health")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
+
+
+def test_health_names_the_database_backend_in_use(client: TestClient, db_template: Template) -> None:
+    r = client.get("/api/health")
+    assert r.status_code == 200
+    assert r.json()["database"] == db_template.kind
+
+
+def test_slices_serve_on_every_backend(client: TestClient, app_settings: Settings) -> None:
+    stored = sorted((app_settings.data_dir / "Images_png").glob("*/*.png"))
+    assert stored
+    name = f"{stored[0].parent.name}_{stored[0].stem}"
+    r = client.get(f"/api/slices/{name}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    raw = client.get(f"/api/slices/{name}.raw")
+    assert raw.status_code == 200 and "x-spacing" in raw.headers
