@@ -311,6 +311,37 @@ class Phantom:
         muscle = muscle + depth_at_spine * np.exp(-((post_dist / 0.42) ** 2))
         return outline.astype(np.float32), fat.astype(np.float32), muscle.astype(np.float32)
 
+    def landmarks(self) -> dict[str, tuple[int, tuple[float, float, float]]]:
+        """Points (physical mm) known to lie inside an organ, with the label expected there."""
+        out_ref: dict[str, tuple[int, tuple[float, float, float]]] = {}
+        jx, jy = self._j("liver")
+        out_ref["liver"] = (LIVER, (-62.0 + jx, 0.0 + jy, 270.0))
+        jx, jy = self._j("spleen")
+        out_ref["spleen"] = (SPLEEN, (88.0 + jx, 42.0 + jy, 268.0))
+        out_ref["right lung"] = (LUNG, (-100.0, -25.0, 150.0))
+        out_ref["left lung"] = (LUNG, (100.0, -25.0, 150.0))
+        vby, _, _ = self.vb(368.0)
+        jx, jy = self._j("kidney_r")
+        out_ref["right kidney"] = (KIDNEY, (-70.0 + jx, vby + 8.0 + jy, 368.0))
+        out_ref["aorta"] = (VESSEL, (19.1, 20.7, 200.0))
+        vby, _, _ = self.vb(380.0)
+        out_ref["vertebral body"] = (BONE, (0.0, vby, 380.0))
+        jx, jy = self._j("bladder")
+        out_ref["bladder"] = (BLADDER, (jx, -38.0 + jy, 592.0))
+        # The front of the lower abdomen: below the ribs, so the wall layers are plain fat and muscle.
+        outline, fat, muscle = self.contour_tables(420.0)
+        front = _NBINS // 4
+        out_ref["subcutaneous fat"] = (SUBCUT_FAT, (0.0, -float(outline[front] - fat[front] / 2), 420.0))
+        out_ref["abdominal wall muscle"] = (
+            MUSCLE,
+            (0.0, -float(outline[front] - fat[front] - muscle[front] / 2), 420.0),
+        )
+        out_ref["air"] = (AIR, (0.0, -float(outline[front]) - 20.0, 420.0))
+        return {
+            name: (label, (x * self.scale, y * self.scale, z * self.z_scale))
+            for name, (label, (x, y, z)) in out_ref.items()
+        }
+
     def body_extent(self, z_mm: float) -> tuple[float, float, float, float]:
         """Physical (xmin, xmax, ymin, ymax) of the body outline at z."""
         outline, _, _ = self.contour_tables(self.z_ref(z_mm))

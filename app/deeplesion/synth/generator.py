@@ -204,7 +204,9 @@ def _dicom_window(rng: np.random.Generator, lesion_type: int) -> tuple[float, fl
     return _choice(rng, SOFT_WINDOWS)
 
 
-def plan_patient(index: int, *, seed: int, size: int, split: int, max_studies: int | None) -> PatientPlan:
+def plan_patient(
+    index: int, *, seed: int, size: int, split: int, max_studies: int | None, max_lesions: int | None = None
+) -> PatientPlan:
     """Draw one patient's anatomy, lesions, studies and series, and measure every lesion."""
     ph_ss, les_ss, st_ss = np.random.SeedSequence([seed, index]).spawn(3)
     rng = np.random.default_rng(st_ss)
@@ -213,6 +215,8 @@ def plan_patient(index: int, *, seed: int, size: int, split: int, max_studies: i
     phantom = Phantom.random(np.random.default_rng(ph_ss), gender)
     les_rng = np.random.default_rng(les_ss)
     n_lesions = int(min(6, 1 + les_rng.poisson(1.8)))
+    if max_lesions is not None:
+        n_lesions = max(1, min(n_lesions, max_lesions))
     lesions = place_lesions(phantom, les_rng, n_lesions, sibling_rate=0.3)
     n_studies = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
     if max_studies is not None:
@@ -515,29 +519,39 @@ def _jobs(plans: list[PatientPlan], images_dir: Path, seed: int, chunk: int = 24
                     )
 
 
-def generate_dataset(
-    out_dir: Path,
+@dataclass
+class DatasetPlan:
+    """All patients drawn for one run and the annotated observations in CSV order."""
+
+    plans: list[PatientPlan]
+    rows: list[tuple[PatientPlan, Observation]]
+
+    def records(self) -> list[LesionRecord]:
+        """The DL_info.csv rows."""
+        return [_record(plan, ob) for plan, ob in self.rows]
+
+
+def plan_dataset(
     *,
     patients: int,
     seed: int = 0,
     size: int = 512,
-    progress: bool = True,
-    workers: int | None = None,
     max_studies: int | None = None,
-) -> SynthSummary:
-    """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`."""
+    max_lesions: int | None = None,
+) -> DatasetPlan:
+    """Draw every patient, measure every lesion and pick the noisy rows; renders no slices."""
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
     if size not in (512, 768, 1024):
         raise ValueError(f"size must be 512, 768 or 1024, got {size}")
-    if max_studies is not None and max_studies < 1:
-        raise ValueError(f"max_studies must be at least 1, got {max_studies}")
-    start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    for name, value in (("max_studies", max_studies), ("max_lesions", max_lesions)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     splits = patient_splits(patients, seed)
     plans = [
-        plan_patient(p, seed=seed, size=size, split=splits[p], max_studies=max_studies)
+        plan_patient(
+            p, seed=seed, size=size, split=splits[p], max_studies=max_studies, max_lesions=max_lesions
+        )
         for p in range(1, patients + 1)
     ]
     rows = [(plan, ob) for plan in plans for st in plan.studies for ob in st.observations if ob.annotated]
@@ -550,7 +564,29 @@ def generate_dataset(
         n_noisy = 1
     for i in sorted(noisy_rng.choice(len(rows), size=n_noisy, replace=False).tolist()) if n_noisy else []:
         _make_noisy(rows[i][1], noisy_rng)
-    write_dl_info(out / "DL_info.csv", [_record(plan, ob) for plan, ob in rows])
+    return DatasetPlan(plans, rows)
+
+
+def generate_dataset(
+    out_dir: Path,
+    *,
+    patients: int,
+    seed: int = 0,
+    size: int = 512,
+    progress: bool = True,
+    workers: int | None = None,
+    max_studies: int | None = None,
+    max_lesions: int | None = None,
+) -> SynthSummary:
+    """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`."""
+    start = time.perf_counter()
+    plan = plan_dataset(
+        patients=patients, seed=seed, size=size, max_studies=max_studies, max_lesions=max_lesions
+    )
+    plans, rows = plan.plans, plan.rows
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_dl_info(out / "DL_info.csv", plan.records())
     (out / "synth_truth.json").write_text(
         json.dumps(_truth(plans, seed, size), indent=1) + "\n", encoding="utf-8"
     )
