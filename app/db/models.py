@@ -132,8 +132,8 @@ class OriginalLesion(Base):
     patient_gender: Mapped[str] = mapped_column(String(8))
     patient_age: Mapped[int | None] = mapped_column(Integer, nullable=True)
     train_val_test: Mapped[int] = mapped_column(Integer)
-    # Cell texts as read, so the original export reproduces the file byte for byte.
-    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Cell texts as read (packed by app.review.importer.pack_raw): the original export is byte for byte.
+    raw: Mapped[str | None] = mapped_column(JSON, nullable=True)
 
 
 class Lesion(Base):

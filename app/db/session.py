@@ -28,6 +28,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL makes NORMAL durable enough (a crash can lose the last commit, never corrupt the file).
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # 64 MiB page cache (grows only as used): a bulk import otherwise spills pages to the WAL mid-transaction,
+    # which made the 32,735-row import I/O-bound (10 s instead of 4 s on a busy disk).
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 

@@ -18,6 +18,7 @@ from app.deeplesion.csvio import format_dl_info
 from app.deeplesion.geometry import recist_diameters
 from app.deeplesion.schema import BOX_PADDING_PX, LESION_TYPES, LesionRecord
 from app.review.errors import InvalidInputError, NotFoundError
+from app.review.importer import unpack_raw
 
 STATES = ("original", "corrected")
 
@@ -42,7 +43,7 @@ def _record(orig: OriginalLesion, ks: KeySlice) -> LesionRecord:
         patient_gender=orig.patient_gender,
         patient_age=orig.patient_age,
         train_val_test=orig.train_val_test,
-        raw=dict(orig.raw) if orig.raw else None,
+        raw=unpack_raw(orig.raw),
     )
 
 

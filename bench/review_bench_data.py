@@ -1,0 +1,105 @@
+"""Shared setup of the review benchmarks: a 32,735-row metadata-only CSV, scratch SQLite/PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import platform
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+REAL_ROWS = 32735
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PERFORMANCE_MD = PROJECT_ROOT / "docs" / "performance.md"
+
+
+def make_csv(out_dir: Path, rows: int = REAL_ROWS, seed: int = 0) -> Path:
+    """DL_info.csv with `rows` rows, from the synthetic metadata generator."""
+    from app.deeplesion.synth import generate_metadata_only
+
+    generate_metadata_only(out_dir, lesions=rows, seed=seed)
+    return out_dir / "DL_info.csv"
+
+
+def postgres_server() -> str:
+    """The PostgreSQL server URL to benchmark on."""
+    return os.environ.get("LESION_REVIEW_TEST_POSTGRES_URL", "") or DEFAULT_PG
+
+
+def _pg(server: str, sql: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(server)
+    with psycopg.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)
+
+
+@contextmanager
+def scratch_database(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh, migrated database URL; a PostgreSQL scratch database is dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    from app.db.session import upgrade_database
+
+    if kind == "sqlite":
+        path = tmp / f"bench_{uuid.uuid4().hex[:8]}.sqlite"
+        url = f"sqlite:///{path}"
+        upgrade_database(url)
+        yield url
+        return
+    server = postgres_server()
+    name = f"lr_bench_{uuid.uuid4().hex[:10]}"
+    _pg(server, f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        upgrade_database(url)
+        yield url
+    finally:
+        _pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_available() -> tuple[bool, str]:
+    """Whether the PostgreSQL server answers, and why not."""
+    try:
+        _pg(postgres_server(), "SELECT 1")
+    except Exception as exc:  # any connection problem means: skip PostgreSQL, say why
+        return False, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return True, ""
+
+
+def machine() -> str:
+    """`nproc` and the CPU model."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def append_figures(heading: str, lines: list[str]) -> None:
+    """Append one dated block of figures under `heading` in docs/performance.md."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
+    block = f"\n- {stamp}, {machine()}:\n" + "".join(f"  - {line}\n" for line in lines)
+    if heading not in text:
+        text = text.rstrip("\n") + f"\n\n{heading}\n"
+    start = text.index(heading) + len(heading)
+    nxt = text.find("\n## ", start)
+    end = len(text) if nxt == -1 else nxt
+    text = text[:end].rstrip("\n") + "\n" + block + text[end:]
+    PERFORMANCE_MD.write_text(text)
