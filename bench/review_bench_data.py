@@ -1,4 +1,4 @@
-"""Shared setup of the review benchmarks: a 32,735-row metadata-only CSV, scratch SQLite/PostgreSQL databases."""
+"""Setup shared by the review benchmarks: a 32,735-row synthetic CSV, scratch databases."""
 
 from __future__ import annotations
 
