@@ -172,7 +172,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # The machine is shared: the load average says how much the figures were disturbed.
+    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}, load {load:.1f}"
 
 
 def run(requests: int, naive_requests: int, threads: int, record: bool) -> int:

@@ -138,6 +138,7 @@ class SliceImages:
         self.hu_cache: ByteLRU[tuple[str, int, int], np.ndarray] = ByteLRU(hu_cache_bytes, lambda a: a.nbytes)
         self.encoded: ByteLRU[tuple[Any, ...], Encoded] = ByteLRU(encoded_cache_bytes, lambda e: len(e.body))
         self._series: dict[str, SeriesInfo] = {}
+        self._paths: dict[str, Any] = {}
 
     # -- lookups -------------------------------------------------------------------------------
     @staticmethod
@@ -149,7 +150,13 @@ class SliceImages:
 
     def stat(self, file_name: str) -> tuple[int, int]:
         """(mtime_ns, size) of a stored slice; SliceNotFoundError when it is not stored."""
-        path = self.store.path_for(file_name)
+        path = self._paths.get(file_name)
+        if path is None:
+            # The store's containment check resolves symlinks (two realpath calls): do it once per name.
+            # Safe to reuse: pixels are only ever read through store.read_hu, which checks again.
+            path = self.store.path_for(file_name)
+            if len(self._paths) < 200_000:
+                self._paths[file_name] = path
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
