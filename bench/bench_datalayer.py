@@ -45,7 +45,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}"
+    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}{load}"
 
 
 def full_size_csv() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -87,7 +88,8 @@ def _floats(count: int) -> Callable[[str], tuple[float, ...]]:
             values = tuple(map(float, text.split(",")))
         except ValueError:
             values = ()
-        if len(values) == count and all(map(math.isfinite, values)):
+        # A finite sum proves every value finite; an overflowing sum just takes the careful path below.
+        if len(values) == count and math.isfinite(sum(values)):
             return values
         parts = [p.strip() for p in text.split(",")] if text.strip() else []
         if len(parts) != count:
@@ -276,6 +278,24 @@ def _cross_check(values: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+_PARSER_LIST = [PARSERS[c] for c in COLUMNS]
+# _fast_record builds records positionally, so the dataclass must list its fields in column order.
+assert [f.name for f in dataclasses.fields(LesionRecord)][: len(COLUMNS)] == [FIELDS[c] for c in COLUMNS]
+
+
+def _fast_record(cells: list[str]) -> LesionRecord | None:
+    """The record of a valid row, or None when any rule fails (the slow path then names the problems)."""
+    try:
+        values = [parse(text) for parse, text in zip(_PARSER_LIST, cells, strict=True)]
+    except _CellError:
+        return None
+    file_name, patient, study, series, key = values[:5]
+    first, last = values[11]
+    if not first <= key <= last or file_name != slice_file_name(patient, study, series, key):
+        return None
+    return LesionRecord(*values, raw=dict(zip(COLUMNS, cells, strict=True)))  # type: ignore[misc]
+
+
 def _rows_to_records(
     rows: Iterable[list[str]], reader_line: Callable[[], int], source: str
 ) -> list[LesionRecord]:
@@ -299,6 +319,12 @@ def _rows_to_records(
             errors.append(f"{source} line {line}: expected {ncols} cells, got {len(row)}")
             continue
         cells = row if canonical else [row[i] for i in order]
+        if not errors:
+            record = _fast_record(cells)
+            if record is not None:
+                records.append(record)
+                continue
+        # Slow path: a row with a problem (or any row after one), parsed cell by cell to name every error.
         values: dict[str, Any] = {}
         row_ok = True
         for column, text in zip(COLUMNS, cells, strict=True):
