@@ -789,9 +789,10 @@ async function setStatus(status) {
 async function undoRedo(which) {
   try {
     const result = await post(ksPath(`/${which}`));
-    if (!result.undone && which === "undo") setMessage("Nothing to undo.");
-    else if (!result.undone && which === "redo") setMessage("Nothing to redo.");
-    else setMessage(`${which}: ${result.undone.action}`);
+    const entry = result.undone ?? result.redone ?? null;
+    if (!entry) setMessage(which === "undo" ? "Nothing to undo." : "Nothing to redo.");
+    else setMessage(which === "undo" ? "Undone." : "Redone.");
+    root.dataset.undoCount = String(Number(root.dataset.undoCount || 0) + 1);
     if (result.key_slice) applyKeySlice(result.key_slice);
   } catch (err) {
     showError(`${which} failed: ${describeError(err)}`, () => undoRedo(which));
@@ -812,9 +813,9 @@ async function predict() {
     state.provider = result.provider;
     $("predict-time").textContent = `${result.predictions.length} found in ${Math.round(elapsed)} ms` +
       ` (model ${Math.round(result.elapsed_ms)} ms${result.cached ? ", cached" : ""}, ${result.provider || "?"})`;
-    root.dataset.predicted = "1";
     await reloadKeySlice();
     if (!selectedPrediction()) selectNext(1, "prediction");
+    root.dataset.predicted = "1";
   } catch (err) {
     if (err instanceof ApiError && err.code === "no_model") $("predict-time").textContent = "No detector loaded on the server.";
     else {

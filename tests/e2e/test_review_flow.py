@@ -188,3 +188,41 @@ def test_evaluation_run_by_an_admin_plots_six_froc_points(page: Any, server: Liv
     first = page.locator("#froc-table tbody tr").first.inner_text()
     assert f"{stored['sensitivity'][0] * 100:.1f}%" in first
     shoot(page, "evaluation")
+
+
+def test_work_list_filters_sorts_and_badges_unreviewed_predictions(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[0]
+    r = page.context.request.post(
+        f"/api/key-slices/{name}/predict?threshold=0.05", headers={"X-CSRF-Token": signed_in["csrf_token"]}
+    )
+    assert r.ok, r.text()
+    page.goto("/")
+    page.wait_for_selector("#worklist-body tr")
+    row = page.locator(f"#worklist-body tr[data-file-name='{name}']")
+    assert row.locator(".badge-pred").count() == 1
+
+    page.click("button.sort[data-sort='lesion_count']")
+    page.wait_for_url("**/?*sort=lesion_count*")
+    page.click("button.sort[data-sort='lesion_count']")
+    page.wait_for_url("**order=desc*")
+    page.wait_for_function(
+        "document.querySelector('button.sort[data-sort=\"lesion_count\"]').ariaSort === 'descending'"
+    )
+    counts = [int(t) for t in page.locator("#worklist-body tr td:nth-child(4)").all_inner_texts()]
+    assert counts == sorted(counts, reverse=True)
+
+    patient = int(name[:6])
+    page.fill("input[name='patient']", str(patient))
+    page.click("#filters button[type='submit']")
+    page.wait_for_url(f"**patient={patient}*")
+    rows_js = "[...document.querySelectorAll('#worklist-body tr')]"
+    page.wait_for_function(f"{rows_js}.every(r => r.dataset.fileName.startsWith('{name[:6]}'))")
+    expected = sum(1 for k in server.key_slices if k.startswith(name[:6]))
+    assert page.locator("#worklist-body tr").count() == expected
+    # The filters live in the URL: a reload shows the same list.
+    page.reload()
+    page.wait_for_selector("#worklist-body tr")
+    assert page.input_value("input[name='patient']") == str(patient)
+    assert page.locator("#worklist-body tr").count() == expected

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import drag, image_point, open_viewer, shoot, viewer_eval
 from tests.e2e.live import LiveServer
 
@@ -195,7 +197,7 @@ def test_predict_shows_scored_boxes_and_enter_accepts_one_as_lesion(
     assert "ExecutionProvider" in timing
     assert "ExecutionProvider" in page.inner_text("#sb-provider")
     items = page.locator("#prediction-list li[data-prediction-id]")
-    assert items.count() >= 1
+    assert items.count() >= 1, (timing, viewer_eval(page, "v.state.ks.predictions"))
     assert "score" in items.first.inner_text()
     shoot(page, "viewer-predictions")
 
@@ -222,3 +224,62 @@ def test_predict_shows_scored_boxes_and_enter_accepts_one_as_lesion(
     assert accepted, lesions
     prediction = next(p for p in key_slice(page.context, name)["predictions"] if p["id"] == selected["id"])
     assert prediction["status"] == "accepted"
+
+
+LIVE_COUNT = "window.__viewer.state.ks.lesions.filter(l => l.review !== 'deleted').length"
+
+
+def test_drawn_box_is_undone_with_ctrl_z_and_redone_with_ctrl_y(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[-1]
+    count = len(live_lesions(key_slice(page.context, name)))
+    open_viewer(page, name)
+    page.keyboard.press("b")
+    drag(page, image_point(page, 40, 400), image_point(page, 90, 440))
+    page.wait_for_function(f"{LIVE_COUNT} === {count + 1}")
+    added = [x for x in live_lesions(key_slice(page.context, name)) if x["origin"] == "added"][-1]
+    assert added["current"]["box"] == [
+        pytest.approx(40, abs=1.5),
+        pytest.approx(400, abs=1.5),
+        pytest.approx(90, abs=1.5),
+        pytest.approx(440, abs=1.5),
+    ]
+    page.keyboard.press("Escape")  # back to the pointer tool
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"{LIVE_COUNT} === {count}")
+    assert len(live_lesions(key_slice(page.context, name))) == count
+    page.keyboard.press("Control+y")
+    page.wait_for_function(f"{LIVE_COUNT} === {count + 1}")
+    page.keyboard.press("Control+Shift+Z")  # nothing left to redo: stays as it is
+    page.wait_for_function("document.getElementById('viewer').dataset.undoCount === '3'")
+    assert len(live_lesions(key_slice(page.context, name))) == count + 1
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"{LIVE_COUNT} === {count}")
+
+
+def test_network_failure_keeps_the_drawing_and_retry_saves_it(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[-1]
+    count = len(live_lesions(key_slice(page.context, name)))
+    open_viewer(page, name)
+    page.route("**/api/key-slices/*/lesions", lambda route: route.abort("internetdisconnected"))
+    page.keyboard.press("b")
+    drag(page, image_point(page, 300, 60), image_point(page, 340, 90))
+    page.wait_for_selector("#error-banner:not([hidden])")
+    assert "kept" in page.inner_text("#error-text")
+    assert viewer_eval(page, "v.state.pending && v.state.pending.newGeometry.box.length") == 4
+    assert len(live_lesions(key_slice(page.context, name))) == count
+    shoot(page, "viewer-network-error")
+
+    page.unroute("**/api/key-slices/*/lesions")
+    page.click("#error-retry")
+    page.wait_for_function(f"{LIVE_COUNT} === {count + 1}")
+    assert viewer_eval(page, "v.state.pending") is None
+    assert page.is_hidden("#error-banner")
+    added = [x for x in live_lesions(key_slice(page.context, name)) if x["origin"] == "added"][-1]
+    page.keyboard.press("Escape")
+    viewer_eval(page, f"v.state.selected = {{kind: 'lesion', id: {added['id']}}}")
+    page.keyboard.press("Backspace")
+    page.wait_for_function(f"{LIVE_COUNT} === {count}")
