@@ -78,6 +78,8 @@ REGIONS: dict[str, tuple[float, float]] = {
 
 _NBINS = 1440
 _THETA = np.linspace(-math.pi, math.pi, _NBINS, endpoint=False) + math.pi / _NBINS
+_COS = np.cos(_THETA)
+_SIN = np.sin(_THETA)
 
 # Body outline and wall layers along z (reference mm): half width, anterior / posterior half depth,
 # subcutaneous fat and muscle thickness.
@@ -180,6 +182,7 @@ class Phantom:
     jitter: dict[str, tuple[float, float]] = field(default_factory=dict)
     lung_vessels: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
     liver_vessels: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
+    mesenteric_vessels: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
     bowel: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
     bowel_kind: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     gas: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 4)))
@@ -208,6 +211,11 @@ class Phantom:
             ph.jitter[name] = (float(rng.normal(0, 4)), float(rng.normal(0, 4)))
         ph.lung_vessels = _Tubes(np.array(ph._lung_trees(rng), dtype=float))
         ph.liver_vessels = _Tubes(np.array(ph._liver_trees(rng), dtype=float))
+        mesentery: list[list[float]] = []
+        root = np.array([4.0, 0.0, 345.0])
+        for d in ((0.1, -0.6, 1.0), (-0.8, -0.5, 0.8), (0.8, -0.5, 0.8), (0.0, -1.0, 0.3)):
+            mesentery += _tree(rng, root, np.array(d) + rng.normal(0, 0.2, size=3), 40.0, 3.5, 4)
+        ph.mesenteric_vessels = _Tubes(np.array(mesentery, dtype=float))
         ph._make_bowel(rng)
         return ph
 
@@ -247,25 +255,22 @@ class Phantom:
         segs: list[list[float]] = []
         kinds: list[float] = []
         gas: list[list[float]] = []
-        for chain in range(14):
-            p = np.array([rng.uniform(-75, 75), rng.uniform(-70, 0), rng.uniform(345, 540)])
-            d = rng.normal(size=3)
-            r = rng.uniform(9, 13)
-            kind = float(rng.choice([0, 1, 2], p=[0.5, 0.35, 0.15]))
-            for _ in range(7):
-                d = d / np.linalg.norm(d) + rng.normal(0, 0.7, size=3)
-                d /= np.linalg.norm(d)
-                q = p + d * rng.uniform(18, 28)
-                q[0] = np.clip(q[0], -95, 95)
-                q[1] = np.clip(q[1], -85, 15)
-                q[2] = np.clip(q[2], 340, 555)
-                segs.append([*p, *q, r])
-                kinds.append(kind)
-                if rng.random() < 0.18:
-                    g = rng.uniform(3, r * 0.6)
-                    gas.append([q[0], q[1] - (r - g - 2.5), q[2], g])
-                p = q
-            del chain
+        # Loops packed on a jittered lattice fill the mesentery the way small bowel does.
+        for zc in np.arange(345.0, 546.0, 21.0):
+            for yc in (-68.0, -44.0, -20.0):
+                for xc in np.arange(-78.0, 79.0, 26.0):
+                    centre = np.array([xc, yc, zc]) + rng.uniform(-6, 6, size=3)
+                    d = rng.normal(size=3)
+                    d[2] *= 0.6
+                    d /= np.linalg.norm(d)
+                    half = rng.uniform(5, 14)
+                    r = rng.uniform(7.5, 11.5)
+                    p, q = centre - d * half, centre + d * half
+                    segs.append([*p, *q, r])
+                    kinds.append(float(rng.choice([0, 1, 2], p=[0.5, 0.35, 0.15])))
+                    if rng.random() < 0.15:
+                        g = rng.uniform(2.5, r * 0.55)
+                        gas.append([q[0], q[1] - (r - g - 2.5), q[2], g])
         self.bowel = _Tubes(np.array(segs, dtype=float))
         self.bowel_kind = np.array(kinds)
         self.gas = np.array(gas, dtype=float).reshape(-1, 4)
@@ -402,13 +407,24 @@ class Phantom:
     def _body(self, cv: Canvas, zr: float) -> _Frame:
         """Skin, subcutaneous fat, muscle wall and the fat-filled body cavity."""
         outline, fat, muscle = self.contour_tables(zr)
-        full = cv.full()
-        X, Y = full.X, full.Y
+        n = cv.grid.size
+        frame = _Frame(
+            np.full((n, n), 1e4, dtype=np.float32),
+            np.zeros((n, n), dtype=np.int32),
+            np.full((n, n), -1e4, dtype=np.float32),
+            np.zeros((n, n), dtype=np.float32),
+            np.zeros((n, n), dtype=np.float32),
+        )
+        # Work only inside the body's bounding box: the air around it stays as it is.
+        xs, ys = outline * _COS, outline * _SIN
+        win = cv.window(float(xs.min()) - 4, float(xs.max()) + 4, float(ys.min()) - 4, float(ys.max()) + 4)
+        if win is None:
+            return frame
+        X, Y = win.X, win.Y
         r = np.sqrt(X * X + Y * Y)
         idx = ((np.arctan2(Y, X) + np.float32(math.pi)) * np.float32(_NBINS / (2 * math.pi))).astype(np.int32)
         np.clip(idx, 0, _NBINS - 1, out=idx)
-        out_r = outline[idx]
-        skin_d = out_r - r
+        skin_d = outline[idx] - r
         wall_d = skin_d - fat[idx]
         cav_d = wall_d - muscle[idx]
         # The layers are nested, so blending them in order reduces to one weighted sum.
@@ -420,14 +436,20 @@ class Phantom:
         )
         previous = -1000.0
         alphas = []
+        region = cv.hu[win.sy, win.sx]
         for dist, value, label in layers:
             alpha = soft(dist, cv.edge)
             alphas.append(alpha)
-            cv.hu += alpha * np.float32(value - previous)
+            region += alpha * np.float32(value - previous)
             previous = value
             if cv.labels is not None:
-                cv.labels[alpha >= 0.5] = label
-        return _Frame(r, idx, cav_d, alphas[3], out_r, alphas[2])
+                cv.labels[win.sy, win.sx][alpha >= 0.5] = label
+        frame.r[win.sy, win.sx] = r
+        frame.idx[win.sy, win.sx] = idx
+        frame.cav_d[win.sy, win.sx] = cav_d
+        frame.cavity[win.sy, win.sx] = alphas[3]
+        frame.inner[win.sy, win.sx] = alphas[2]
+        return frame
 
     def _lungs(self, cv: Canvas, zr: float, fr: _Frame) -> None:
         """Both lungs with gravity-dependent density and branching vessels."""
@@ -515,6 +537,7 @@ class Phantom:
         """Small bowel loops and the colon: walls, fluid or mixed contents, gas pockets."""
         if not (300.0 < zr < 640.0):
             return
+        self._tubes(cv, zr, self.mesenteric_vessels.active(zr), 170.0, VESSEL, clip=(cv.full(), fr.cavity))
         s = self.bowel.seg
         if len(s):
             r = s[:, 6]
@@ -753,7 +776,7 @@ class Phantom:
         """Ribs as inclined arcs in the chest wall: each crosses the slice as a curved bony segment."""
         outline, fat, muscle = self.contour_tables(zr)
         rib_r = outline - fat - muscle + 5.0
-        half_h = 6.0
+        half_h = 5.0
         psi0 = 0.38
         for i in range(12):
             zp = 8.0 + 23.0 * i
@@ -782,7 +805,7 @@ class Phantom:
                 idx = fr.idx[win.sy, win.sx]
                 psi = np.arccos(np.clip(win.Y / np.maximum(r, 1e-3), -1.0, 1.0))
                 on_side = (win.X * np.float32(side)) > 0
-                radial = np.float32(4.2) - np.abs(r - rib_r[idx])
+                radial = np.float32(3.2) - np.abs(r - rib_r[idx])
                 ang_d = (np.float32(half) - np.abs(psi - np.float32(psi_c))) * r
                 ang_d = np.minimum(ang_d, (np.float32(psi_max) - psi) * r)
                 d = np.minimum(radial, ang_d)
@@ -795,11 +818,14 @@ class Phantom:
 
     def _pelvis(self, cv: Canvas, zr: float) -> None:
         """Sacrum, iliac wings, acetabula and femoral heads."""
-        s_sac = _bump(zr, 455.0, 600.0)
+        s_sac = _bump(zr, 455.0, 585.0)
         if s_sac > 0:
+            # The sacrum narrows and thins toward the coccyx.
+            taper = 1.0 - _ramp(zr, 500.0, 585.0)
             vby, _, _ = self.vb(zr)
-            cv.bone_ellipse(0.0, vby + 8.0, 20.0 + 30.0 * s_sac, 16.0 * s_sac + 3, 2.5, 850.0, 260.0, BONE)
-            cv.ellipse(0.0, vby + 14.0, 10.0 * s_sac, 5.0 * s_sac, 15.0, CSF)
+            cv.bone_ellipse(0.0, vby + 8.0, 12.0 + 36.0 * taper, 7.0 + 9.0 * taper, 2.5, 850.0, 260.0, BONE)
+            if taper > 0.3:
+                cv.ellipse(0.0, vby + 12.0, 9.0 * taper, 4.0 * taper, 15.0, CSF)
         for side in (-1.0, 1.0):
             top = _ramp(zr, 432.0, 470.0)
             if zr < 560.0 and top > 0:
@@ -851,7 +877,6 @@ class _Frame:
     idx: npt.NDArray[np.int32]
     cav_d: F32
     cavity: F32
-    outline_r: F32
     inner: F32  # inside the subcutaneous fat
 
 

@@ -47,7 +47,9 @@ class Win(NamedTuple):
 
 def soft(dist: F32 | float, edge: float) -> F32:
     """Coverage in 0..1 from a signed distance in mm (positive inside), blurred over `edge` mm."""
-    return np.clip(np.asarray(dist, dtype=np.float32) * np.float32(1.0 / edge) + np.float32(0.5), 0.0, 1.0)
+    alpha = np.asarray(dist, dtype=np.float32) * np.float32(1.0 / edge)
+    alpha += np.float32(0.5)
+    return np.clip(alpha, 0.0, 1.0, out=alpha)
 
 
 def ellipse_dist(X: F32, Y: F32, cx: float, cy: float, a: float, b: float, angle: float = 0.0) -> F32:
