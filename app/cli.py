@@ -276,6 +276,13 @@ def _default_model() -> Path:
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True, help="Random crop side in input pixels.")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option(
+    "--iters-per-epoch",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Batches per epoch (0: one crop per training key slice); val runs after each epoch.",
+)
 @click.option("--model-version", default=None, help="Stored in the ONNX metadata (default: name-seed-date).")
 @click.option(
     "--card",
@@ -294,6 +301,7 @@ def train(
     batch_size: int,
     crop: int,
     lr: float,
+    iters_per_epoch: int,
     model_version: str | None,
     card: Path | None,
 ) -> None:
@@ -307,6 +315,7 @@ def train(
             data_dir,
             out,
             epochs=epochs,
+            iters_per_epoch=iters_per_epoch,
             seed=seed,
             device=device,
             val_dir=val_dir,

@@ -96,6 +96,7 @@ def run_train(
     batch_size: int = 16,
     crop: int = 256,
     lr: float = 2e-3,
+    iters_per_epoch: int = 0,
     model_version: str | None = None,
     card: Path | None = None,
     command: str = "",
@@ -121,6 +122,7 @@ def run_train(
         batch_size=batch_size,
         crop=crop,
         lr=lr,
+        iters_per_epoch=iters_per_epoch,
     )
     result = train(data_dir, config, val_dir=val_dir, progress=progress)
     synthetic = is_synthetic_dataset(data_dir)
