@@ -177,6 +177,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            # FastAPI's answer to an undecodable body; the contract says malformed JSON is a 422.
+            msg = "malformed request body: not valid UTF-8 JSON"
+            return error_response(422, "invalid_input", msg, errors=[{"loc": ["body"], "msg": msg}])
         if isinstance(detail, dict):
             body = {"code": _HTTP_CODES.get(exc.status_code, "error"), **detail}
             body.setdefault("detail", "error")
