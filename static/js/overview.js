@@ -105,6 +105,15 @@ function minibar(fraction) {
 function fillTable(id, rows) {
   const tbody = $(id).querySelector("tbody");
   tbody.replaceChildren();
+  if (!rows.length) {
+    const tr = document.createElement("tr");
+    const td = document.createElement("td");
+    td.colSpan = $(id).querySelectorAll("thead th").length;
+    td.className = "muted";
+    td.textContent = "No reviews yet.";
+    tr.appendChild(td);
+    tbody.appendChild(tr);
+  }
   for (const cells of rows) {
     const tr = document.createElement("tr");
     for (const c of cells) {

@@ -124,16 +124,20 @@ def serve(settings: Any, *, detector: Any = ..., timeout_s: float = 30.0) -> Ite
 
 @contextmanager
 def live_server(
-    root: Path, *, with_model: bool = True, patients: int = 2, max_studies: int = 1
+    root: Path,
+    *,
+    with_model: bool = True,
+    patients: int = 2,
+    max_studies: int = 1,
+    model_path: Path | None = None,
 ) -> Iterator[LiveServer]:
-    """Build data, database, users and a tiny ONNX model under `root`, and serve them."""
+    """Build data, database and users under `root` (and the tiny ONNX model unless given), and serve."""
     from app.config import Settings
 
     data_dir = build_dataset(root / "data", patients=patients, max_studies=max_studies)
     users = dict([REVIEWER, SECOND_REVIEWER, ADMIN])
     url = prepare_database(data_dir, users)
-    model_path: Path | None = None
-    if with_model:
+    if model_path is None and with_model:
         from app.detection.testing import build_tiny_model
 
         model_path = build_tiny_model(root / "tiny-detector.onnx")

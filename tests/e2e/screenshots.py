@@ -1,0 +1,137 @@
+"""Regenerate docs/images/ui_*.png from a live server on synthetic data: `python -m tests.e2e.screenshots`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.live import ADMIN, CHROMIUM, CHROMIUM_ARGS, REVIEWER, chromium_available, live_server
+
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+def _login(ctx: Any, user: tuple[str, str]) -> str:
+    r = ctx.request.post("/api/auth/login", data={"username": user[0], "password": user[1]})
+    if not r.ok:
+        raise RuntimeError(f"login failed: {r.status} {r.text()}")
+    token: str = r.json()["csrf_token"]
+    return token
+
+
+def _viewer(page: Any, file_name: str) -> None:
+    page.goto(f"/viewer/{file_name}")
+    page.wait_for_selector("#viewer[data-ready='1']")
+    page.wait_for_function("window.__viewer.stats.firstImageMs !== null")
+
+
+def _drag(page: Any, a: tuple[float, float], b: tuple[float, float]) -> None:
+    pa = page.evaluate(f"window.__viewer.imageToClient({a[0]}, {a[1]})")
+    pb = page.evaluate(f"window.__viewer.imageToClient({b[0]}, {b[1]})")
+    page.mouse.move(pa["x"], pa["y"])
+    page.mouse.down()
+    page.mouse.move(pb["x"], pb["y"], steps=6)
+    page.mouse.up()
+
+
+def capture(out: Path, patients: int, model: Path | None) -> list[Path]:
+    """Drive the app like a reviewer and save the screenshots the README shows."""
+    from playwright.sync_api import sync_playwright
+
+    written: list[Path] = []
+    out.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="ui-shots-") as tmp,
+        live_server(Path(tmp), patients=patients, max_studies=2, model_path=model) as live,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
+        csrf = _login(ctx, REVIEWER)
+        page = ctx.new_page()
+
+        # A key slice with an edited original lesion, a drawn RECIST mark and predictions: all four colours.
+        name = live.key_slices[0]
+        ks = ctx.request.get(f"/api/key-slices/{name}").json()
+        original = ks["lesions"][0]
+        r = original["current"]["recist"]
+        if r:
+            moved = [r[0] - 3, r[1] - 2, *r[2:]]
+            ctx.request.put(
+                f"/api/lesions/{original['id']}/geometry",
+                data={"version": original["version"], "recist": moved},
+                headers={"X-CSRF-Token": csrf},
+            )
+        _viewer(page, name)
+        page.keyboard.press("r")
+        w, h = ks["image_size"]
+        _drag(page, (w * 0.30, h * 0.62), (w * 0.38, h * 0.66))
+        _drag(page, (w * 0.34, h * 0.61), (w * 0.33, h * 0.67))
+        page.wait_for_function("window.__viewer.state.pending === null")
+        page.keyboard.press("Escape")
+        page.fill("#threshold", "0.3")
+        page.dispatch_event("#threshold", "input")
+        page.click("#predict")
+        page.wait_for_selector("#viewer[data-predicted='1']")
+        centre = page.evaluate(f"window.__viewer.imageToClient({w / 2}, {h / 2})")
+        page.mouse.move(centre["x"], centre["y"])  # shows the HU readout in the status bar
+        page.screenshot(path=str(out / "ui_viewer.png"))
+        written.append(out / "ui_viewer.png")
+        page.keyboard.press("?")
+        page.wait_for_selector("#keymap-dialog[open]")
+        page.screenshot(path=str(out / "ui_keymap.png"))
+        written.append(out / "ui_keymap.png")
+        page.keyboard.press("Escape")
+
+        page.goto("/")
+        page.wait_for_selector("#worklist-body tr")
+        page.keyboard.press("j")
+        page.screenshot(path=str(out / "ui_worklist.png"))
+        written.append(out / "ui_worklist.png")
+
+        page.goto("/overview")
+        page.wait_for_selector("body[data-ready='1']")
+        page.screenshot(path=str(out / "ui_overview.png"), full_page=True)
+        written.append(out / "ui_overview.png")
+        ctx.close()
+
+        ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
+        _login(ctx, ADMIN)
+        page = ctx.new_page()
+        page.goto("/evaluation")
+        page.wait_for_selector("body[data-ready='1']")
+        page.select_option("#eval-split", "all")
+        page.click("#run-eval")
+        page.wait_for_function("document.body.dataset.points === '6'", timeout=300_000)
+        page.screenshot(path=str(out / "ui_evaluation.png"), full_page=True)
+        written.append(out / "ui_evaluation.png")
+
+        page.set_viewport_size({"width": 1920, "height": 1080})
+        _viewer(page, live.key_slices[-1])
+        page.keyboard.press("2")
+        page.screenshot(path=str(out / "ui_viewer_1920.png"))
+        written.append(out / "ui_viewer_1920.png")
+        ctx.close()
+        browser.close()
+    return written
+
+
+def main(argv: list[str]) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="screenshots", description=__doc__)
+    parser.add_argument("--out", type=Path, default=DOCS_IMAGES)
+    parser.add_argument("--patients", type=int, default=6)
+    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the tiny test model)")
+    args = parser.parse_args(argv)
+    if not chromium_available():
+        print(f"{CHROMIUM} is missing", file=sys.stderr)
+        return 1
+    for path in capture(args.out, args.patients, args.model):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
