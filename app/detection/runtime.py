@@ -29,11 +29,12 @@ QUIET_SEVERITY = 3
 _CUDA_LIBS: tuple[tuple[str, ...], ...] = (
     ("libcudart.so.12", "libcudart.so.13", "libcudart.so"),
     ("libcublas.so.12", "libcublas.so.13", "libcublas.so"),
+    ("libcudnn.so.9", "libcudnn.so"),
 )
 
 
 def cuda_libraries_load() -> bool:
-    """True when the CUDA runtime and cuBLAS shared libraries can be loaded in this process."""
+    """True when the CUDA runtime, cuBLAS and cuDNN shared libraries can be loaded in this process."""
     for candidates in _CUDA_LIBS:
         for name in candidates:
             try:
@@ -67,8 +68,10 @@ def _open_session(path: Path, device: str) -> Any:
         if CUDA not in ort.get_available_providers():
             reason = "this onnxruntime build has no CUDAExecutionProvider"
         elif not cuda_libraries_load():
-            reason = "the CUDA libraries (libcudart, libcublas) do not load"
+            reason = "the CUDA libraries (libcudart, libcublas, libcudnn) do not load"
         else:
+            # Provider-factory failures are logged by ORT's global logger, not the session's.
+            ort.set_default_logger_severity(QUIET_SEVERITY)
             try:
                 sess = ort.InferenceSession(
                     str(path), sess_options=_session_options(ort), providers=[CUDA, CPU]

@@ -157,3 +157,9 @@ def test_load_detector_with_broken_model_gives_reason(tmp_path: Path) -> None:
 def test_load_detector_loads_a_valid_model(tiny: Path) -> None:
     det, reason = load_detector(SimpleNamespace(model_path=tiny, device="cpu"))
     assert reason is None and det is not None and det.info()["model_version"] == TINY_MODEL_VERSION
+
+
+def test_auto_device_prints_no_provider_errors(tiny: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    Detector.load(tiny, device="auto")
+    _, err = capfd.readouterr()
+    assert "error" not in err.lower() and "libcu" not in err
