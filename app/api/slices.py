@@ -21,6 +21,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.api.rendering import RenderingParams, rendering_params
+from app.deeplesion.csvio import format_number
 from app.deeplesion.errors import SliceNotFoundError, UnsafePathError
 from app.deeplesion.windowing import Window, apply_window
 
@@ -333,7 +334,7 @@ async def slice_raw(
         "Access-Control-Expose-Headers": "X-Width, X-Height, X-Spacing",
     }
     if info is not None and info.spacing_mm is not None:
-        headers["X-Spacing"] = ",".join(f"{v:g}" for v in info.spacing_mm)
+        headers["X-Spacing"] = ",".join(format_number(v) for v in info.spacing_mm)
     return Response(encoded.body, media_type="application/octet-stream", headers=headers)
 
 
