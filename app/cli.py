@@ -202,13 +202,14 @@ def serve(
     model_path: Path | None,
 ) -> None:
     """Serve the review app (refuses an unmigrated database, and a public address while no user exists)."""
-    from app.serving import ServeRefusedError, check_can_serve, run_server, settings_with
+    from app.serving import ServeRefusedError, check_can_serve, check_port_free, run_server, settings_with
 
     settings = settings_with(
         data_dir=data_dir, host=host, port=port, database_url=database_url, model_path=model_path
     )
     try:
         check_can_serve(settings)
+        check_port_free(settings.host, settings.port)
     except ServeRefusedError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"serving {settings.data_dir} at http://{settings.host}:{settings.port}")
@@ -226,6 +227,7 @@ def demo(data_dir: Path | None, patients: int, port: int, no_serve: bool, max_st
     from app.serving import (
         ServeRefusedError,
         check_can_serve,
+        check_port_free,
         demo_banner,
         prepare_demo,
         run_server,
@@ -242,6 +244,7 @@ def demo(data_dir: Path | None, patients: int, port: int, no_serve: bool, max_st
         return
     try:
         check_can_serve(settings)
+        check_port_free(settings.host, settings.port)
     except ServeRefusedError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(demo_banner(prepared, settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,21 @@ def check_can_serve(settings: Settings) -> int:
             "`lesion-review user add NAME --role admin`, or serve on 127.0.0.1"
         )
     return users
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse early, with a clear message, when another program already listens on host:port."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Same option as uvicorn's own socket, so a port in TIME_WAIT is not reported as taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ServeRefusedError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server running? "
+                "Choose another port with --port"
+            ) from exc
 
 
 def run_server(settings: Settings) -> None:

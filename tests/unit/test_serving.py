@@ -120,3 +120,17 @@ def test_prepare_demo_on_existing_data_does_not_regenerate(tmp_path: Path) -> No
     first = prepare_demo(settings, patients=1)
     assert not first.generated and first.key_slices_added == 1
     assert prepare_demo(settings, patients=1).key_slices_added == 0
+
+
+def test_busy_port_is_refused_with_a_hint() -> None:
+    import socket
+
+    from app.serving import check_port_free
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServeRefusedError, match="--port"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # free again once closed
