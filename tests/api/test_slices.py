@@ -400,3 +400,19 @@ def test_overlay_on_a_context_slice_is_the_plain_image(client: TestClient) -> No
     plain, overlaid = client.get(url), client.get(url, params={"overlay": 1})
     assert overlaid.status_code == 200
     assert np.array_equal(pixels(plain.content), pixels(overlaid.content))
+
+
+def test_byte_lru_evicts_least_recently_used_beyond_its_budget() -> None:
+    from app.api.slices import ByteLRU
+
+    cache: ByteLRU[str, bytes] = ByteLRU(10, len)
+    cache.put("a", b"1234")
+    cache.put("b", b"1234")
+    assert cache.get("a") == b"1234"  # a is now the most recent
+    cache.put("c", b"1234")  # 12 bytes > 10: b (least recent) goes
+    assert cache.get("b") is None and cache.get("a") == b"1234" and cache.get("c") == b"1234"
+    assert cache.nbytes == 8
+    cache.put("huge", b"x" * 11)  # larger than the whole budget: not cached, nothing evicted
+    assert cache.get("huge") is None and len(cache) == 2
+    cache.put("a", b"12")  # replacing a value accounts for the old size
+    assert cache.nbytes == 6
