@@ -88,7 +88,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {model}"
+    # The machine is shared: the 1-minute load average says how much else was running.
+    return f"{os.cpu_count()} cores, {model}, load average {os.getloadavg()[0]:.1f}"
 
 
 def append_figures(heading: str, lines: list[str]) -> None:

@@ -78,11 +78,18 @@ class KeySlice(Base):
     """A key slice (DL_info File_name) with its shared metadata and a denormalised work-list summary."""
 
     __tablename__ = "key_slices"
+    # (sort key, file_name) indexes let every work-list sort walk an index in order and stop after a page.
+    __table_args__ = (
+        Index("ix_key_slices_sort_patient", "patient_index", "file_name"),
+        Index("ix_key_slices_sort_size", "max_size_mm", "file_name"),
+        Index("ix_key_slices_sort_lesion_count", "lesion_count", "file_name"),
+        Index("ix_key_slices_sort_missed", "missed_score", "file_name"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     file_name: Mapped[str] = mapped_column(String(32), unique=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
-    patient_index: Mapped[int] = mapped_column(Integer, index=True)
+    patient_index: Mapped[int] = mapped_column(Integer)
     study_index: Mapped[int] = mapped_column(Integer)
     series_index: Mapped[int] = mapped_column(Integer)
     key_slice_index: Mapped[int] = mapped_column(Integer)
@@ -101,14 +108,14 @@ class KeySlice(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     # Summary of the current (merged) lesions, kept up to date by app.review so the work list
     # filters with plain indexed columns instead of aggregating 32k lesions per request.
-    lesion_count: Mapped[int] = mapped_column(Integer, default=0, index=True)
-    max_size_mm: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    lesion_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_size_mm: Mapped[float] = mapped_column(Float, default=0.0)
     # Bit (type + 1) set for each current lesion type (-1..8).
     lesion_type_mask: Mapped[int] = mapped_column(Integer, default=0)
     noisy: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     prediction_count: Mapped[int] = mapped_column(Integer, default=0)
     unreviewed_predictions: Mapped[int] = mapped_column(Integer, default=0)
-    missed_score: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    missed_score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class OriginalLesion(Base):

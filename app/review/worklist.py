@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import KeySlice, KeySliceReview, User
@@ -44,16 +44,8 @@ def _reviewer_id(session: Session, flt: WorklistFilter, user_id: int | None) -> 
     return user_id
 
 
-def _base(
-    session: Session, flt: WorklistFilter, user_id: int | None, with_status: bool
-) -> tuple[Select[Any], Any]:
-    """The filtered query and the status expression for the chosen reviewer."""
-    reviewer_id = _reviewer_id(session, flt, user_id)
-    status = func.coalesce(KeySliceReview.status, "unreviewed")
-    query: Select[Any] = select(KeySlice).outerjoin(
-        KeySliceReview,
-        and_(KeySliceReview.key_slice_id == KeySlice.id, KeySliceReview.user_id == (reviewer_id or -1)),
-    )
+def _conditions(flt: WorklistFilter) -> list[Any]:
+    """WHERE conditions on key_slices for every filter except the reviewer status."""
     conds: list[Any] = []
     if flt.split:
         if flt.split not in SPLIT_IDS:
@@ -82,16 +74,12 @@ def _base(
         conds.append(
             KeySlice.missed_score.is_not(None) if flt.possible_missed else KeySlice.missed_score.is_(None)
         )
-    if with_status and flt.status:
-        if flt.status not in STATUS_RANK:
-            raise InvalidInputError(f"status must be one of {', '.join(STATUS_RANK)}, got {flt.status!r}")
-        conds.append(status == flt.status)
-    if conds:
-        query = query.where(*conds)
-    return query, status
+    if flt.status is not None and flt.status not in STATUS_RANK:
+        raise InvalidInputError(f"status must be one of {', '.join(STATUS_RANK)}, got {flt.status!r}")
+    return conds
 
 
-def _order(flt: WorklistFilter, status: Any) -> list[Any]:
+def _order(flt: WorklistFilter) -> list[Any]:
     if flt.sort not in SORTS:
         raise InvalidInputError(f"sort must be one of {', '.join(SORTS)}, got {flt.sort!r}")
     if flt.order not in ("asc", "desc"):
@@ -102,12 +90,94 @@ def _order(flt: WorklistFilter, status: Any) -> list[Any]:
         "patient": KeySlice.patient_index,
         "size": KeySlice.max_size_mm,
         "lesion_count": KeySlice.lesion_count,
-        "status": case({k: v for k, v in STATUS_RANK.items()}, value=status, else_=0),
-        "missed_score": func.coalesce(KeySlice.missed_score, -1.0),
+        "missed_score": KeySlice.missed_score,
     }[flt.sort]
     first = key.desc() if desc else key.asc()
+    if flt.sort == "missed_score":
+        first = first.nulls_last()
     tie = KeySlice.file_name.desc() if desc else KeySlice.file_name.asc()
     return [first] if flt.sort == "file_name" else [first, tie]
+
+
+def _status_query(query: Select[Any], status: str, reviewer_id: int | None) -> Select[Any]:
+    """Restrict to key slices the reviewer has in `status`: an index join, or an anti-join for unreviewed."""
+    rid = reviewer_id if reviewer_id is not None else -1
+    if status == "unreviewed":
+        touched = (
+            select(KeySliceReview.id)
+            .where(
+                KeySliceReview.key_slice_id == KeySlice.id,
+                KeySliceReview.user_id == rid,
+                KeySliceReview.status != "unreviewed",
+            )
+            .exists()
+        )
+        return query.where(~touched)
+    return query.join(
+        KeySliceReview,
+        and_(
+            KeySliceReview.key_slice_id == KeySlice.id,
+            KeySliceReview.user_id == rid,
+            KeySliceReview.status == status,
+        ),
+    )
+
+
+def _ordered(
+    flt: WorklistFilter, reviewer_id: int | None, columns: Any, status: str | None = None
+) -> Select[Any]:
+    """The filtered query in the requested order (the status sort is done group by group by the caller)."""
+    query: Select[Any] = select(columns).where(*_conditions(flt))
+    status = status or flt.status
+    if status is not None:
+        query = _status_query(query, status, reviewer_id)
+    by_name = replace(flt, sort="file_name") if flt.sort == "status" else flt
+    return query.order_by(*_order(by_name))
+
+
+def _status_groups(flt: WorklistFilter, counts: dict[str, int]) -> list[tuple[str, int]]:
+    """The status groups in sort order with their sizes (the status sort is these groups, each by name)."""
+    groups = [flt.status] if flt.status else list(STATUS_RANK)
+    if flt.order == "desc":
+        groups.reverse()
+    return [(g, counts[g]) for g in groups]
+
+
+def _page_items(
+    session: Session,
+    flt: WorklistFilter,
+    reviewer_id: int | None,
+    counts: dict[str, int],
+    offset: int,
+    limit: int,
+) -> list[KeySlice]:
+    if flt.sort != "status":
+        return list(
+            session.execute(_ordered(flt, reviewer_id, KeySlice).limit(limit).offset(offset)).scalars()
+        )
+    # Sorting 32k rows by a joined status is slow; three index-ordered group queries are not.
+    items: list[KeySlice] = []
+    for status, size in _status_groups(flt, counts):
+        if offset >= size:
+            offset -= size
+            continue
+        query = _ordered(flt, reviewer_id, KeySlice, status).limit(limit - len(items)).offset(offset)
+        items.extend(session.execute(query).scalars())
+        offset = 0
+        if len(items) >= limit:
+            break
+    return items
+
+
+def _statuses(session: Session, reviewer_id: int | None, ids: list[int]) -> dict[int, str]:
+    if reviewer_id is None or not ids:
+        return {}
+    rows = session.execute(
+        select(KeySliceReview.key_slice_id, KeySliceReview.status).where(
+            KeySliceReview.user_id == reviewer_id, KeySliceReview.key_slice_id.in_(ids)
+        )
+    ).all()
+    return {k: st for k, st in rows}
 
 
 def summary_dict(ks: KeySlice, status: str) -> dict[str, Any]:
@@ -136,25 +206,28 @@ def list_key_slices(
     """One page of the work list with the total and the status counts (all filters but status)."""
     if page < 1 or not 1 <= page_size <= 500:
         raise InvalidInputError("page must be >= 1 and page_size 1..500")
-    query, status = _base(session, flt, user_id, with_status=True)
-    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(
-        query.add_columns(status.label("status"))
-        .order_by(*_order(flt, status))
-        .limit(page_size)
-        .offset((page - 1) * page_size)
-    ).all()
-    counts_query, cstatus = _base(session, flt, user_id, with_status=False)
-    grouped = session.execute(
-        counts_query.with_only_columns(cstatus.label("s"), func.count().label("n")).group_by(cstatus)
-    ).all()
-    counts = {"total": 0, "unreviewed": 0, "in_progress": 0, "done": 0}
-    for s, n in grouped:
-        counts[s] = counts.get(s, 0) + int(n)
-        counts["total"] += int(n)
+    reviewer_id = _reviewer_id(session, flt, user_id)
+    # Counts come from two cheap queries instead of a join over every key slice: the filtered total, and
+    # the reviewer's own status rows (at most one per key slice they touched) within the same filters.
+    conds = _conditions(flt)
+    total_all = session.execute(select(func.count(KeySlice.id)).where(*conds)).scalar_one()
+    counts = {"total": int(total_all), "unreviewed": 0, "in_progress": 0, "done": 0}
+    if reviewer_id is not None:
+        reviewed = select(KeySliceReview.status, func.count()).where(
+            KeySliceReview.user_id == reviewer_id, KeySliceReview.status != "unreviewed"
+        )
+        if conds:  # the join costs a lookup per reviewed key slice: only pay it when filtering
+            reviewed = reviewed.join(KeySlice, KeySlice.id == KeySliceReview.key_slice_id).where(*conds)
+        grouped = session.execute(reviewed.group_by(KeySliceReview.status)).all()
+        for st, n in grouped:
+            counts[st] = int(n)
+    counts["unreviewed"] = counts["total"] - counts["in_progress"] - counts["done"]
+    items = _page_items(session, flt, reviewer_id, counts, (page - 1) * page_size, page_size)
+    statuses = _statuses(session, reviewer_id, [ks.id for ks in items])
+    total = counts["total"] if flt.status is None else counts[flt.status]
     return {
-        "items": [summary_dict(ks, st) for ks, st in rows],
-        "total": int(total),
+        "items": [summary_dict(ks, statuses.get(ks.id, "unreviewed")) for ks in items],
+        "total": total,
         "page": page,
         "page_size": page_size,
         "counts": counts,
@@ -165,12 +238,13 @@ def neighbours(
     *, session: Session, flt: WorklistFilter, user_id: int | None, file_name: str
 ) -> dict[str, Any]:
     """The previous and next key slice of `file_name` in the filtered, sorted queue."""
-    query, status = _base(session, flt, user_id, with_status=True)
-    names = (
-        session.execute(query.with_only_columns(KeySlice.file_name).order_by(*_order(flt, status)))
-        .scalars()
-        .all()
-    )
+    reviewer_id = _reviewer_id(session, flt, user_id)
+    if flt.sort == "status":
+        names: list[str] = []
+        for status, _size in _status_groups(flt, dict.fromkeys(STATUS_RANK, 0)):
+            names.extend(session.execute(_ordered(flt, reviewer_id, KeySlice.file_name, status)).scalars())
+    else:
+        names = list(session.execute(_ordered(flt, reviewer_id, KeySlice.file_name)).scalars())
     try:
         i = names.index(file_name)
     except ValueError:

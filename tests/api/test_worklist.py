@@ -139,3 +139,22 @@ def test_unknown_reviewer_and_unknown_key_slice_are_404(api: Api) -> None:
     assert api.client.get("/api/key-slices", params={"reviewer": "nobody"}).status_code == 404
     assert api.client.get("/api/key-slices/999999_01_01_001.png/neighbours").status_code == 404
     assert api.client.get("/api/key-slices/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_status_sort_pages_through_groups_in_order(api: Api, review_dataset: Dataset, order: str) -> None:
+    api.login("b2")
+    all_files = files(review_dataset[1])
+    done, in_progress = all_files[0], all_files[2]
+    api.write("PUT", f"/api/key-slices/{done}/status", json={"status": "done", "version": 0})
+    api.write("PUT", f"/api/key-slices/{in_progress}/status", json={"status": "in_progress", "version": 0})
+    rank = {done: 2, in_progress: 1}
+    expected = sorted(all_files, key=lambda f: (rank.get(f, 0), f), reverse=order == "desc")
+    got: list[str] = []
+    for page in range(1, len(all_files) + 1):
+        got += names(worklist(api, sort="status", order=order, page=page, page_size=1))
+    assert got == expected
+    nb = api.client.get(
+        f"/api/key-slices/{expected[1]}/neighbours", params={"sort": "status", "order": order}
+    )
+    assert nb.json() == {"previous": expected[0], "next": expected[2]}
