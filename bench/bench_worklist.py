@@ -35,7 +35,7 @@ def query_mix(patient: int) -> list[tuple[dict[str, Any], int]]:
 
 def prepare(url: str, seed: int) -> tuple[int, int]:
     """Import-time state a real review has: statuses, flags and predictions on some key slices."""
-    from sqlalchemy import select, update
+    from sqlalchemy import insert, select, update
 
     from app.db.models import KeySlice, KeySliceReview, Lesion
     from app.db.session import make_engine, make_session_factory
@@ -55,7 +55,7 @@ def prepare(url: str, seed: int) -> tuple[int, int]:
             }
             for i in rng.sample(ids, len(ids) // 5)
         ]
-        s.execute(KeySliceReview.__table__.insert(), statuses)
+        s.execute(insert(KeySliceReview), statuses)
         flagged = rng.sample(ids, 300)
         s.execute(update(Lesion).where(Lesion.key_slice_id.in_(flagged)).values(review="flagged"))
         s.execute(update(KeySlice).where(KeySlice.id.in_(flagged)).values(noisy=True))
