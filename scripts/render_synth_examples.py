@@ -33,19 +33,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for pid in range(1, 200):
+    # The patient with the largest annotated liver lesion among the first 40 makes the clearest example.
+    found: list[tuple[float, PatientPlan, Observation]] = []
+    for pid in range(1, 41):
         plan = plan_patient(pid, seed=args.seed, size=512, split=2, max_studies=None)
-        liver = [
-            o
+        found += [
+            (o.shape.semi_axes[0], plan, o)
             for st in plan.studies
             for o in st.observations
-            if o.annotated and o.lesion.lesion_type == 4 and o.shape.semi_axes[0] > 8
+            if o.annotated and o.lesion.lesion_type == 4
         ]
-        if liver:
-            break
-    else:
+    if not found:
         raise SystemExit("no patient with a liver lesion found")
-    ob = liver[0]
+    _, plan, ob = max(found, key=lambda t: t[0])
+    pid = plan.index
     draw_overlays(_slice(plan, None, 150.0, "lung"), []).save(
         args.out / "synth_chest_lung.png", optimize=True
     )

@@ -397,12 +397,12 @@ class Phantom:
         if win is None:
             return
         # A cradle: the sides curve up around the patient.
-        top = win.Y - (np.float32(post) - np.float32(35.0) * (win.X / np.float32(230.0)) ** 2)
-        side = soft(np.float32(215.0) - np.abs(win.X), cv.edge)
-        shell = soft(np.float32(16.0) - np.abs(top - 16.0), cv.edge) * side
-        cv.paint(win, shell, 220.0, TABLE)
-        foam = soft(np.float32(14.0) - np.abs(top - 16.0), cv.edge) * side
-        cv.paint(win, foam, -900.0, TABLE)
+        top = win.Y - (np.float32(post) - np.float32(22.0) * (win.X / np.float32(230.0)) ** 2)
+        side = soft(np.float32(205.0) - np.abs(win.X), cv.edge)
+        shell = soft(np.float32(12.0) - np.abs(top - 12.0), cv.edge) * side
+        cv.paint(win, shell, 200.0, TABLE)
+        foam = soft(np.float32(10.5) - np.abs(top - 12.0), cv.edge) * side
+        cv.paint(win, foam, -850.0, TABLE)
 
     def _body(self, cv: Canvas, zr: float) -> _Frame:
         """Skin, subcutaneous fat, muscle wall and the fat-filled body cavity."""
@@ -854,9 +854,26 @@ class Phantom:
                 cv.bone_ellipse(cx + side * 4, cy, 34.0 * s_fh, 32.0 * s_fh, 3.0, 900.0, 300.0, BONE)
                 cv.ellipse(cx, cy, 26.0 * s_fh, 26.0 * s_fh, 40.0, MUSCLE)
                 cv.bone_ellipse(cx, cy, 24.0 * s_fh, 24.0 * s_fh, 2.0, 800.0, 330.0, BONE)
+            s_is = _bump(zr, 565.0, 660.0)
+            if s_is > 0:
+                # Ischium behind the hip joint.
+                cv.bone_ellipse(
+                    side * 70.0,
+                    40.0,
+                    13.0 * s_is + 2,
+                    19.0 * s_is + 2,
+                    2.5,
+                    850.0,
+                    280.0,
+                    BONE,
+                    angle=side * 0.5,
+                )
             s_tr = _ramp(zr, 600.0, 630.0)
             if s_tr > 0:
                 cv.bone_ellipse(side * 112.0, 12.0, 20.0 * s_tr, 18.0 * s_tr, 3.0, 900.0, 280.0, BONE)
+        s_cx = _bump(zr, 580.0, 625.0)
+        if s_cx > 0:
+            cv.bone_ellipse(0.0, 78.0, 9.0 * s_cx + 1, 6.0 * s_cx + 1, 2.0, 750.0, 260.0, BONE)
         s_pub = _ramp(zr, 610.0, 635.0)
         if s_pub > 0:
             for side in (-1.0, 1.0):
