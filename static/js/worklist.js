@@ -54,10 +54,16 @@ function queueQuery() {
   return p.toString() ? `?${p.toString()}` : "";
 }
 
+let loadSeq = 0;
+
 async function load() {
   fillForm();
+  const seq = ++loadSeq;
+  const query = state.params.toString();
   try {
-    const data = await get(`/api/key-slices?${state.params.toString()}`);
+    const data = await get(`/api/key-slices?${query}`);
+    // A slower answer to an older filter must not overwrite the newer list.
+    if (seq !== loadSeq) return;
     state.items = data.items;
     state.total = data.total;
     state.page = data.page;
@@ -67,6 +73,7 @@ async function load() {
     if (state.selected < 0) state.selected = 0;
     renderCounts(data.counts);
     renderRows();
+    document.body.dataset.listQuery = query;
   } catch (err) {
     showError(`Could not load the work list: ${describeError(err)}`, load);
   }

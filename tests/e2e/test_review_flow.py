@@ -207,9 +207,8 @@ def test_work_list_filters_sorts_and_badges_unreviewed_predictions(
     page.wait_for_url("**/?*sort=lesion_count*")
     page.click("button.sort[data-sort='lesion_count']")
     page.wait_for_url("**order=desc*")
-    page.wait_for_function(
-        "document.querySelector('button.sort[data-sort=\"lesion_count\"]').ariaSort === 'descending'"
-    )
+    page.wait_for_function("(document.body.dataset.listQuery || '').includes('order=desc')")
+    assert page.get_attribute("button.sort[data-sort='lesion_count']", "aria-sort") == "descending"
     counts = [int(t) for t in page.locator("#worklist-body tr td:nth-child(4)").all_inner_texts()]
     assert counts == sorted(counts, reverse=True)
 
@@ -217,6 +216,7 @@ def test_work_list_filters_sorts_and_badges_unreviewed_predictions(
     page.fill("input[name='patient']", str(patient))
     page.click("#filters button[type='submit']")
     page.wait_for_url(f"**patient={patient}*")
+    page.wait_for_function(f"(document.body.dataset.listQuery || '').includes('patient={patient}')")
     rows_js = "[...document.querySelectorAll('#worklist-body tr')]"
     page.wait_for_function(f"{rows_js}.every(r => r.dataset.fileName.startsWith('{name[:6]}'))")
     expected = sum(1 for k in server.key_slices if k.startswith(name[:6]))

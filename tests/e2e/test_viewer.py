@@ -283,3 +283,57 @@ def test_network_failure_keeps_the_drawing_and_retry_saves_it(
     viewer_eval(page, f"v.state.selected = {{kind: 'lesion', id: {added['id']}}}")
     page.keyboard.press("Backspace")
     page.wait_for_function(f"{LIVE_COUNT} === {count}")
+
+
+def test_moving_a_long_axis_end_point_saves_a_correction_with_the_short_axis_still_perpendicular(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[1]
+    lesion = next(x for x in live_lesions(key_slice(page.context, name)) if x["current"]["recist"])
+    r = lesion["current"]["recist"]
+    open_viewer(page, name)
+    page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
+    drag(page, image_point(page, r[2], r[3]), image_point(page, r[2] + 8, r[3] + 5))
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {lesion['id']}).review === 'edited'"
+    )
+    saved = next(x for x in key_slice(page.context, name)["lesions"] if x["id"] == lesion["id"])
+    new = saved["current"]["recist"]
+    assert new[0:2] == pytest.approx(r[0:2], abs=0.01)
+    assert new[2:4] == pytest.approx([r[2] + 8, r[3] + 5], abs=1.5)
+    assert saved["original"]["recist"] == r  # the original stays beside the correction
+    dot = (new[2] - new[0]) * (new[6] - new[4]) + (new[3] - new[1]) * (new[7] - new[5])
+    long_len = ((new[2] - new[0]) ** 2 + (new[3] - new[1]) ** 2) ** 0.5
+    short_len = ((new[6] - new[4]) ** 2 + (new[7] - new[5]) ** 2) ** 0.5
+    assert abs(dot) / (long_len * short_len) < 0.02
+    assert "edited" in page.inner_text(f"#lesion-list li[data-lesion-id='{lesion['id']}']")
+    shoot(page, "viewer-corrected")
+    page.keyboard.press("Control+z")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {lesion['id']}).review !== 'edited'"
+    )
+
+
+def test_escape_rejects_the_selected_prediction_and_every_button_has_a_name(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[1]
+    open_viewer(page, name)
+    unnamed = page.evaluate(
+        "[...document.querySelectorAll('button')]"
+        ".filter(b => !(b.getAttribute('aria-label') || b.textContent.trim())).map(b => b.outerHTML)"
+    )
+    assert unnamed == []
+    page.fill("#threshold", "0.05")
+    page.dispatch_event("#threshold", "input")
+    page.click("#predict")
+    page.wait_for_selector("#viewer[data-predicted='1']")
+    selected = viewer_eval(page, "v.state.selected")
+    assert selected and selected["kind"] == "prediction"
+    page.focus("#viewport")
+    page.keyboard.press("Escape")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.predictions.find(p => p.id === {selected['id']}).status === 'rejected'"
+    )
+    stored = page.context.request.get(f"/api/key-slices/{name}/predictions?threshold=0").json()["predictions"]
+    assert next(p for p in stored if p["id"] == selected["id"])["status"] == "rejected"
