@@ -14,12 +14,13 @@ from app.deeplesion.windowing import PRESETS, Window, apply_window
 OUT = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
-def _slice(plan: PatientPlan, ob: Observation | None, z_ref: float, preset: str) -> np.ndarray:
+def _slice(plan: PatientPlan, ob: Observation | None, z_ref: float, preset: str, seed: int) -> np.ndarray:
     """A windowed 8-bit slice of the patient's first study at reference height z_ref (or at a key slice)."""
     study = plan.studies[0] if ob is None else plan.studies[ob.study - 1]
     series = study.series[0] if ob is None else ob.series
     index = series.nearest(z_ref * plan.phantom.z_scale) if ob is None else ob.key_index
-    rng = np.random.default_rng([0, plan.index, study.index, series.series_id, index])
+    # The same noise as generate_dataset would write for this slice.
+    rng = np.random.default_rng([seed, plan.index, study.index, series.series_id, index])
     shapes = [o.shape for o in study.observations]
     hu, _ = plan.phantom.render(series.z_of(index), series.grid, shapes, rng=rng, noise_sd=series.noise_sd)
     center, width = PRESETS[preset]
@@ -47,19 +48,19 @@ def main() -> None:
         raise SystemExit("no patient with a liver lesion found")
     _, plan, ob = max(found, key=lambda t: t[0])
     pid = plan.index
-    draw_overlays(_slice(plan, None, 150.0, "lung"), []).save(
+    draw_overlays(_slice(plan, None, 150.0, "lung", args.seed), []).save(
         args.out / "synth_chest_lung.png", optimize=True
     )
-    draw_overlays(_slice(plan, None, 335.0, "soft_tissue"), []).save(
+    draw_overlays(_slice(plan, None, 335.0, "soft_tissue", args.seed), []).save(
         args.out / "synth_abdomen_soft.png", optimize=True
     )
     long_mm = ob.diameters[0] * ob.series.spacing_mm
     short_mm = ob.diameters[1] * ob.series.spacing_mm
     mark = OverlayMark(ob.recist, ob.box, f"{long_mm:.1f} x {short_mm:.1f} mm", ORIGINAL)
-    draw_overlays(_slice(plan, ob, 0.0, "soft_tissue"), [mark]).save(
+    draw_overlays(_slice(plan, ob, 0.0, "soft_tissue", args.seed), [mark]).save(
         args.out / "synth_liver_lesion_recist.png", optimize=True
     )
-    draw_overlays(_slice(plan, None, 595.0, "soft_tissue"), []).save(
+    draw_overlays(_slice(plan, None, 595.0, "soft_tissue", args.seed), []).save(
         args.out / "synth_pelvis_soft.png", optimize=True
     )
     print(f"patient {pid}: liver lesion key slice {ob.file_name}; images in {args.out}")
