@@ -1,0 +1,132 @@
+"""Review services without HTTP: racing writers, box/RECIST helpers, type masks, sessions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from app.db.models import AuthSession, Lesion
+from app.db.session import make_engine, make_session_factory, upgrade_database
+from app.deeplesion.geometry import box_from_recist, recist_diameters
+from app.review import corrections
+from app.review.errors import EditConflictError, InvalidInputError
+from app.review.exports import recist_from_box
+from app.review.importer import import_dataset, pack_raw, unpack_raw
+from app.review.predictions import iou
+from app.review.summary import type_mask, types_from_mask
+from app.review.users import create_user, resolve_session, start_session
+from tests.api.review_data import build_review_dataset
+
+
+@pytest.fixture
+def factory(tmp_path: Path):  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    build_review_dataset(data)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    import_dataset(engine=engine, data_dir=data)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def test_racing_writers_with_the_same_version_one_wins_one_gets_a_conflict(factory) -> None:  # type: ignore[no-untyped-def]
+    with factory() as s:
+        alice = create_user(session=s, name="alice", password="password-a", role="reviewer")
+        bob = create_user(session=s, name="bob", password="password-b", role="reviewer")
+        s.commit()
+        lesion_id, version = s.execute(select(Lesion.id, Lesion.version).limit(1)).one()
+    first, second = factory(), factory()
+    # Both load the lesion before either writes, as two requests arriving together would.
+    first.get(Lesion, lesion_id)
+    second.get(Lesion, lesion_id)
+    corrections.flag(session=first, user=alice, lesion_id=lesion_id, version=version, reason="duplicate")
+    with pytest.raises(EditConflictError) as err:
+        corrections.confirm(session=second, user=bob, lesion_id=lesion_id, version=version)
+    assert err.value.changed_by == "alice" and err.value.current["review"] == "flagged"
+    with factory() as s:
+        assert s.get_one(Lesion, lesion_id).review == "flagged"
+
+
+def test_stale_write_that_passed_the_check_is_caught_at_flush(factory) -> None:  # type: ignore[no-untyped-def]
+    with factory() as s:
+        user = create_user(session=s, name="carl", password="password-c", role="reviewer")
+        s.commit()
+        lesion_id, version = s.execute(select(Lesion.id, Lesion.version).limit(1)).one()
+    racing = factory()
+    racing.get(Lesion, lesion_id)  # loaded at `version`
+    with factory() as other:  # another writer commits in between, bypassing the service
+        other.execute(
+            update(Lesion).where(Lesion.id == lesion_id).values(version=version + 1, review="confirmed")
+        )
+        other.commit()
+    # The in-memory check still sees the old version; the versioned UPDATE must refuse it.
+    with pytest.raises(EditConflictError):
+        corrections.flag(
+            session=racing, user=user, lesion_id=lesion_id, version=version, reason="other", text="x"
+        )
+    with factory() as s:
+        assert s.get_one(Lesion, lesion_id).review == "confirmed"
+
+
+def test_recist_from_box_lies_inside_and_regrows_the_box() -> None:
+    box = [100.0, 50.0, 160.0, 80.0]
+    recist = recist_from_box(box)
+    assert list(box_from_recist(recist)) == pytest.approx(box)
+    long_axis, short_axis = recist_diameters(recist)
+    assert long_axis >= short_axis
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),
+        ([0, 0, 10, 10], [5, 0, 15, 10], 50 / 150),
+        ([0, 0, 10, 10], [20, 20, 30, 30], 0.0),
+        ([0, 0, 0, 0], [0, 0, 0, 0], 0.0),
+    ],
+)
+def test_iou(a: list[float], b: list[float], expected: float) -> None:
+    assert iou(a, b) == pytest.approx(expected)
+
+
+def test_type_mask_round_trips_every_type() -> None:
+    for types in ([-1], [1, 8], [-1, 2, 3, 4, 5, 6, 7]):
+        assert types_from_mask(type_mask(types)) == sorted(types)
+
+
+def test_raw_cells_pack_and_unpack() -> None:
+    from app.deeplesion.schema import COLUMNS
+
+    raw = {c: f"v, {i}" for i, c in enumerate(COLUMNS)}
+    assert unpack_raw(pack_raw(raw)) == raw
+    assert unpack_raw(None) is None and pack_raw(None) is None
+
+
+def test_expired_session_is_not_accepted(factory) -> None:  # type: ignore[no-untyped-def]
+    with factory() as s:
+        user = create_user(session=s, name="dana", password="password-d", role="admin")
+        token, csrf = start_session(session=s, user=user)
+        s.commit()
+        assert resolve_session(session=s, token=token) == (user, csrf)
+        s.execute(update(AuthSession).values(expires_at=datetime.now(UTC) - timedelta(minutes=1)))
+        s.commit()
+        assert resolve_session(session=s, token=token) is None
+        assert resolve_session(session=s, token="made-up") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "role"),
+    [
+        ("local", "long-enough", "admin"),
+        ("x y", "long-enough", "reviewer"),
+        ("ok", "short", "reviewer"),
+        ("ok", "long-enough", "root"),
+    ],
+)
+def test_create_user_rejects_bad_input(factory, name: str, password: str, role: str) -> None:  # type: ignore[no-untyped-def]
+    with factory() as s, pytest.raises(InvalidInputError):
+        create_user(session=s, name=name, password=password, role=role)
