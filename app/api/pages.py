@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.api.security import current_user
+from app.review.users import UserInfo
 
 router = APIRouter(include_in_schema=False)
+MaybeUser = Annotated[UserInfo | None, Depends(current_user)]
 
 KEY_SLICE_RE = re.compile(r"^\d{6}_\d{2}_\d{2}_\d{3,4}\.png$")
 
@@ -17,6 +22,12 @@ NAV = (
     ("/overview", "Overview"),
     ("/evaluation", "Evaluation"),
 )
+
+
+def _login_redirect(request: Request) -> Response:
+    """Send an anonymous visitor to the sign-in page, coming back here afterwards."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
 
 def _render(request: Request, template: str, page: str, **context: Any) -> Response:
@@ -37,26 +48,34 @@ def login_page(request: Request) -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-def worklist_page(request: Request) -> Response:
+def worklist_page(request: Request, user: MaybeUser) -> Response:
     """Work list of key slices with filters, progress and keyboard navigation."""
+    if user is None:
+        return _login_redirect(request)
     return _render(request, "worklist.html", "worklist", title="Work list")
 
 
 @router.get("/viewer/{file_name}", response_class=HTMLResponse)
-def viewer_page(request: Request, file_name: str) -> Response:
+def viewer_page(request: Request, file_name: str, user: MaybeUser) -> Response:
     """Slice viewer for one key slice."""
     if not KEY_SLICE_RE.match(file_name):
         raise HTTPException(status_code=404, detail=f"not a key slice name: {file_name!r}")
+    if user is None:
+        return _login_redirect(request)
     return _render(request, "viewer.html", "viewer", title=f"Viewer {file_name}", file_name=file_name)
 
 
 @router.get("/overview", response_class=HTMLResponse)
-def overview_page(request: Request) -> Response:
+def overview_page(request: Request, user: MaybeUser) -> Response:
     """Dataset overview: body map, progress and histograms."""
+    if user is None:
+        return _login_redirect(request)
     return _render(request, "overview.html", "overview", title="Dataset overview")
 
 
 @router.get("/evaluation", response_class=HTMLResponse)
-def evaluation_page(request: Request) -> Response:
+def evaluation_page(request: Request, user: MaybeUser) -> Response:
     """Detector evaluation page with the FROC curve."""
+    if user is None:
+        return _login_redirect(request)
     return _render(request, "evaluation.html", "evaluation", title="Evaluation")
