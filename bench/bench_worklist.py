@@ -35,7 +35,7 @@ def query_mix(patient: int) -> list[tuple[dict[str, Any], int]]:
 
 def prepare(url: str, seed: int) -> tuple[int, int]:
     """Import-time state a real review has: statuses, flags and predictions on some key slices."""
-    from sqlalchemy import insert, select, update
+    from sqlalchemy import insert, select, text, update
 
     from app.db.models import KeySlice, KeySliceReview, Lesion
     from app.db.session import make_engine, make_session_factory
@@ -66,6 +66,10 @@ def prepare(url: str, seed: int) -> tuple[int, int]:
                 .values(prediction_count=3, unreviewed_predictions=2, missed_score=round(rng.random(), 3))
             )
         patient = s.execute(select(KeySlice.patient_index).limit(1)).scalar_one()
+    # A live database has statistics for its review rows (autovacuum, or the import's own ANALYZE);
+    # these rows were bulk-written a moment ago, so refresh them as the server would have by now.
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
     engine.dispose()
     return user.id, patient
 
