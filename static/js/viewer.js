@@ -1339,6 +1339,12 @@ async function start() {
   root.dataset.ready = "1";
   shell.then((h) => {
     window.__health = h;
+    if (h && h.detector && !h.detector.loaded) {
+      // Review mode without a model: say so instead of offering a button that can only fail.
+      $("predict").disabled = true;
+      $("predict").title = h.detector.error || "no detector model is loaded";
+      $("predict-time").textContent = "No detector loaded (review mode).";
+    }
     updateReadouts();
   });
 }
