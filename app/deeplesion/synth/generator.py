@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = "lesion-review-synth 1"
 CONTEXT_MM = 30.0
 # Fraction of lesion observations deliberately left out of DL_info.csv.
-UNANNOTATED_RATE = 0.17
+UNANNOTATED_RATE = 0.19
 # Share of CSV rows marked Possibly_noisy (and made noisy); the real file has 35 of 32,735.
 NOISY_RATE = 0.006
 MAX_SLICES = 999

@@ -28,7 +28,7 @@ class Site:
 
 
 SITES: dict[int, Site] = {
-    1: Site("bone", frozenset({an.BONE}), (40.0, 450.0), 30.0),
+    1: Site("bone", frozenset({an.BONE}), (40.0, 450.0), 30.0, 30.0),
     2: Site("abdomen", frozenset({an.CAVITY_FAT, an.PANCREAS}), (300.0, 450.0), 70.0),
     3: Site("mediastinum", frozenset({an.CAVITY_FAT}), (45.0, 150.0), 40.0, 55.0),
     4: Site("liver", frozenset({an.LIVER}), (225.0, 335.0), 80.0),
@@ -322,10 +322,12 @@ def measure_recist(
     b_pt = base + (smax + 0.5) * v
     long_len = float(np.linalg.norm(q_long - p_long))
     short_len = float(np.linalg.norm(b_pt - a_pt))
-    if short_len > long_len:
-        # A nearly round cut: shrink the perpendicular chord to the long axis' length.
+    if short_len > long_len - 0.02:
+        # A nearly round cut: keep the perpendicular chord just shorter than the long axis, with room
+        # for the rounding of the coordinates written to the CSV.
         mid = (a_pt + b_pt) / 2
-        a_pt, b_pt = mid - v * long_len / 2, mid + v * long_len / 2
+        half = (long_len - 0.02) / 2
+        a_pt, b_pt = mid - v * half, mid + v * half
     return (
         float(p_long[0]),
         float(p_long[1]),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +21,6 @@ from app.deeplesion.synth.generator import (
     LUNG_WINDOWS,
     SOFT_WINDOWS,
     SynthSummary,
-    _choice,
     patient_splits,
 )
 from app.deeplesion.synth.lesions import TYPE_WEIGHTS
@@ -45,6 +47,18 @@ META_NOISY_RATE = 35 / 32735
 LESIONS_PER_KEY = ((1, 0.978), (2, 0.019), (3, 0.003))
 
 
+class _Picker:
+    """Weighted choice among fixed options by one uniform draw (rng.choice with p= is slow per call)."""
+
+    def __init__(self, options: tuple[tuple[Any, float], ...]) -> None:
+        self.values = [v for v, _ in options]
+        total = sum(w for _, w in options)
+        self.cum = list(itertools.accumulate(w / total for _, w in options))
+
+    def __call__(self, rng: np.random.Generator) -> Any:
+        return self.values[min(len(self.values) - 1, bisect.bisect_right(self.cum, rng.random()))]
+
+
 def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int = 0) -> SynthSummary:
     """Write DL_info.csv with `lesions` rows whose value distributions follow the real file; no images."""
     if lesions < 1:
@@ -56,22 +70,27 @@ def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int
     # Real ratios: 7.4 rows per patient, 3.1 per study.
     n_patients = max(1, int(round(lesions / 7.39)))
     splits = patient_splits(n_patients, seed)
-    types = list(TYPE_WEIGHTS)
-    tw = np.array([TYPE_WEIGHTS[t] for t in types])
-    tw /= tw.sum()
+    pick_type = _Picker(tuple(TYPE_WEIGHTS.items()))
+    pick_split = _Picker(((1, 0.7), (2, 0.15), (3, 0.15)))
+    pick_studies = _Picker(((1, 0.35), (2, 0.27), (3, 0.18), (4, 0.12), (5, 0.08)))
+    pick_size = _Picker(META_SIZES)
+    pick_fov = _Picker(tuple((float(f), 1.0) for f in (340, 360, 380, 400, 420, 440, 460, 480, 500)))
+    pick_dz = _Picker(META_INTERVALS)
+    pick_per_key = _Picker(LESIONS_PER_KEY)
+    pick_window = {5: _Picker(LUNG_WINDOWS), 1: _Picker(BONE_WINDOWS), 0: _Picker(SOFT_WINDOWS)}
     records: list[LesionRecord] = []
     studies = series_count = key_count = 0
     patient = 0
     while len(records) < lesions:
         patient += 1
-        split = splits.get(patient) or int(rng.choice([1, 2, 3], p=[0.7, 0.15, 0.15]))
+        split = splits.get(patient) or pick_split(rng)
         gender = "M" if rng.random() < 0.52 else "F"
         age = int(rng.integers(18, 90))
-        for study in range(1, int(rng.choice([1, 2, 3, 4, 5], p=[0.35, 0.27, 0.18, 0.12, 0.08])) + 1):
+        for study in range(1, pick_studies(rng) + 1):
             studies += 1
-            size = int(_choice(rng, META_SIZES))
-            spacing = round(float(rng.choice([340, 360, 380, 400, 420, 440, 460, 480, 500])) / size, 6)
-            dz = float(_choice(rng, META_INTERVALS))
+            size = int(pick_size(rng))
+            spacing = round(pick_fov(rng) / size, 6)
+            dz = float(pick_dz(rng))
             n_slices = int(min(999, max(20, 660 / dz * rng.uniform(0.4, 1.0))))
             series_count += 1
             n_keys = int(rng.integers(1, 6))
@@ -79,17 +98,17 @@ def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int
                 key_count += 1
                 half = int(round(30.0 / dz))
                 slice_range = (max(1, key - half), min(n_slices, key + half))
-                per_key = int(_choice(rng, LESIONS_PER_KEY))
-                ltype = int(rng.choice(types, p=tw))
-                windows = LUNG_WINDOWS if ltype == 5 else BONE_WINDOWS if ltype == 1 else SOFT_WINDOWS
-                window = _choice(rng, windows)
+                per_key = int(pick_per_key(rng))
+                ltype = int(pick_type(rng))
+                window = pick_window.get(ltype, pick_window[0])(rng)
                 for _ in range(per_key):
-                    long_mm = float(np.clip(rng.lognormal(math.log(19.0), 0.6), 2.0, 250.0))
-                    long_px = long_mm / spacing
-                    short_px = long_px * rng.uniform(0.45, 0.95)
-                    ang = rng.uniform(0, math.pi)
+                    long_mm = min(250.0, max(2.0, float(rng.lognormal(math.log(19.0), 0.6))))
                     cx = size * rng.uniform(0.25, 0.75)
                     cy = size * rng.uniform(0.25, 0.7)
+                    # Keep the whole measurement inside the image.
+                    long_px = min(long_mm / spacing, 2.0 * min(cx, size - cx, cy, size - cy) - 2.0)
+                    short_px = long_px * rng.uniform(0.45, 0.95)
+                    ang = rng.uniform(0, math.pi)
                     ux, uy = math.cos(ang), math.sin(ang)
                     recist = tuple(
                         round(v, 3)
@@ -104,7 +123,6 @@ def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int
                             cy + ux * short_px / 2,
                         )
                     )
-                    recist = tuple(float(np.clip(v, 0.0, size - 1.0)) for v in recist)
                     loc = (round(cx / size, 5), round(cy / size, 5), round(float(rng.uniform(0.05, 0.95)), 5))
                     records.append(
                         LesionRecord(
@@ -113,7 +131,7 @@ def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int
                             study_index=study,
                             series_id=1,
                             key_slice_index=key,
-                            measurement_coordinates=recist,  # type: ignore[arg-type]
+                            measurement_coordinates=recist,
                             bounding_box=tuple(round(v, 3) for v in box_from_recist(recist)),  # type: ignore[arg-type]
                             lesion_diameters_px=tuple(round(v, 3) for v in recist_diameters(recist)),  # type: ignore[arg-type]
                             normalized_location=loc,
