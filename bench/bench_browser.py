@@ -119,6 +119,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         page.evaluate("window.__viewer.benchWindowLevel(20, true)")
         lut = page.evaluate(f"window.__viewer.benchWindowLevel({args.frames}, false)")
         naive = page.evaluate(f"window.__viewer.benchWindowLevel({args.frames}, true)")
+        # A real left drag: whole frames (window + overlay + readouts) as requestAnimationFrame ran them.
+        page.evaluate("window.__viewer.stats.renderTimes.length = 0")
+        box = page.locator("#viewport").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(cx, cy)
+        page.mouse.down()
+        page.mouse.move(cx + 150, cy + 80, steps=args.frames)
+        page.mouse.up()
+        drag_times = sorted(page.evaluate("window.__viewer.stats.renderTimes.slice()"))
         ctx.close()
 
         # Cold baseline: a fresh context (empty HTTP cache) with prefetching off, so slices load on demand.
@@ -131,6 +140,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ctx.close()
         browser.close()
     figures.update(
+        drag={
+            "frames": len(drag_times),
+            "median": statistics.median(drag_times) if drag_times else float("nan"),
+            "p95": drag_times[int(0.95 * (len(drag_times) - 1))] if drag_times else float("nan"),
+        },
         stored_slices=stored,
         cold_scroll=cold,
         warm_scroll=warm,
@@ -152,6 +166,11 @@ def report(f: dict[str, Any]) -> bool:
         f"over {lut['frames']} frames; naive per-pixel median {naive['median']:.2f} ms, "
         f"p95 {naive['p95']:.2f} ms -> {wl_ratio:.1f}x faster"
     )
+    drag = f["drag"]
+    print(
+        f"real mouse drag: {drag['frames']} rendered frames, whole-frame JS median {drag['median']:.2f} ms, "
+        f"p95 {drag['p95']:.2f} ms"
+    )
     ratio_first = f["first_png_ms"] / f["first_image_ms"] if f["first_image_ms"] else float("inf")
     print(
         f"time to first image (fresh browser context, from navigation start): {f['first_image_ms']:.0f} ms; "
@@ -168,6 +187,7 @@ def report(f: dict[str, Any]) -> bool:
     print(f"render-bound scroll over decoded slices: {fastest['slicesPerSecond']:.0f} slices/s")
     passed = (
         lut["p95"] < TARGET_FRAME_MS
+        and drag["p95"] < TARGET_FRAME_MS
         and warm["blank"] == 0
         and fastest["slicesPerSecond"] >= TARGET_SCROLL_RATE
     )
@@ -196,15 +216,17 @@ def append_performance(f: dict[str, Any], passed: bool) -> None:
             "0 blank frames warm. Chromium coarsens performance.now() to 0.1 ms here (no cross-origin "
             "isolation), so sub-millisecond frame times are +-0.1 ms. The first-image ratio is below 1 by "
             "design: the viewer also loads its page, modules and the key slice's JSON before drawing.\n\n"
-            "| date (UTC) | machine | W/L median ms | W/L p95 ms | naive median ms | ratio | first image ms "
+            "| date (UTC) | machine | W/L median ms | W/L p95 ms | drag frame p95 ms | naive median ms "
+            "| ratio | first image ms "
             "| PNG baseline ms | blank warm / cold (of steps) | max scroll slices/s | result |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
     lut, naive, warm, cold = f["lut"], f["naive"], f["warm_scroll"], f["cold_scroll"]
     row = (
         f"| {datetime.now(UTC):%Y-%m-%d %H:%M} | {machine()}; Chromium {f['chromium']} | "
         f"{lut['median']:.2f} | "
-        f"{lut['p95']:.2f} | {naive['median']:.2f} | {f['wl_ratio']:.1f}x | {f['first_image_ms']:.0f} | "
+        f"{lut['p95']:.2f} | {f['drag']['p95']:.2f} | {naive['median']:.2f} | {f['wl_ratio']:.1f}x | "
+        f"{f['first_image_ms']:.0f} | "
         f"{f['first_png_ms']:.0f} | {warm['blank']} / {cold['blank']} (of {warm['steps']}) | "
         f"{f['max_scroll']['slicesPerSecond']:.0f} | {'PASS' if passed else 'FAIL'} |\n"
     )

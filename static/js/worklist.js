@@ -17,7 +17,9 @@ function fillForm() {
     else el.value = p.get(key) ?? (key === "page_size" ? "50" : "");
   }
   const types = new Set(p.getAll("lesion_type"));
-  for (const option of form.elements.lesion_type.options) option.selected = types.has(option.value);
+  const boxes = [...form.querySelectorAll("input[name='lesion_type']")];
+  for (const box of boxes) box.checked = types.has(box.value);
+  updateTypeSummary();
   for (const b of document.querySelectorAll(".sort")) {
     const active = (p.get("sort") || "file_name") === b.dataset.sort;
     if (active) b.setAttribute("aria-sort", p.get("order") === "desc" ? "descending" : "ascending");
@@ -33,10 +35,18 @@ function readForm() {
     const value = el.type === "checkbox" ? (el.checked ? "true" : "") : el.value.trim();
     if (value !== "" && !(key === "page_size" && value === "50")) p.set(key, value);
   }
-  for (const option of form.elements.lesion_type.selectedOptions) p.append("lesion_type", option.value);
+  for (const box of form.querySelectorAll("input[name='lesion_type']:checked")) p.append("lesion_type", box.value);
   for (const key of ["sort", "order"]) if (state.params.get(key)) p.set(key, state.params.get(key));
   return p;
 }
+
+function updateTypeSummary() {
+  const names = [...form.querySelectorAll("input[name='lesion_type']:checked")].map((b) => b.parentElement.textContent.trim());
+  $("type-summary").textContent = names.length ? names.join(", ") : "any";
+}
+form.addEventListener("change", (e) => {
+  if (e.target.name === "lesion_type") updateTypeSummary();
+});
 
 // The URL holds the filters, so reload, back and the viewer's N/P queue all see the same list.
 function navigate(params, { replace = false } = {}) {

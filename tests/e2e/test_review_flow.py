@@ -226,3 +226,23 @@ def test_work_list_filters_sorts_and_badges_unreviewed_predictions(
     page.wait_for_selector("#worklist-body tr")
     assert page.input_value("input[name='patient']") == str(patient)
     assert page.locator("#worklist-body tr").count() == expected
+
+
+def test_work_list_type_filter_keeps_only_key_slices_with_that_lesion_type(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    everything = page.context.request.get("/api/key-slices?page_size=500").json()["items"]
+    wanted = everything[-1]["lesion_types"][0]
+    expected = sorted(k["file_name"] for k in everything if wanted in k["lesion_types"])
+    page.goto("/")
+    page.wait_for_selector("#worklist-body tr")
+    page.click("#type-filter summary")
+    page.check(f"#type-filter input[value='{wanted}']")
+    assert page.inner_text("#type-summary") != "any"
+    page.click("#filters button[type='submit']")
+    page.wait_for_function(f"(document.body.dataset.listQuery || '').includes('lesion_type={wanted}')")
+    shown = sorted(
+        page.locator("#worklist-body tr").evaluate_all("rows => rows.map(r => r.dataset.fileName)")
+    )
+    assert shown == expected
+    assert len(shown) < len(everything) or all(wanted in k["lesion_types"] for k in everything)
