@@ -670,7 +670,7 @@ class Phantom:
                 cv.ellipse(cx - 5, cy + 30, 30 * la, 16 * la, 170.0, HEART)
             ra = _bump(zr, 150.0, 232.0)
             if ra > 0:
-                cv.ellipse(cx - 42, cy + 5, 22 * ra, 26 * ra, 160.0, HEART)
+                cv.ellipse(cx - 32, cy + 8, 17 * ra, 20 * ra, 160.0, HEART)
         if zr < 270.0:
             vby, vba, _ = self.vb(zr)
             ex = 6.0 + 22.0 * _ramp(zr, 180.0, 270.0)
@@ -938,6 +938,11 @@ def _vessel_paths(
     iv_r = [(-20.0, pre, 450.0), (-42.0, 40.0, 525.0), (-70.0, 5.0, 605.0), (-78.0, -10.0, 650.0)]
     iv_l = [(-20.0, pre, 450.0), (30.0, 42.0, 530.0), (70.0, 5.0, 605.0), (78.0, -10.0, 650.0)]
     svc = [(-24.0, -24.0, 20.0), (-26.0, -26.0, 140.0)]
+    # Arch branches up to the neck, and the left brachiocephalic vein crossing in front of them.
+    brachiocephalic = [(2.0, -26.0, 60.0), (-12.0, -14.0, 20.0), (-16.0, -8.0, -20.0)]
+    carotid = [(10.0, -20.0, 60.0), (8.0, -12.0, -20.0)]
+    subclavian = [(18.0, -10.0, 62.0), (24.0, -2.0, 20.0), (40.0, 0.0, -20.0)]
+    left_bcv = [(45.0, -30.0, 30.0), (-22.0, -26.0, 38.0)]
     pa = [(12.0, -58.0, 150.0), (22.0, -40.0, 112.0)]
     lpa = [(22.0, -40.0, 112.0), (48.0, -8.0, 118.0)]
     rpa = [(18.0, -30.0, 114.0), (-48.0, -6.0, 122.0)]
@@ -949,6 +954,10 @@ def _vessel_paths(
         (iv_r, 7.5, 120.0),
         (iv_l, 7.5, 120.0),
         (svc, 10.0, 260.0),
+        (brachiocephalic, 6.5, aorta_hu),
+        (carotid, 4.5, aorta_hu),
+        (subclavian, 5.0, aorta_hu),
+        (left_bcv, 5.5, 230.0),
         (pa, 14.0, aorta_hu - 20),
         (lpa, 10.0, aorta_hu - 20),
         (rpa, 10.0, aorta_hu - 20),
