@@ -434,7 +434,10 @@ function displayedGeometry(lesion) {
   return lesion.current;
 }
 
+let placedLabels = [];
+
 function drawOverlay() {
+  placedLabels = [];
   const dpr = window.devicePixelRatio || 1;
   const ctx = overlayCtx;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
@@ -500,7 +503,13 @@ function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected =
     ctx.setLineDash([]);
     ctx.font = `${selected ? "bold " : ""}12px system-ui, sans-serif`;
     const tw = ctx.measureText(label).width;
-    const y = Math.max(14, anchor.y - 5);
+    let y = Math.max(14, anchor.y - 5);
+    // Step a label up (then down) past labels already drawn this frame, so neighbours stay readable.
+    const hits = (yy) => placedLabels.some((r) => anchor.x < r.x + r.w && r.x < anchor.x + tw + 4 && yy - 12 < r.y + 15 && r.y < yy + 3);
+    const start = y;
+    for (let up = 1; hits(y) && up <= 3 && start - 16 * up >= 14; up++) y = start - 16 * up;
+    for (let down = 1; hits(y) && down <= 6; down++) y = start + 16 * down;
+    placedLabels.push({ x: anchor.x - 2, y: y - 12, w: tw + 4 });
     ctx.shadowBlur = 0;
     ctx.globalAlpha = 0.65;
     ctx.fillStyle = "#000";

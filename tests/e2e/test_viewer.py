@@ -337,3 +337,32 @@ def test_escape_rejects_the_selected_prediction_and_every_button_has_a_name(
     )
     stored = page.context.request.get(f"/api/key-slices/{name}/predictions?threshold=0").json()["predictions"]
     assert next(p for p in stored if p["id"] == selected["id"])["status"] == "rejected"
+
+
+def test_invert_zoom_pan_and_space_reset_the_view(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    open_viewer(page, server.key_slices[1])
+    start = viewer_eval(page, "v.pixelChecksum()")
+    page.keyboard.press("i")
+    page.wait_for_function(f"window.__viewer.pixelChecksum() !== {start}")
+    assert page.get_attribute("#invert", "aria-pressed") == "true"
+
+    x, y = image_point(page, 256, 256)
+    drag(page, (x, y), (x, y - 80), button="right")  # right drag up zooms in
+    zoom = viewer_eval(page, "v.state.zoom")
+    assert zoom > 1.5
+    page.keyboard.down("Shift")
+    drag(page, (x, y), (x + 60, y + 30))  # shift + left drag pans
+    page.keyboard.up("Shift")
+    assert viewer_eval(page, "[v.state.panX, v.state.panY]") == [60, 30]
+    page.hover("#viewport")
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, 200)  # ctrl + wheel zooms out
+    page.keyboard.up("Control")
+    assert viewer_eval(page, "v.state.zoom") < zoom
+    shoot(page, "viewer-zoomed-inverted")
+
+    page.keyboard.press(" ")
+    assert viewer_eval(page, "[v.state.zoom, v.state.panX, v.state.panY, v.state.invert]") == [1, 0, 0, False]
+    page.wait_for_function(f"window.__viewer.pixelChecksum() === {start}")
