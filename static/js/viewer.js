@@ -1202,10 +1202,26 @@ viewport.addEventListener("pointercancel", () => {
 });
 viewport.addEventListener("pointerleave", () => { $("sb-hu").textContent = "HU –"; });
 
+// Trackpads send many small pixel deltas: add them up so one slice step needs a real notch's worth.
+let wheelPixels = 0;
+const WHEEL_STEP_PX = 50;
 viewport.addEventListener("wheel", (e) => {
   e.preventDefault();
-  if (e.ctrlKey) zoomAt(Math.exp(-e.deltaY * 0.002), e.clientX, e.clientY);
-  else setSlice(state.current + (e.deltaY > 0 ? 1 : -1));
+  if (e.ctrlKey) {
+    zoomAt(Math.exp(-e.deltaY * 0.002), e.clientX, e.clientY);
+    return;
+  }
+  if (e.deltaMode !== 0 || Math.abs(e.deltaY) >= WHEEL_STEP_PX) {
+    // A mouse notch (line mode, or about 100 px) is one slice, however the platform scales it.
+    wheelPixels = 0;
+    setSlice(state.current + Math.sign(e.deltaY));
+    return;
+  }
+  wheelPixels += e.deltaY;
+  if (Math.abs(wheelPixels) < WHEEL_STEP_PX) return;
+  const steps = Math.trunc(wheelPixels / WHEEL_STEP_PX);
+  wheelPixels -= steps * WHEEL_STEP_PX;
+  setSlice(state.current + steps);
 }, { passive: false });
 
 function updateHu(pos) {
