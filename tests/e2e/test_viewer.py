@@ -366,3 +366,31 @@ def test_invert_zoom_pan_and_space_reset_the_view(
     page.keyboard.press(" ")
     assert viewer_eval(page, "[v.state.zoom, v.state.panX, v.state.panY, v.state.invert]") == [1, 0, 0, False]
     page.wait_for_function(f"window.__viewer.pixelChecksum() === {start}")
+
+
+def test_tab_selects_a_lesion_and_c_confirms_it(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[-1]
+    open_viewer(page, name)
+    page.focus("#viewport")
+    unconfirmed = "v.state.selected && v.state.ks.lesions.find(l => l.id === v.state.selected.id).review"
+    for _ in range(6):  # earlier tests may have confirmed some lesions of this key slice
+        page.keyboard.press("Tab")
+        if viewer_eval(page, unconfirmed) not in ("confirmed", None):
+            break
+    selected = viewer_eval(page, "v.state.selected")
+    assert selected["kind"] == "lesion"
+    assert viewer_eval(page, unconfirmed) != "confirmed"
+    assert page.locator(f"#lesion-list li.selected[data-lesion-id='{selected['id']}']").count() == 1
+    page.keyboard.press("c")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {selected['id']}).review === 'confirmed'"
+    )
+    saved = next(x for x in key_slice(page.context, name)["lesions"] if x["id"] == selected["id"])
+    assert saved["review"] == "confirmed"
+    assert saved["updated_by"] == "alice"
+    page.keyboard.press("Control+z")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.lesions.find(l => l.id === {selected['id']}).review !== 'confirmed'"
+    )
