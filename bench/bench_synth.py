@@ -1,10 +1,8 @@
-"""Synthetic dataset generator: 10 patients at 512 px (target < 60 s on 2 cores), the tests' fast path
-(2 patients, 1 study, target < 5 s), and a metadata-only 32,735-row CSV (target < 10 s).
+"""Synthetic generator speed: 10 patients (< 60 s on 2 cores), the tests' fast path (< 5 s), metadata only."""
 
-Baseline measured in the same run: the CPU time of writing ready-made noisy 512x512 slices with the
-store's PNG writer, the floor any generator pays; the ratio says how much the rendering adds. CPU
-times are reported beside wall times because the machine is shared.
-"""
+# Baseline measured in the same run: the CPU time of writing ready-made noisy 512x512 slices with the
+# store's PNG writer, the floor any generator pays; the ratio says how much the rendering adds. CPU
+# times are reported beside wall times because the machine is shared. Metadata-only target: < 10 s.
 
 from __future__ import annotations
 

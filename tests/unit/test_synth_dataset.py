@@ -16,7 +16,7 @@ from app.deeplesion.csvio import read_dl_info
 from app.deeplesion.schema import LesionRecord
 from app.deeplesion.store import SliceStore
 from app.deeplesion.synth import SynthSummary, generate_dataset
-from app.deeplesion.synth.generator import plan_dataset
+from app.deeplesion.synth.generator import _jobs, _render_job, plan_dataset
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,18 @@ def test_cli_synth_prints_a_summary_and_refuses_to_overwrite(tmp_path: Path) -> 
     assert again.exit_code != 0 and "already exists" in again.output
     bad = CliRunner().invoke(main, ["synth", str(tmp_path / "x"), "--patients", "0"])
     assert bad.exit_code != 0 and "patients" in bad.output.lower()
+
+
+def test_slices_rendered_by_the_worker_pool_equal_slices_rendered_in_process(
+    dataset: tuple[Path, SynthSummary], tmp_path: Path
+) -> None:
+    assert dataset[1].slices_written >= 120, "the fixture must be big enough to use the process pool"
+    plan = plan_dataset(patients=2, seed=1, max_studies=1)
+    job = next(_jobs(plan.plans, tmp_path / "Images_png", seed=1))
+    _render_job(job)
+    for k in job.indices:
+        mine = (tmp_path / "Images_png" / job.folder / f"{k:03d}.png").read_bytes()
+        assert mine == (dataset[0] / "Images_png" / job.folder / f"{k:03d}.png").read_bytes()
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -1,10 +1,9 @@
-"""An analytic 3-D torso phantom (neck to upper thighs) that renders CT-like axial slices in HU.
+"""An analytic 3-D torso phantom (neck to upper thighs) that renders CT-like axial slices in HU."""
 
-Body coordinates in mm: x to the patient's left (image right), y to the back (image down), z from
-head to feet with 0 near the lung apices. Every organ is a function of z, so consecutive slices
-agree. A patient is one random draw of sizes, shapes and positions around a reference anatomy;
-the reference is scaled by `scale` in-plane and `z_scale` along z.
-"""
+# Body coordinates in mm: x to the patient's left (image right), y to the back (image down), z from
+# head to feet with 0 near the lung apices. Every organ is a function of z, so consecutive slices
+# agree. A patient is one random draw of sizes, shapes and positions around a reference anatomy;
+# the reference is scaled by `scale` in-plane and `z_scale` along z.
 
 from __future__ import annotations
 
@@ -118,7 +117,7 @@ def _ramp(z: float, z0: float, z1: float) -> float:
     return math.sqrt((z - z0) / (z1 - z0))
 
 
-class LesionShape(Protocol):
+class Paintable(Protocol):
     """What the renderer needs from a lesion: paint its cut at a physical z onto a reference canvas."""
 
     def paint(self, canvas: Canvas, z_mm: float, scale: float, z_scale: float) -> None: ...
@@ -359,7 +358,7 @@ class Phantom:
         self,
         z_mm: float,
         grid: Grid,
-        lesions: Sequence[LesionShape] = (),
+        lesions: Sequence[Paintable] = (),
         *,
         rng: np.random.Generator | None = None,
         noise_sd: float = 0.0,

@@ -1,5 +1,8 @@
-"""The synthetic DeepLesion dataset: plan patients, studies and series, derive every DL_info.csv field
-from the rendered lesions, write the context slices as 16-bit PNGs and the ground truth as JSON."""
+"""The synthetic DeepLesion dataset: plan, measure, write DL_info.csv, the context slices and the truth."""
+
+# Every DL_info.csv field is derived from the rendered lesions as the real dataset defines it; the
+# slices are rendered in worker processes, each seeded by its own identity so that the output does
+# not depend on the number of workers.
 
 from __future__ import annotations
 
@@ -496,11 +499,9 @@ class _Job:
 
 
 def _worker_init() -> None:
-    """Keep numpy's large temporaries on the heap in render workers (glibc only).
-
-    With glibc's defaults every 1 MB float32 slice temporary is a fresh mmap whose page faults cost
-    about as much system time as the rendering itself.
-    """
+    """Keep numpy's large temporaries on the heap in render workers (glibc only)."""
+    # With glibc's defaults every 1 MB float32 slice temporary is a fresh mmap whose page faults cost
+    # about as much system time as the rendering itself.
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 64 * 1024 * 1024)  # M_MMAP_THRESHOLD

@@ -284,8 +284,8 @@ def _apart(lesions: list[Lesion], centre: tuple[float, float, float], a: float) 
 def measure_recist(
     inside: npt.NDArray[np.bool_], col0: int, row0: int
 ) -> tuple[float, float, float, float, float, float, float, float]:
-    """RECIST end points of a lesion mask in 0-based pixel coordinates: longest diameter, then the longest
-    chord perpendicular to it; each end point sits on the outer edge of its boundary pixel."""
+    """RECIST end points of a mask (0-based px): longest diameter, then the longest perpendicular chord."""
+    # Each end point sits on the outer edge of its boundary pixel, so a 10-pixel run measures 10 px.
     rows, cols = np.nonzero(inside)
     pts = np.stack([cols + col0, rows + row0], axis=1).astype(np.float64)
     if len(pts) == 1:
