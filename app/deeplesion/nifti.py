@@ -37,6 +37,9 @@ def volume_file_name(series_folder: str, first: int, last: int) -> str:
 
 def nifti_affine(spacing_mm: Sequence[float]) -> npt.NDArray[np.float64]:
     """DL_save_nifti.py's affine: rows/columns swapped, all axes negated (for 3D Slicer and ITK-SNAP)."""
+    # Voxel (i, j, k) is PNG row i, column j of the k-th slice of the run (cv2.merge in the original).
+    # World x follows the columns and y the rows, both flipped, z flipped too; the original scales rows by
+    # the x spacing and columns by the y spacing, which is harmless because DeepLesion pixels are square.
     sx, sy, sz = (float(s) for s in spacing_mm)
     return np.array(
         [
