@@ -815,6 +815,30 @@ class Phantom:
                     cv.paint(win, soft(d, cv.grid.spacing), 800.0, BONE)
                     cv.paint(win, soft(d - np.float32(1.6), cv.grid.spacing), 260.0, BONE)
 
+    def _iliac_wing(self, cv: Canvas, zr: float, side: float, top: float, lat: float) -> None:
+        """One iliac wing: a C-shaped plate, concave toward the iliac fossa, thick at the sacroiliac joint."""
+        vby, _, _ = self.vb(zr)
+        # An elliptical arc from the sacroiliac joint (back, medial) round the side to the front.
+        cx, cy = side * 50.0, vby - 4.0
+        a, b = 36.0 + 34.0 * lat, 32.0 + 6.0 * lat
+        front = -0.1 - 0.5 * lat * top
+        back = 1.95
+        win = cv.window(cx - a - 12, cx + a + 12, cy - b - 12, cy + b + 12)
+        if win is None:
+            return
+        u = (win.X - np.float32(cx)) * np.float32(side)
+        v = win.Y - np.float32(cy)
+        ang = np.arctan2(v, u)
+        q = np.maximum(np.sqrt((u / np.float32(a)) ** 2 + (v / np.float32(b)) ** 2), np.float32(1e-3))
+        rr = np.sqrt(u * u + v * v)
+        radial = np.abs((np.float32(1.0) - q) * rr / q)
+        # Thick near the joint (ang near `back`), thin toward the front.
+        along = np.clip((ang - np.float32(front)) / np.float32(back - front), 0, 1)
+        half = np.float32(1.6) + np.float32(3.2 * top) * along
+        dist = np.minimum(half - radial, np.minimum(ang - np.float32(front), np.float32(back) - ang) * rr)
+        cv.paint(win, soft(dist, cv.grid.spacing), 900.0, BONE)
+        cv.paint(win, soft(dist - np.float32(1.8), cv.grid.spacing), 280.0, BONE)
+
     def _pelvis(self, cv: Canvas, zr: float) -> None:
         """Sacrum, iliac wings, acetabula and femoral heads."""
         s_sac = _bump(zr, 455.0, 585.0)
@@ -828,25 +852,7 @@ class Phantom:
         for side in (-1.0, 1.0):
             top = _ramp(zr, 432.0, 470.0)
             if zr < 560.0 and top > 0:
-                lat = 1.0 - _ramp(zr, 505.0, 560.0)
-                vby, _, _ = self.vb(zr)
-                # A thin curved plate from the sacroiliac joint sweeping forward and outward.
-                p0 = (side * 40.0, vby + 22.0)
-                p1 = (side * 80.0, vby + 12.0 - 8.0 * (1 - lat))
-                p2 = (side * (90.0 + 22.0 * lat), 8.0 - 4.0 * (1 - lat))
-                p3 = (side * (96.0 + 26.0 * lat * top), -10.0 - 18.0 * lat)
-                parts = [(p0, p1, 6.5 * top + 1.0), (p1, p2, 4.2 * top + 1.0), (p2, p3, 3.0 * top + 1.0)]
-                if zr < 455:
-                    parts = parts[1:]
-                for (xa, ya), (xb, yb), th in parts:
-                    win = cv.window(
-                        min(xa, xb) - th - 2, max(xa, xb) + th + 2, min(ya, yb) - th - 2, max(ya, yb) + th + 2
-                    )
-                    if win is None:
-                        continue
-                    dist, _ = segment_dist_3d(win.X, win.Y, zr, (xa, ya, zr), (xb, yb, zr))
-                    cv.paint(win, soft(np.float32(th) - dist, cv.grid.spacing), 900.0, BONE)
-                    cv.paint(win, soft(np.float32(th - 2.2) - dist, cv.grid.spacing), 280.0, BONE)
+                self._iliac_wing(cv, zr, side, top, 1.0 - _ramp(zr, 505.0, 560.0))
             s_fh = _bump(zr, 552.0, 620.0)
             if s_fh > 0:
                 cx, cy = side * 88.0, 5.0
