@@ -199,3 +199,11 @@ def test_metadata_only_writes_the_requested_rows_with_valid_records(tmp_path: Pa
         assert r.bounding_box == pytest.approx((min(xs) - 5, min(ys) - 5, max(xs) + 5, max(ys) + 5), abs=2e-3)
         assert r.slice_range[0] <= r.key_slice_index <= r.slice_range[1]
         assert (r.coarse_lesion_type == -1) == (r.train_val_test == 1)
+
+
+def test_most_left_out_lesions_show_on_a_stored_slice_a_reviewer_sees() -> None:
+    plan = plan_dataset(patients=30, seed=12)
+    left_out = [ob for p in plan.plans for st in p.studies for ob in st.observations if not ob.annotated]
+    shown = [o for o in left_out if any(o.shape.cross_section(o.series.z_of(k)) for k in o.series.stored)]
+    assert len(left_out) >= 5
+    assert len(shown) / len(left_out) >= 0.5

@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "lesion-review-synth 1"
 CONTEXT_MM = 30.0
-# Fraction of lesion observations deliberately left out of DL_info.csv.
-UNANNOTATED_RATE = 0.19
+# Chance that a lesion observation is deliberately left out of DL_info.csv: higher when another lesion
+# lies within NEIGHBOUR_MM in z, so that most missed lesions show on a stored slice a reviewer sees
+# (about 15-20% of all observations end up unannotated).
+UNANNOTATED_NEAR = 0.35
+UNANNOTATED_FAR = 0.07
+NEIGHBOUR_MM = 25.0
 # Share of CSV rows marked Possibly_noisy (and made noisy); the real file has 35 of 32,735.
 NOISY_RATE = 0.006
 MAX_SLICES = 999
@@ -221,7 +225,7 @@ def plan_patient(
     n_lesions = int(min(6, 1 + les_rng.poisson(1.8)))
     if max_lesions is not None:
         n_lesions = max(1, min(n_lesions, max_lesions))
-    lesions = place_lesions(phantom, les_rng, n_lesions, sibling_rate=0.3)
+    lesions = place_lesions(phantom, les_rng, n_lesions, sibling_rate=0.45)
     n_studies = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
     if max_studies is not None:
         n_studies = max(1, min(n_studies, max_studies))
@@ -254,8 +258,18 @@ def plan_patient(
         for les in lesions:
             scale = les.scale_at(months[k - 1])
             chosen = series[int(rng.integers(len(series)))]
-            annotated = bool(rng.random() >= UNANNOTATED_RATE)
-            obs.append(Observation(les, k, months[k - 1], chosen, les.at_scale(scale), annotated))
+            obs.append(Observation(les, k, months[k - 1], chosen, les.at_scale(scale), True))
+        for ob in obs:
+            near = [
+                o
+                for o in obs
+                if o is not ob and o.annotated and abs(o.shape.centre[2] - ob.shape.centre[2]) < NEIGHBOUR_MM
+            ]
+            if rng.random() < (UNANNOTATED_NEAR if near else UNANNOTATED_FAR):
+                ob.annotated = False
+                if near:
+                    # Measure it where its neighbour is annotated: on that series' stored slices.
+                    ob.series = near[0].series
         studies.append(StudyPlan(k, months[k - 1], protocol, series, obs))
     plan = PatientPlan(index, gender, age, split, phantom, lesions, studies)
     for study in studies:
