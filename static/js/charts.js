@@ -8,12 +8,14 @@ export function svg(tag, attrs = {}, text = null) {
   return el;
 }
 
+// Top of the y axis: four equal steps, each a whole number, so count axes never read "2.5 lesions".
 function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  // Multipliers whose quarters are whole numbers keep the four grid lines on integer counts.
-  for (const m of [1, 2, 4, 8, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  if (v <= 0) return 4;
+  const raw = v / 4;
+  if (raw <= 5) return 4 * Math.ceil(raw);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return 4 * m * p;
+  return 40 * p;
 }
 
 // bars: [{label, value, color?, title?}]
