@@ -14,19 +14,8 @@ from app.review.audit import record
 from app.review.corrections import check_lesion_type, get_key_slice, size_mm, snapshot
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
 from app.review.serialize import load_lesion_dict, prediction_dict
-from app.review.summary import refresh_summary
+from app.review.summary import MATCH_IOU, iou, refresh_summary
 from app.review.users import UserInfo
-
-MATCH_IOU = 0.5
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def cached_predictions(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from app.db.models import KeySlice, Lesion, Prediction
 
 LESION_TYPE_MIN = -1
+# A prediction overlapping a current lesion this much is that lesion (the dataset's hit criterion).
+MATCH_IOU = 0.5
 
 
 def type_bit(lesion_type: int) -> int:
@@ -45,5 +47,17 @@ def refresh_summary(*, session: Session, key_slice: KeySlice) -> None:
     key_slice.prediction_count = len(preds)
     pending = [p for p in preds if p.status == "pending"]
     key_slice.unreviewed_predictions = len(pending)
-    unmatched = [p.score for p in pending if not p.matches_annotation]
+    # Matched against the lesions as they are now, so a lesion added or edited by hand takes its
+    # prediction out of the screening queue (the stored flag records the match at prediction time).
+    boxes = [le.box for le in lesions]
+    unmatched = [p.score for p in pending if not any(iou(p.box, b) >= MATCH_IOU for b in boxes)]
     key_slice.missed_score = max(unmatched) if unmatched else None
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two [x1, y1, x2, y2] boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -123,3 +123,17 @@ def test_reject_and_stale_accept(model_api: tuple[Api, FakeDetector]) -> None:
 def test_unknown_prediction_is_404(model_api: tuple[Api, FakeDetector]) -> None:
     api, _ = model_api
     assert api.write("POST", "/api/predictions/999999/reject", json={"version": 1}).status_code == 404  # type: ignore[attr-defined]
+
+
+def test_a_hand_drawn_lesion_over_a_missed_prediction_leaves_the_screening_queue(
+    model_api: tuple[Api, FakeDetector],
+) -> None:
+    api, _ = model_api
+    preds = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.5").json()["predictions"]  # type: ignore[attr-defined]
+    missed = next(p for p in preds if not p["matches_annotation"])
+    before = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
+    assert [i["missed_score"] for i in before] == [missed["score"]]
+    api.write("POST", f"/api/key-slices/{KS}/lesions", json={"box": missed["box"], "lesion_type": 5})
+    after = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
+    # Only the weak 0.07 box is left unmatched.
+    assert [i["missed_score"] for i in after] == [0.07]
