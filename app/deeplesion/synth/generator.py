@@ -12,6 +12,7 @@ import logging
 import math
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -642,6 +643,18 @@ def generate_dataset(
     return summary
 
 
+def _start_method() -> str | None:
+    """Fork when it is safe (fastest: no re-import), forkserver when other threads run, else the default."""
+    methods = multiprocessing.get_all_start_methods()
+    # Forking a process in which another thread may hold a lock (a server, a logging handler) can
+    # deadlock the child.
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    if "forkserver" in methods:
+        return "forkserver"
+    return None
+
+
 def _run_jobs(jobs: list[_Job], total: int, workers: int, progress: bool) -> int:
     """Render the jobs in-process or on a process pool, with a progress bar."""
     from tqdm import tqdm
@@ -655,8 +668,7 @@ def _run_jobs(jobs: list[_Job], total: int, workers: int, progress: bool) -> int
                 written += n
                 bar.update(n)
             return written
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        ctx = multiprocessing.get_context(_start_method())
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
             for n in pool.map(_render_job, jobs, chunksize=1):
                 written += n
