@@ -171,3 +171,29 @@ def test_user_add_cli_creates_a_user_who_can_sign_in(data_dir: Path, tmp_path: P
         assert authenticate(session=s, name="zoe", password="a-long-password") is not None
         assert authenticate(session=s, name="zoe", password="wrong-password") is None
     engine.dispose()
+
+
+def test_cli_export_writes_csv_coco_and_nifti(data_dir: Path, tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    runner = CliRunner()
+    assert (
+        runner.invoke(main, ["import", str(data_dir), "--database-url", url, "--no-progress"]).exit_code == 0
+    )
+    base = ["export", str(data_dir), "--database-url", url]
+    out_csv = tmp_path / "out.csv"
+    result = runner.invoke(main, [*base, "--format", "csv", "--state", "original", "--out", str(out_csv)])
+    assert result.exit_code == 0, result.output
+    assert out_csv.read_bytes() == (data_dir / "DL_info.csv").read_bytes()
+    out_coco = tmp_path / "coco.json"
+    assert runner.invoke(main, [*base, "--format", "coco", "--out", str(out_coco)]).exit_code == 0
+    assert len(json.loads(out_coco.read_text())["annotations"]) == len(build_review_dataset(data_dir))
+    out_zip = tmp_path / "s.zip"
+    args = [*base, "--format", "nifti", "--series", "000001_01_01", "--out", str(out_zip)]
+    assert runner.invoke(main, args).exit_code == 0
+    with zipfile.ZipFile(out_zip) as zf:
+        assert [n.endswith(".nii.gz") for n in zf.namelist()] == [True]
+    missing = runner.invoke(main, [*base, "--format", "nifti", "--out", str(out_zip)])
+    assert missing.exit_code != 0 and "--series" in missing.output
