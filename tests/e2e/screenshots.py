@@ -123,8 +123,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="screenshots", description=__doc__)
     parser.add_argument("--out", type=Path, default=DOCS_IMAGES)
     parser.add_argument("--patients", type=int, default=6)
-    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the tiny test model)")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="ONNX model (default: shipped one, else tiny test model)"
+    )
     args = parser.parse_args(argv)
+    if args.model is None:
+        from app.config import DEFAULT_MODEL
+
+        args.model = DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None
     if not chromium_available():
         print(f"{CHROMIUM} is missing", file=sys.stderr)
         return 1
