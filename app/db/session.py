@@ -56,6 +56,12 @@ def database_kind(engine: Engine) -> str:
     return "postgresql" if engine.dialect.name.startswith("postgres") else engine.dialect.name
 
 
+def _quiet_alembic() -> None:
+    """Alembic's per-plugin INFO lines (logged on import) drown the CLI's output; keep them for --verbose."""
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
@@ -68,6 +74,7 @@ def _alembic_config(url: str) -> Any:
 
 def head_revision() -> str:
     """The newest migration revision."""
+    _quiet_alembic()
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(_alembic_config("sqlite://"))
@@ -78,6 +85,7 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The alembic revision the database is at, or None when it was never migrated."""
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
@@ -86,13 +94,10 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade_database(url: str) -> None:
     """Apply every pending migration to the database at `url`."""
+    _quiet_alembic()
     from alembic import command
 
     make_engine(url).dispose()  # creates the SQLite folder when needed
-    alembic_log = logging.getLogger("alembic")
-    # Alembic's per-plugin INFO lines drown the CLI's own output; keep them for --verbose.
-    if not log.isEnabledFor(logging.DEBUG):
-        alembic_log.setLevel(logging.WARNING)
     command.upgrade(_alembic_config(url), "head")
 
 
