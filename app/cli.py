@@ -286,6 +286,12 @@ def _default_model() -> Path:
     show_default=True,
     help="Batches per epoch (0: one crop per training key slice); val runs after each epoch.",
 )
+@click.option(
+    "--init",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from the .pt weights a previous run wrote next to its ONNX file (warm start).",
+)
 @click.option("--model-version", default=None, help="Stored in the ONNX metadata (default: name-seed-date).")
 @click.option(
     "--card",
@@ -305,6 +311,7 @@ def train(
     crop: int,
     lr: float,
     iters_per_epoch: int,
+    init: Path | None,
     model_version: str | None,
     card: Path | None,
 ) -> None:
@@ -319,6 +326,7 @@ def train(
             out,
             epochs=epochs,
             iters_per_epoch=iters_per_epoch,
+            init=init,
             seed=seed,
             device=device,
             val_dir=val_dir,

@@ -97,6 +97,7 @@ def run_train(
     crop: int = 256,
     lr: float = 2e-3,
     iters_per_epoch: int = 0,
+    init: Path | None = None,
     model_version: str | None = None,
     card: Path | None = None,
     command: str = "",
@@ -123,6 +124,7 @@ def run_train(
         crop=crop,
         lr=lr,
         iters_per_epoch=iters_per_epoch,
+        init=str(init) if init else "",
     )
     result = train(data_dir, config, val_dir=val_dir, progress=progress)
     synthetic = is_synthetic_dataset(data_dir)
@@ -136,6 +138,10 @@ def run_train(
     )
     export_onnx(result.model, out, model_version=version, synthetic=synthetic, training_data=training_data)
     write_reference(result.model, reference_path(out))
+    import torch
+
+    # The PyTorch weights, for a warm start (--init); not needed to serve.
+    torch.save(result.model.state_dict(), out.with_suffix(".pt"))
     det = Detector.load(out, device="cpu")
     evals = {}
     for split, folder in (("val", val_dir or data_dir), ("test", data_dir)):

@@ -7,10 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
-from app.detection.preprocess import INPUT_SHAPE, PIXEL_MEAN
+from app.detection.preprocess import INPUT_SHAPE, INPUT_SIZE, PIXEL_MEAN
 
-# Parity tolerance between PyTorch and ONNX Runtime outputs.
+# Parity tolerance between PyTorch and ONNX Runtime outputs, see parity_error.
 TOLERANCE = 1e-4
+
+
+def parity_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """Largest difference of two [1,K,5] outputs: scores as is, box coordinates in units of the input side.
+
+    Box corners are pixel positions up to 512, where one float32 step is 6e-5 px: an absolute 1e-4 px
+    would demand bit-identical kernels, so boxes are compared as fractions of the 512 px input.
+    """
+    g = np.asarray(got, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if g.shape != e.shape:
+        return float("inf")
+    boxes = np.abs(g[..., :4] - e[..., :4]).max(initial=0.0) / INPUT_SIZE
+    scores = np.abs(g[..., 4] - e[..., 4]).max(initial=0.0)
+    return float(max(boxes, scores))
 
 
 def reference_input(seed: int = 0) -> np.ndarray:

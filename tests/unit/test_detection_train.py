@@ -122,4 +122,5 @@ def test_train_command_writes_a_loadable_model_its_card_and_reference(
     card = (out.parent / "MODEL_CARD.md").read_text()
     assert "NOT for clinical use" in card and "tiny-train-test" in card and "seed 3" in card
     assert (out.parent / "tiny.reference.json").is_file()
+    assert (out.parent / "tiny.pt").is_file()  # the weights a later --init warm start reads
     assert "test FROC sensitivity" in result.output

@@ -42,6 +42,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 2
     max_train_slices: int = 0  # 0: all
+    init: str = ""  # a .pt state dict to start from (warm start), "" for a fresh model
 
 
 @dataclass
@@ -248,7 +249,11 @@ def train(
         raise ValueError(f"no stored training key slices (Train_Val_Test = 1) in {data_dir}")
     log.info("training on %d key slices, validating on %d", len(train_samples), len(val_samples))
 
-    model = build_model().to(device)
+    model = build_model()
+    if config.init:
+        model.load_state_dict(torch.load(config.init, map_location="cpu", weights_only=True))
+        log.info("warm start from %s", config.init)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     iters = config.iters_per_epoch or max(1, math.ceil(len(train_samples) / config.batch_size))
     total = iters * config.epochs
