@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import AuthSession, User
@@ -95,9 +96,13 @@ def ensure_local_user(*, session: Session) -> UserInfo:
     """The automatic local reviewer used on loopback while no real user exists; created on first use."""
     user = session.execute(select(User).where(User.name == LOCAL_USER)).scalar_one_or_none()
     if user is None:
-        user = User(name=LOCAL_USER, password_hash=None, role="admin")
-        session.add(user)
-        session.flush()
+        try:
+            with session.begin_nested():
+                user = User(name=LOCAL_USER, password_hash=None, role="admin")
+                session.add(user)
+        except IntegrityError:
+            # The browser's first page load sends several requests at once; another one created it.
+            user = session.execute(select(User).where(User.name == LOCAL_USER)).scalar_one()
     return _info(user)
 
 

@@ -130,3 +130,15 @@ def test_expired_session_is_not_accepted(factory) -> None:  # type: ignore[no-un
 def test_create_user_rejects_bad_input(factory, name: str, password: str, role: str) -> None:  # type: ignore[no-untyped-def]
     with factory() as s, pytest.raises(InvalidInputError):
         create_user(session=s, name=name, password=password, role=role)
+
+
+def test_local_user_is_created_once(factory) -> None:  # type: ignore[no-untyped-def]
+    from app.review.users import count_users, ensure_local_user
+
+    with factory() as first:
+        a = ensure_local_user(session=first)
+        first.commit()
+    with factory() as second:
+        assert ensure_local_user(session=second) == a
+        # The automatic reviewer cannot sign in, so it does not count as a user for the loopback rule.
+        assert count_users(session=second) == 0
