@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -283,7 +284,7 @@ def set_status(
         review.updated_at = utcnow()
     try:
         session.flush()
-    except StaleDataError:
+    except (StaleDataError, IntegrityError):  # another tab created or changed it first
         session.rollback()
         raise EditConflictError("review status was changed in another window first", current={}) from None
     record(
