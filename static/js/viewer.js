@@ -723,6 +723,18 @@ function lesionAction(action, extra = {}, label = action) {
   });
 }
 
+function setSelectedType(lesionType) {
+  const lesion = selectedLesion();
+  if (!lesion || lesion.current.lesion_type === lesionType) return;
+  runEdit({
+    label: `set the type of lesion #${lesion.id}`,
+    lesionId: lesion.id,
+    version: lesion.version,
+    before: lesion,
+    request: (version) => put(`/api/lesions/${lesion.id}/geometry`, { version, lesion_type: lesionType }),
+  });
+}
+
 function deleteSelected() {
   const lesion = selectedLesion();
   if (!lesion) return setMessage("Select an added lesion first.");
@@ -960,6 +972,8 @@ function updatePanels() {
   root.dataset.pendingPredictions = String(preds.length);
   const lesion = selectedLesion();
   $("delete-lesion").disabled = !(lesion && lesion.origin === "added");
+  $("lesion-type").disabled = !lesion;
+  if (lesion) $("lesion-type").value = String(lesion.current.lesion_type);
   $("confirm-lesion").disabled = !lesion;
   $("flag-lesion").disabled = !lesion;
   $("unflag-lesion").disabled = !(lesion && (lesion.review === "flagged" || lesion.flag));
@@ -1304,6 +1318,7 @@ $("confirm-lesion").addEventListener("click", () => lesionAction("confirm"));
 $("flag-lesion").addEventListener("click", flagSelected);
 $("unflag-lesion").addEventListener("click", () => lesionAction("unflag"));
 $("delete-lesion").addEventListener("click", deleteSelected);
+$("lesion-type").addEventListener("change", () => setSelectedType(parseInt($("lesion-type").value, 10)));
 $("predict").addEventListener("click", predict);
 $("accept-prediction").addEventListener("click", () => predictionAction(true));
 $("reject-prediction").addEventListener("click", () => predictionAction(false));

@@ -394,3 +394,24 @@ def test_tab_selects_a_lesion_and_c_confirms_it(
     page.wait_for_function(
         f"window.__viewer.state.ks.lesions.find(l => l.id === {selected['id']}).review !== 'confirmed'"
     )
+
+
+def test_changing_the_type_of_a_selected_lesion_saves_it(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    name = server.key_slices[1]
+    lesion = live_lesions(key_slice(page.context, name))[0]
+    new_type = 4 if lesion["current"]["lesion_type"] != 4 else 5
+    open_viewer(page, name)
+    assert page.is_disabled("#lesion-type")
+    page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
+    assert page.input_value("#lesion-type") == str(lesion["current"]["lesion_type"])
+    page.select_option("#lesion-type", str(new_type))
+    current_type = f"window.__viewer.state.ks.lesions.find(l => l.id === {lesion['id']}).current.lesion_type"
+    page.wait_for_function(f"{current_type} === {new_type}")
+    saved = next(x for x in key_slice(page.context, name)["lesions"] if x["id"] == lesion["id"])
+    assert saved["current"]["lesion_type"] == new_type
+    assert saved["original"]["lesion_type"] == lesion["original"]["lesion_type"]
+    page.focus("#viewport")
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"{current_type} === {lesion['current']['lesion_type']}")
