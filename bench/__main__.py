@@ -12,7 +12,8 @@ import bench
 
 def main(argv: list[str]) -> int:
     """Run the named benchmarks (default: all `bench_*` modules) and return a process exit code."""
-    names = argv or sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    found = pkgutil.iter_modules(bench.__path__)
+    names = argv or sorted(m.name for m in found if m.name.startswith("bench_"))
     failed = []
     for name in names:
         module = importlib.import_module(f"bench.{name}")

@@ -12,7 +12,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: igno
     bar = "!" * 78
     tr = terminalreporter
     tr.write_line(bar, red=True, bold=True)
-    tr.write_line("SKIPPED COMPONENTS: these parts of Lesion Review were NOT tested in this run:", red=True, bold=True)
+    title = "SKIPPED COMPONENTS: these parts of Lesion Review were NOT tested in this run:"
+    tr.write_line(title, red=True, bold=True)
     for name, why in sorted(SKIPPED_COMPONENTS.items()):
         tr.write_line(f"  - {name}: {why}", red=True, bold=True)
     if not REQUIRE_ALL:
