@@ -450,9 +450,9 @@ def evaluate(
 @click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0),
-    default=0.1,
+    default=0.3,
     show_default=True,
-    help="Predictions below this score are not stored.",
+    help="Predictions below this score are not stored (nor queued as possible missed lesions).",
 )
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--device", type=_DEVICE, default="auto", show_default=True)

@@ -57,12 +57,34 @@ def hidden_recall(
         for thr in RECALL_IOUS:
             found[thr] += best >= thr
     total = len(hidden)
-    out: dict[str, Any] = {"total": total, "top_n": n, "queue_length": len(queue)}
+    out: dict[str, Any] = {
+        "total": total,
+        "top_n": n,
+        "queue_length": len(queue),
+        "ranks_iou_0_3": queue_ranks(queue, hidden, 0.3),
+    }
     for thr in RECALL_IOUS:
         key = f"{thr:.1f}".replace(".", "_")
         out[f"found_top_n_iou_{key}"] = found[thr]
         out[f"recall_top_n_iou_{key}"] = round(found[thr] / total, 4) if total else None
     return out
+
+
+def queue_ranks(queue: Sequence[QueueItem], hidden: Sequence[HiddenLesion], iou: float) -> list[int | None]:
+    """1-based queue position of the first item matching each hidden lesion at `iou`, None when none does."""
+    ranked = rank_queue(queue)
+    ranks: list[int | None] = []
+    for lesion in hidden:
+        rank = None
+        for pos, item in enumerate(ranked, start=1):
+            if (
+                item.file_name == lesion.file_name
+                and iou_matrix(np.array([lesion.box]), np.array([item.box]))[0, 0] >= iou
+            ):
+                rank = pos
+                break
+        ranks.append(rank)
+    return ranks
 
 
 def load_hidden_lesions(data_dir: Path) -> list[HiddenLesion] | None:

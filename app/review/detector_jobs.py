@@ -54,7 +54,7 @@ def run_screen(
     detector: Any,
     split: str | None = None,
     limit: int | None = None,
-    threshold: float = 0.1,
+    threshold: float = 0.3,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every imported key slice not yet run by this model version and store the predictions."""

@@ -68,6 +68,7 @@ def test_screen_stores_predictions_and_finds_the_hidden_lesion(
         "total": 1,
         "top_n": 1,
         "queue_length": res["queue_predictions"],
+        "ranks_iou_0_3": [1],
         "found_top_n_iou_0_3": 1,
         "recall_top_n_iou_0_3": 1.0,
         "found_top_n_iou_0_5": 1,

@@ -29,6 +29,7 @@ def test_hidden_recall_counts_only_the_top_n_and_both_iou_levels() -> None:
     assert top2["top_n"] == 2 and top2["found_top_n_iou_0_3"] == 1 and top2["recall_top_n_iou_0_5"] == 0.5
     top3 = hidden_recall(queue, hidden, top_n=3)
     assert top3["found_top_n_iou_0_5"] == 2
+    assert top2["ranks_iou_0_3"] == [1, 3]
 
 
 def test_hidden_recall_separates_iou_0_3_from_0_5() -> None:
