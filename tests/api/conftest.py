@@ -52,6 +52,19 @@ def _pg_url(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    """Argon2 with minimal cost: every test signs users in, and the real cost is a deliberate ~0.1 s each."""
+    from argon2 import PasswordHasher
+
+    import app.review.users as users
+
+    real = users._hasher
+    users._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    users._hasher = real
+
+
 @pytest.fixture(scope="session")
 def review_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[LesionRecord]]:
     """The hand-made review dataset on disk (DL_info.csv + some stored PNGs)."""
