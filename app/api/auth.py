@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -22,16 +23,42 @@ class LoginBody(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+# Password guessing: after this many failures for one name within the window, refuse for the rest of it.
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 300.0
+
+
+def _recent_failures(request: Request, name: str) -> list[float]:
+    failures: dict[str, list[float]] | None = getattr(request.app.state, "login_failures", None)
+    if failures is None:
+        failures = {}
+        request.app.state.login_failures = failures
+    now = time.monotonic()
+    recent = [t for t in failures.get(name, []) if now - t < FAILURE_WINDOW_S]
+    failures[name] = recent
+    return recent
+
+
 @router.post("/login")
 def login(
-    body: LoginBody, response: Response, db: Db, settings: Annotated[Settings, Depends(get_settings)]
+    body: LoginBody,
+    request: Request,
+    response: Response,
+    db: Db,
+    settings: Annotated[Settings, Depends(get_settings)],
 ) -> Any:
     """Check the password, start a session and set the session cookie."""
+    failures = _recent_failures(request, body.username)
+    if len(failures) >= MAX_FAILURES:
+        detail = "too many failed sign-ins for this name; wait a few minutes"
+        raise HTTPException(status_code=429, detail={"detail": detail, "code": "too_many_attempts"})
     user = authenticate(session=db, name=body.username, password=body.password)
     if user is None:
+        failures.append(time.monotonic())
         raise HTTPException(
             status_code=401, detail={"detail": "wrong user name or password", "code": "bad_login"}
         )
+    failures.clear()
     token, csrf = start_session(session=db, user=user)
     db.commit()
     response.set_cookie(

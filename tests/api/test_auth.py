@@ -123,3 +123,16 @@ def test_secure_cookie_when_configured(app_settings: Settings, database_url: str
     with TestClient(create_app(settings, detector=None)) as c:
         r = c.post("/api/auth/login", json={"username": "lena", "password": PASSWORD})
         assert "secure" in r.headers["set-cookie"].lower()
+
+
+def test_repeated_wrong_passwords_are_throttled_even_for_the_right_one(api: Api) -> None:
+    add_user(api.database_url, "mona")
+    for _ in range(5):
+        assert (
+            api.client.post(
+                "/api/auth/login", json={"username": "mona", "password": "guess-guess"}
+            ).status_code
+            == 401
+        )
+    r = api.client.post("/api/auth/login", json={"username": "mona", "password": PASSWORD})
+    assert r.status_code == 429 and r.json()["code"] == "too_many_attempts"
