@@ -197,3 +197,23 @@ def test_cli_export_writes_csv_coco_and_nifti(data_dir: Path, tmp_path: Path) ->
         assert [n.endswith(".nii.gz") for n in zf.namelist()] == [True]
     missing = runner.invoke(main, [*base, "--format", "nifti", "--out", str(out_zip)])
     assert missing.exit_code != 0 and "--series" in missing.output
+
+
+def test_import_of_the_synthetic_dataset_records_its_stored_slices(tmp_path: Path) -> None:
+    from app.deeplesion.csvio import read_dl_info
+    from app.deeplesion.store import SliceStore
+    from app.deeplesion.synth import generate_dataset
+
+    root = tmp_path / "synth"
+    generate_dataset(root, patients=2, seed=1, max_studies=1, progress=False)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    summary = import_dataset(engine=engine, data_dir=root)
+    records = read_dl_info(root / "DL_info.csv")
+    assert summary.new_lesions == len(records)
+    store = SliceStore(root)
+    with make_session_factory(engine)() as s:
+        for folder, slices in s.execute(select(Series.folder, Series.stored_slices)):
+            assert list(slices) == store.stored_slices(folder) and slices
+    engine.dispose()
