@@ -287,6 +287,13 @@ def _default_model() -> Path:
     help="Batches per epoch (0: one crop per training key slice); val runs after each epoch.",
 )
 @click.option(
+    "--extra-train-dir",
+    "extra_train_dirs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    multiple=True,
+    help="More datasets whose train split is added to DATA_DIR's (repeatable).",
+)
+@click.option(
     "--init",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -311,6 +318,7 @@ def train(
     crop: int,
     lr: float,
     iters_per_epoch: int,
+    extra_train_dirs: tuple[Path, ...],
     init: Path | None,
     model_version: str | None,
     card: Path | None,
@@ -327,6 +335,7 @@ def train(
             epochs=epochs,
             iters_per_epoch=iters_per_epoch,
             init=init,
+            extra_train_dirs=extra_train_dirs,
             seed=seed,
             device=device,
             val_dir=val_dir,

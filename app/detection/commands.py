@@ -92,6 +92,7 @@ def run_train(
     seed: int,
     device: str,
     val_dir: Path | None = None,
+    extra_train_dirs: tuple[Path, ...] = (),
     max_minutes: float = 25.0,
     batch_size: int = 16,
     crop: int = 256,
@@ -126,14 +127,15 @@ def run_train(
         iters_per_epoch=iters_per_epoch,
         init=str(init) if init else "",
     )
-    result = train(data_dir, config, val_dir=val_dir, progress=progress)
+    result = train(data_dir, config, val_dir=val_dir, extra_train_dirs=extra_train_dirs, progress=progress)
     synthetic = is_synthetic_dataset(data_dir)
     version = model_version or f"{out.stem}-s{seed}-{datetime.now(UTC):%Y%m%d%H%M}"
     kind = (
         "synthetic CT phantoms from the lesion-review generator" if synthetic else "DeepLesion-layout CT data"
     )
     training_data = (
-        f"{result.train_slices} key slices / {result.train_lesions} lesions of {data_dir.name} ({kind}); "
+        f"{result.train_slices} key slices / {result.train_lesions} lesions of "
+        f"{', '.join(d.name for d in (data_dir, *extra_train_dirs))} ({kind}); "
         f"train split, noisy rows dropped; seed {seed}"
     )
     export_onnx(result.model, out, model_version=version, synthetic=synthetic, training_data=training_data)

@@ -227,6 +227,7 @@ def train(
     config: TrainConfig,
     *,
     val_dir: Path | None = None,
+    extra_train_dirs: Sequence[Path] = (),
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
@@ -242,6 +243,10 @@ def train(
     train_samples = load_samples(
         data_dir, records, "train", drop_noisy=True, limit=config.max_train_slices, progress=progress
     )
+    for extra in extra_train_dirs:
+        train_samples += load_samples(
+            extra, read_dl_info(extra / "DL_info.csv"), "train", drop_noisy=True, progress=progress
+        )
     vdir = val_dir or data_dir
     val_records = records if val_dir is None else read_dl_info(vdir / "DL_info.csv")
     val_samples = load_samples(vdir, val_records, "val", drop_noisy=False, progress=progress)
