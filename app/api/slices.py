@@ -252,29 +252,14 @@ def database_series_info(session_factory: Callable[[], Any]) -> Callable[[str], 
     """A lookup of a series' spacing and DICOM window in the imported key slices."""
 
     def lookup(series_folder: str) -> SeriesInfo | None:
-        from sqlalchemy import select
+        from app.review.series import series_display_info
 
-        from app.db.models import KeySlice, Series
-
-        query = (
-            select(
-                KeySlice.spacing_x,
-                KeySlice.spacing_y,
-                KeySlice.spacing_z,
-                KeySlice.dicom_min,
-                KeySlice.dicom_max,
-            )
-            .join(Series, KeySlice.series_id == Series.id)
-            .where(Series.folder == series_folder)
-            .order_by(KeySlice.id)
-            .limit(1)
-        )
         with session_factory() as session:
-            row = session.execute(query).first()
-        if row is None:
+            found = series_display_info(session=session, series_folder=series_folder)
+        if found is None:
             return None
-        sx, sy, sz, lo, hi = row
-        return SeriesInfo(spacing_mm=(float(sx), float(sy), float(sz)), dicom_window=(float(lo), float(hi)))
+        spacing, window = found
+        return SeriesInfo(spacing_mm=spacing, dicom_window=window)
 
     return lookup
 
