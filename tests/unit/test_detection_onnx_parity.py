@@ -77,8 +77,19 @@ def test_shipped_model_matches_its_stored_pytorch_reference() -> None:
 
 def test_parity_error_scales_boxes_by_the_input_side_and_not_scores() -> None:
     a = np.zeros((1, 2, 5), dtype=np.float32)
+    a[0, 0, 4] = 0.5
     b = a.copy()
     b[0, 0, 0] = 0.0512  # 0.0512 px of 512 -> 1e-4
     assert parity_error(a, b) == pytest.approx(1e-4)
     b[0, 1, 4] = 2e-4  # a score differs by 2e-4
     assert parity_error(a, b) == pytest.approx(2e-4)
+
+
+def test_parity_error_ignores_boxes_of_empty_slots_but_not_of_detections() -> None:
+    a = np.zeros((1, 2, 5), dtype=np.float32)
+    a[0, 0, 4] = 0.5
+    b = a.copy()
+    b[0, 1, :4] = 100.0  # an empty slot (score 0) with another box: TopK tie order, not a numeric error
+    assert parity_error(a, b) == 0.0
+    b[0, 0, :4] = 5.12  # the real detection moved by 5.12 px = 0.01 of the input side
+    assert parity_error(a, b) == pytest.approx(0.01)
