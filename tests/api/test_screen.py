@@ -92,6 +92,19 @@ def test_screen_is_resumable(setup: tuple[Path, Path, list[float]], database_url
     assert (again["predicted"], again["skipped"]) == (0, 2)
 
 
+def test_screen_skips_key_slices_where_the_model_found_nothing(
+    setup: tuple[Path, Path, list[float]], database_url: str, tmp_path: Path
+) -> None:
+    data, _, _ = setup
+    quiet = build_tiny_model(
+        tmp_path / "quiet.onnx", rows=np.array([[10, 10, 20, 20, 0.01]], dtype=np.float32)
+    )
+    first = _screen(data, quiet, database_url)
+    again = _screen(data, quiet, database_url)
+    assert first["predicted"] == 2 and first["queue_predictions"] == 0
+    assert (again["predicted"], again["skipped"]) == (0, 2)
+
+
 def test_screen_without_model_is_a_clear_error(
     setup: tuple[Path, Path, list[float]], database_url: str
 ) -> None:
