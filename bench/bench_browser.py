@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -13,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import machine, record
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PERFORMANCE_MD = PROJECT_ROOT / "docs" / "performance.md"
 HEADING = "## Browser viewer (bench/bench_browser.py, H5)"
@@ -20,17 +20,6 @@ TARGET_FRAME_MS = 16.0
 TARGET_SCROLL_RATE = 30.0
 
 
-def machine() -> str:
-    """CPU count and model, for the performance table."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs, {model}"
 
 
 def _ready(page: Any) -> None:
@@ -198,26 +187,23 @@ def report(f: dict[str, Any]) -> bool:
 
 def append_performance(f: dict[str, Any], passed: bool) -> None:
     """Append one dated row under this benchmark's heading in docs/performance.md."""
-    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{HEADING}\n"
-            "Headless Debian Chromium (`--disable-gpu`) driven by Playwright against a live server on "
-            "synthetic data. W/L frame = one full re-window of the 512x512 int16 slice into the canvas "
-            "(LUT over the int16 range, Uint32 writes) vs a naive per-pixel float window with four byte "
-            "writes, same page and run. First image = navigation start to the key slice on the canvas in "
-            "a fresh browser context; baseline = the server-rendered PNG opened as the whole page (no app). "
-            "Scroll = stepping through the stored context slices at 30 slices/s; blank = frames whose "
-            "slice was not decoded yet; warm = after the viewer's prefetch; cold = fresh context with "
-            "prefetch off (`?prefetch=0`), slices fetched on demand. Targets: W/L p95 < 16 ms, "
-            "0 blank frames warm. Chromium coarsens performance.now() to 0.1 ms here (no cross-origin "
-            "isolation), so sub-millisecond frame times are +-0.1 ms. The first-image ratio is below 1 by "
-            "design: the viewer also loads its page, modules and the key slice's JSON before drawing.\n\n"
-            "| date (UTC) | machine | W/L median ms | W/L p95 ms | drag frame p95 ms | naive median ms "
-            "| ratio | first image ms "
-            "| PNG baseline ms | blank warm / cold (of steps) | max scroll slices/s | result |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-        )
+    intro = (
+        "Headless Debian Chromium (`--disable-gpu`) driven by Playwright against a live server on "
+        "synthetic data. W/L frame = one full re-window of the 512x512 int16 slice into the canvas "
+        "(LUT over the int16 range, Uint32 writes) vs a naive per-pixel float window with four byte "
+        "writes, same page and run. First image = navigation start to the key slice on the canvas in "
+        "a fresh browser context; baseline = the server-rendered PNG opened as the whole page (no app). "
+        "Scroll = stepping through the stored context slices at 30 slices/s; blank = frames whose "
+        "slice was not decoded yet; warm = after the viewer's prefetch; cold = fresh context with "
+        "prefetch off (`?prefetch=0`), slices fetched on demand. Targets: W/L p95 < 16 ms, "
+        "0 blank frames warm. Chromium coarsens performance.now() to 0.1 ms here (no cross-origin "
+        "isolation), so sub-millisecond frame times are +-0.1 ms. The first-image ratio is below 1 by "
+        "design: the viewer also loads its page, modules and the key slice's JSON before drawing.\n\n"
+        "| date (UTC) | machine | W/L median ms | W/L p95 ms | drag frame p95 ms | naive median ms "
+        "| ratio | first image ms "
+        "| PNG baseline ms | blank warm / cold (of steps) | max scroll slices/s | result |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lut, naive, warm, cold = f["lut"], f["naive"], f["warm_scroll"], f["cold_scroll"]
     row = (
         f"| {datetime.now(UTC):%Y-%m-%d %H:%M} | {machine()}; Chromium {f['chromium']} | "
@@ -227,12 +213,7 @@ def append_performance(f: dict[str, Any], passed: bool) -> None:
         f"{f['first_png_ms']:.0f} | {warm['blank']} / {cold['blank']} (of {warm['steps']}) | "
         f"{f['max_scroll']['slicesPerSecond']:.0f} | {'PASS' if passed else 'FAIL'} |\n"
     )
-    start = text.index(HEADING)
-    nxt = text.find("\n## ", start + len(HEADING))
-    end = len(text) if nxt == -1 else nxt
-    text = text[:end].rstrip("\n") + "\n" + row + text[end:]
-    PERFORMANCE_MD.write_text(text)
-    print(f"recorded in {PERFORMANCE_MD.relative_to(PROJECT_ROOT)}")
+    record(HEADING, intro, row)
 
 
 def main(argv: list[str]) -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -14,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from bench.common import machine, record
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PERFORMANCE_MD = PROJECT_ROOT / "docs" / "performance.md"
@@ -35,18 +35,6 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def machine() -> str:
-    """nproc and CPU model."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}{load}"
 
 
 def full_size_csv() -> str:
@@ -142,33 +130,25 @@ def report(f: dict[str, float], record: bool) -> int:
 
 def append_performance(f: dict[str, float], window_ratio: float, passed: bool) -> None:
     """Append one dated row under this benchmark's heading in docs/performance.md."""
-    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{HEADING}\n"
-            f"Process CPU time, best of several runs (wall time on the shared machine mostly measures "
-            f"waiting for a core). CSV: {ROWS} rows built from tests/fixtures/DL_info_small.csv. Slices: "
-            "512x512 chest-like int16 (air, fat, soft tissue, lungs, bone, 15 HU noise), "
-            "PNG compress_level 1. "
-            "Window times are the mean over soft tissue, lung and bone; reference = the plain float formula, "
-            "LUT = 65536-entry table. Targets: parse <= 1.5 s, LUT >= 1.5x reference, "
-            "cached read >= 10x uncached.\n\n"
-            "| date (UTC) | machine | parse s | write s | write_hu ms | read ms | cached read ms "
-            "| LUT ms | reference ms | context ms | NIfTI 30 slices s | result |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-        )
+    intro = (
+        f"Process CPU time, best of several runs (wall time on the shared machine mostly measures "
+        f"waiting for a core). CSV: {ROWS} rows built from tests/fixtures/DL_info_small.csv. Slices: "
+        "512x512 chest-like int16 (air, fat, soft tissue, lungs, bone, 15 HU noise), "
+        "PNG compress_level 1. "
+        "Window times are the mean over soft tissue, lung and bone; reference = the plain float formula, "
+        "LUT = 65536-entry table. Targets: parse <= 1.5 s, LUT >= 1.5x reference, "
+        "cached read >= 10x uncached.\n\n"
+        "| date (UTC) | machine | parse s | write s | write_hu ms | read ms | cached read ms "
+        "| LUT ms | reference ms | context ms | NIfTI 30 slices s | result |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     row = (
         f"| {datetime.now(UTC):%Y-%m-%d %H:%M} | {machine()} | {f['parse_s']:.2f} | {f['format_s']:.2f} | "
         f"{f['write_ms']:.1f} | {f['read_ms']:.2f} | {f['read_cached_ms']:.3f} | {f['lut_ms']:.2f} | "
         f"{f['reference_ms']:.2f} ({window_ratio:.1f}x) | {f['context_ms']:.1f} | {f['nifti_s']:.2f} | "
         f"{'PASS' if passed else 'FAIL'} |\n"
     )
-    start = text.index(HEADING)
-    nxt = text.find("\n## ", start + len(HEADING))
-    end = len(text) if nxt == -1 else nxt
-    text = text[:end].rstrip("\n") + "\n" + row + text[end:]
-    PERFORMANCE_MD.write_text(text)
-    print(f"recorded in {PERFORMANCE_MD.relative_to(PROJECT_ROOT)}")
+    record(HEADING, intro, row)
 
 
 def main(argv: list[str]) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -14,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.common import machine, record
 
 TARGET_P50_MS = 100.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -147,36 +147,28 @@ def run(model: Path, runs: int) -> dict[str, Any]:
     }
 
 
-def record(res: dict[str, Any]) -> None:
+def record_row(res: dict[str, Any]) -> None:
     """Append one row to this benchmark's table in docs/performance.md."""
     import onnxruntime as ort
 
-    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{HEADING}\n"
-            "One prediction end to end on CPU through `Detector.predict`: read the key slice and its +-2 mm "
-            "neighbours from PNG (no decoded-slice cache), window, rescale to 0.8 mm, pad, ONNX Runtime "
-            "(2 intra-op threads), decode, map boxes back. Naive = Pillow reads + float64 numpy "
-            "preprocessing + an ORT session with default options, same slices, interleaved in the same "
-            "run. Target: p50 <= 100 ms on 2 cores.\n\n"
-            "| date (UTC) | machine | model | provider | p50 ms | p95 ms | naive p50 ms | ratio | "
-            "load / preprocess / infer / decode p50 ms |\n"
-            "|---|---|---|---|---|---|---|---|---|\n"
-        )
+    intro = (
+        "One prediction end to end on CPU through `Detector.predict`: read the key slice and its +-2 mm "
+        "neighbours from PNG (no decoded-slice cache), window, rescale to 0.8 mm, pad, ONNX Runtime "
+        "(2 intra-op threads), decode, map boxes back. Naive = Pillow reads + float64 numpy "
+        "preprocessing + an ORT session with default options, same slices, interleaved in the same "
+        "run. Target: p50 <= 100 ms on 2 cores.\n\n"
+        "| date (UTC) | machine | model | provider | p50 ms | p95 ms | naive p50 ms | ratio | "
+        "load / preprocess / infer / decode p50 ms |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
     s = res["stages_p50_ms"]
-    machine = f"{platform.machine()} {os.cpu_count()} CPU, {platform.python_version()}, ORT {ort.__version__}"
     row = (
-        f"| {datetime.now(UTC):%Y-%m-%d %H:%M} | {machine} | {res['model_version']} | {res['provider']} | "
+        f"| {datetime.now(UTC):%Y-%m-%d %H:%M} | {machine()}, ORT {ort.__version__} | "
+        f"{res['model_version']} | {res['provider']} | "
         f"{res['p50_ms']:.1f} | {res['p95_ms']:.1f} | {res['naive_p50_ms']:.1f} | {res['ratio']:.2f}x | "
         f"{s['load']} / {s['preprocess']} / {s['infer']} / {s['decode']} |"
     )
-    start = text.index(HEADING)
-    nxt = text.find("\n## ", start + len(HEADING))
-    end = len(text) if nxt == -1 else nxt
-    text = text[:end].rstrip("\n") + "\n" + row + "\n" + text[end:]
-    PERFORMANCE_MD.write_text(text)
-    print(f"recorded in {PERFORMANCE_MD.relative_to(PROJECT_ROOT)}")
+    record(HEADING, intro, row + "\n")
 
 
 def main(argv: list[str]) -> int:
@@ -202,7 +194,7 @@ def main(argv: list[str]) -> int:
         f"target p50 <= {TARGET_P50_MS:.0f} ms"
     )
     if not args.no_record:
-        record(res)
+        record_row(res)
     return 0 if res["p50_ms"] <= TARGET_P50_MS else 1
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -16,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from bench.common import machine, record
 
 TARGET_RATIO = 3.0
 TARGET_RPS = 200.0
@@ -162,19 +162,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def machine() -> str:
-    """nproc and CPU model."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    # The machine is shared: the load average says how much the figures were disturbed.
-    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}, load {load:.1f}"
 
 
 def run(requests: int, naive_requests: int, threads: int, record: bool) -> int:
@@ -255,30 +242,22 @@ def append_performance(
     passed: bool,
 ) -> None:
     """Append one dated row under this benchmark's heading in docs/performance.md."""
-    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{HEADING}\n"
-            "Warm cache, PNG, uvicorn on 127.0.0.1, keep-alive httpx clients in another process; "
-            "p50/p95 from one sequential client. Naive = Pillow open + numpy float window + Pillow PNG save "
-            "(default compression) per request, in the same server. Targets: >= 3x naive, >= 200 req/s, "
-            "p50 <= 10 ms.\n\n"
-            "| date (UTC) | machine | endpoint req/s | p50 ms | p95 ms | naive req/s | naive p50 ms "
-            "| naive p95 ms | ratio | result |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n"
-        )
+    intro = (
+        "Warm cache, PNG, uvicorn on 127.0.0.1, keep-alive httpx clients in another process; "
+        "p50/p95 from one sequential client. Naive = Pillow open + numpy float window + Pillow PNG save "
+        "(default compression) per request, in the same server. Targets: >= 3x naive, >= 200 req/s, "
+        "p50 <= 10 ms.\n\n"
+        "| date (UTC) | machine | endpoint req/s | p50 ms | p95 ms | naive req/s | naive p50 ms "
+        "| naive p95 ms | ratio | result |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     row = (
         f"| {datetime.now(UTC):%Y-%m-%d %H:%M} | {machine()}; {threads} client threads | {fast_rps:.0f} | "
         f"{p50:.2f} | {p95:.2f} | {naive_rps:.0f} | {n50:.1f} | {n95:.1f} | {ratio:.1f}x | "
         f"{'PASS' if passed else 'FAIL'} |\n"
     )
     # Rows go at the end of this section's table, before the next heading.
-    start = text.index(HEADING)
-    nxt = text.find("\n## ", start + len(HEADING))
-    end = len(text) if nxt == -1 else nxt
-    text = text[:end].rstrip("\n") + "\n" + row + text[end:]
-    PERFORMANCE_MD.write_text(text)
-    print(f"recorded in {PERFORMANCE_MD.relative_to(PROJECT_ROOT)}")
+    record(HEADING, intro, row)
 
 
 def main(argv: list[str]) -> int:

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import tempfile
 import time
@@ -18,6 +16,7 @@ import numpy as np
 
 from app.deeplesion.store import write_hu_png
 from app.deeplesion.synth import generate_dataset, generate_metadata_only
+from bench.common import machine
 
 
 def _cpu_seconds() -> float:
@@ -44,7 +43,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--patients", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_synth_") as tmp:
         root = Path(tmp)
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
@@ -69,9 +67,8 @@ def main(argv: list[str]) -> int:
     print(f"  PNG-write floor {floor_ms:.1f} ms/slice; generator / floor = {per_slice_ms / floor_ms:.1f}x")
     print(f"fast path (2 patients, max_studies=1): {tiny.slices_written} slices in {tiny_s:.1f} s (< 5 s)")
     print(f"metadata only: {meta.lesions_annotated} rows in {meta_s:.1f} s, target < 10 s")
-    machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load {load:.1f}"
     print(
-        f"| {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} | {machine} | {full.slices_written} | "
+        f"| {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} | {machine()} | {full.slices_written} | "
         f"{full_s:.1f} | {full_cpu:.1f} | {per_slice_ms:.1f} | {floor_ms:.1f} | {tiny_s:.1f} | "
         f"{meta_s:.1f} | {'PASS' if ok else 'FAIL'} |"
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from bench.common import machine, record
 
 REAL_ROWS = 32735
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -78,29 +79,7 @@ def postgres_available() -> tuple[bool, str]:
     return True, ""
 
 
-def machine() -> str:
-    """`nproc` and the CPU model."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    # The machine is shared: the 1-minute load average says how much else was running.
-    return f"{os.cpu_count()} cores, {model}, load average {os.getloadavg()[0]:.1f}"
-
-
 def append_figures(heading: str, lines: list[str]) -> None:
     """Append one dated block of figures under `heading` in docs/performance.md."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
-    block = f"\n- {stamp}, {machine()}:\n" + "".join(f"  - {line}\n" for line in lines)
-    if heading not in text:
-        text = text.rstrip("\n") + f"\n\n{heading}\n"
-    start = text.index(heading) + len(heading)
-    nxt = text.find("\n## ", start)
-    end = len(text) if nxt == -1 else nxt
-    text = text[:end].rstrip("\n") + "\n" + block + text[end:]
-    PERFORMANCE_MD.write_text(text)
+    record(heading, "", f"\n- {stamp}, {machine()}:\n" + "".join(f"  - {line}\n" for line in lines))

@@ -1,0 +1,38 @@
+"""Helpers every benchmark shares: the machine description and recording figures in docs/performance.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PERFORMANCE_MD = PROJECT_ROOT / "docs" / "performance.md"
+
+
+def machine() -> str:
+    """Core count, CPU model, Python version and the 1-minute load average."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    # The machines are shared: the load average says how much else was running during the run.
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}, load {load:.1f}"
+
+
+def record(heading: str, intro: str, entry: str) -> None:
+    """Append `entry` at the end of the `heading` section, creating the section with `intro` first."""
+    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
+    if heading not in text:
+        text = text.rstrip("\n") + f"\n\n{heading}\n{intro}"
+    start = text.index(heading) + len(heading)
+    nxt = text.find("\n## ", start)
+    end = len(text) if nxt == -1 else nxt
+    text = text[:end].rstrip("\n") + "\n" + entry + text[end:]
+    PERFORMANCE_MD.write_text(text)
+    print(f"recorded in docs/performance.md under {heading!r}")
