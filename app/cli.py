@@ -400,7 +400,12 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True)
-@click.option("--database-url", default=None, help="With --against corrected; default: SQLite in DATA_DIR.")
+@click.option(
+    "--database-url",
+    default=None,
+    help="Where the result is stored (and, with --against corrected, the reviewers' state is read); "
+    "default: SQLite in DATA_DIR.",
+)
 @click.option("--no-progress", is_flag=True)
 def evaluate(
     data_dir: Path,
@@ -412,19 +417,24 @@ def evaluate(
     database_url: str | None,
     no_progress: bool,
 ) -> None:
-    """DeepLesion FROC of the detector on a split (IoU >= 0.5, noisy excluded), stored as latest."""
+    """DeepLesion FROC of the detector on a split (IoU >= 0.5, noisy excluded), stored in the database."""
     import json
 
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db.session import SchemaOutdatedError
     from app.deeplesion.errors import DeepLesionError
     from app.detection.commands import run_evaluate
     from app.detection.errors import ModelLoadError
+    from app.review.evaluations import store_evaluation
 
+    url = _database_url(data_dir, database_url)
     records = None
     try:
         if against == "corrected":
             from app.review.detector_jobs import corrected_state
 
-            records = corrected_state(_database_url(data_dir, database_url))
+            records = corrected_state(url)
         res = run_evaluate(
             data_dir,
             model=model or _default_model(),
@@ -436,6 +446,14 @@ def evaluate(
         )
     except (ModelLoadError, DeepLesionError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
+    not_stored = ""
+    try:
+        res["stored_as"] = f"evaluation_runs/{store_evaluation(database_url=url, result=res)}"
+    except (SchemaOutdatedError, SQLAlchemyError) as exc:
+        # The FROC took minutes: still print it; the message says how to make the database ready.
+        res["stored_as"] = None
+        not_stored = f"result not stored in the database: {exc}"
+        click.echo(f"warning: {not_stored}", err=True)
     if as_json:
         click.echo(json.dumps(res, indent=1))
         return
@@ -449,7 +467,7 @@ def evaluate(
         for g in groups:
             sens = " ".join(f"{100 * v:6.1f}" for v in g["sensitivity"])
             click.echo(f"  {name:<14} {g['label']:<12} n={g['lesions']:<5} {sens}")
-    click.echo(f"stored as {res.get('stored_as')}")
+    click.echo(f"stored as {res['stored_as']}" if res["stored_as"] else not_stored)
 
 
 @main.command()

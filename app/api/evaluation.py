@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from app.api.deps import get_detector, get_settings
 from app.api.security import AdminUser, CurrentUser, Db, no_store
 from app.config import Settings
-from app.detection.pipeline import evaluate_dataset, latest_evaluation, save_evaluation, truth_from_records
+from app.detection.pipeline import evaluate_dataset, truth_from_records
+from app.review.evaluations import latest_evaluation, save_evaluation
 
 router = APIRouter(tags=["evaluation"], dependencies=[Depends(no_store)])
 # One evaluation at a time: each one already uses both cores through ONNX Runtime.
@@ -28,9 +29,9 @@ class EvaluationRequest(BaseModel):
 
 
 @router.get("/api/evaluation")
-def get_evaluation(user: CurrentUser, settings: Annotated[Settings, Depends(get_settings)]) -> Any:
-    """The latest stored FROC result of this dataset; 404 when none was run yet."""
-    result = latest_evaluation(settings.data_dir)
+def get_evaluation(user: CurrentUser, db: Db) -> Any:
+    """The latest FROC result stored in the database; 404 when none was run yet."""
+    result = latest_evaluation(session=db)
     if result is None:
         raise HTTPException(
             status_code=404,
@@ -68,7 +69,8 @@ async def post_evaluation(
             evaluate_dataset, settings.data_dir, detector, split=req.split, truths=truths, against=req.against
         )
         result["run_by"] = user.name
-        result["stored_as"] = str(save_evaluation(settings.data_dir, result))
+        run_id = await run_in_threadpool(save_evaluation, session=db, result=result)
+        result["stored_as"] = f"evaluation_runs/{run_id}"
     finally:
         _RUNNING.release()
     return result

@@ -281,4 +281,7 @@ class EvaluationRun(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     model_version: Mapped[str] = mapped_column(String(128))
+    # "train" | "val" | "test" | "all" and "original" | "corrected": GET filters the latest run by them.
+    split: Mapped[str] = mapped_column(String(8))
+    against: Mapped[str] = mapped_column(String(16))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)

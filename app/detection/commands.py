@@ -65,10 +65,9 @@ def run_evaluate(
     against: str = "original",
     corrected_records: list[Any] | None = None,
     progress: bool = True,
-    save: bool = True,
 ) -> dict[str, Any]:
-    """FROC of a model on a split against the CSV or the given corrected records; stored as latest."""
-    from app.detection.pipeline import evaluate_dataset, save_evaluation, truth_from_records
+    """FROC of a model on a split against the CSV or the given corrected records (the caller stores it)."""
+    from app.detection.pipeline import evaluate_dataset, truth_from_records
 
     det = Detector.load(model, device=device)
     truths = None
@@ -76,12 +75,9 @@ def run_evaluate(
         if corrected_records is None:
             raise ValueError("--against corrected needs the reviewers' state from the database")
         truths = truth_from_records(corrected_records, split)
-    result = evaluate_dataset(
+    return evaluate_dataset(
         Path(data_dir), det, split=split, truths=truths, against=against, progress=progress
     )
-    if save:
-        result["stored_as"] = str(save_evaluation(Path(data_dir), result))
-    return result
 
 
 def run_train(

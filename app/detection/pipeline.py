@@ -1,13 +1,10 @@
-"""Dataset-level detector runs: FROC evaluation of a split and the stored evaluation results."""
+"""Dataset-level detector runs: FROC evaluation of a split (results are stored by app.review.evaluations)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +19,6 @@ from app.detection.froc import GtLesion, ImageCase, evaluate_cases
 log = logging.getLogger(__name__)
 
 SPLIT_CODES: dict[str, int] = {name: code for code, name in SPLITS.items()}
-EVALUATION_DIR = Path(".lesion_review") / "evaluation"
 AGAINST = ("original", "corrected")
 
 # predict(file_name, spacing_mm) -> detections in original pixels, for the ORT detector or a torch model.
@@ -145,36 +141,3 @@ def evaluate_dataset(
         }
     )
     return result
-
-
-def evaluation_dir(data_dir: Path) -> Path:
-    """Folder holding stored evaluation results of a dataset."""
-    return Path(data_dir) / EVALUATION_DIR
-
-
-def save_evaluation(data_dir: Path, result: Mapping[str, Any]) -> Path:
-    """Write a result as JSON (atomically) and make it the latest one."""
-    folder = evaluation_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    text = json.dumps(result, indent=1, sort_keys=True)
-    path = folder / f"evaluation-{stamp}.json"
-    for target in (path, folder / "latest.json"):
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    return path
-
-
-def latest_evaluation(data_dir: Path) -> dict[str, Any] | None:
-    """The latest stored evaluation result of a dataset, or None."""
-    path = evaluation_dir(data_dir) / "latest.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("unreadable evaluation result %s: %s", path, exc)
-        return None
-    return data if isinstance(data, dict) else None

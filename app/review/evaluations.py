@@ -1,0 +1,73 @@
+"""Stored FROC evaluation results: the database is their one store (GET/POST /api/evaluation, `evaluate`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from app.db.models import EvaluationRun, utcnow
+from app.db.session import SchemaOutdatedError, assert_schema_current, make_engine, make_session_factory
+
+
+def _created_at(value: Any) -> datetime:
+    # The result carries its own ISO timestamp; keep the row's column equal to it.
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return utcnow()
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return utcnow()
+
+
+def save_evaluation(*, session: Session, result: Mapping[str, Any]) -> int:
+    """Insert a FROC result as an EvaluationRun row (it becomes the latest) and return its id."""
+    run = EvaluationRun(
+        created_at=_created_at(result.get("created_at")),
+        model_version=str(result.get("model_version") or "unknown"),
+        split=str(result.get("split") or "all"),
+        against=str(result.get("against") or "original"),
+        result=dict(result),
+    )
+    session.add(run)
+    session.commit()
+    return run.id
+
+
+def latest_evaluation(
+    *, session: Session, split: str | None = None, against: str | None = None
+) -> dict[str, Any] | None:
+    """The latest stored FROC result, optionally of one split and reference; None when there is none."""
+    query = select(EvaluationRun.result)
+    if split is not None:
+        query = query.where(EvaluationRun.split == split)
+    if against is not None:
+        query = query.where(EvaluationRun.against == against)
+    # Latest stored, as the old latest.json was: the last insert wins, whatever its clock said.
+    result = session.execute(query.order_by(EvaluationRun.id.desc()).limit(1)).scalar_one_or_none()
+    return dict(result) if result is not None else None
+
+
+def store_evaluation(*, database_url: str, result: Mapping[str, Any]) -> int:
+    """Save a result in the database at `database_url` (the CLI); SchemaOutdatedError when not migrated."""
+    url = make_url(database_url)
+    sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    # Connecting would create an empty file (in a possibly read-only data folder): say what to run instead.
+    if sqlite_file and not Path(str(url.database)).is_file():
+        raise SchemaOutdatedError(
+            f"no database at {url.database}: run `lesion-review import DATA_DIR` "
+            "(or `lesion-review migrate`) first"
+        )
+    engine = make_engine(database_url)
+    try:
+        assert_schema_current(engine)
+        with make_session_factory(engine)() as session:
+            return save_evaluation(session=session, result=result)
+    finally:
+        engine.dispose()
