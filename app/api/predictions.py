@@ -46,7 +46,11 @@ async def post_predict(
             detector.predict, file_name, store, spacing_mm=spacing, threshold=min(threshold, STORE_THRESHOLD)
         )
         predictions.store_predictions(
-            session=db, file_name=file_name, model_version=model_version, detections=detections
+            session=db,
+            file_name=file_name,
+            model_version=model_version,
+            detections=detections,
+            threshold=min(threshold, STORE_THRESHOLD),
         )
     found = predictions.list_predictions(
         session=db, file_name=file_name, threshold=threshold, model_version=model_version

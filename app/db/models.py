@@ -237,6 +237,21 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class PredictionRun(Base):
+    """One detector run of a model version on a key slice, also an empty one: the cache and resume key."""
+
+    __tablename__ = "prediction_runs"
+    __table_args__ = (UniqueConstraint("key_slice_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Score threshold the detections were stored down to; None for runs recorded before this table.
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prediction_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AuditEntry(Base):
     """Append-only record of one change: who, when, what, the state before and after."""
 

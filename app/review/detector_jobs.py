@@ -18,20 +18,6 @@ from app.detection.screening import QueueItem, hidden_recall, load_hidden_lesion
 from app.review.predictions import has_run, store_predictions
 
 log = logging.getLogger(__name__)
-SCREEN_DIR = Path(".lesion_review") / "screening"
-
-
-def _done_path(data_dir: Path, model_version: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_version)
-    return Path(data_dir) / SCREEN_DIR / f"{safe}.done"
-
-
-def _load_done(path: Path) -> set[str]:
-    # Key slices where the model found nothing leave no prediction rows; this file remembers them too.
-    try:
-        return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-    except FileNotFoundError:
-        return set()
 
 
 def corrected_state(database_url: str) -> list[LesionRecord]:
@@ -93,15 +79,11 @@ def run_screen(
             )
         if limit is not None:
             todo = todo[:limit]
-        done_path = _done_path(data_dir, detector.model_version)
-        done = _load_done(done_path)
-        done_path.parent.mkdir(parents=True, exist_ok=True)
         predicted = skipped = missing = 0
         for file_name, sx, sy, sz in tqdm(todo, desc="screen", unit="slice", disable=not progress):
             with factory() as session:
-                if file_name in done or has_run(
-                    session=session, file_name=file_name, model_version=detector.model_version
-                ):
+                # The prediction_runs table remembers runs that found nothing too.
+                if has_run(session=session, file_name=file_name, model_version=detector.model_version):
                     skipped += 1
                     continue
                 try:
@@ -115,9 +97,8 @@ def run_screen(
                     file_name=file_name,
                     model_version=detector.model_version,
                     detections=dets,
+                    threshold=threshold,
                 )
-                with done_path.open("a", encoding="utf-8") as fh:
-                    fh.write(file_name + "\n")
                 predicted += 1
         with factory() as session:
             queue = missed_queue(session=session, model_version=detector.model_version)

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.db.models import KeySlice, Lesion, Prediction, utcnow
+from app.db.models import KeySlice, Lesion, Prediction, PredictionRun, utcnow
 from app.review.audit import record
 from app.review.corrections import check_lesion_type, get_key_slice, size_mm, snapshot
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
@@ -18,26 +19,18 @@ from app.review.summary import MATCH_IOU, iou, refresh_summary
 from app.review.users import UserInfo
 
 
-def cached_predictions(
-    *, session: Session, file_name: str, model_version: str
-) -> list[dict[str, Any]] | None:
-    """Stored predictions of this model version for the key slice, or None when it never ran there."""
-    ks = get_key_slice(session, file_name)
-    preds = (
-        session.execute(
-            select(Prediction)
-            .where(Prediction.key_slice_id == ks.id, Prediction.model_version == model_version)
-            .order_by(Prediction.score.desc())
+def _run(session: Session, key_slice_id: int, model_version: str) -> PredictionRun | None:
+    return session.execute(
+        select(PredictionRun).where(
+            PredictionRun.key_slice_id == key_slice_id, PredictionRun.model_version == model_version
         )
-        .scalars()
-        .all()
-    )
-    return [prediction_dict(p) for p in preds] if preds else None
+    ).scalar_one_or_none()
 
 
 def has_run(*, session: Session, file_name: str, model_version: str) -> bool:
-    """True when predictions of this model version were stored for the key slice."""
-    return cached_predictions(session=session, file_name=file_name, model_version=model_version) is not None
+    """True when this model version already ran on the key slice (even if it found nothing)."""
+    ks = get_key_slice(session, file_name)
+    return _run(session, ks.id, model_version) is not None
 
 
 def store_predictions(
@@ -46,26 +39,19 @@ def store_predictions(
     file_name: str,
     model_version: str,
     detections: Sequence[Any],
+    threshold: float | None = None,
     commit: bool = True,
 ) -> list[dict[str, Any]]:
-    """Store detections (objects with .box and .score) unless this model version already ran here."""
+    """Store detections (objects with .box and .score) and record the run, unless this version ran here."""
     ks = get_key_slice(session, file_name)
-    existing = (
-        session.execute(
-            select(Prediction).where(
-                Prediction.key_slice_id == ks.id, Prediction.model_version == model_version
-            )
-        )
-        .scalars()
-        .all()
-    )
-    if not existing:
+    if _run(session, ks.id, model_version) is None:
         lesion_boxes = [
             le.box
             for le in session.execute(
                 select(Lesion).where(Lesion.key_slice_id == ks.id, Lesion.review != "deleted")
             ).scalars()
         ]
+        now = utcnow()
         for det in detections:
             box = [float(v) for v in det.box]
             session.add(
@@ -76,10 +62,25 @@ def store_predictions(
                     score=float(det.score),
                     status="pending",
                     matches_annotation=any(iou(box, lb) >= MATCH_IOU for lb in lesion_boxes),
-                    created_at=utcnow(),
+                    created_at=now,
                 )
             )
-        session.flush()
+        # Recorded in the same transaction as the boxes, so an empty result is cached too.
+        session.add(
+            PredictionRun(
+                key_slice_id=ks.id,
+                model_version=model_version,
+                created_at=now,
+                threshold=threshold,
+                prediction_count=len(detections),
+            )
+        )
+        try:
+            session.flush()
+        except IntegrityError:
+            # A concurrent request stored this run first; serve what it stored.
+            session.rollback()
+            return list_predictions(session=session, file_name=file_name, model_version=model_version)
         refresh_summary(session=session, key_slice=ks)
     if commit:
         session.commit()

@@ -31,9 +31,12 @@ class FakeDetector:
     provider: str = "CPUExecutionProvider"
     synthetic: bool = True
     calls: list[str] = field(default_factory=list)
+    found_nothing: bool = False
 
     def predict(self, file_name: str, store: Any, *, spacing_mm: Any, threshold: float = 0.05) -> list[Det]:
         self.calls.append(file_name)
+        if self.found_nothing:
+            return []
         found = [
             Det(tuple(self.lesion_box), 0.9),
             Det((100.0, 5.0, 120.0, 25.0), 0.6),
@@ -70,6 +73,19 @@ def test_predict_stores_matches_and_caches_per_model_version(model_api: tuple[Ap
     assert [p["matches_annotation"] for p in body["predictions"]] == [True, False]
     again = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.05").json()  # type: ignore[attr-defined]
     assert again["cached"] is True and len(again["predictions"]) == 3
+    assert detector.calls == [KS]
+
+
+def test_predict_caches_an_empty_result_without_running_the_detector_again(
+    model_api: tuple[Api, FakeDetector],
+) -> None:
+    api, detector = model_api
+    detector.model_version = "fake-empty-1"
+    detector.found_nothing = True
+    first = api.write("POST", f"/api/key-slices/{KS}/predict").json()  # type: ignore[attr-defined]
+    assert first["cached"] is False and first["predictions"] == []
+    again = api.write("POST", f"/api/key-slices/{KS}/predict").json()  # type: ignore[attr-defined]
+    assert again["cached"] is True and again["predictions"] == []
     assert detector.calls == [KS]
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from app.cli import main
+from app.db.models import PredictionRun
 from app.db.session import make_engine, make_session_factory
 from app.deeplesion.schema import LesionRecord
 from app.detection.preprocess import Transform, scale_for
@@ -85,11 +87,19 @@ def test_screen_stores_predictions_and_finds_the_hidden_lesion(
     assert len(on_hidden) == 1 and np.allclose(on_hidden[0].box, hidden, atol=0.01)
 
 
-def test_screen_is_resumable(setup: tuple[Path, Path, list[float]], database_url: str) -> None:
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_screen_is_resumable_without_writing_under_the_data_folder(
+    setup: tuple[Path, Path, list[float]], database_url: str
+) -> None:
     data, model, _ = setup
+    before = _files(data)
     _screen(data, model, database_url)
     again = _screen(data, model, database_url)
     assert (again["predicted"], again["skipped"]) == (0, 2)
+    assert _files(data) == before
 
 
 def test_screen_skips_key_slices_where_the_model_found_nothing(
@@ -99,10 +109,22 @@ def test_screen_skips_key_slices_where_the_model_found_nothing(
     quiet = build_tiny_model(
         tmp_path / "quiet.onnx", rows=np.array([[10, 10, 20, 20, 0.01]], dtype=np.float32)
     )
+    before = _files(data)
     first = _screen(data, quiet, database_url)
     again = _screen(data, quiet, database_url)
     assert first["predicted"] == 2 and first["queue_predictions"] == 0
     assert (again["predicted"], again["skipped"]) == (0, 2)
+    # The resume comes from the database: one empty run per screened key slice, no marker files.
+    assert _files(data) == before
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            runs = session.execute(
+                select(PredictionRun.model_version, PredictionRun.prediction_count, PredictionRun.threshold)
+            ).all()
+    finally:
+        engine.dispose()
+    assert sorted(runs) == [("tiny-test-1", 0, 0.3), ("tiny-test-1", 0, 0.3)]
 
 
 def test_screen_without_model_is_a_clear_error(
