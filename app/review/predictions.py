@@ -111,6 +111,19 @@ def _get(session: Session, prediction_id: int, version: int) -> Prediction:
     return pred
 
 
+def _flush_or_conflict(session: Session, prediction_id: int) -> None:
+    """Flush; when a racing writer won, roll back and raise a conflict carrying their state."""
+    try:
+        session.flush()
+    except StaleDataError:
+        session.rollback()
+        winner = session.get(Prediction, prediction_id)
+        raise EditConflictError(
+            f"prediction {prediction_id} was changed by someone else first",
+            current=prediction_dict(winner) if winner is not None else {},
+        ) from None
+
+
 def accept(
     *, session: Session, user: UserInfo, prediction_id: int, version: int, lesion_type: int | None = None
 ) -> dict[str, Any]:
@@ -139,13 +152,7 @@ def accept(
     session.flush()
     pred.status = "accepted"
     pred.lesion_id = lesion.id
-    try:
-        session.flush()
-    except StaleDataError:
-        session.rollback()
-        raise EditConflictError(
-            f"prediction {prediction_id} was changed by someone else first", current={}
-        ) from None
+    _flush_or_conflict(session, prediction_id)
     ks.version += 1
     refresh_summary(session=session, key_slice=ks)
     record(
@@ -167,13 +174,7 @@ def reject(*, session: Session, user: UserInfo, prediction_id: int, version: int
     pred = _get(session, prediction_id, version)
     before = prediction_dict(pred)
     pred.status = "rejected"
-    try:
-        session.flush()
-    except StaleDataError:
-        session.rollback()
-        raise EditConflictError(
-            f"prediction {prediction_id} was changed by someone else first", current={}
-        ) from None
+    _flush_or_conflict(session, prediction_id)
     ks = session.get_one(KeySlice, pred.key_slice_id)
     refresh_summary(session=session, key_slice=ks)
     record(

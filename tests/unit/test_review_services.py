@@ -142,3 +142,32 @@ def test_local_user_is_created_once(factory) -> None:  # type: ignore[no-untyped
         assert ensure_local_user(session=second) == a
         # The automatic reviewer cannot sign in, so it does not count as a user for the loopback rule.
         assert count_users(session=second) == 0
+
+
+def test_stale_prediction_accept_gets_a_conflict_with_the_winners_state(factory) -> None:  # type: ignore[no-untyped-def]
+    from app.db.models import KeySlice, Prediction
+    from app.detection.runtime import Detection
+    from app.review import predictions
+
+    with factory() as s:
+        bob = create_user(session=s, name="bob", password="password-b", role="reviewer")
+        s.commit()
+        file_name = s.execute(select(KeySlice.file_name).limit(1)).scalar_one()
+        stored = predictions.store_predictions(
+            session=s, file_name=file_name, model_version="m1", detections=[Detection((10, 10, 40, 40), 0.9)]
+        )
+    pred_id, version = stored[0]["id"], stored[0]["version"]
+    racing = factory()
+    racing.get(Prediction, pred_id)  # loaded at `version`
+    with factory() as other:  # another reviewer rejects it in between, bypassing the service
+        other.execute(
+            update(Prediction).where(Prediction.id == pred_id).values(version=version + 1, status="rejected")
+        )
+        other.commit()
+    # The in-memory check still sees the old version; the versioned UPDATE must refuse it.
+    with pytest.raises(EditConflictError) as err:
+        predictions.accept(session=racing, user=bob, prediction_id=pred_id, version=version)
+    assert err.value.current["status"] == "rejected"
+    with factory() as s:
+        assert s.get_one(Prediction, pred_id).status == "rejected"
+        assert s.execute(select(Lesion).where(Lesion.origin == "added")).first() is None
