@@ -164,7 +164,6 @@ def test_stale_prediction_accept_gets_a_conflict_with_the_winners_state(factory)
             update(Prediction).where(Prediction.id == pred_id).values(version=version + 1, status="rejected")
         )
         other.commit()
-    # The in-memory check still sees the old version; the versioned UPDATE must refuse it.
     with pytest.raises(EditConflictError) as err:
         predictions.accept(session=racing, user=bob, prediction_id=pred_id, version=version)
     assert err.value.current["status"] == "rejected"
