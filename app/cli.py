@@ -301,6 +301,12 @@ def _default_model() -> Path:
 )
 @click.option("--model-version", default=None, help="Stored in the ONNX metadata (default: name-seed-date).")
 @click.option(
+    "--truth-labels/--csv-labels-only",
+    default=True,
+    show_default=True,
+    help="On synthetic data, also train on the lesions synth_truth.json lists as left out of DL_info.csv.",
+)
+@click.option(
     "--card",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -321,6 +327,7 @@ def train(
     extra_train_dirs: tuple[Path, ...],
     init: Path | None,
     model_version: str | None,
+    truth_labels: bool,
     card: Path | None,
 ) -> None:
     """Train the 3-slice detector on DATA_DIR (needs the [train] extra) and export it to ONNX."""
@@ -344,6 +351,7 @@ def train(
             crop=crop,
             lr=lr,
             model_version=model_version,
+            truth_labels=truth_labels,
             card=card,
             command=" ".join(["lesion-review", *sys.argv[1:]]),
         )

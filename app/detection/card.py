@@ -79,7 +79,14 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         f"- {info.get('train_slices', 0)} training key slices ({info.get('train_lesions', 0)} lesions; "
         "rows with Possibly_noisy = 1 dropped), model selection on the val split "
         f"({info.get('val_slices', 0)} key slices).",
-        "- Training boxes are the CSV's Bounding_boxes (RECIST end points padded 5 px).",
+        "- Training boxes are the CSV's Bounding_boxes (RECIST end points padded 5 px)"
+        + (
+            ", plus, on synthetic data, the boxes of the lesions synth_truth.json lists as deliberately left "
+            "out of the CSV but visible on those key slices (so training does not teach the model to ignore "
+            "the lesions screening should find; the val/test FROC still scores against the CSV only)."
+            if cfg.get("truth_labels")
+            else "."
+        ),
         "",
         "## Settings",
         f"- seed {cfg.get('seed')}, epochs run {len(info.get('history', []))} of {cfg.get('epochs')} "

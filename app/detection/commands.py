@@ -96,6 +96,7 @@ def run_train(
     iters_per_epoch: int = 0,
     init: Path | None = None,
     model_version: str | None = None,
+    truth_labels: bool = True,
     card: Path | None = None,
     command: str = "",
     progress: bool = True,
@@ -122,6 +123,7 @@ def run_train(
         lr=lr,
         iters_per_epoch=iters_per_epoch,
         init=str(init) if init else "",
+        truth_labels=truth_labels,
     )
     result = train(data_dir, config, val_dir=val_dir, extra_train_dirs=extra_train_dirs, progress=progress)
     synthetic = is_synthetic_dataset(data_dir)

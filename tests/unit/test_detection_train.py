@@ -124,3 +124,36 @@ def test_train_command_writes_a_loadable_model_its_card_and_reference(
     assert (out.parent / "tiny.reference.json").is_file()
     assert (out.parent / "tiny.pt").is_file()  # the weights a later --init warm start reads
     assert "test FROC sensitivity" in result.output
+
+
+def test_training_labels_the_lesions_the_truth_file_lists_as_left_out(tmp_path: Path) -> None:
+    import json
+
+    from app.deeplesion.csvio import read_dl_info
+    from app.deeplesion.synth import generate_dataset
+    from app.detection.train.loop import load_samples, truth_boxes
+
+    root = tmp_path / "d"
+    generate_dataset(root, patients=3, seed=1, max_studies=1, progress=False, workers=1)
+    records = read_dl_info(root / "DL_info.csv")
+    train_rows = [r for r in records if r.train_val_test == 1 and r.possibly_noisy != 1]
+    key = train_rows[0].file_name
+    hidden_box = (100.0, 120.0, 130.0, 150.0)
+    doc = json.loads((root / "synth_truth.json").read_text())
+    doc["unannotated"] = [{"lesion_id": "x", "file_name": key, "box": list(hidden_box)}]
+    (root / "synth_truth.json").write_text(json.dumps(doc))
+
+    extra = truth_boxes(root)
+    assert extra == {key: [hidden_box]}
+    plain = {s.file_name: s for s in load_samples(root, records, "train", drop_noisy=True, progress=False)}
+    labelled = {
+        s.file_name: s
+        for s in load_samples(root, records, "train", drop_noisy=True, progress=False, extra_boxes=extra)
+    }
+    assert len(labelled[key].boxes) == len(plain[key].boxes) + 1
+    expected = labelled[key].transform.to_input(np.array([hidden_box]))[0]
+    np.testing.assert_allclose(labelled[key].boxes[-1], expected, rtol=1e-5)
+    # Evaluation truth stays the CSV's: the hidden lesion is a training target only.
+    assert len(labelled[key].lesions) == len(plain[key].lesions)
+    (root / "synth_truth.json").unlink()
+    assert truth_boxes(root) == {}

@@ -175,3 +175,26 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path:
     ] == same
     other = plan_dataset(patients=1, seed=9, max_studies=1, max_lesions=1).records()
     assert [r.measurement_coordinates for r in other] != same
+
+
+def test_most_left_out_lesions_cut_clearly_through_a_csv_key_slice() -> None:
+    """Bookmarks miss lesions a radiologist saw: most left-out lesions show on another lesion's key slice."""
+    from app.deeplesion.synth.generator import SHOWN_MIN_MM, SHOWN_MIN_SHARE
+
+    plan = plan_dataset(patients=40, seed=5)
+    left_out = shown = 0
+    for patient in plan.plans:
+        for study in patient.studies:
+            keys = [o for o in study.observations if o.annotated]
+            assert keys or not any(o.visible for o in study.observations)
+            for ob in study.observations:
+                if ob.annotated or not ob.visible:
+                    continue
+                left_out += 1
+                zs = [h.series.z_of(h.key_index) for h in keys if h.series is ob.series]
+                cuts = [ob.shape.cross_section(z) for z in zs]
+                widest = max((2 * max(c) for c in cuts if c is not None), default=0.0)
+                lesion_width = 2 * max(ob.shape.semi_axes[:2])
+                shown += widest >= max(SHOWN_MIN_MM, SHOWN_MIN_SHARE * lesion_width) - 1e-9
+    assert left_out >= 20, left_out
+    assert shown / left_out >= 0.6, (shown, left_out)

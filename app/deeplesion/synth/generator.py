@@ -32,14 +32,17 @@ from app.deeplesion.synth.raster import Grid
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "lesion-review-synth 1"
+GENERATOR_VERSION = "lesion-review-synth 2"
 CONTEXT_MM = 30.0
-# Chance that a lesion observation is deliberately left out of DL_info.csv: higher when another lesion
-# lies within NEIGHBOUR_MM in z, so that most missed lesions show on a stored slice a reviewer sees
-# (about 15-20% of all observations end up unannotated).
-UNANNOTATED_NEAR = 0.35
-UNANNOTATED_FAR = 0.07
-NEIGHBOUR_MM = 25.0
+# Chance that a lesion observation is deliberately left out of DL_info.csv. Bookmarks miss mostly the
+# lesions a radiologist saw but did not measure: those cut clearly through another lesion's key slice.
+# Such a lesion is the one a key-slice detector and a reviewer can find, so most missed lesions are of
+# that kind; a few are missed with no key slice showing them.
+UNANNOTATED_SHOWN = 0.5
+UNANNOTATED_HIDDEN = 0.05
+# "Cuts clearly": the in-plane cut is at least this share of the lesion's widest extent and this wide.
+SHOWN_MIN_SHARE = 0.6
+SHOWN_MIN_MM = 5.0
 # Share of CSV rows marked Possibly_noisy (and made noisy); the real file has 35 of 32,735.
 NOISY_RATE = 0.006
 MAX_SLICES = 999
@@ -260,17 +263,6 @@ def plan_patient(
             scale = les.scale_at(months[k - 1])
             chosen = series[int(rng.integers(len(series)))]
             obs.append(Observation(les, k, months[k - 1], chosen, les.at_scale(scale), True))
-        for ob in obs:
-            near = [
-                o
-                for o in obs
-                if o is not ob and o.annotated and abs(o.shape.centre[2] - ob.shape.centre[2]) < NEIGHBOUR_MM
-            ]
-            if rng.random() < (UNANNOTATED_NEAR if near else UNANNOTATED_FAR):
-                ob.annotated = False
-                if near:
-                    # Measure it where its neighbour is annotated: on that series' stored slices.
-                    ob.series = near[0].series
         studies.append(StudyPlan(k, months[k - 1], protocol, series, obs))
     plan = PatientPlan(index, gender, age, split, phantom, lesions, studies)
     for study in studies:
@@ -278,26 +270,61 @@ def plan_patient(
     return plan
 
 
+def _measure(ob: Observation) -> None:
+    """Key slice, RECIST, box and diameters of one observation on its series."""
+    s = ob.series
+    ob.key_index = s.nearest(ob.shape.centre[2])
+    cut = ob.shape.mask(s.grid, s.z_of(ob.key_index))
+    if cut is None:
+        # Smaller than the slice gap: no slice shows it, so nobody could have annotated it.
+        ob.visible = False
+        ob.annotated = False
+        return
+    ob.visible = True
+    inside, c0, r0 = cut
+    ob.recist = tuple(round(v, 3) for v in measure_recist(inside, c0, r0))
+    ob.true_recist = ob.recist
+    ob.box = tuple(round(v, 3) for v in box_from_recist(ob.recist))  # type: ignore[assignment]
+    ob.diameters = tuple(round(v, 3) for v in recist_diameters(ob.recist))  # type: ignore[assignment]
+
+
+def _shown_on(ob: Observation, host: Observation) -> bool:
+    """Whether ob cuts clearly through host's key slice (same study, host's series)."""
+    cut = ob.shape.cross_section(host.series.z_of(host.key_index))
+    if cut is None:
+        return False
+    wide = max(cut) / max(ob.shape.semi_axes[0], ob.shape.semi_axes[1])
+    return wide >= SHOWN_MIN_SHARE and 2 * max(cut) >= SHOWN_MIN_MM
+
+
+def _leave_out(study: StudyPlan, rng: np.random.Generator) -> None:
+    """Drop observations from DL_info.csv; a dropped one shown on a key slice keeps that slice's lesion in."""
+    visible = [ob for ob in study.observations if ob.visible]
+    kept: set[int] = set()  # ids of observations whose key slice shows a dropped lesion
+    for i in rng.permutation(len(visible)):
+        ob = visible[int(i)]
+        if id(ob) in kept:
+            continue
+        hosts = [h for h in visible if h is not ob and h.annotated and _shown_on(ob, h)]
+        if hosts and rng.random() < UNANNOTATED_SHOWN:
+            host = hosts[int(rng.integers(len(hosts)))]
+            ob.annotated = False
+            kept.add(id(host))
+            if ob.series is not host.series:
+                # The reviewer meets it on the host's series, so that is where its truth is measured.
+                ob.series = host.series
+                _measure(ob)
+        elif not hosts and rng.random() < UNANNOTATED_HIDDEN:
+            ob.annotated = False
+    if visible and not any(ob.annotated for ob in visible):
+        max(visible, key=lambda o: o.shape.semi_axes[0]).annotated = True
+
+
 def _measure_study(plan: PatientPlan, study: StudyPlan, rng: np.random.Generator) -> None:
     """Key slice, RECIST, box and context range of each observation; stored slices of each series."""
     for ob in study.observations:
-        s = ob.series
-        ob.key_index = s.nearest(ob.shape.centre[2])
-        cut = ob.shape.mask(s.grid, s.z_of(ob.key_index))
-        if cut is None:
-            # Smaller than the slice gap: no slice shows it, so nobody could have annotated it.
-            ob.visible = False
-            ob.annotated = False
-            continue
-        ob.visible = True
-        inside, c0, r0 = cut
-        ob.recist = tuple(round(v, 3) for v in measure_recist(inside, c0, r0))
-        ob.true_recist = ob.recist
-        ob.box = tuple(round(v, 3) for v in box_from_recist(ob.recist))  # type: ignore[assignment]
-        ob.diameters = tuple(round(v, 3) for v in recist_diameters(ob.recist))  # type: ignore[assignment]
-    visible = [ob for ob in study.observations if ob.visible]
-    if visible and not any(ob.annotated for ob in visible):
-        max(visible, key=lambda o: o.shape.semi_axes[0]).annotated = True
+        _measure(ob)
+    _leave_out(study, rng)
     windows: dict[str, tuple[float, float]] = {}
     for ob in study.observations:
         if ob.annotated:

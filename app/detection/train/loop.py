@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from app.detection.decode import decode_output
 from app.detection.froc import FP_RATES, GtLesion, ImageCase, froc_curve
 from app.detection.pipeline import group_key_slices, gt_from_record
 from app.detection.preprocess import Transform, preprocess_key_slice
+from app.detection.screening import load_hidden_lesions
 from app.detection.train.model import STRIDE, CenterNetLite, build_model, count_parameters
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class TrainConfig:
     threads: int = 2
     max_train_slices: int = 0  # 0: all
     init: str = ""  # a .pt state dict to start from (warm start), "" for a fresh model
+    # Synthetic data only: also label the lesions synth_truth.json lists as left out of DL_info.csv, so
+    # that training does not teach the detector to ignore the very lesions screening should find.
+    truth_labels: bool = True
 
 
 @dataclass
@@ -96,8 +100,9 @@ def load_samples(
     drop_noisy: bool,
     limit: int = 0,
     progress: bool = True,
+    extra_boxes: Mapping[str, Sequence[tuple[float, float, float, float]]] | None = None,
 ) -> list[Sample]:
-    """Preprocess every stored key slice of a split once, with the serving code path."""
+    """Preprocess every stored key slice of a split once; extra_boxes adds unlisted lesions as targets."""
     from tqdm import tqdm
 
     store = SliceStore(data_dir)
@@ -110,7 +115,8 @@ def load_samples(
             continue
         sp = recs[0].spacing_mm
         x, t = preprocess_key_slice(store, file_name, sp)
-        boxes = t.to_input(np.array([r.bounding_box for r in keep], dtype=np.float64))
+        known = [r.bounding_box for r in keep] + list((extra_boxes or {}).get(file_name, ()))
+        boxes = t.to_input(np.array(known, dtype=np.float64))
         content = (round(t.width * t.scale_x), round(t.height * t.scale_y))
         samples.append(
             Sample(
@@ -124,6 +130,14 @@ def load_samples(
             )
         )
     return samples
+
+
+def truth_boxes(data_dir: Path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Boxes of the lesions synth_truth.json lists as unannotated, per key slice; empty for real data."""
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    for hidden in load_hidden_lesions(data_dir) or []:
+        out.setdefault(hidden.file_name, []).append(hidden.box)
+    return out
 
 
 def gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
@@ -241,11 +255,22 @@ def train(
     device = pick_device(config.device)
     records = read_dl_info(data_dir / "DL_info.csv")
     train_samples = load_samples(
-        data_dir, records, "train", drop_noisy=True, limit=config.max_train_slices, progress=progress
+        data_dir,
+        records,
+        "train",
+        drop_noisy=True,
+        limit=config.max_train_slices,
+        progress=progress,
+        extra_boxes=truth_boxes(data_dir) if config.truth_labels else None,
     )
     for extra in extra_train_dirs:
         train_samples += load_samples(
-            extra, read_dl_info(extra / "DL_info.csv"), "train", drop_noisy=True, progress=progress
+            extra,
+            read_dl_info(extra / "DL_info.csv"),
+            "train",
+            drop_noisy=True,
+            progress=progress,
+            extra_boxes=truth_boxes(extra) if config.truth_labels else None,
         )
     vdir = val_dir or data_dir
     val_records = records if val_dir is None else read_dl_info(vdir / "DL_info.csv")

@@ -37,7 +37,8 @@ class CenterNetLite(nn.Module):
 
     def __init__(self, neck: int = 32) -> None:
         super().__init__()
-        self.s4 = nn.Sequential(_conv(3, 16, 2), _conv(16, 24, 2))
+        # A third stride-4 conv: the small (< 10 mm) lesions are found from these maps alone.
+        self.s4 = nn.Sequential(_conv(3, 16, 2), _conv(16, 24, 2), _conv(24, 24))
         self.s8 = nn.Sequential(_conv(24, 48, 2), _conv(48, 48))
         self.s16 = nn.Sequential(_conv(48, 96, 2), _conv(96, 96))
         self.s32 = nn.Sequential(_conv(96, 96, 2))
