@@ -24,6 +24,7 @@ from app.deeplesion.errors import (
     SliceNotFoundError,
     UnsafePathError,
 )
+from app.detection.errors import DetectionError
 from app.review.errors import (
     EditConflictError,
     InvalidInputError,
@@ -193,6 +194,11 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers[key] = value
         return response
 
+    async def on_detection(request: Request, exc: Exception) -> JSONResponse:
+        # The detector is optional: its failure is a 503 for this request, never the server's end.
+        log.error("detector failed on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(503, "detector_failed", str(exc))
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal server error")
@@ -200,6 +206,7 @@ def install_error_handlers(app: FastAPI) -> None:
     handlers: list[tuple[type[Exception], Callable[[Request, Exception], Any]]] = [
         (DeepLesionError, on_deeplesion),
         (ReviewError, on_review),
+        (DetectionError, on_detection),
         (RequestValidationError, on_validation),
         (StarletteHTTPException, on_http),
         (Exception, on_unexpected),

@@ -11,6 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.bodies import AcceptBody, VersionBody
 from app.api.deps import get_detector, get_store
 from app.api.security import CurrentUser, Db, no_store
+from app.deeplesion.errors import DeepLesionError
+from app.detection.errors import DetectionError, InferenceError
 from app.review import predictions
 from app.review.corrections import key_slice_detail
 
@@ -42,15 +44,21 @@ async def post_predict(
     cached = predictions.has_run(session=db, file_name=file_name, model_version=model_version)
     if not cached:
         spacing = tuple(detail["spacing_mm"])
-        detections = await run_in_threadpool(
-            detector.predict, file_name, store, spacing_mm=spacing, threshold=min(threshold, STORE_THRESHOLD)
-        )
+        floor = min(threshold, STORE_THRESHOLD)
+        try:
+            detections = await run_in_threadpool(
+                detector.predict, file_name, store, spacing_mm=spacing, threshold=floor
+            )
+        except (DeepLesionError, DetectionError):
+            raise
+        except Exception as exc:  # a model bug must not take the review session down with a 500
+            raise InferenceError(f"the detector {model_version} failed on {file_name}: {exc}") from exc
         predictions.store_predictions(
             session=db,
             file_name=file_name,
             model_version=model_version,
             detections=detections,
-            threshold=min(threshold, STORE_THRESHOLD),
+            threshold=floor,
         )
     found = predictions.list_predictions(
         session=db, file_name=file_name, threshold=threshold, model_version=model_version

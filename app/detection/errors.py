@@ -9,3 +9,7 @@ class DetectionError(Exception):
 
 class ModelLoadError(DetectionError):
     """An ONNX model is missing, unreadable, or does not fit the detector contract."""
+
+
+class InferenceError(DetectionError):
+    """The loaded model failed while running on an input."""

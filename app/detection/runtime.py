@@ -13,7 +13,7 @@ import numpy as np
 
 from app.detection.contract import OUTPUT_NAME, check_metadata
 from app.detection.decode import Detection, decode_output
-from app.detection.errors import ModelLoadError
+from app.detection.errors import InferenceError, ModelLoadError
 from app.detection.preprocess import INPUT_NAME, INPUT_SHAPE, prepare_input, preprocess_key_slice
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,10 @@ class Detector:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if x.shape != INPUT_SHAPE:
             raise ValueError(f"input must have shape {INPUT_SHAPE}, got {x.shape}")
-        out = self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        try:
+            out = self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        except Exception as exc:  # ONNX Runtime raises its own untyped errors
+            raise InferenceError(f"the detector {self.model_version} failed: {exc}") from exc
         return np.asarray(out)
 
     def predict_context(

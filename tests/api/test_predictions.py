@@ -153,3 +153,19 @@ def test_a_hand_drawn_lesion_over_a_missed_prediction_leaves_the_screening_queue
     after = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
     # Only the weak 0.07 box is left unmatched.
     assert [i["missed_score"] for i in after] == [0.07]
+
+
+def test_a_failing_detector_is_a_503_and_nothing_is_stored(model_api: tuple[Api, FakeDetector]) -> None:
+    api, detector = model_api
+
+    def broken(*args: Any, **kwargs: Any) -> list[Det]:
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : boom")
+
+    detector.predict = broken  # type: ignore[method-assign]
+    r = api.write("POST", f"/api/key-slices/{KS}/predict")
+    assert r.status_code == 503, r.text  # type: ignore[attr-defined]
+    body = r.json()  # type: ignore[attr-defined]
+    assert body["code"] == "detector_failed" and "boom" in body["detail"]
+    # Nothing was cached: the stored list is empty and the server keeps serving.
+    assert api.client.get(f"/api/key-slices/{KS}/predictions").json()["predictions"] == []
+    assert api.client.get("/api/health").status_code == 200

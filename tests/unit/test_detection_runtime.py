@@ -163,3 +163,17 @@ def test_auto_device_prints_no_provider_errors(tiny: Path, capfd: pytest.Capture
     Detector.load(tiny, device="auto")
     _, err = capfd.readouterr()
     assert "error" not in err.lower() and "libcu" not in err
+
+
+def test_an_onnx_runtime_failure_becomes_an_inference_error(tiny: Path) -> None:
+    from app.detection.errors import InferenceError
+
+    det = Detector.load(tiny, device="cpu")
+
+    class Failing:
+        def run(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory")
+
+    det._session = Failing()
+    with pytest.raises(InferenceError, match="out of memory"):
+        det.infer(np.zeros((1, 3, 512, 512), dtype=np.float32))
