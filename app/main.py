@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
             engine.dispose()
             raise
         session_factory = make_session_factory(engine)
-        store = SliceStore(settings.data_dir)
+        # The only decoded-slice cache: the viewer and the detector both read through it.
+        store = SliceStore(settings.data_dir, cache_bytes=256 * 2**20)
         app.state.engine = engine
         app.state.session_factory = session_factory
         app.state.store = store

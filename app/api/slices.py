@@ -124,19 +124,17 @@ def _if_none_match(request: Request, etag: str) -> bool:
 
 
 class SliceImages:
-    """Reads, windows and encodes slices, with byte-bounded caches of HU arrays, LUTs and encoded bodies."""
+    """Reads (through the store's decoded-slice cache), windows and encodes slices; caches encoded bodies."""
 
     def __init__(
         self,
         store: Any,
         *,
         series_info: Callable[[str], SeriesInfo | None] | None = None,
-        hu_cache_bytes: int = 256 * 2**20,
         encoded_cache_bytes: int = 192 * 2**20,
     ) -> None:
         self.store = store
         self._series_lookup = series_info
-        self.hu_cache: ByteLRU[tuple[str, int, int], np.ndarray] = ByteLRU(hu_cache_bytes, lambda a: a.nbytes)
         self.encoded: ByteLRU[tuple[Any, ...], Encoded] = ByteLRU(encoded_cache_bytes, lambda e: len(e.body))
         self._series: dict[str, SeriesInfo] = {}
         self._paths: dict[str, Any] = {}
@@ -184,15 +182,9 @@ class SliceImages:
         return info
 
     # -- pixels ----------------------------------------------------------------------------------
-    def hu(self, file_name: str, stat: tuple[int, int]) -> np.ndarray:
-        """The slice's HU array, from the cache when the file has not changed."""
-        key = (file_name, *stat)
-        arr = self.hu_cache.get(key)
-        if arr is None:
-            arr = np.ascontiguousarray(self.store.read_hu(file_name), dtype=np.int16)
-            arr.setflags(write=False)
-            self.hu_cache.put(key, arr)
-        return arr
+    def hu(self, file_name: str) -> np.ndarray:
+        """The slice's HU array; the store's LRU (keyed by mtime and size) is the one decoded-slice cache."""
+        return self.store.read_hu(file_name)
 
     def windowed(self, hu: np.ndarray, window: Window) -> np.ndarray:
         """8-bit windowed pixels (the data layer's lookup-table windowing)."""
@@ -220,7 +212,7 @@ class SliceImages:
         cached = self.encoded.get(key)
         if cached is not None:
             return cached
-        gray = self.windowed(self.hu(file_name, stat), window)
+        gray = self.windowed(self.hu(file_name), window)
         if marks:
             from app.deeplesion.render import draw_overlays
 
@@ -241,7 +233,7 @@ class SliceImages:
         cached = self.encoded.get(key)
         if cached is not None:
             return cached
-        hu = self.hu(file_name, stat)
+        hu = self.hu(file_name)
         body = gzip.compress(hu.astype("<i2", copy=False).tobytes(), compresslevel=1, mtime=0)
         encoded = Encoded(body, etag, hu.shape[1], hu.shape[0])
         self.encoded.put(key, encoded)
