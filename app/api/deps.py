@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from app.deeplesion.store import SliceStore
+    from app.review.evaluation_jobs import EvaluationRunner
 
 
 def get_settings(request: Request) -> Settings:
@@ -39,3 +40,9 @@ def get_db(request: Request) -> Iterator[Session]:
 def get_detector(request: Request) -> Any | None:
     """The loaded detector, or None in review mode without a model."""
     return getattr(request.app.state, "detector", None)
+
+
+def get_evaluation_runner(request: Request) -> EvaluationRunner:
+    """The app's runner of background FROC evaluation jobs."""
+    runner: EvaluationRunner = request.app.state.evaluation_runner
+    return runner

@@ -28,6 +28,7 @@ from app.detection.errors import DetectionError
 from app.review.errors import (
     EditConflictError,
     InvalidInputError,
+    JobRunningError,
     NotFoundError,
     PermissionDeniedError,
     ReviewError,
@@ -118,6 +119,8 @@ def review_error_response(exc: ReviewError) -> JSONResponse:
             changed_by=exc.changed_by,
             changed_at=changed_at,
         )
+    if isinstance(exc, JobRunningError):
+        return error_response(409, exc.code, str(exc) or "already running", job=exc.job)
     if isinstance(exc, PermissionDeniedError):
         return error_response(403, exc.code, str(exc) or "forbidden")
     if isinstance(exc, InvalidInputError):

@@ -1,23 +1,19 @@
-"""FROC evaluation of the loaded detector: run one (admin) and read the latest stored result."""
+"""FROC evaluation of the loaded detector: start a background job (admin), follow it, read stored results."""
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict
 
-from app.api.deps import get_detector, get_settings
+from app.api.deps import get_detector, get_evaluation_runner
 from app.api.security import AdminUser, CurrentUser, Db, no_store
-from app.config import Settings
-from app.detection.pipeline import evaluate_dataset, truth_from_records
-from app.review.evaluations import latest_evaluation, save_evaluation
+from app.review.evaluation_jobs import EvaluationRunner, get_job, list_jobs
+from app.review.evaluations import job_evaluation, latest_evaluation
 
 router = APIRouter(tags=["evaluation"], dependencies=[Depends(no_store)])
-# One evaluation at a time: each one already uses both cores through ONNX Runtime.
-_RUNNING = threading.Lock()
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class EvaluationRequest(BaseModel):
@@ -28,49 +24,58 @@ class EvaluationRequest(BaseModel):
     against: Literal["original", "corrected"] = "original"
 
 
+def _no_evaluation(detail: str) -> HTTPException:
+    return HTTPException(status_code=404, detail={"detail": detail, "code": "no_evaluation"})
+
+
 @router.get("/api/evaluation")
 def get_evaluation(user: CurrentUser, db: Db) -> Any:
     """The latest FROC result stored in the database; 404 when none was run yet."""
     result = latest_evaluation(session=db)
     if result is None:
-        raise HTTPException(
-            status_code=404,
-            detail={"detail": "no evaluation has been run on this dataset yet", "code": "no_evaluation"},
-        )
+        raise _no_evaluation("no evaluation has been run on this dataset yet")
     return result
 
 
-@router.post("/api/evaluation")
-async def post_evaluation(
+@router.post("/api/evaluation", status_code=202)
+def post_evaluation(
     user: AdminUser,
     db: Db,
-    settings: Annotated[Settings, Depends(get_settings)],
+    response: Response,
+    runner: Annotated[EvaluationRunner, Depends(get_evaluation_runner)],
     detector: Annotated[Any | None, Depends(get_detector)],
     body: EvaluationRequest | None = None,
 ) -> Any:
-    """Run the DeepLesion FROC of the loaded detector now, store it as the latest result, return it."""
+    """Start a DeepLesion FROC of the loaded detector in the background; 202 with the job to poll."""
     req = body or EvaluationRequest()
     if detector is None:
         raise HTTPException(
             status_code=503, detail={"detail": "no detector model is loaded", "code": "no_model"}
         )
-    truths = None
-    if req.against == "corrected":
-        from app.review.exports import corrected_records
+    job = runner.start(
+        session=db, detector=detector, split=req.split, against=req.against, requested_by=user.name
+    )
+    response.headers["Location"] = f"/api/evaluation/jobs/{job['id']}"
+    return job
 
-        truths = truth_from_records(corrected_records(session=db), None if req.split == "all" else req.split)
-    if not _RUNNING.acquire(blocking=False):
-        raise HTTPException(
-            status_code=409,
-            detail={"detail": "an evaluation is already running", "code": "evaluation_running"},
-        )
-    try:
-        result = await run_in_threadpool(
-            evaluate_dataset, settings.data_dir, detector, split=req.split, truths=truths, against=req.against
-        )
-        result["run_by"] = user.name
-        run_id = await run_in_threadpool(save_evaluation, session=db, result=result)
-        result["stored_as"] = f"evaluation_runs/{run_id}"
-    finally:
-        _RUNNING.release()
+
+@router.get("/api/evaluation/jobs")
+def get_evaluation_jobs(user: CurrentUser, db: Db, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Any:
+    """The most recent evaluation jobs, newest first."""
+    return {"jobs": list_jobs(session=db, limit=limit)}
+
+
+@router.get("/api/evaluation/jobs/{job_id}")
+def get_evaluation_job(job_id: JobId, user: CurrentUser, db: Db) -> Any:
+    """One evaluation job's status and progress."""
+    return get_job(session=db, job_id=job_id)
+
+
+@router.get("/api/evaluation/jobs/{job_id}/result")
+def get_evaluation_job_result(job_id: JobId, user: CurrentUser, db: Db) -> Any:
+    """The FROC result a finished job stored; 404 no_evaluation while it has none."""
+    job = get_job(session=db, job_id=job_id)  # 404 evaluation_job_not_found first
+    result = job_evaluation(session=db, job_id=job_id)
+    if result is None:
+        raise _no_evaluation(f"evaluation job {job_id} has no result (status {job['status']})")
     return result

@@ -300,3 +300,34 @@ class EvaluationRun(Base):
     split: Mapped[str] = mapped_column(String(8))
     against: Mapped[str] = mapped_column(String(16))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The background job that produced it; None for runs of the `evaluate` command.
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("evaluation_jobs.id"), unique=True, nullable=True, default=None
+    )
+
+
+class EvaluationJob(Base):
+    """A FROC evaluation running in the background (POST /api/evaluation): status, progress, error."""
+
+    __tablename__ = "evaluation_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done | failed
+    split: Mapped[str] = mapped_column(String(8))
+    against: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[str] = mapped_column(String(128))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # 1 while queued or running, NULL afterwards: the unique constraint lets only one job be active
+    # across every server process (NULLs never collide on SQLite or PostgreSQL).
+    active_lock: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
+    # The process that runs it and its last sign of life, so a job whose process died is failed.
+    worker_host: Mapped[str] = mapped_column(String(255))
+    worker_pid: Mapped[int] = mapped_column(Integer)
+    worker_token: Mapped[str] = mapped_column(String(32))
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

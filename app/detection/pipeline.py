@@ -23,6 +23,8 @@ AGAINST = ("original", "corrected")
 
 # predict(file_name, spacing_mm) -> detections in original pixels, for the ORT detector or a torch model.
 PredictFn = Callable[[str, Sequence[float]], list[Detection]]
+# on_progress(done, total) after each key slice (and once with done=0 before the first); may raise to stop.
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def evaluate_truths(
     *,
     progress: bool = False,
     skip_missing: Callable[[str], bool] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Run `predict` on every key slice and score it with the DeepLesion FROC."""
     from tqdm import tqdm
@@ -89,14 +92,19 @@ def evaluate_truths(
     cases: list[ImageCase] = []
     missing: list[str] = []
     start = time.perf_counter()
-    for truth in tqdm(truths, desc="evaluate", unit="slice", disable=not progress):
+    total = len(truths)
+    if on_progress is not None:
+        on_progress(0, total)
+    for done, truth in enumerate(tqdm(truths, desc="evaluate", unit="slice", disable=not progress), 1):
         if skip_missing is not None and skip_missing(truth.file_name):
             missing.append(truth.file_name)
-            continue
-        dets = predict(truth.file_name, truth.spacing_mm)
-        boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
-        scores = np.array([d.score for d in dets], dtype=np.float64)
-        cases.append(ImageCase(truth.file_name, truth.lesions, boxes, scores))
+        else:
+            dets = predict(truth.file_name, truth.spacing_mm)
+            boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
+            scores = np.array([d.score for d in dets], dtype=np.float64)
+            cases.append(ImageCase(truth.file_name, truth.lesions, boxes, scores))
+        if on_progress is not None:
+            on_progress(done, total)
     result = evaluate_cases(cases, lesion_type_names=LESION_TYPES)
     result["missing_key_slices"] = len(missing)
     result["seconds"] = round(time.perf_counter() - start, 2)
@@ -114,6 +122,7 @@ def evaluate_dataset(
     against: str = "original",
     threshold: float = 0.0,
     progress: bool = False,
+    on_progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """FROC of a loaded Detector on a dataset split; `truths` replaces the CSV (e.g. corrected state)."""
     from app.deeplesion.csvio import read_dl_info
@@ -128,7 +137,13 @@ def evaluate_dataset(
     def predict(file_name: str, spacing: Sequence[float]) -> list[Detection]:
         return list(detector.predict(file_name, store, spacing_mm=spacing, threshold=threshold))
 
-    result = evaluate_truths(truths, predict, progress=progress, skip_missing=lambda f: not store.exists(f))
+    result = evaluate_truths(
+        truths,
+        predict,
+        progress=progress,
+        skip_missing=lambda f: not store.exists(f),
+        on_progress=on_progress,
+    )
     result.update(
         {
             "split": split or "all",

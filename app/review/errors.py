@@ -7,9 +7,14 @@ from typing import Any
 
 
 class ReviewError(Exception):
-    """Base class of review-domain errors."""
+    """Base class of review-domain errors; `code` overrides the class's JSON error code."""
 
     code = "review_error"
+
+    def __init__(self, *args: object, code: str | None = None) -> None:
+        super().__init__(*args)
+        if code is not None:
+            self.code = code
 
 
 class NotFoundError(ReviewError):
@@ -47,3 +52,13 @@ class InvalidInputError(ReviewError):
     """The request is well-formed but its content is not acceptable (e.g. deleting an original lesion)."""
 
     code = "invalid_input"
+
+
+class JobRunningError(ReviewError):
+    """An evaluation job is already queued or running (one at a time); `job` is its status."""
+
+    code = "evaluation_running"
+
+    def __init__(self, message: str, *, job: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.job = job

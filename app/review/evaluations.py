@@ -1,4 +1,4 @@
-"""Stored FROC evaluation results: the database is their one store (GET/POST /api/evaluation, `evaluate`)."""
+"""Stored FROC evaluation results: the database is their one store (the evaluation jobs, `evaluate`)."""
 
 from __future__ import annotations
 
@@ -26,14 +26,15 @@ def _created_at(value: Any) -> datetime:
     return utcnow()
 
 
-def save_evaluation(*, session: Session, result: Mapping[str, Any]) -> int:
-    """Insert a FROC result as an EvaluationRun row (it becomes the latest) and return its id."""
+def save_evaluation(*, session: Session, result: Mapping[str, Any], job_id: int | None = None) -> int:
+    """Insert a FROC result as an EvaluationRun row (it becomes the latest), commit, and return its id."""
     run = EvaluationRun(
         created_at=_created_at(result.get("created_at")),
         model_version=str(result.get("model_version") or "unknown"),
         split=str(result.get("split") or "all"),
         against=str(result.get("against") or "original"),
         result=dict(result),
+        job_id=job_id,
     )
     session.add(run)
     session.commit()
@@ -43,15 +44,23 @@ def save_evaluation(*, session: Session, result: Mapping[str, Any]) -> int:
 def latest_evaluation(
     *, session: Session, split: str | None = None, against: str | None = None
 ) -> dict[str, Any] | None:
-    """The latest stored FROC result, optionally of one split and reference; None when there is none."""
-    query = select(EvaluationRun.result)
+    """The latest stored FROC result with its `job_id`, optionally of one split and reference, or None."""
+    query = select(EvaluationRun.result, EvaluationRun.job_id)
     if split is not None:
         query = query.where(EvaluationRun.split == split)
     if against is not None:
         query = query.where(EvaluationRun.against == against)
     # Latest stored, as the old latest.json was: the last insert wins, whatever its clock said.
-    result = session.execute(query.order_by(EvaluationRun.id.desc()).limit(1)).scalar_one_or_none()
-    return dict(result) if result is not None else None
+    row = session.execute(query.order_by(EvaluationRun.id.desc()).limit(1)).one_or_none()
+    return None if row is None else {**row.result, "job_id": row.job_id}
+
+
+def job_evaluation(*, session: Session, job_id: int) -> dict[str, Any] | None:
+    """The FROC result stored by one evaluation job, with its `job_id`; None while it has none."""
+    result = session.execute(
+        select(EvaluationRun.result).where(EvaluationRun.job_id == job_id)
+    ).scalar_one_or_none()
+    return None if result is None else {**result, "job_id": job_id}
 
 
 def store_evaluation(*, database_url: str, result: Mapping[str, Any]) -> int:

@@ -1,11 +1,19 @@
-"""GET/POST /api/evaluation and the `evaluate` command: FROC results stored in the database."""
+"""Evaluation jobs (POST /api/evaluation, /api/evaluation/jobs), stored results, the `evaluate` command."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,13 +23,14 @@ from sqlalchemy import select
 
 from app.cli import main
 from app.config import Settings
-from app.db.models import EvaluationRun
+from app.db.models import EvaluationJob, EvaluationRun, utcnow
 from app.db.session import make_engine, make_session_factory
 from app.deeplesion.schema import LesionRecord
 from app.detection.preprocess import Transform, scale_for
 from app.detection.runtime import Detector
 from app.detection.testing import TINY_MODEL_VERSION, build_tiny_model
 from app.main import create_app
+from app.review import evaluation_jobs
 from app.review.evaluations import latest_evaluation, save_evaluation
 from tests.api.conftest import Api
 
@@ -78,9 +87,99 @@ def admin(
         yield Api(c, database_url).login("boss", "admin")
 
 
+def _wait_finished(api: Api, job_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Poll the job's status like the browser does until it is done or failed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = api.client.get(f"/api/evaluation/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        job: dict[str, Any] = r.json()
+        if job["status"] in ("done", "failed"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job['status']} after {timeout_s} s: {job}"
+        time.sleep(0.05)
+
+
+def _start(api: Api, **body: str) -> dict[str, Any]:
+    r = api.write("POST", "/api/evaluation", json=body)
+    assert r.status_code == 202, r.text  # type: ignore[attr-defined]
+    job: dict[str, Any] = r.json()  # type: ignore[attr-defined]
+    return job
+
+
+class Gate:
+    """Holds a running evaluation after a given number of key slices until the test releases it."""
+
+    def __init__(self, pause_at: int) -> None:
+        self.pause_at = pause_at
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+
+@pytest.fixture
+def gate(admin: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    # Depends on `admin` so that it is released before the app shuts down (which waits for the job).
+    g = Gate(pause_at=1)
+    real = evaluation_jobs.evaluate_dataset
+
+    def gated(*args: Any, on_progress: Any, **kwargs: Any) -> dict[str, Any]:
+        def hook(done: int, total: int) -> None:
+            on_progress(done, total)
+            if done == g.pause_at:
+                g.reached.set()
+                assert g.release.wait(30), "the test never released the evaluation"
+
+        return real(*args, on_progress=hook, **kwargs)
+
+    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", gated)
+    # Every progress step is written, so the paused job shows exactly where it is.
+    monkeypatch.setattr(evaluation_jobs, "PROGRESS_INTERVAL_S", 0.0)
+    yield g
+    g.release.set()
+
+
+def _insert_job(database_url: str, **worker: Any) -> int:
+    """A job row as a server process would have left it: running, holding the one-job slot."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "worker_host": socket.gethostname(),
+        "worker_pid": os.getpid(),
+        "worker_token": "0" * 32,
+        "heartbeat_at": now,
+        **worker,
+    }
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            job = EvaluationJob(
+                status="running",
+                split="test",
+                against="original",
+                model_version="m",
+                requested_by="boss",
+                created_at=now - timedelta(minutes=20),
+                started_at=now - timedelta(minutes=20),
+                progress_done=3,
+                progress_total=10,
+                active_lock=1,
+                **values,
+            )
+            session.add(job)
+            session.commit()
+            return job.id
+    finally:
+        engine.dispose()
+
+
+def _test_key_slices(records: list[LesionRecord]) -> set[str]:
+    return {r.file_name for r in records if r.train_val_test == 3}
+
+
 def test_get_evaluation_without_login_is_401(data_dir: Path, database_url: str) -> None:
     with _app(data_dir, database_url, None) as c:
         assert c.get("/api/evaluation").status_code == 401
+        assert c.get("/api/evaluation/jobs").status_code == 401
+        assert c.get("/api/evaluation/jobs/1").status_code == 401
 
 
 def test_get_evaluation_before_any_run_is_404(admin: Api) -> None:
@@ -92,6 +191,7 @@ def test_post_evaluation_as_reviewer_is_403(data_dir: Path, database_url: str, t
     with _app(data_dir, database_url, Detector.load(build_tiny_model(tmp_path / "t.onnx"))) as c:
         api = Api(c, database_url).login("rita", "reviewer")
         assert api.write("POST", "/api/evaluation", json={}).status_code == 403  # type: ignore[attr-defined]
+        assert api.client.get("/api/evaluation/jobs").json() == {"jobs": []}
 
 
 def test_post_evaluation_without_model_is_503(data_dir: Path, database_url: str) -> None:
@@ -99,56 +199,210 @@ def test_post_evaluation_without_model_is_503(data_dir: Path, database_url: str)
         api = Api(c, database_url).login("boss", "admin")
         r = api.write("POST", "/api/evaluation", json={})
         assert r.status_code == 503 and r.json()["code"] == "no_model"  # type: ignore[attr-defined]
+        assert api.client.get("/api/evaluation/jobs").json() == {"jobs": []}
 
 
-def test_post_evaluation_scores_the_test_split_and_get_returns_it(
-    admin: Api, review_dataset: tuple[Path, list[LesionRecord]]
+def test_post_evaluation_answers_202_with_a_queued_job_and_its_location(admin: Api) -> None:
+    r = admin.write("POST", "/api/evaluation", json={"split": "test"})
+    assert r.status_code == 202, r.text  # type: ignore[attr-defined]
+    job = r.json()  # type: ignore[attr-defined]
+    assert r.headers["location"] == f"/api/evaluation/jobs/{job['id']}"  # type: ignore[attr-defined]
+    assert r.headers["cache-control"] == "no-store"  # type: ignore[attr-defined]
+    assert job["status"] == "queued" and job["progress"] == {"done": 0, "total": 0}
+    assert (job["split"], job["against"], job["requested_by"]) == ("test", "original", "boss")
+    assert job["model_version"] == TINY_MODEL_VERSION and job["created_at"]
+    assert job["started_at"] is job["finished_at"] is job["error"] is job["result_url"] is None
+    polled = admin.client.get(r.headers["location"])  # type: ignore[attr-defined]
+    assert polled.status_code == 200 and polled.json()["id"] == job["id"]
+    _wait_finished(admin, job["id"])
+
+
+def test_a_job_polled_to_done_stores_its_result_and_get_evaluation_returns_it(
+    admin: Api, review_dataset: tuple[Path, list[LesionRecord]], database_url: str
 ) -> None:
     records = review_dataset[1]
-    test_files = {r.file_name for r in records if r.train_val_test == 3}
+    test_files = _test_key_slices(records)
     clean = [r for r in records if r.train_val_test == 3 and not r.possibly_noisy and r.file_name == HIT_FILE]
-    r = admin.write("POST", "/api/evaluation", json={"split": "test"})
-    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-    body = r.json()  # type: ignore[attr-defined]
-    assert r.headers["cache-control"] == "no-store"  # type: ignore[attr-defined]
+    job = _wait_finished(admin, _start(admin, split="test")["id"])
+    assert job["status"] == "done", job
+    assert job["progress"] == {"done": len(test_files), "total": len(test_files)}
+    assert job["error"] is None and job["started_at"] and job["finished_at"]
+    assert job["result_url"] == f"/api/evaluation/jobs/{job['id']}/result"
+    body = admin.client.get(job["result_url"]).json()
     # 000001_01_01_112.png is not stored: evaluated on the one stored test key slice only.
     assert body["images"] == 1 and body["missing_key_slices"] == len(test_files) - 1
     assert body["lesions"] == len(clean) and body["noisy_excluded"] == 1
     assert body["sensitivity"] == [1.0] * 6  # the fixed box equals the lesion's box
     assert body["model_version"] == TINY_MODEL_VERSION and body["against"] == "original"
-    latest = admin.client.get("/api/evaluation").json()
-    assert latest["created_at"] == body["created_at"] and latest["sensitivity"] == body["sensitivity"]
+    assert body["run_by"] == "boss" and body["job_id"] == job["id"]
+    latest = admin.client.get("/api/evaluation")
+    assert latest.status_code == 200 and latest.json() == body
+    [run] = _runs(database_url)
+    assert run.job_id == job["id"] and run.result["created_at"] == body["created_at"]
 
 
 def test_post_evaluation_against_corrected_state(admin: Api) -> None:
-    r = admin.write("POST", "/api/evaluation", json={"split": "test", "against": "corrected"})
-    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-    assert r.json()["against"] == "corrected"  # type: ignore[attr-defined]
+    job = _wait_finished(admin, _start(admin, split="test", against="corrected")["id"])
+    assert job["status"] == "done" and job["against"] == "corrected", job
+    assert admin.client.get(job["result_url"]).json()["against"] == "corrected"
 
 
 @pytest.mark.parametrize("body", [{"split": "bogus"}, {"against": "maybe"}, {"extra": 1}])
 def test_post_evaluation_with_bad_body_is_422(admin: Api, body: dict[str, str]) -> None:
     assert admin.write("POST", "/api/evaluation", json=body).status_code == 422  # type: ignore[attr-defined]
+    assert admin.client.get("/api/evaluation/jobs").json() == {"jobs": []}
 
 
-def test_post_evaluation_is_stored_in_the_database_and_not_in_the_data_folder(
-    admin: Api, data_dir: Path, database_url: str
+def test_a_running_job_reports_progress_and_a_second_post_is_409(
+    admin: Api, gate: Gate, review_dataset: tuple[Path, list[LesionRecord]]
 ) -> None:
-    before = _snapshot(data_dir)
-    r = admin.write("POST", "/api/evaluation", json={"split": "test", "against": "corrected"})
-    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-    body = r.json()  # type: ignore[attr-defined]
-    assert _snapshot(data_dir) == before
-    [run] = _runs(database_url)
-    assert body["stored_as"] == f"evaluation_runs/{run.id}"
-    assert (run.model_version, run.split, run.against) == (TINY_MODEL_VERSION, "test", "corrected")
-    assert run.result["created_at"] == body["created_at"] and run.result["run_by"] == "boss"
-    # GET returns the stored row's result: the response of the run, without where it was stored.
-    assert (
-        admin.client.get("/api/evaluation").json()
-        == run.result
-        == {k: v for k, v in body.items() if k != "stored_as"}
-    )
+    total = len(_test_key_slices(review_dataset[1]))
+    first = _start(admin, split="test")
+    assert gate.reached.wait(30)
+    running = admin.client.get(f"/api/evaluation/jobs/{first['id']}").json()
+    assert running["status"] == "running" and running["started_at"] and running["finished_at"] is None
+    assert running["progress"] == {"done": 1, "total": total} and running["result_url"] is None
+    r = admin.write("POST", "/api/evaluation", json={"split": "val"})
+    assert r.status_code == 409, r.text  # type: ignore[attr-defined]
+    assert r.json()["code"] == "evaluation_running"  # type: ignore[attr-defined]
+    assert r.json()["job"]["id"] == first["id"]  # type: ignore[attr-defined]
+    assert admin.client.get(f"/api/evaluation/jobs/{first['id']}/result").json()["code"] == "no_evaluation"
+    assert admin.client.get("/api/evaluation").status_code == 404
+    gate.release.set()
+    assert _wait_finished(admin, first["id"])["status"] == "done"
+    # The one-job slot is free again.
+    gate.pause_at = -1
+    assert _wait_finished(admin, _start(admin, split="val")["id"])["status"] == "done"
+
+
+def test_job_state_is_read_from_the_database_by_another_server_process(
+    admin: Api, gate: Gate, data_dir: Path, database_url: str
+) -> None:
+    job = _start(admin, split="test")
+    assert gate.reached.wait(30)
+    with _app(data_dir, database_url, None) as other:
+        api = Api(other, database_url).login("ops", "admin")
+        seen = api.client.get(f"/api/evaluation/jobs/{job['id']}").json()
+        assert seen["status"] == "running" and seen["progress"]["done"] == 1
+        gate.release.set()
+        assert _wait_finished(api, job["id"])["status"] == "done"
+        assert api.client.get("/api/evaluation").json()["job_id"] == job["id"]
+
+
+def test_a_failing_evaluation_is_a_failed_job_with_its_message_and_the_server_keeps_serving(
+    admin: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("the detector ran out of memory")
+
+    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", broken)
+    job = _wait_finished(admin, _start(admin, split="test")["id"])
+    assert job["status"] == "failed" and job["finished_at"] and job["result_url"] is None
+    assert job["error"] == "RuntimeError: the detector ran out of memory"
+    assert admin.client.get("/api/evaluation").json()["code"] == "no_evaluation"
+    assert admin.client.get("/api/health").status_code == 200
+    monkeypatch.undo()
+    again = _wait_finished(admin, _start(admin, split="test")["id"])
+    assert again["status"] == "done", again
+    assert admin.client.get("/api/evaluation").json()["job_id"] == again["id"]
+
+
+def test_unknown_job_is_404_with_a_code(admin: Api) -> None:
+    for url in ("/api/evaluation/jobs/4242", "/api/evaluation/jobs/4242/result"):
+        r = admin.client.get(url)
+        assert r.status_code == 404 and r.json()["code"] == "evaluation_job_not_found", r.text
+
+
+def test_jobs_are_listed_newest_first_and_limited(admin: Api) -> None:
+    ids = [_wait_finished(admin, _start(admin, split=s)["id"])["id"] for s in ("test", "val", "test")]
+    listed = admin.client.get("/api/evaluation/jobs").json()["jobs"]
+    assert [j["id"] for j in listed] == ids[::-1]
+    assert [j["split"] for j in listed] == ["test", "val", "test"]
+    assert [j["id"] for j in admin.client.get("/api/evaluation/jobs?limit=2").json()["jobs"]] == ids[:0:-1]
+    assert admin.client.get("/api/evaluation/jobs?limit=0").status_code == 422
+
+
+def test_a_job_left_running_by_the_previous_server_process_is_failed_at_startup(
+    data_dir: Path, database_url: str, review_dataset: tuple[Path, list[LesionRecord]], tmp_path: Path
+) -> None:
+    # Same host and pid (a restarted container reuses it) but another process token.
+    stale = _insert_job(database_url)
+    with _app(data_dir, database_url, _hitting_detector(review_dataset[1], tmp_path)) as c:
+        # Failed by the startup itself, before anyone reads it.
+        [row] = _jobs(database_url)
+        assert (row.status, row.error, row.active_lock) == ("failed", evaluation_jobs.RESTARTED, None)
+        api = Api(c, database_url).login("boss", "admin")
+        job = api.client.get(f"/api/evaluation/jobs/{stale}").json()
+        assert job["status"] == "failed" and job["error"] == evaluation_jobs.RESTARTED
+        assert job["finished_at"] and job["progress"] == {"done": 3, "total": 10}
+        # It no longer blocks new evaluations.
+        assert _wait_finished(api, _start(api)["id"])["status"] == "done"
+
+
+def test_a_job_of_a_dead_process_on_this_host_is_failed_when_read(admin: Api, database_url: str) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    stale = _insert_job(database_url, worker_pid=int(gone.stdout))
+    job = admin.client.get(f"/api/evaluation/jobs/{stale}").json()
+    assert job["status"] == "failed" and job["error"] == evaluation_jobs.RESTARTED
+
+
+def test_a_job_of_another_host_fails_only_once_its_heartbeat_is_stale(admin: Api, database_url: str) -> None:
+    alive = _insert_job(database_url, worker_host="other-host", worker_pid=1)
+    assert admin.client.get(f"/api/evaluation/jobs/{alive}").json()["status"] == "running"
+    r = admin.write("POST", "/api/evaluation", json={})
+    assert r.status_code == 409 and r.json()["job"]["id"] == alive  # type: ignore[attr-defined]
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            job = session.get(EvaluationJob, alive)
+            assert job is not None
+            job.heartbeat_at = utcnow() - evaluation_jobs.HEARTBEAT_TIMEOUT - timedelta(seconds=5)
+            session.commit()
+    finally:
+        engine.dispose()
+    listed = admin.client.get("/api/evaluation/jobs").json()["jobs"]
+    assert listed[0]["id"] == alive and listed[0]["status"] == "failed"
+    assert listed[0]["error"] == evaluation_jobs.SILENT
+    assert _wait_finished(admin, _start(admin)["id"])["status"] == "done"
+
+
+def test_stopping_the_server_fails_the_running_job(
+    data_dir: Path,
+    database_url: str,
+    review_dataset: tuple[Path, list[LesionRecord]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = threading.Event()
+    real = evaluation_jobs.evaluate_dataset
+    with _app(data_dir, database_url, _hitting_detector(review_dataset[1], tmp_path)) as c:
+        runner = c.app.state.evaluation_runner  # type: ignore[attr-defined]
+
+        def held(*args: Any, on_progress: Any, **kwargs: Any) -> dict[str, Any]:
+            def hook(done: int, total: int) -> None:
+                started.set()
+                # Until the shutdown asks the job to stop; the progress call right after sees the request.
+                assert runner._stop.wait(30)
+                on_progress(done, total)
+
+            return real(*args, on_progress=hook, **kwargs)
+
+        monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", held)
+        api = Api(c, database_url).login("boss", "admin")
+        job = _start(api)
+        assert started.wait(30)
+    [row] = _jobs(database_url)
+    assert row.id == job["id"] and row.status == "failed" and row.error == evaluation_jobs.STOPPED
+    assert row.active_lock is None and row.finished_at is not None
+
+
+def _jobs(database_url: str) -> list[EvaluationJob]:
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return list(session.scalars(select(EvaluationJob).order_by(EvaluationJob.id)))
+    finally:
+        engine.dispose()
 
 
 def test_get_evaluation_returns_the_latest_row_of_the_database(admin: Api, database_url: str) -> None:
@@ -159,12 +413,24 @@ def test_get_evaluation_returns_the_latest_row_of_the_database(admin: Api, datab
             first = save_evaluation(session=session, result={**base, "split": "val", "images": 1})
             second = save_evaluation(session=session, result={**base, "split": "test", "images": 2})
             assert second > first
-            assert latest_evaluation(session=session, split="val") == {**base, "split": "val", "images": 1}
+            assert latest_evaluation(session=session, split="val") == {
+                **base,
+                "split": "val",
+                "images": 1,
+                "job_id": None,
+            }
             assert latest_evaluation(session=session, against="corrected") is None
     finally:
         engine.dispose()
     r = admin.client.get("/api/evaluation")
     assert r.status_code == 200 and r.json()["images"] == 2 and r.json()["split"] == "test"
+
+
+def test_evaluation_leaves_the_data_folder_untouched(admin: Api, data_dir: Path) -> None:
+    before = _snapshot(data_dir)
+    job = _wait_finished(admin, _start(admin, split="test", against="corrected")["id"])
+    assert job["status"] == "done", job
+    assert _snapshot(data_dir) == before
 
 
 def _tiny_model(tmp_path: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,3 +113,44 @@ def test_breakdowns_use_each_groups_lesions_and_all_false_positives() -> None:
     assert "7" not in by_type  # the noisy lesion's type has no countable lesion
     by_dz = {g["key"]: g for g in bd["slice_interval"]}
     assert by_dz["<=2mm"]["lesions"] == 2 and by_dz[">2mm"]["sensitivity"][:2] == [0.0, 1.0]
+
+
+def test_evaluate_truths_reports_progress_for_every_key_slice_including_missing_ones() -> None:
+    from app.detection.pipeline import KeySliceTruth, evaluate_truths
+
+    lesion = GtLesion(box=(10, 10, 20, 20), noisy=False, lesion_type=4, size_mm=8.0, slice_interval_mm=1.0)
+    truths = [KeySliceTruth(f"00000{i}_01_01_001.png", (1.0, 1.0, 1.0), [lesion]) for i in range(1, 4)]
+    calls: list[tuple[int, int]] = []
+    predicted: list[str] = []
+
+    def predict(file_name: str, spacing: Sequence[float]) -> list[Any]:
+        predicted.append(file_name)
+        return []
+
+    result = evaluate_truths(
+        truths,
+        predict,
+        skip_missing=lambda f: f == truths[1].file_name,
+        on_progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert predicted == [truths[0].file_name, truths[2].file_name] and result["missing_key_slices"] == 1
+
+
+def test_an_exception_from_the_progress_callback_stops_the_evaluation() -> None:
+    from app.detection.pipeline import KeySliceTruth, evaluate_truths
+
+    truths = [KeySliceTruth(f"00000{i}_01_01_001.png", (1.0, 1.0, 1.0), []) for i in range(1, 4)]
+    predicted: list[str] = []
+
+    def stop_after_first(done: int, total: int) -> None:
+        if done == 1:
+            raise InterruptedError("stop")
+
+    def predict(file_name: str, spacing: Sequence[float]) -> list[Any]:
+        predicted.append(file_name)
+        return []
+
+    with pytest.raises(InterruptedError):
+        evaluate_truths(truths, predict, on_progress=stop_after_first)
+    assert predicted == [truths[0].file_name]
