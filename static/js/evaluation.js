@@ -1,5 +1,5 @@
-// Evaluation page: the FROC curve (sensitivity vs false positives per image, log x) from /api/evaluation.
-import { ApiError, describeError, get, initShell, post, showError } from "./api.js";
+// Evaluation page: starts a background FROC job, shows its progress, then draws the curve (log x) it stored.
+import { ApiError, ConflictError, describeError, get, hideError, initShell, post, showError } from "./api.js";
 import { svg } from "./charts.js";
 
 const $ = (id) => document.getElementById(id);
@@ -80,7 +80,7 @@ function show(result) {
   const fields = [
     ["model", result.model_version], ["split", result.split], ["against", result.against], ["run by", result.run_by], ["images", result.images ?? result.n_images],
     ["lesions", result.lesions ?? result.n_lesions], ["IoU", result.iou_threshold ?? result.iou],
-    ["provider", result.provider], ["run at", result.created_at ?? result.at], ["elapsed", result.elapsed_s != null ? `${Number(result.elapsed_s).toFixed(1)} s` : result.elapsed_ms != null ? `${Math.round(result.elapsed_ms)} ms` : null],
+    ["provider", result.provider], ["run at", result.created_at ?? result.at], ["job", result.job_id != null ? `#${result.job_id}` : null], ["elapsed", result.seconds != null ? `${Number(result.seconds).toFixed(1)} s` : result.elapsed_s != null ? `${Number(result.elapsed_s).toFixed(1)} s` : result.elapsed_ms != null ? `${Math.round(result.elapsed_ms)} ms` : null],
   ];
   for (const [k, v] of fields) {
     if (v === undefined || v === null || v === "") continue;
@@ -108,6 +108,65 @@ function show(result) {
   if (!froc.points.length) $("eval-status").textContent = "The stored result has no FROC points.";
 }
 
+// The job's status is polled this often while it runs (each poll is one small indexed read).
+const POLL_MS = 1000;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const ACTIVE = new Set(["queued", "running"]);
+
+function seconds(from, to) {
+  const s = (Date.parse(to) - Date.parse(from)) / 1000;
+  return Number.isFinite(s) ? `${s.toFixed(1)} s` : "";
+}
+
+// One line and a bar for a job; `data-job-status` lets the browser tests wait for a state.
+function showJob(job) {
+  document.body.dataset.jobStatus = job.status;
+  document.body.dataset.jobId = String(job.id);
+  const { done = 0, total = 0 } = job.progress || {};
+  const bar = $("eval-progress");
+  const head = `Job ${job.id}${job.requested_by ? ` (${job.requested_by})` : ""} · ${job.split} split vs ${job.against}`;
+  bar.hidden = !ACTIVE.has(job.status);
+  const pct = total ? (100 * done) / total : 0;
+  $("eval-progress-bar").style.width = `${pct.toFixed(1)}%`;
+  bar.setAttribute("aria-valuenow", String(Math.round(pct)));
+  let state;
+  if (job.status === "queued") state = "queued…";
+  else if (job.status === "running") state = total ? `${done.toLocaleString()} / ${total.toLocaleString()} key slices (${Math.floor(pct)}%)` : "preparing…";
+  else if (job.status === "done") state = `finished in ${seconds(job.started_at || job.created_at, job.finished_at)}`;
+  else state = `failed: ${job.error || "unknown error"}`;
+  $("eval-status").textContent = `${head} · ${state}`;
+}
+
+function busy(on) {
+  $("run-eval").disabled = on;
+  $("eval-spinner").hidden = !on;
+}
+
+// Polls a job until it ends, then draws its result (done) or shows its error (failed).
+async function follow(job) {
+  busy(true);
+  try {
+    while (ACTIVE.has(job.status)) {
+      showJob(job);
+      await sleep(POLL_MS);
+      job = await get(`/api/evaluation/jobs/${job.id}`);
+    }
+    if (job.status === "done") {
+      const result = await get(job.result_url);
+      showJob(job);
+      show(result);
+    } else {
+      showJob(job);
+      showError(`Evaluation failed: ${job.error || "unknown error"}`, run);
+    }
+  } catch (err) {
+    $("eval-status").textContent = `Lost track of job ${job.id}.`;
+    showError(`Could not follow the evaluation: ${describeError(err)}`, () => follow(job));
+  } finally {
+    busy(false);
+  }
+}
+
 async function load() {
   try {
     const result = await get("/api/evaluation");
@@ -122,25 +181,31 @@ async function load() {
     }
   }
   document.body.dataset.ready = "1";
+  // A job started earlier (or by someone else) is still running: follow it after a reload too.
+  try {
+    const { jobs } = await get("/api/evaluation/jobs?limit=1");
+    if (jobs.length && ACTIVE.has(jobs[0].status)) await follow(jobs[0]);
+  } catch { /* the stored result is shown; the job list is a convenience */ }
 }
 
 async function run() {
-  const button = $("run-eval");
-  button.disabled = true;
-  $("eval-spinner").hidden = false;
-  $("eval-status").textContent = "Running…";
-  const t0 = performance.now();
+  hideError();
+  busy(true);
+  $("eval-status").textContent = "Starting…";
+  let job;
   try {
-    const result = await post("/api/evaluation", { split: $("eval-split").value, against: $("eval-against").value });
-    $("eval-status").textContent = `Finished in ${((performance.now() - t0) / 1000).toFixed(1)} s.`;
-    show(result);
+    job = await post("/api/evaluation", { split: $("eval-split").value, against: $("eval-against").value });
   } catch (err) {
-    $("eval-status").textContent = "Failed.";
-    showError(`Evaluation failed: ${describeError(err)}`, run);
-  } finally {
-    button.disabled = false;
-    $("eval-spinner").hidden = true;
+    busy(false);
+    if (err instanceof ConflictError && err.code === "evaluation_running" && err.body.job) {
+      await follow(err.body.job);  // one runs at a time: show the one that is running
+      return;
+    }
+    $("eval-status").textContent = "Could not start.";
+    showError(`Evaluation could not start: ${describeError(err)}`, run);
+    return;
   }
+  await follow(job);
 }
 
 $("run-eval").addEventListener("click", run);

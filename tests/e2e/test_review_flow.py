@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from app.review import evaluation_jobs
 from tests.e2e.conftest import api_login, drag, image_point, open_viewer, shoot, viewer_eval
 from tests.e2e.live import ADMIN, REVIEWER, SECOND_REVIEWER, LiveServer
 
@@ -175,19 +177,70 @@ def test_overview_draws_the_body_map_and_a_click_on_a_point_opens_its_key_slice(
     page.wait_for_selector("#viewer[data-ready='1']")
 
 
-def test_evaluation_run_by_an_admin_plots_six_froc_points(page: Any, server: LiveServer) -> None:
+def test_evaluation_job_shows_its_progress_then_plots_six_froc_points(
+    page: Any, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The live server runs in this process: hold its evaluation after the first key slice.
+    reached, release = threading.Event(), threading.Event()
+    real = evaluation_jobs.evaluate_dataset
+
+    def held(*args: Any, on_progress: Any, **kwargs: Any) -> dict[str, Any]:
+        def hook(done: int, total: int) -> None:
+            on_progress(done, total)
+            if done == 1:
+                reached.set()
+                release.wait(60)
+
+        return real(*args, on_progress=hook, **kwargs)
+
+    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", held)
+    monkeypatch.setattr(evaluation_jobs, "PROGRESS_INTERVAL_S", 0.0)
     api_login(page.context, ADMIN)
     page.goto("/evaluation")
     page.wait_for_selector("body[data-ready='1']")
     page.select_option("#eval-split", "all")
-    page.click("#run-eval")
+    try:
+        page.click("#run-eval")
+        assert reached.wait(60)
+        total = len(server.key_slices)
+        page.wait_for_function(
+            f"document.getElementById('eval-status').textContent.includes('1 / {total} key slices')"
+        )
+        assert page.locator("#eval-progress").is_visible() and page.locator("#run-eval").is_disabled()
+        assert page.get_attribute("#eval-progress", "aria-valuenow") == str(round(100 / total))
+        shoot(page, "evaluation-running")
+    finally:
+        release.set()
     page.wait_for_function("document.body.dataset.points === '6'", timeout=60_000)
+    assert page.evaluate("document.body.dataset.jobStatus") == "done"
     assert page.locator("#froc svg circle.froc-point").count() == 6
     assert page.locator("#froc-table tbody tr").count() == 6
+    assert page.locator("#eval-progress").is_hidden() and page.locator("#run-eval").is_enabled()
     stored = page.context.request.get("/api/evaluation").json()
+    assert stored["job_id"] == int(page.evaluate("document.body.dataset.jobId"))
     first = page.locator("#froc-table tbody tr").first.inner_text()
     assert f"{stored['sensitivity'][0] * 100:.1f}%" in first
+    assert "finished" in page.inner_text("#eval-status")
     shoot(page, "evaluation")
+
+
+def test_a_failed_evaluation_job_shows_its_error(
+    page: Any, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("detector session lost")
+
+    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", broken)
+    api_login(page.context, ADMIN)
+    page.goto("/evaluation")
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#run-eval")
+    page.wait_for_function("document.body.dataset.jobStatus === 'failed'", timeout=60_000)
+    assert "RuntimeError: detector session lost" in page.inner_text("#eval-status")
+    page.wait_for_selector("#error-banner:not([hidden])")
+    assert "detector session lost" in page.inner_text("#error-text")
+    assert page.locator("#run-eval").is_enabled() and page.locator("#eval-progress").is_hidden()
+    shoot(page, "evaluation-failed")
 
 
 def test_work_list_filters_sorts_and_badges_unreviewed_predictions(
