@@ -414,6 +414,13 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
     help="Where the result is stored (and, with --against corrected, the reviewers' state is read); "
     "default: SQLite in DATA_DIR.",
 )
+@click.option(
+    "--pool-with",
+    "pool_with",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    multiple=True,
+    help="Pool the same split of another dataset into one FROC (repeatable; the result is not stored).",
+)
 @click.option("--no-progress", is_flag=True)
 def evaluate(
     data_dir: Path,
@@ -423,6 +430,7 @@ def evaluate(
     as_json: bool,
     device: str,
     database_url: str | None,
+    pool_with: tuple[Path, ...],
     no_progress: bool,
 ) -> None:
     """DeepLesion FROC of the detector on a split (IoU >= 0.5, noisy excluded), stored in the database."""
@@ -451,13 +459,17 @@ def evaluate(
             against=against,
             corrected_records=records,
             progress=not no_progress,
+            pool_with=pool_with,
         )
     except (ModelLoadError, DeepLesionError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     not_stored = ""
     try:
+        if pool_with:
+            # The app shows a dataset's latest evaluation: a pooled figure is not that dataset's.
+            raise ValueError("a FROC pooled over several datasets is printed, not stored")
         res["stored_as"] = f"evaluation_runs/{store_evaluation(database_url=url, result=res)}"
-    except (SchemaOutdatedError, SQLAlchemyError) as exc:
+    except (SchemaOutdatedError, SQLAlchemyError, ValueError) as exc:
         # The FROC took minutes: still print it; the message says how to make the database ready.
         res["stored_as"] = None
         not_stored = f"result not stored in the database: {exc}"

@@ -39,23 +39,26 @@ def _breakdown(result: Mapping[str, Any]) -> str:
     return "\n".join([head, "|---" * (len(FP_RATES) + 3) + "|", *lines])
 
 
+def _datasets(result: Mapping[str, Any]) -> str:
+    """Folder names of the dataset(s) an evaluation pooled."""
+    dirs = [result.get("data_dir", ""), *result.get("pooled_with", [])]
+    return " + ".join(Path(d).name for d in dirs if d) or "?"
+
+
 def render_model_card(info: Mapping[str, Any]) -> str:
     """Markdown model card from a training summary (see run_train for the keys)."""
     synthetic = bool(info.get("synthetic", True))
     val = info.get("val_result") or {}
     test = info.get("test_result") or {}
-    rows = []
-    if val:
-        rows.append(
-            (f"val ({val.get('images', 0)} key slices, {val.get('lesions', 0)} lesions)", val["sensitivity"])
+    rows = [
+        (
+            f"{name} of {_datasets(res)} "
+            f"({res.get('images', 0)} key slices, {res.get('lesions', 0)} lesions)",
+            res["sensitivity"],
         )
-    if test:
-        rows.append(
-            (
-                f"test ({test.get('images', 0)} key slices, {test.get('lesions', 0)} lesions)",
-                test["sensitivity"],
-            )
-        )
+        for name, res in (("val", val), ("test", test))
+        if res
+    ]
     cfg = info.get("config", {})
     parts = [
         f"# Model card: {info['model_version']}",

@@ -65,6 +65,7 @@ def run_evaluate(
     against: str = "original",
     corrected_records: list[Any] | None = None,
     progress: bool = True,
+    pool_with: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
     """FROC of a model on a split against the CSV or the given corrected records (the caller stores it)."""
     from app.detection.pipeline import evaluate_dataset, truth_from_records
@@ -76,7 +77,13 @@ def run_evaluate(
             raise ValueError("--against corrected needs the reviewers' state from the database")
         truths = truth_from_records(corrected_records, split)
     return evaluate_dataset(
-        Path(data_dir), det, split=split, truths=truths, against=against, progress=progress
+        Path(data_dir),
+        det,
+        split=split,
+        truths=truths,
+        against=against,
+        progress=progress,
+        pool_with=pool_with,
     )
 
 
@@ -144,8 +151,11 @@ def run_train(
     torch.save(result.model.state_dict(), out.with_suffix(".pt"))
     det = Detector.load(out, device="cpu")
     evals = {}
-    for split, folder in (("val", val_dir or data_dir), ("test", data_dir)):
-        evals[split] = evaluate_dataset(Path(folder), det, split=split, progress=progress)
+    pool = () if val_dir else extra_train_dirs
+    for split, folder, more in (("val", val_dir or data_dir, pool), ("test", data_dir, extra_train_dirs)):
+        # The val/test splits of the extra datasets hold patients never trained on: pooled, they make
+        # the figures rest on more lesions.
+        evals[split] = evaluate_dataset(Path(folder), det, split=split, progress=progress, pool_with=more)
     info: dict[str, Any] = {
         "model_version": version,
         "synthetic": synthetic,

@@ -123,26 +123,40 @@ def evaluate_dataset(
     threshold: float = 0.0,
     progress: bool = False,
     on_progress: ProgressFn | None = None,
+    pool_with: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """FROC of a loaded Detector on a dataset split; `truths` replaces the CSV (e.g. corrected state)."""
+    """FROC of a Detector on a split; `truths` replaces the CSV; `pool_with` pools more datasets' split."""
     from app.deeplesion.csvio import read_dl_info
     from app.deeplesion.store import SliceStore
 
     if against not in AGAINST:
         raise ValueError(f"against must be one of {AGAINST}, got {against!r}")
-    store = SliceStore(data_dir)
+    if pool_with and against != "original":
+        raise ValueError("pooling datasets scores against their original CSVs only")
+    dirs = [Path(data_dir), *(Path(d) for d in pool_with)]
     if truths is None:
-        truths = truth_from_records(read_dl_info(data_dir / "DL_info.csv"), split)
+        truths = truth_from_records(read_dl_info(dirs[0] / "DL_info.csv"), split)
+    # Key slice names repeat across datasets, so a pooled run labels each with its folder.
+    where: dict[str, tuple[Any, str]] = {}
+    labelled: list[KeySliceTruth] = []
+    for i, folder in enumerate(dirs):
+        store = SliceStore(folder)
+        part = truths if i == 0 else truth_from_records(read_dl_info(folder / "DL_info.csv"), split)
+        for t in part:
+            label = f"{folder.name}/{t.file_name}" if pool_with else t.file_name
+            where[label] = (store, t.file_name)
+            labelled.append(KeySliceTruth(label, t.spacing_mm, t.lesions))
 
-    def predict(file_name: str, spacing: Sequence[float]) -> list[Detection]:
+    def predict(label: str, spacing: Sequence[float]) -> list[Detection]:
+        store, file_name = where[label]
         return list(detector.predict(file_name, store, spacing_mm=spacing, threshold=threshold))
 
+    def missing(label: str) -> bool:
+        store, file_name = where[label]
+        return not store.exists(file_name)
+
     result = evaluate_truths(
-        truths,
-        predict,
-        progress=progress,
-        skip_missing=lambda f: not store.exists(f),
-        on_progress=on_progress,
+        labelled, predict, progress=progress, skip_missing=missing, on_progress=on_progress
     )
     result.update(
         {
@@ -152,6 +166,7 @@ def evaluate_dataset(
             "provider": detector.provider,
             "synthetic_model": detector.synthetic,
             "data_dir": str(data_dir),
+            "pooled_with": [str(d) for d in pool_with],
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )

@@ -484,3 +484,23 @@ def test_evaluate_cli_on_an_unmigrated_database_says_which_command_fixes_it(
     assert result.exit_code == 0, result.output
     assert "not migrated" in result.stderr and "lesion-review migrate" in result.stderr
     assert "FP/image" in result.stdout
+
+
+def test_evaluate_cli_pools_datasets_into_one_froc_and_does_not_store_it(
+    data_dir: Path, database_url: str, review_dataset: tuple[Path, list[LesionRecord]], tmp_path: Path
+) -> None:
+    model = _hitting_detector(review_dataset[1], tmp_path).path
+    twin = tmp_path / "twin"
+    shutil.copytree(data_dir, twin)
+    base = ["evaluate", str(data_dir), "--model", str(model), "--split", "all", "--json", "--no-progress"]
+    base += ["--database-url", database_url]
+    single = json.loads(CliRunner().invoke(main, base).stdout)
+    result = CliRunner().invoke(main, [*base, "--pool-with", str(twin)])
+    assert result.exit_code == 0, result.output
+    pooled = json.loads(result.stdout)
+    # The twin holds the same key slices: twice the images and lesions, the same hits per lesion.
+    assert pooled["images"] == 2 * single["images"] and pooled["lesions"] == 2 * single["lesions"]
+    assert pooled["sensitivity"] == single["sensitivity"] and max(single["sensitivity"]) > 0
+    assert pooled["pooled_with"] == [str(twin)] and pooled["stored_as"] is None
+    assert "not stored" in result.stderr
+    assert len(_runs(database_url)) == 1

@@ -272,9 +272,12 @@ def train(
             progress=progress,
             extra_boxes=truth_boxes(extra) if config.truth_labels else None,
         )
-    vdir = val_dir or data_dir
-    val_records = records if val_dir is None else read_dl_info(vdir / "DL_info.csv")
-    val_samples = load_samples(vdir, val_records, "val", drop_noisy=False, progress=progress)
+    # Without --val-dir, the val splits of every training dataset select the epoch (more lesions, less luck).
+    val_dirs = [val_dir] if val_dir is not None else [data_dir, *extra_train_dirs]
+    val_samples = []
+    for vdir in val_dirs:
+        val_records = records if vdir == data_dir else read_dl_info(vdir / "DL_info.csv")
+        val_samples += load_samples(vdir, val_records, "val", drop_noisy=False, progress=progress)
     if not train_samples:
         raise ValueError(f"no stored training key slices (Train_Val_Test = 1) in {data_dir}")
     log.info("training on %d key slices, validating on %d", len(train_samples), len(val_samples))
