@@ -448,7 +448,7 @@ def evaluate(
     records = None
     try:
         if against == "corrected":
-            from app.review.detector_jobs import corrected_state
+            from app.review.evaluations import corrected_state
 
             records = corrected_state(url)
         res = run_evaluate(
@@ -523,8 +523,8 @@ def screen(
     from app.deeplesion.errors import DeepLesionError
     from app.detection.errors import ModelLoadError
     from app.detection.runtime import Detector
-    from app.review.detector_jobs import run_screen
     from app.review.errors import ReviewError
+    from app.review.screening import run_screen
 
     try:
         det = Detector.load(model or _default_model(), device=device)

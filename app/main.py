@@ -17,10 +17,12 @@ from app.api import (
     evaluation,
     exports,
     health,
+    jobs,
     keyslices,
     lesions,
     pages,
     predictions,
+    screen,
     slices,
     stats,
     worklist,
@@ -45,6 +47,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     predictions.router,
     stats.router,
     evaluation.router,
+    screen.router,
+    jobs.router,
     exports.router,
     pages.router,
 )
@@ -77,7 +81,7 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.db.session import assert_schema_current, make_engine, make_session_factory
         from app.deeplesion.store import SliceStore
-        from app.review.evaluation_jobs import EvaluationRunner
+        from app.review.jobs import JobRunner
 
         engine = make_engine(settings.resolved_database_url())
         try:
@@ -99,9 +103,9 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
         else:
             app.state.detector = detector
             app.state.detector_error = None if detector is not None else "no model loaded"
-        runner = EvaluationRunner(session_factory=session_factory, data_dir=settings.data_dir)
+        runner = JobRunner(session_factory=session_factory, data_dir=settings.data_dir)
         runner.recover()
-        app.state.evaluation_runner = runner
+        app.state.job_runner = runner
         log.info("serving %s with database %s", settings.data_dir, engine.dialect.name)
         try:
             yield

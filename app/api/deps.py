@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 from app.config import Settings
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from app.deeplesion.store import SliceStore
-    from app.review.evaluation_jobs import EvaluationRunner
+    from app.review.jobs import JobRunner
 
 
 def get_settings(request: Request) -> Settings:
@@ -42,7 +42,17 @@ def get_detector(request: Request) -> Any | None:
     return getattr(request.app.state, "detector", None)
 
 
-def get_evaluation_runner(request: Request) -> EvaluationRunner:
-    """The app's runner of background FROC evaluation jobs."""
-    runner: EvaluationRunner = request.app.state.evaluation_runner
+def require_detector(request: Request) -> Any:
+    """The loaded detector; 503 no_model in review mode without one."""
+    detector = get_detector(request)
+    if detector is None:
+        raise HTTPException(
+            status_code=503, detail={"detail": "no detector model is loaded", "code": "no_model"}
+        )
+    return detector
+
+
+def get_job_runner(request: Request) -> JobRunner:
+    """The app's runner of background detector jobs (evaluation, screening)."""
+    runner: JobRunner = request.app.state.job_runner
     return runner

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict
 
-from app.api.deps import get_detector, get_evaluation_runner
+from app.api.deps import get_job_runner, require_detector
 from app.api.security import AdminUser, CurrentUser, Db, no_store
-from app.review.evaluation_jobs import EvaluationRunner, get_job, list_jobs
-from app.review.evaluations import job_evaluation, latest_evaluation
+from app.review.evaluations import EVALUATION, job_evaluation, latest_evaluation
+from app.review.jobs import JobRunner, get_job, list_jobs
 
 router = APIRouter(tags=["evaluation"], dependencies=[Depends(no_store)])
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -42,18 +42,14 @@ def post_evaluation(
     user: AdminUser,
     db: Db,
     response: Response,
-    runner: Annotated[EvaluationRunner, Depends(get_evaluation_runner)],
-    detector: Annotated[Any | None, Depends(get_detector)],
+    runner: Annotated[JobRunner, Depends(get_job_runner)],
+    detector: Annotated[Any, Depends(require_detector)],
     body: EvaluationRequest | None = None,
 ) -> Any:
     """Start a DeepLesion FROC of the loaded detector in the background; 202 with the job to poll."""
     req = body or EvaluationRequest()
-    if detector is None:
-        raise HTTPException(
-            status_code=503, detail={"detail": "no detector model is loaded", "code": "no_model"}
-        )
     job = runner.start(
-        session=db, detector=detector, split=req.split, against=req.against, requested_by=user.name
+        session=db, kind=EVALUATION, params=req.model_dump(), detector=detector, requested_by=user.name
     )
     response.headers["Location"] = f"/api/evaluation/jobs/{job['id']}"
     return job
@@ -62,19 +58,19 @@ def post_evaluation(
 @router.get("/api/evaluation/jobs")
 def get_evaluation_jobs(user: CurrentUser, db: Db, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Any:
     """The most recent evaluation jobs, newest first."""
-    return {"jobs": list_jobs(session=db, limit=limit)}
+    return {"jobs": list_jobs(session=db, limit=limit, kind=EVALUATION.name)}
 
 
 @router.get("/api/evaluation/jobs/{job_id}")
 def get_evaluation_job(job_id: JobId, user: CurrentUser, db: Db) -> Any:
     """One evaluation job's status and progress."""
-    return get_job(session=db, job_id=job_id)
+    return get_job(session=db, job_id=job_id, kind=EVALUATION.name)
 
 
 @router.get("/api/evaluation/jobs/{job_id}/result")
 def get_evaluation_job_result(job_id: JobId, user: CurrentUser, db: Db) -> Any:
     """The FROC result a finished job stored; 404 no_evaluation while it has none."""
-    job = get_job(session=db, job_id=job_id)  # 404 evaluation_job_not_found first
+    job = get_job(session=db, job_id=job_id, kind=EVALUATION.name)  # 404 evaluation_job_not_found first
     result = job_evaluation(session=db, job_id=job_id)
     if result is None:
         raise _no_evaluation(f"evaluation job {job_id} has no result (status {job['status']})")

@@ -302,19 +302,22 @@ class EvaluationRun(Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     # The background job that produced it; None for runs of the `evaluate` command.
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("evaluation_jobs.id"), unique=True, nullable=True, default=None
+        ForeignKey("detector_jobs.id"), unique=True, nullable=True, default=None
     )
 
 
-class EvaluationJob(Base):
-    """A FROC evaluation running in the background (POST /api/evaluation): status, progress, error."""
+class DetectorJob(Base):
+    """A detector run in the background (FROC evaluation or batch screening): status, progress, result."""
 
-    __tablename__ = "evaluation_jobs"
+    __tablename__ = "detector_jobs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # evaluation | screen
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done | failed
-    split: Mapped[str] = mapped_column(String(8))
-    against: Mapped[str] = mapped_column(String(16))
+    # What the job was asked to do, e.g. {"split": "test", "against": "original"} for an evaluation.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # A screen's summary; None for an evaluation (its FROC is an evaluation_runs row) and until done.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     model_version: Mapped[str] = mapped_column(String(128))
     requested_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -323,8 +326,8 @@ class EvaluationJob(Base):
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # 1 while queued or running, NULL afterwards: the unique constraint lets only one job be active
-    # across every server process (NULLs never collide on SQLite or PostgreSQL).
+    # 1 while queued or running, NULL afterwards: the unique constraint lets only one detector job (of any
+    # kind) be active across every server process (NULLs never collide on SQLite or PostgreSQL).
     active_lock: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
     # The process that runs it and its last sign of life, so a job whose process died is failed.
     worker_host: Mapped[str] = mapped_column(String(255))

@@ -55,9 +55,9 @@ class InvalidInputError(ReviewError):
 
 
 class JobRunningError(ReviewError):
-    """An evaluation job is already queued or running (one at a time); `job` is its status."""
+    """A detector job (of any kind) is already queued or running (one at a time); `job` is its status."""
 
-    code = "evaluation_running"
+    code = "detector_job_running"
 
     def __init__(self, message: str, *, job: dict[str, Any] | None = None) -> None:
         super().__init__(message)

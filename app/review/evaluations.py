@@ -1,4 +1,4 @@
-"""Stored FROC evaluation results: the database is their one store (the evaluation jobs, `evaluate`)."""
+"""FROC evaluations: the evaluation job kind, and stored results (the database is their one store)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session
 
 from app.db.models import EvaluationRun, utcnow
 from app.db.session import SchemaOutdatedError, assert_schema_current, make_engine, make_session_factory
+from app.deeplesion.schema import LesionRecord
+from app.detection.pipeline import evaluate_dataset, truth_from_records
+from app.review.jobs import JobContext, JobKind
 
 
 def _created_at(value: Any) -> datetime:
@@ -80,3 +83,39 @@ def store_evaluation(*, database_url: str, result: Mapping[str, Any]) -> int:
             return save_evaluation(session=session, result=result)
     finally:
         engine.dispose()
+
+
+def corrected_state(database_url: str) -> list[LesionRecord]:
+    """The reviewers' merged current state as DL_info records (for `evaluate --against corrected`)."""
+    from app.review.exports import corrected_records
+
+    engine = make_engine(database_url)
+    try:
+        assert_schema_current(engine)
+        with make_session_factory(engine)() as session:
+            return corrected_records(session=session)
+    finally:
+        engine.dispose()
+
+
+def _evaluate(ctx: JobContext) -> dict[str, Any]:
+    """An evaluation job's work: the FROC of the detector on its split, against original or corrected."""
+    split, against = str(ctx.params["split"]), str(ctx.params["against"])
+    truths = None
+    if against == "corrected":
+        from app.review.exports import corrected_records
+
+        with ctx.session_factory() as session:
+            truths = truth_from_records(corrected_records(session=session), None if split == "all" else split)
+    result = evaluate_dataset(
+        ctx.data_dir, ctx.detector, split=split, truths=truths, against=against, on_progress=ctx.on_progress
+    )
+    result["run_by"] = ctx.requested_by
+    return result
+
+
+def _store(session: Session, job_id: int, result: dict[str, Any]) -> None:
+    save_evaluation(session=session, result=result, job_id=job_id)
+
+
+EVALUATION = JobKind(name="evaluation", work=_evaluate, store=_store)

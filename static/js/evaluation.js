@@ -1,6 +1,7 @@
 // Evaluation page: starts a background FROC job, shows its progress, then draws the curve (log x) it stored.
 import { ApiError, ConflictError, describeError, get, hideError, initShell, post, showError } from "./api.js";
 import { svg } from "./charts.js";
+import { ACTIVE, pollJob, showProgress, waitForOtherJob } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 const FP_POINTS = [0.5, 1, 2, 4, 8, 16];
@@ -108,33 +109,13 @@ function show(result) {
   if (!froc.points.length) $("eval-status").textContent = "The stored result has no FROC points.";
 }
 
-// The job's status is polled this often while it runs (each poll is one small indexed read).
-const POLL_MS = 1000;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const ACTIVE = new Set(["queued", "running"]);
-
-function seconds(from, to) {
-  const s = (Date.parse(to) - Date.parse(from)) / 1000;
-  return Number.isFinite(s) ? `${s.toFixed(1)} s` : "";
-}
-
 // One line and a bar for a job; `data-job-status` lets the browser tests wait for a state.
 function showJob(job) {
   document.body.dataset.jobStatus = job.status;
   document.body.dataset.jobId = String(job.id);
-  const { done = 0, total = 0 } = job.progress || {};
-  const bar = $("eval-progress");
-  const head = `Job ${job.id}${job.requested_by ? ` (${job.requested_by})` : ""} · ${job.split} split vs ${job.against}`;
-  bar.hidden = !ACTIVE.has(job.status);
-  const pct = total ? (100 * done) / total : 0;
-  $("eval-progress-bar").style.width = `${pct.toFixed(1)}%`;
-  bar.setAttribute("aria-valuenow", String(Math.round(pct)));
-  let state;
-  if (job.status === "queued") state = "queued…";
-  else if (job.status === "running") state = total ? `${done.toLocaleString()} / ${total.toLocaleString()} key slices (${Math.floor(pct)}%)` : "preparing…";
-  else if (job.status === "done") state = `finished in ${seconds(job.started_at || job.created_at, job.finished_at)}`;
-  else state = `failed: ${job.error || "unknown error"}`;
-  $("eval-status").textContent = `${head} · ${state}`;
+  const p = job.params || {};
+  const head = `Job ${job.id}${job.requested_by ? ` (${job.requested_by})` : ""} · ${p.split} split vs ${p.against}`;
+  $("eval-status").textContent = `${head} · ${showProgress($("eval-progress"), $("eval-progress-bar"), job)}`;
 }
 
 function busy(on) {
@@ -146,19 +127,9 @@ function busy(on) {
 async function follow(job) {
   busy(true);
   try {
-    while (ACTIVE.has(job.status)) {
-      showJob(job);
-      await sleep(POLL_MS);
-      job = await get(`/api/evaluation/jobs/${job.id}`);
-    }
-    if (job.status === "done") {
-      const result = await get(job.result_url);
-      showJob(job);
-      show(result);
-    } else {
-      showJob(job);
-      showError(`Evaluation failed: ${job.error || "unknown error"}`, run);
-    }
+    job = await pollJob(job, `/api/evaluation/jobs/${job.id}`, showJob);
+    if (job.status === "done") show(await get(job.result_url));
+    else showError(`Evaluation failed: ${job.error || "unknown error"}`, run);
   } catch (err) {
     $("eval-status").textContent = `Lost track of job ${job.id}.`;
     showError(`Could not follow the evaluation: ${describeError(err)}`, () => follow(job));
@@ -196,11 +167,18 @@ async function run() {
   try {
     job = await post("/api/evaluation", { split: $("eval-split").value, against: $("eval-against").value });
   } catch (err) {
-    busy(false);
-    if (err instanceof ConflictError && err.code === "evaluation_running" && err.body.job) {
-      await follow(err.body.job);  // one runs at a time: show the one that is running
+    const running = err instanceof ConflictError && err.code === "detector_job_running" ? err.body.job : null;
+    if (running && running.kind === "evaluation") {
+      await follow(running);  // one runs at a time: show the one that is running
       return;
     }
+    if (running) {
+      const say = (text) => { $("eval-status").textContent = text; };
+      try { await waitForOtherJob(running, say); } catch (e) { showError(`Could not follow job ${running.id}: ${describeError(e)}`); }
+      busy(false);
+      return;
+    }
+    busy(false);
     $("eval-status").textContent = "Could not start.";
     showError(`Evaluation could not start: ${describeError(err)}`, run);
     return;

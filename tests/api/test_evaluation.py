@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,19 +19,20 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.cli import main
-from app.config import Settings
-from app.db.models import EvaluationJob, EvaluationRun, utcnow
+from app.db.models import DetectorJob, EvaluationRun, utcnow
 from app.db.session import make_engine, make_session_factory
 from app.deeplesion.schema import LesionRecord
 from app.detection.preprocess import Transform, scale_for
 from app.detection.runtime import Detector
 from app.detection.testing import TINY_MODEL_VERSION, build_tiny_model
-from app.main import create_app
-from app.review import evaluation_jobs
+from app.review import evaluations, jobs
 from app.review.evaluations import latest_evaluation, save_evaluation
 from tests.api.conftest import Api
+from tests.api.job_helpers import Gate, insert_job, job_app, job_rows, start, wait_finished
 
 HIT_FILE = "000001_01_01_108.png"
+# The message docs/api.md promises for a job whose server process is gone.
+RESTARTED = "server restarted during evaluation"
 
 
 @pytest.fixture
@@ -75,8 +73,7 @@ def _runs(database_url: str) -> list[EvaluationRun]:
 
 
 def _app(data_dir: Path, database_url: str, detector: object | None) -> TestClient:
-    settings = Settings(data_dir=data_dir, database_url=database_url, model_path=None)
-    return TestClient(create_app(settings, detector=detector))
+    return job_app(data_dir, database_url, detector)
 
 
 @pytest.fixture
@@ -89,86 +86,26 @@ def admin(
 
 def _wait_finished(api: Api, job_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
     """Poll the job's status like the browser does until it is done or failed."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        r = api.client.get(f"/api/evaluation/jobs/{job_id}")
-        assert r.status_code == 200, r.text
-        job: dict[str, Any] = r.json()
-        if job["status"] in ("done", "failed"):
-            return job
-        assert time.monotonic() < deadline, f"job still {job['status']} after {timeout_s} s: {job}"
-        time.sleep(0.05)
+    return wait_finished(api, f"/api/evaluation/jobs/{job_id}", timeout_s)
 
 
 def _start(api: Api, **body: str) -> dict[str, Any]:
-    r = api.write("POST", "/api/evaluation", json=body)
-    assert r.status_code == 202, r.text  # type: ignore[attr-defined]
-    job: dict[str, Any] = r.json()  # type: ignore[attr-defined]
-    return job
-
-
-class Gate:
-    """Holds a running evaluation after a given number of key slices until the test releases it."""
-
-    def __init__(self, pause_at: int) -> None:
-        self.pause_at = pause_at
-        self.reached = threading.Event()
-        self.release = threading.Event()
+    return start(api, "/api/evaluation", **body)
 
 
 @pytest.fixture
 def gate(admin: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
     # Depends on `admin` so that it is released before the app shuts down (which waits for the job).
     g = Gate(pause_at=1)
-    real = evaluation_jobs.evaluate_dataset
-
-    def gated(*args: Any, on_progress: Any, **kwargs: Any) -> dict[str, Any]:
-        def hook(done: int, total: int) -> None:
-            on_progress(done, total)
-            if done == g.pause_at:
-                g.reached.set()
-                assert g.release.wait(30), "the test never released the evaluation"
-
-        return real(*args, on_progress=hook, **kwargs)
-
-    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", gated)
+    monkeypatch.setattr(evaluations, "evaluate_dataset", g.wrap(evaluations.evaluate_dataset))
     # Every progress step is written, so the paused job shows exactly where it is.
-    monkeypatch.setattr(evaluation_jobs, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)
     yield g
     g.release.set()
 
 
 def _insert_job(database_url: str, **worker: Any) -> int:
-    """A job row as a server process would have left it: running, holding the one-job slot."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "worker_host": socket.gethostname(),
-        "worker_pid": os.getpid(),
-        "worker_token": "0" * 32,
-        "heartbeat_at": now,
-        **worker,
-    }
-    engine = make_engine(database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            job = EvaluationJob(
-                status="running",
-                split="test",
-                against="original",
-                model_version="m",
-                requested_by="boss",
-                created_at=now - timedelta(minutes=20),
-                started_at=now - timedelta(minutes=20),
-                progress_done=3,
-                progress_total=10,
-                active_lock=1,
-                **values,
-            )
-            session.add(job)
-            session.commit()
-            return job.id
-    finally:
-        engine.dispose()
+    return insert_job(database_url, "evaluation", **worker)
 
 
 def _test_key_slices(records: list[LesionRecord]) -> set[str]:
@@ -209,9 +146,11 @@ def test_post_evaluation_answers_202_with_a_queued_job_and_its_location(admin: A
     assert r.headers["location"] == f"/api/evaluation/jobs/{job['id']}"  # type: ignore[attr-defined]
     assert r.headers["cache-control"] == "no-store"  # type: ignore[attr-defined]
     assert job["status"] == "queued" and job["progress"] == {"done": 0, "total": 0}
-    assert (job["split"], job["against"], job["requested_by"]) == ("test", "original", "boss")
+    assert job["kind"] == "evaluation" and job["params"] == {"split": "test", "against": "original"}
+    assert job["requested_by"] == "boss"
     assert job["model_version"] == TINY_MODEL_VERSION and job["created_at"]
     assert job["started_at"] is job["finished_at"] is job["error"] is job["result_url"] is None
+    assert job["result"] is None
     polled = admin.client.get(r.headers["location"])  # type: ignore[attr-defined]
     assert polled.status_code == 200 and polled.json()["id"] == job["id"]
     _wait_finished(admin, job["id"])
@@ -243,7 +182,7 @@ def test_a_job_polled_to_done_stores_its_result_and_get_evaluation_returns_it(
 
 def test_post_evaluation_against_corrected_state(admin: Api) -> None:
     job = _wait_finished(admin, _start(admin, split="test", against="corrected")["id"])
-    assert job["status"] == "done" and job["against"] == "corrected", job
+    assert job["status"] == "done" and job["params"]["against"] == "corrected", job
     assert admin.client.get(job["result_url"]).json()["against"] == "corrected"
 
 
@@ -264,7 +203,7 @@ def test_a_running_job_reports_progress_and_a_second_post_is_409(
     assert running["progress"] == {"done": 1, "total": total} and running["result_url"] is None
     r = admin.write("POST", "/api/evaluation", json={"split": "val"})
     assert r.status_code == 409, r.text  # type: ignore[attr-defined]
-    assert r.json()["code"] == "evaluation_running"  # type: ignore[attr-defined]
+    assert r.json()["code"] == "detector_job_running"  # type: ignore[attr-defined]
     assert r.json()["job"]["id"] == first["id"]  # type: ignore[attr-defined]
     assert admin.client.get(f"/api/evaluation/jobs/{first['id']}/result").json()["code"] == "no_evaluation"
     assert admin.client.get("/api/evaluation").status_code == 404
@@ -295,7 +234,7 @@ def test_a_failing_evaluation_is_a_failed_job_with_its_message_and_the_server_ke
     def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError("the detector ran out of memory")
 
-    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", broken)
+    monkeypatch.setattr(evaluations, "evaluate_dataset", broken)
     job = _wait_finished(admin, _start(admin, split="test")["id"])
     assert job["status"] == "failed" and job["finished_at"] and job["result_url"] is None
     assert job["error"] == "RuntimeError: the detector ran out of memory"
@@ -317,7 +256,7 @@ def test_jobs_are_listed_newest_first_and_limited(admin: Api) -> None:
     ids = [_wait_finished(admin, _start(admin, split=s)["id"])["id"] for s in ("test", "val", "test")]
     listed = admin.client.get("/api/evaluation/jobs").json()["jobs"]
     assert [j["id"] for j in listed] == ids[::-1]
-    assert [j["split"] for j in listed] == ["test", "val", "test"]
+    assert [j["params"]["split"] for j in listed] == ["test", "val", "test"]
     assert [j["id"] for j in admin.client.get("/api/evaluation/jobs?limit=2").json()["jobs"]] == ids[:0:-1]
     assert admin.client.get("/api/evaluation/jobs?limit=0").status_code == 422
 
@@ -329,11 +268,11 @@ def test_a_job_left_running_by_the_previous_server_process_is_failed_at_startup(
     stale = _insert_job(database_url)
     with _app(data_dir, database_url, _hitting_detector(review_dataset[1], tmp_path)) as c:
         # Failed by the startup itself, before anyone reads it.
-        [row] = _jobs(database_url)
-        assert (row.status, row.error, row.active_lock) == ("failed", evaluation_jobs.RESTARTED, None)
+        [row] = job_rows(database_url)
+        assert (row.status, row.error, row.active_lock) == ("failed", RESTARTED, None)
         api = Api(c, database_url).login("boss", "admin")
         job = api.client.get(f"/api/evaluation/jobs/{stale}").json()
-        assert job["status"] == "failed" and job["error"] == evaluation_jobs.RESTARTED
+        assert job["status"] == "failed" and job["error"] == RESTARTED
         assert job["finished_at"] and job["progress"] == {"done": 3, "total": 10}
         # It no longer blocks new evaluations.
         assert _wait_finished(api, _start(api)["id"])["status"] == "done"
@@ -343,7 +282,7 @@ def test_a_job_of_a_dead_process_on_this_host_is_failed_when_read(admin: Api, da
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     stale = _insert_job(database_url, worker_pid=int(gone.stdout))
     job = admin.client.get(f"/api/evaluation/jobs/{stale}").json()
-    assert job["status"] == "failed" and job["error"] == evaluation_jobs.RESTARTED
+    assert job["status"] == "failed" and job["error"] == RESTARTED
 
 
 def test_a_job_of_another_host_fails_only_once_its_heartbeat_is_stale(admin: Api, database_url: str) -> None:
@@ -354,15 +293,17 @@ def test_a_job_of_another_host_fails_only_once_its_heartbeat_is_stale(admin: Api
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
-            job = session.get(EvaluationJob, alive)
+            job = session.get(DetectorJob, alive)
             assert job is not None
-            job.heartbeat_at = utcnow() - evaluation_jobs.HEARTBEAT_TIMEOUT - timedelta(seconds=5)
+            job.heartbeat_at = utcnow() - jobs.HEARTBEAT_TIMEOUT - timedelta(seconds=5)
             session.commit()
     finally:
         engine.dispose()
     listed = admin.client.get("/api/evaluation/jobs").json()["jobs"]
     assert listed[0]["id"] == alive and listed[0]["status"] == "failed"
-    assert listed[0]["error"] == evaluation_jobs.SILENT
+    assert listed[0]["error"] == (
+        "the server process running this evaluation stopped answering (no progress for 5 minutes)"
+    )
     assert _wait_finished(admin, _start(admin)["id"])["status"] == "done"
 
 
@@ -374,9 +315,9 @@ def test_stopping_the_server_fails_the_running_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started = threading.Event()
-    real = evaluation_jobs.evaluate_dataset
+    real = evaluations.evaluate_dataset
     with _app(data_dir, database_url, _hitting_detector(review_dataset[1], tmp_path)) as c:
-        runner = c.app.state.evaluation_runner  # type: ignore[attr-defined]
+        runner = c.app.state.job_runner  # type: ignore[attr-defined]
 
         def held(*args: Any, on_progress: Any, **kwargs: Any) -> dict[str, Any]:
             def hook(done: int, total: int) -> None:
@@ -387,22 +328,13 @@ def test_stopping_the_server_fails_the_running_job(
 
             return real(*args, on_progress=hook, **kwargs)
 
-        monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", held)
+        monkeypatch.setattr(evaluations, "evaluate_dataset", held)
         api = Api(c, database_url).login("boss", "admin")
         job = _start(api)
         assert started.wait(30)
-    [row] = _jobs(database_url)
-    assert row.id == job["id"] and row.status == "failed" and row.error == evaluation_jobs.STOPPED
+    [row] = job_rows(database_url)
+    assert row.id == job["id"] and row.status == "failed" and row.error == "server stopped during evaluation"
     assert row.active_lock is None and row.finished_at is not None
-
-
-def _jobs(database_url: str) -> list[EvaluationJob]:
-    engine = make_engine(database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            return list(session.scalars(select(EvaluationJob).order_by(EvaluationJob.id)))
-    finally:
-        engine.dispose()
 
 
 def test_get_evaluation_returns_the_latest_row_of_the_database(admin: Api, database_url: str) -> None:

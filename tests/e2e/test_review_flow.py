@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.review import evaluation_jobs
+from app.review import evaluations, jobs
 from tests.e2e.conftest import api_login, drag, image_point, open_viewer, shoot, viewer_eval
 from tests.e2e.live import ADMIN, REVIEWER, SECOND_REVIEWER, LiveServer
 
@@ -182,7 +182,7 @@ def test_evaluation_job_shows_its_progress_then_plots_six_froc_points(
 ) -> None:
     # The live server runs in this process: hold its evaluation after the first key slice.
     reached, release = threading.Event(), threading.Event()
-    real = evaluation_jobs.evaluate_dataset
+    real = evaluations.evaluate_dataset
 
     def held(*args: Any, on_progress: Any, **kwargs: Any) -> dict[str, Any]:
         def hook(done: int, total: int) -> None:
@@ -193,8 +193,8 @@ def test_evaluation_job_shows_its_progress_then_plots_six_froc_points(
 
         return real(*args, on_progress=hook, **kwargs)
 
-    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", held)
-    monkeypatch.setattr(evaluation_jobs, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(evaluations, "evaluate_dataset", held)
+    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)
     api_login(page.context, ADMIN)
     page.goto("/evaluation")
     page.wait_for_selector("body[data-ready='1']")
@@ -230,7 +230,7 @@ def test_a_failed_evaluation_job_shows_its_error(
     def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError("detector session lost")
 
-    monkeypatch.setattr(evaluation_jobs, "evaluate_dataset", broken)
+    monkeypatch.setattr(evaluations, "evaluate_dataset", broken)
     api_login(page.context, ADMIN)
     page.goto("/evaluation")
     page.wait_for_selector("body[data-ready='1']")

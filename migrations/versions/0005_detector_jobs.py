@@ -1,4 +1,4 @@
-"""FROC evaluations run as background jobs (evaluation_jobs); a stored result links to its job.
+"""Detector runs as background jobs (detector_jobs: evaluations, screenings); a stored FROC links to its job.
 
 Revision ID: 0005
 Revises: 0004
@@ -21,11 +21,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Upgrade schema."""
     op.create_table(
-        "evaluation_jobs",
+        "detector_jobs",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("split", sa.String(length=8), nullable=False),
-        sa.Column("against", sa.String(length=16), nullable=False),
+        sa.Column("params", sa.JSON(), nullable=False),
+        sa.Column("result", sa.JSON(), nullable=True),
         sa.Column("model_version", sa.String(length=128), nullable=False),
         sa.Column("requested_by", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -39,21 +40,21 @@ def upgrade() -> None:
         sa.Column("worker_pid", sa.Integer(), nullable=False),
         sa.Column("worker_token", sa.String(length=32), nullable=False),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_evaluation_jobs")),
-        sa.UniqueConstraint("active_lock", name=op.f("uq_evaluation_jobs_active_lock")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_detector_jobs")),
+        sa.UniqueConstraint("active_lock", name=op.f("uq_detector_jobs_active_lock")),
     )
     with op.batch_alter_table("evaluation_runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("job_id", sa.Integer(), nullable=True))
         batch_op.create_unique_constraint(batch_op.f("uq_evaluation_runs_job_id"), ["job_id"])
         batch_op.create_foreign_key(
-            batch_op.f("fk_evaluation_runs_job_id_evaluation_jobs"), "evaluation_jobs", ["job_id"], ["id"]
+            batch_op.f("fk_evaluation_runs_job_id_detector_jobs"), "detector_jobs", ["job_id"], ["id"]
         )
 
 
 def downgrade() -> None:
     """Downgrade schema."""
     with op.batch_alter_table("evaluation_runs", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("fk_evaluation_runs_job_id_evaluation_jobs"), type_="foreignkey")
+        batch_op.drop_constraint(batch_op.f("fk_evaluation_runs_job_id_detector_jobs"), type_="foreignkey")
         batch_op.drop_constraint(batch_op.f("uq_evaluation_runs_job_id"), type_="unique")
         batch_op.drop_column("job_id")
-    op.drop_table("evaluation_jobs")
+    op.drop_table("detector_jobs")

@@ -1,0 +1,30 @@
+"""Detector jobs of every kind (evaluation, screen): one runs at a time, so a page may follow another's."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from app.api.security import CurrentUser, Db, no_store
+from app.review.jobs import get_job, list_jobs
+
+router = APIRouter(tags=["jobs"], dependencies=[Depends(no_store)])
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.get("/api/jobs")
+def get_jobs(
+    user: CurrentUser,
+    db: Db,
+    kind: Literal["evaluation", "screen"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Any:
+    """The most recent detector jobs, newest first, optionally of one kind."""
+    return {"jobs": list_jobs(session=db, limit=limit, kind=kind)}
+
+
+@router.get("/api/jobs/{job_id}")
+def get_any_job(job_id: JobId, user: CurrentUser, db: Db) -> Any:
+    """One detector job's status, whatever its kind."""
+    return get_job(session=db, job_id=job_id)

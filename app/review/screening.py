@@ -1,0 +1,168 @@
+"""Batch screening: the detector over the imported key slices into stored predictions, the missed queue."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import KeySlice, Prediction
+from app.db.session import assert_schema_current, make_engine, make_session_factory
+from app.deeplesion.errors import DeepLesionError
+from app.detection.pipeline import ProgressFn, split_code
+from app.detection.screening import QueueItem, hidden_recall, load_hidden_lesions
+from app.review.jobs import JobContext, JobKind
+from app.review.predictions import has_run, store_predictions
+
+log = logging.getLogger(__name__)
+
+
+class NothingToScreenError(ValueError):
+    """No imported key slice matches the request (nothing imported yet, or an empty split)."""
+
+
+def missed_queue(*, session: Session, model_version: str) -> list[QueueItem]:
+    """Pending predictions of a model that match no annotation: the possible-missed queue."""
+    rows = session.execute(
+        select(KeySlice.file_name, Prediction.box, Prediction.score)
+        .join(KeySlice, KeySlice.id == Prediction.key_slice_id)
+        .where(
+            Prediction.model_version == model_version,
+            Prediction.status == "pending",
+            Prediction.matches_annotation.is_(False),
+        )
+    ).all()
+    return [QueueItem(f, (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s)) for f, b, s in rows]
+
+
+def screen_key_slices(
+    *,
+    session_factory: sessionmaker[Session],
+    data_dir: Path,
+    detector: Any,
+    split: str | None = None,
+    limit: int | None = None,
+    threshold: float = 0.3,
+    progress: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Predict every key slice of the split not yet run by this model version and store the predictions."""
+    from tqdm import tqdm
+
+    from app.deeplesion.store import SliceStore
+
+    code = split_code(split)
+    # Its own small cache: a batch pass would only evict the slices the viewer is using.
+    store = SliceStore(data_dir)
+    with session_factory() as session:
+        query = select(KeySlice.file_name, KeySlice.spacing_x, KeySlice.spacing_y, KeySlice.spacing_z)
+        if code is not None:
+            query = query.where(KeySlice.split == code)
+        todo = session.execute(query.order_by(KeySlice.file_name)).all()
+    if not todo:
+        where = "" if code is None else f" in the {split} split"
+        raise NothingToScreenError(f"no imported key slices{where}")
+    if limit is not None:
+        todo = todo[:limit]
+    total = len(todo)
+    if on_progress is not None:
+        on_progress(0, total)
+    predicted = skipped = missing = 0
+    for done, (file_name, sx, sy, sz) in enumerate(
+        tqdm(todo, desc="screen", unit="slice", disable=not progress), 1
+    ):
+        with session_factory() as session:
+            # The prediction_runs table remembers runs that found nothing too.
+            if has_run(session=session, file_name=file_name, model_version=detector.model_version):
+                skipped += 1
+            else:
+                try:
+                    dets = detector.predict(file_name, store, spacing_mm=(sx, sy, sz), threshold=threshold)
+                except DeepLesionError as exc:  # not stored, or a corrupt PNG
+                    log.info("skipping %s: %s", file_name, exc)
+                    missing += 1
+                else:
+                    store_predictions(
+                        session=session,
+                        file_name=file_name,
+                        model_version=detector.model_version,
+                        detections=dets,
+                        threshold=threshold,
+                    )
+                    predicted += 1
+        # Between key slices, each stored in its own commit: raising here stops the pass cleanly.
+        if on_progress is not None:
+            on_progress(done, total)
+    with session_factory() as session:
+        queue = missed_queue(session=session, model_version=detector.model_version)
+    result: dict[str, Any] = {
+        "model_version": detector.model_version,
+        "provider": detector.provider,
+        "threshold": threshold,
+        "key_slices": total,
+        "predicted": predicted,
+        "skipped": skipped,
+        "missing": missing,
+        "queue_predictions": len(queue),
+        "queue_key_slices": len({q.file_name for q in queue}),
+    }
+    hidden = load_hidden_lesions(data_dir)
+    if hidden is not None:
+        screened = {row[0] for row in todo}
+        hidden_here = [h for h in hidden if h.file_name in screened]
+        result["hidden_lesions"] = hidden_recall(queue, hidden_here)
+    return result
+
+
+def run_screen(
+    *,
+    database_url: str,
+    data_dir: Path,
+    detector: Any,
+    split: str | None = None,
+    limit: int | None = None,
+    threshold: float = 0.3,
+    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Screen the key slices of the database at `database_url` (the `screen` command); resumable."""
+    engine = make_engine(database_url)
+    try:
+        assert_schema_current(engine)
+        try:
+            return screen_key_slices(
+                session_factory=make_session_factory(engine),
+                data_dir=data_dir,
+                detector=detector,
+                split=split,
+                limit=limit,
+                threshold=threshold,
+                progress=progress,
+                on_progress=on_progress,
+            )
+        except NothingToScreenError as exc:
+            raise NothingToScreenError(
+                f"{exc} in {database_url}: run `lesion-review import {data_dir}` first"
+            ) from None
+    finally:
+        engine.dispose()
+
+
+def _screen(ctx: JobContext) -> dict[str, Any]:
+    """A screen job's work, on the app's database."""
+    limit = ctx.params.get("limit")
+    return screen_key_slices(
+        session_factory=ctx.session_factory,
+        data_dir=ctx.data_dir,
+        detector=ctx.detector,
+        split=str(ctx.params["split"]),
+        limit=None if limit is None else int(limit),
+        threshold=float(ctx.params["threshold"]),
+        on_progress=ctx.on_progress,
+    )
+
+
+SCREEN = JobKind(name="screen", work=_screen)
