@@ -21,6 +21,7 @@ NAV = (
     ("/", "Work list"),
     ("/overview", "Overview"),
     ("/evaluation", "Evaluation"),
+    ("/screening", "Screening"),
 )
 
 
@@ -79,3 +80,11 @@ def evaluation_page(request: Request, user: MaybeUser) -> Response:
     if user is None:
         return _login_redirect(request)
     return _render(request, "evaluation.html", "evaluation", title="Evaluation")
+
+
+@router.get("/screening", response_class=HTMLResponse)
+def screening_page(request: Request, user: MaybeUser) -> Response:
+    """Batch screening for possible missed lesions: admins start it, everyone sees its progress and result."""
+    if user is None:
+        return _login_redirect(request)
+    return _render(request, "screening.html", "screening", title="Screening", can_start=user.is_admin)

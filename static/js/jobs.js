@@ -12,6 +12,8 @@ export function noun(job) {
   return NOUNS[job.kind] || `${job.kind} job`;
 }
 
+const article = (word) => (/^[aeiou]/i.test(word) ? "An" : "A");
+
 export function seconds(from, to) {
   const s = (Date.parse(to) - Date.parse(from)) / 1000;
   return Number.isFinite(s) ? `${s.toFixed(1)} s` : "";
@@ -47,7 +49,7 @@ export async function waitForOtherJob(job, say) {
   const final = await pollJob(job, `/api/jobs/${job.id}`, (j) => {
     const { done = 0, total = 0 } = j.progress || {};
     const where = total ? ` (${done} / ${total} key slices)` : "";
-    say(`A ${noun(j)} is running (job ${j.id}${who})${where}; one detector job runs at a time, this one can start when it ends.`);
+    say(`${article(noun(j))} ${noun(j)} is running (job ${j.id}${who})${where}; one detector job runs at a time, this one can start when it ends.`);
   });
   say(`The ${noun(final)} (job ${final.id}) has ended (${final.status}); you can start now.`);
   return final;

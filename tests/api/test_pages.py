@@ -9,7 +9,7 @@ import pytest
 
 from tests.api.conftest import Api
 
-PAGES = ["/", "/viewer/000001_01_01_109.png", "/overview", "/evaluation"]
+PAGES = ["/", "/viewer/000001_01_01_109.png", "/overview", "/evaluation", "/screening"]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -49,8 +49,28 @@ def test_viewer_page_for_a_name_that_is_not_a_key_slice_is_404(api: Api, name: s
 
 
 def test_every_page_module_and_the_stylesheet_are_served(api: Api) -> None:
-    for asset in ("api", "charts", "login", "worklist", "viewer", "overview", "evaluation"):
+    for asset in (
+        "api",
+        "charts",
+        "jobs",
+        "login",
+        "worklist",
+        "viewer",
+        "overview",
+        "evaluation",
+        "screening",
+    ):
         r = api.client.get(f"/static/js/{asset}.js")
         assert r.status_code == 200, asset
         assert "javascript" in r.headers["content-type"]
     assert api.client.get("/static/css/app.css").status_code == 200
+
+
+def test_screening_page_has_the_start_controls_for_admins_only(api: Api, second_api: Api) -> None:
+    api.login("pages-admin", "admin")
+    admin_page = api.client.get("/screening").text
+    assert 'id="run-screen"' in admin_page and 'id="screen-threshold"' in admin_page
+    second_api.login("pages-reviewer-3")
+    reviewer_page = second_api.client.get("/screening").text
+    assert 'id="run-screen"' not in reviewer_page and 'id="screen-admin-only"' in reviewer_page
+    assert 'href="/screening"' in reviewer_page  # linked from the navigation for everyone

@@ -36,8 +36,8 @@ def _drag(page: Any, a: tuple[float, float], b: tuple[float, float]) -> None:
     page.mouse.up()
 
 
-def capture(out: Path, patients: int, model: Path | None) -> list[Path]:
-    """Drive the app like a reviewer and save the screenshots the README shows."""
+def capture(out: Path, patients: int, model: Path | None, only: set[str] | None = None) -> list[Path]:
+    """Drive the app like a reviewer and save the screenshots the README shows (`only`: these names)."""
     from playwright.sync_api import sync_playwright
 
     written: list[Path] = []
@@ -49,70 +49,85 @@ def capture(out: Path, patients: int, model: Path | None) -> list[Path]:
     ):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
-        csrf = _login(ctx, REVIEWER)
-        page = ctx.new_page()
+        reviewer_shots = {"ui_viewer", "ui_keymap", "ui_worklist", "ui_overview"}
+        if only is None or only & reviewer_shots:
+            csrf = _login(ctx, REVIEWER)
+            page = ctx.new_page()
 
-        # A key slice with an edited original lesion, a drawn RECIST mark and predictions: all four colours.
-        name = live.key_slices[0]
-        ks = ctx.request.get(f"/api/key-slices/{name}").json()
-        original = ks["lesions"][0]
-        r = original["current"]["recist"]
-        if r:
-            moved = [r[0] - 3, r[1] - 2, *r[2:]]
-            ctx.request.put(
-                f"/api/lesions/{original['id']}/geometry",
-                data={"version": original["version"], "recist": moved},
-                headers={"X-CSRF-Token": csrf},
-            )
-        _viewer(page, name)
-        page.keyboard.press("r")
-        w, h = ks["image_size"]
-        _drag(page, (w * 0.30, h * 0.62), (w * 0.38, h * 0.66))
-        _drag(page, (w * 0.34, h * 0.61), (w * 0.33, h * 0.67))
-        page.wait_for_function("window.__viewer.state.pending === null")
-        page.keyboard.press("Escape")
-        page.fill("#threshold", "0.3")
-        page.dispatch_event("#threshold", "input")
-        page.click("#predict")
-        page.wait_for_selector("#viewer[data-predicted='1']")
-        centre = page.evaluate(f"window.__viewer.imageToClient({w / 2}, {h / 2})")
-        page.mouse.move(centre["x"], centre["y"])  # shows the HU readout in the status bar
-        page.screenshot(path=str(out / "ui_viewer.png"))
-        written.append(out / "ui_viewer.png")
-        page.keyboard.press("?")
-        page.wait_for_selector("#keymap-dialog[open]")
-        page.screenshot(path=str(out / "ui_keymap.png"))
-        written.append(out / "ui_keymap.png")
-        page.keyboard.press("Escape")
+            # A key slice with an edited original lesion, a drawn RECIST mark and predictions: four colours.
+            name = live.key_slices[0]
+            ks = ctx.request.get(f"/api/key-slices/{name}").json()
+            original = ks["lesions"][0]
+            r = original["current"]["recist"]
+            if r:
+                moved = [r[0] - 3, r[1] - 2, *r[2:]]
+                ctx.request.put(
+                    f"/api/lesions/{original['id']}/geometry",
+                    data={"version": original["version"], "recist": moved},
+                    headers={"X-CSRF-Token": csrf},
+                )
+            _viewer(page, name)
+            page.keyboard.press("r")
+            w, h = ks["image_size"]
+            _drag(page, (w * 0.30, h * 0.62), (w * 0.38, h * 0.66))
+            _drag(page, (w * 0.34, h * 0.61), (w * 0.33, h * 0.67))
+            page.wait_for_function("window.__viewer.state.pending === null")
+            page.keyboard.press("Escape")
+            page.fill("#threshold", "0.3")
+            page.dispatch_event("#threshold", "input")
+            page.click("#predict")
+            page.wait_for_selector("#viewer[data-predicted='1']")
+            centre = page.evaluate(f"window.__viewer.imageToClient({w / 2}, {h / 2})")
+            page.mouse.move(centre["x"], centre["y"])  # shows the HU readout in the status bar
+            page.screenshot(path=str(out / "ui_viewer.png"))
+            written.append(out / "ui_viewer.png")
+            page.keyboard.press("?")
+            page.wait_for_selector("#keymap-dialog[open]")
+            page.screenshot(path=str(out / "ui_keymap.png"))
+            written.append(out / "ui_keymap.png")
+            page.keyboard.press("Escape")
 
-        page.goto("/")
-        page.wait_for_selector("#worklist-body tr")
-        page.keyboard.press("j")
-        page.screenshot(path=str(out / "ui_worklist.png"))
-        written.append(out / "ui_worklist.png")
+            page.goto("/")
+            page.wait_for_selector("#worklist-body tr")
+            page.keyboard.press("j")
+            page.screenshot(path=str(out / "ui_worklist.png"))
+            written.append(out / "ui_worklist.png")
 
-        page.goto("/overview")
-        page.wait_for_selector("body[data-ready='1']")
-        page.screenshot(path=str(out / "ui_overview.png"), full_page=True)
-        written.append(out / "ui_overview.png")
-        ctx.close()
+            page.goto("/overview")
+            page.wait_for_selector("body[data-ready='1']")
+            page.screenshot(path=str(out / "ui_overview.png"), full_page=True)
+            written.append(out / "ui_overview.png")
+            ctx.close()
 
         ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
         _login(ctx, ADMIN)
         page = ctx.new_page()
-        page.goto("/evaluation")
-        page.wait_for_selector("body[data-ready='1']")
-        page.select_option("#eval-split", "all")
-        page.click("#run-eval")
-        page.wait_for_function("document.body.dataset.points === '6'", timeout=300_000)
-        page.screenshot(path=str(out / "ui_evaluation.png"), full_page=True)
-        written.append(out / "ui_evaluation.png")
+        if only is None or "ui_evaluation" in only:
+            page.goto("/evaluation")
+            page.wait_for_selector("body[data-ready='1']")
+            page.select_option("#eval-split", "all")
+            page.click("#run-eval")
+            page.wait_for_function("document.body.dataset.points === '6'", timeout=300_000)
+            page.screenshot(path=str(out / "ui_evaluation.png"), full_page=True)
+            written.append(out / "ui_evaluation.png")
 
-        page.set_viewport_size({"width": 1920, "height": 1080})
-        _viewer(page, live.key_slices[-1])
-        page.keyboard.press("2")
-        page.screenshot(path=str(out / "ui_viewer_1920.png"))
-        written.append(out / "ui_viewer_1920.png")
+        if only is None or "ui_screening" in only:
+            # A screen of every key slice, then its result: the queue and the synthetic hidden-lesion check.
+            page.goto("/screening")
+            page.wait_for_selector("body[data-ready='1']")
+            page.select_option("#screen-split", "all")
+            page.click("#run-screen")
+            page.wait_for_function("document.body.dataset.jobStatus === 'done'", timeout=600_000)
+            page.wait_for_selector("#screen-result:not([hidden])")
+            page.screenshot(path=str(out / "ui_screening.png"), full_page=True)
+            written.append(out / "ui_screening.png")
+
+        if only is None or "ui_viewer_1920" in only:
+            page.set_viewport_size({"width": 1920, "height": 1080})
+            _viewer(page, live.key_slices[-1])
+            page.keyboard.press("2")
+            page.screenshot(path=str(out / "ui_viewer_1920.png"))
+            written.append(out / "ui_viewer_1920.png")
         ctx.close()
         browser.close()
     return written
@@ -124,6 +139,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=DOCS_IMAGES)
     parser.add_argument("--patients", type=int, default=6)
     parser.add_argument(
+        "--only", action="append", default=None, help="Only this image, e.g. ui_screening (repeatable)"
+    )
+    parser.add_argument(
         "--model", type=Path, default=None, help="ONNX model (default: shipped one, else tiny test model)"
     )
     args = parser.parse_args(argv)
@@ -134,7 +152,8 @@ def main(argv: list[str]) -> int:
     if not chromium_available():
         print(f"{CHROMIUM} is missing", file=sys.stderr)
         return 1
-    for path in capture(args.out, args.patients, args.model):
+    only = {name.removesuffix(".png") for name in args.only} if args.only else None
+    for path in capture(args.out, args.patients, args.model, only):
         print(path)
     return 0
 
