@@ -307,6 +307,12 @@ def _default_model() -> Path:
     help="On synthetic data, also train on the lesions synth_truth.json lists as left out of DL_info.csv.",
 )
 @click.option(
+    "--flip-tta/--no-flip-tta",
+    default=True,
+    show_default=True,
+    help="Export the graph with test-time left-right flip averaging (twice the inference cost).",
+)
+@click.option(
     "--card",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -328,6 +334,7 @@ def train(
     init: Path | None,
     model_version: str | None,
     truth_labels: bool,
+    flip_tta: bool,
     card: Path | None,
 ) -> None:
     """Train the 3-slice detector on DATA_DIR (needs the [train] extra) and export it to ONNX."""
@@ -352,6 +359,7 @@ def train(
             lr=lr,
             model_version=model_version,
             truth_labels=truth_labels,
+            flip_tta=flip_tta,
             card=card,
             command=" ".join(["lesion-review", *sys.argv[1:]]),
         )

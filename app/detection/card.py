@@ -69,7 +69,13 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         f"- A CenterNet-style one-stage lesion detector, {info.get('parameters', 0):,} parameters: a small "
         "conv backbone to stride 32, a top-down neck to stride 4, heatmap + log-size + offset heads.",
         "- Decoding is inside the ONNX graph (3x3 max-pool peak picking + TopK 100), "
-        "no NonMaxSuppression op.",
+        "no NonMaxSuppression op."
+        + (
+            " Test-time flip averaging is in the graph too: the head maps of the input and of its "
+            "left-right mirror are averaged before decoding (two passes per prediction)."
+            if cfg.get("flip_tta")
+            else ""
+        ),
         "- Input `image` float32 [1,3,512,512]: the key slice and the slices 2 mm above and below "
         "(interpolated; nearest stored slice when one is missing; the key slice repeated when the interval "
         "is unknown), window -1024..3071 HU to 0..255 minus 50, rescaled to 0.8 mm pixels (longest side "

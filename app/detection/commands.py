@@ -104,6 +104,7 @@ def run_train(
     init: Path | None = None,
     model_version: str | None = None,
     truth_labels: bool = True,
+    flip_tta: bool = True,
     card: Path | None = None,
     command: str = "",
     progress: bool = True,
@@ -131,6 +132,7 @@ def run_train(
         iters_per_epoch=iters_per_epoch,
         init=str(init) if init else "",
         truth_labels=truth_labels,
+        flip_tta=flip_tta,
     )
     result = train(data_dir, config, val_dir=val_dir, extra_train_dirs=extra_train_dirs, progress=progress)
     synthetic = is_synthetic_dataset(data_dir)
@@ -143,8 +145,11 @@ def run_train(
         f"{', '.join(d.name for d in (data_dir, *extra_train_dirs))} ({kind}); "
         f"train split, noisy rows dropped; seed {seed}"
     )
-    export_onnx(result.model, out, model_version=version, synthetic=synthetic, training_data=training_data)
-    write_reference(result.model, reference_path(out))
+    from app.detection.train.model import FlipAveraged
+
+    served = FlipAveraged(result.model) if flip_tta else result.model
+    export_onnx(served, out, model_version=version, synthetic=synthetic, training_data=training_data)
+    write_reference(served, reference_path(out))
     import torch
 
     # The PyTorch weights, for a warm start (--init); not needed to serve.

@@ -21,20 +21,22 @@ def _require_torch() -> None:
     require_component("torch", HAS_TORCH, "pip install -e '.[train]' (torch==2.13.0)")
 
 
-def test_exported_graph_matches_pytorch_within_tolerance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flip_tta", [False, True], ids=["plain", "flip-averaged"])
+def test_exported_graph_matches_pytorch_within_tolerance(tmp_path: Path, flip_tta: bool) -> None:
     _require_torch()
     import torch
 
     from app.detection.train.export import export_onnx
-    from app.detection.train.model import build_model
+    from app.detection.train.model import FlipAveraged, build_model
 
     torch.manual_seed(3)
-    model = build_model()
+    net = build_model()
+    model = FlipAveraged(net) if flip_tta else net
     # Non-trivial BatchNorm statistics, so that folding them into the convs is exercised too.
     model.train()
     with torch.no_grad():
         for _ in range(2):
-            model.forward_maps(torch.randn(2, 3, 128, 128) * 50)
+            net.forward_maps(torch.randn(2, 3, 128, 128) * 50)
     model.eval()
     path = export_onnx(
         model, tmp_path / "m.onnx", model_version="parity", synthetic=True, training_data="none"
@@ -93,3 +95,14 @@ def test_parity_error_ignores_boxes_of_empty_slots_but_not_of_detections() -> No
     assert parity_error(a, b) == 0.0
     b[0, 0, :4] = 5.12  # the real detection moved by 5.12 px = 0.01 of the input side
     assert parity_error(a, b) == pytest.approx(0.01)
+
+
+def test_parity_error_accepts_tied_detections_in_either_order_but_not_moved_ones() -> None:
+    a = np.zeros((1, 3, 5), dtype=np.float32)
+    a[0, 0] = [10, 10, 30, 30, 0.4]
+    a[0, 1] = [200, 200, 230, 230, 0.4]
+    b = a.copy()
+    b[0, [0, 1]] = a[0, [1, 0]]  # TopK broke the tie the other way
+    assert parity_error(a, b) == 0.0
+    b[0, 0, 0] += 51.2  # now one of them really moved (0.1 of the input side)
+    assert parity_error(a, b) == pytest.approx(0.1)

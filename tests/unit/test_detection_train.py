@@ -157,3 +157,33 @@ def test_training_labels_the_lesions_the_truth_file_lists_as_left_out(tmp_path: 
     assert len(labelled[key].lesions) == len(plain[key].lesions)
     (root / "synth_truth.json").unlink()
     assert truth_boxes(root) == {}
+
+
+def test_flip_averaging_decodes_the_same_box_as_a_perfect_model_and_its_mirror() -> None:
+    import torch
+
+    from app.detection.train.loop import make_targets
+    from app.detection.train.model import FlipAveraged, decode_maps
+
+    box = np.array([[201.0, 90.0, 229.0, 111.0]])  # centre (215, 100.5): offsets (0.75, 0.125)
+    mirrored = box.copy()
+    mirrored[:, [0, 2]] = 511 - box[:, [2, 0]]
+
+    class Oracle(torch.nn.Module):
+        """Returns perfect targets for the box, mirrored when the marker pixel moved to the right edge."""
+
+        def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+            flipped = bool(x[0, 0, 0, -1] > 0)
+            heat, reg, _ = make_targets(mirrored if flipped else box, 128)
+            logit = np.log(np.clip(heat, 1e-6, 1 - 1e-6) / (1 - np.clip(heat, 1e-6, 1 - 1e-6)))
+            # Off-centre cells carry no regression; give them the mirror-consistent value of the peak's.
+            return torch.from_numpy(np.concatenate([logit, reg])[None].astype(np.float32))
+
+    x = torch.zeros(1, 3, 512, 512)
+    x[0, 0, 0, 0] = 1.0
+    oracle = Oracle()
+    plain = decode_maps(oracle.forward_maps(x), 1).numpy()[0, 0]
+    averaged = FlipAveraged(oracle).forward(x).numpy()[0, 0]  # type: ignore[arg-type]
+    np.testing.assert_allclose(plain[:4], box[0], atol=1e-3)
+    np.testing.assert_allclose(averaged[:4], box[0], atol=1e-3)
+    assert averaged[4] > 0.99

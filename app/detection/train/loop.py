@@ -47,6 +47,8 @@ class TrainConfig:
     # Synthetic data only: also label the lesions synth_truth.json lists as left out of DL_info.csv, so
     # that training does not teach the detector to ignore the very lesions screening should find.
     truth_labels: bool = True
+    # Export the graph with test-time left-right flip averaging (two passes; 2x inference cost).
+    flip_tta: bool = True
 
 
 @dataclass

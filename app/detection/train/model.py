@@ -101,3 +101,20 @@ def count_parameters(model: nn.Module) -> int:
 def build_model(**kwargs: Any) -> CenterNetLite:
     """A fresh detector with its default widths."""
     return CenterNetLite(**kwargs)
+
+
+class FlipAveraged(nn.Module):
+    """Test-time left-right flip: the head maps of the image and of its mirror averaged before decoding."""
+
+    def __init__(self, model: CenterNetLite) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded detections [N,K,5] from the flip-averaged maps."""
+        maps = self.model.forward_maps(x)
+        back = torch.flip(self.model.forward_maps(torch.flip(x, dims=[3])), dims=[3])
+        # Pixel j mirrors to W-1-j: a centre at cell i + offset o in the mirror is cell i + (S-1)/S - o here.
+        mirrored_dx = (STRIDE - 1) / STRIDE - back[:, 3:4]
+        mean = (maps + torch.cat([back[:, 0:3], mirrored_dx, back[:, 4:5]], dim=1)) / 2
+        return decode_maps(mean, TOP_K)
