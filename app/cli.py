@@ -297,7 +297,8 @@ def _default_model() -> Path:
     "--init",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Start from the .pt weights a previous run wrote next to its ONNX file (warm start).",
+    help="Warm start from the .pt weights a previous run wrote next to its ONNX file, or from an "
+    "exported .onnx detector such as the shipped one.",
 )
 @click.option("--model-version", default=None, help="Stored in the ONNX metadata (default: name-seed-date).")
 @click.option(

@@ -25,6 +25,7 @@ from app.detection.screening import load_hidden_lesions
 from app.detection.train.model import STRIDE, CenterNetLite, build_model, count_parameters
 
 log = logging.getLogger(__name__)
+CALIBRATION_BATCHES = 32  # training batches whose statistics a warm start from ONNX gives its BatchNorms
 
 
 @dataclass
@@ -43,7 +44,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 2
     max_train_slices: int = 0  # 0: all
-    init: str = ""  # a .pt state dict to start from (warm start), "" for a fresh model
+    init: str = ""  # warm start from a .pt state dict or an exported .onnx graph; "" for a fresh model
     # Synthetic data only: also label the lesions synth_truth.json lists as left out of DL_info.csv, so
     # that training does not teach the detector to ignore the very lesions screening should find.
     truth_labels: bool = True
@@ -285,7 +286,24 @@ def train(
     log.info("training on %d key slices, validating on %d", len(train_samples), len(val_samples))
 
     model = build_model()
-    if config.init:
+    if config.init.endswith(".onnx"):
+        from app.detection.train.warmstart import calibrate_batchnorm, load_onnx_weights
+
+        load_onnx_weights(model, Path(config.init))
+        # Its own generator, so that a warm start draws the same training crops as a cold one.
+        calib_rng = np.random.default_rng(config.seed + 1)
+        calibrate_batchnorm(
+            model,
+            (
+                torch.from_numpy(np.stack([
+                    random_crop(train_samples[i], config.crop, calib_rng, config.lesion_crop_prob)[0]
+                    for i in calib_rng.integers(0, len(train_samples), config.batch_size)
+                ]))
+                for _ in range(CALIBRATION_BATCHES)
+            ),
+        )
+        log.info("warm start from the exported graph %s", config.init)
+    elif config.init:
         model.load_state_dict(torch.load(config.init, map_location="cpu", weights_only=True))
         log.info("warm start from %s", config.init)
     model = model.to(device)

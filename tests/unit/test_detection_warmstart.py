@@ -1,0 +1,92 @@
+"""Warm start from an exported ONNX graph: folded weights go back into the model, and training mode agrees."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.components import require_component
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(autouse=True)
+def _torch() -> None:
+    require_component("torch", HAS_TORCH, "pip install -e '.[train]' (torch==2.13.0)")
+
+
+def _exported(tmp_path: Path, flip_tta: bool, **kwargs: int) -> tuple[Path, object]:
+    import torch
+
+    from app.detection.train.export import export_onnx
+    from app.detection.train.model import FlipAveraged, build_model
+
+    torch.manual_seed(5)
+    net = build_model(**kwargs)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):  # BatchNorm statistics far from the defaults, so folding them matters
+            net.forward_maps(torch.randn(2, 3, 96, 96) * 40 + 10)
+    served = FlipAveraged(net) if flip_tta else net
+    out = export_onnx(served, tmp_path / "m.onnx", model_version="warm", synthetic=True, training_data="x")
+    return out, net.eval()
+
+
+@pytest.mark.parametrize("flip_tta", [False, True], ids=["plain", "flip-averaged"])
+def test_loaded_weights_reproduce_the_graph_and_survive_calibration(tmp_path: Path, flip_tta: bool) -> None:
+    import torch
+
+    from app.detection.reference import TOLERANCE, reference_input
+    from app.detection.train.model import build_model
+    from app.detection.train.warmstart import calibrate_batchnorm, load_onnx_weights
+
+    path, original = _exported(tmp_path, flip_tta)
+    model = build_model()
+    x = torch.from_numpy(reference_input(0))
+    with torch.no_grad():
+        fresh_gap = float((model.eval().forward_maps(x) - original.forward_maps(x)).abs().max())
+    assert fresh_gap > 1e-2  # a fresh model differs, so the checks below can fail
+
+    assert load_onnx_weights(model, path) <= TOLERANCE
+    with torch.no_grad():
+        assert torch.allclose(model.eval().forward_maps(x), original.forward_maps(x), atol=1e-3)
+
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(4, 3, 96, 96, generator=gen) * 40 + 10 for _ in range(8)]
+    assert calibrate_batchnorm(model, batches) == 8
+    with torch.no_grad():
+        eval_maps = model.eval().forward_maps(batches[0])
+        assert torch.allclose(eval_maps, original.forward_maps(batches[0]), atol=1e-3)
+        train_maps = model.train().forward_maps(batches[0])
+    model.eval()
+    # Batch statistics now match the calibrated ones: the first training step starts from the same function.
+    rel = float((train_maps - eval_maps).abs().mean() / eval_maps.abs().mean())
+    assert rel < 0.05, rel
+    with torch.no_grad():
+        assert torch.allclose(model.forward_maps(x), original.forward_maps(x), atol=1e-3)
+
+
+def test_a_graph_of_another_shape_is_refused(tmp_path: Path) -> None:
+    from app.detection.train.model import build_model
+    from app.detection.train.warmstart import load_onnx_weights
+
+    path, _ = _exported(tmp_path, False, neck=16)
+    with pytest.raises(ValueError, match="model expects"):
+        load_onnx_weights(build_model(), path)
+
+
+def test_train_warm_starts_from_the_shipped_onnx_model(tmp_path: Path) -> None:
+    from app.config import DEFAULT_MODEL
+    from app.deeplesion.synth import generate_dataset
+    from app.detection.train.loop import TrainConfig, train
+
+    data = tmp_path / "d"
+    generate_dataset(data, patients=3, seed=2, max_studies=1, progress=False, workers=1)
+    cfg = TrainConfig(epochs=1, iters_per_epoch=1, batch_size=2, crop=128, lr=1e-9, seed=4)
+    warm = train(data, TrainConfig(**{**cfg.__dict__, "init": str(DEFAULT_MODEL)}), progress=False)
+    cold = train(data, cfg, progress=False)
+    # At a negligible learning rate the warm model is still the shipped one: it finds lesions.
+    assert np.mean(warm.best_val) > np.mean(cold.best_val) + 0.2, (warm.best_val, cold.best_val)
