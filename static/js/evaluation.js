@@ -34,7 +34,7 @@ function plot({ points, curve }) {
   const W = 560, H = 380;
   const m = { l: 56, r: 16, t: 14, b: 46 };
   const iw = W - m.l - m.r, ih = H - m.t - m.b;
-  const lo = Math.log2(0.25), hi = Math.log2(32);
+  const lo = Math.log2(0.25), hi = Math.log2(24);
   const x = (fp) => m.l + ((Math.log2(fp) - lo) / (hi - lo)) * iw;
   const y = (s) => m.t + ih - s * ih;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "FROC curve" });
@@ -49,7 +49,8 @@ function plot({ points, curve }) {
   root.appendChild(svg("rect", { x: m.l, y: m.t, width: iw, height: ih, fill: "none", stroke: "#98a2b3" }));
   root.appendChild(svg("text", { x: m.l + iw / 2, y: H - 8, "text-anchor": "middle", "font-size": 12, fill: "#344054" }, "false positives per image (log scale)"));
   root.appendChild(svg("text", { x: 14, y: m.t + ih / 2, "text-anchor": "middle", "font-size": 12, fill: "#344054", transform: `rotate(-90 14 ${m.t + ih / 2})` }, "sensitivity"));
-  const inRange = (p) => p.fp >= 0.25 && p.fp <= 32;
+  // The protocol stops at 16 FP per image; the stored curve may run further, the chart does not.
+  const inRange = (p) => p.fp >= 0.25 && p.fp <= 16;
   const line = (pts, attrs) => {
     if (pts.length < 2) return;
     const d = pts.filter(inRange).map((p, i) => `${i ? "L" : "M"}${x(p.fp).toFixed(1)},${y(p.sensitivity).toFixed(1)}`).join(" ");
@@ -66,7 +67,16 @@ function plot({ points, curve }) {
   return root;
 }
 
+// The dropdowns follow the result on screen, so that Run after a reload re-runs what is shown.
+function selectShown(result) {
+  for (const [id, value] of [["eval-split", result.split], ["eval-against", result.against]]) {
+    const select = $(id);
+    if (value && [...select.options].some((o) => o.value === value)) select.value = value;
+  }
+}
+
 function show(result) {
+  selectShown(result);
   const froc = frocPoints(result);
   $("froc").replaceChildren(plot(froc));
   const tbody = $("froc-table").querySelector("tbody");

@@ -222,6 +222,10 @@ def test_evaluation_job_shows_its_progress_then_plots_six_froc_points(
     assert f"{stored['sensitivity'][0] * 100:.1f}%" in first
     assert "finished" in page.inner_text("#eval-status")
     shoot(page, "evaluation")
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    # After a reload the split shown in the dropdown is the one of the stored result, not the default.
+    assert page.input_value("#eval-split") == "all" and page.input_value("#eval-against") == "original"
 
 
 def test_a_failed_evaluation_job_shows_its_error(
