@@ -545,6 +545,7 @@ def screen(
             limit=limit,
             threshold=threshold,
             progress=not no_progress,
+            requested_by=f"{_os_user()} (CLI)",
         )
     except (ModelLoadError, DeepLesionError, ReviewError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -552,7 +553,8 @@ def screen(
         click.echo(json.dumps(res, indent=1))
         return
     click.echo(
-        f"model {res['model_version']} on {res['provider']}: {res['predicted']} key slices predicted, "
+        f"screen job {res['job_id']}, model {res['model_version']} on {res['provider']}: "
+        f"{res['predicted']} key slices predicted, "
         f"{res['skipped']} already done, {res['missing']} not stored; queue: {res['queue_key_slices']} "
         f"key slices with unmatched predictions >= {threshold}"
     )
@@ -563,6 +565,15 @@ def screen(
             f"lesions in the top {hidden['top_n']} of the queue at IoU>=0.3, "
             f"{hidden['found_top_n_iou_0_5']} at IoU>=0.5"
         )
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no USER and no passwd entry, as in some containers
+        return "unknown"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import DetectorJob, utcnow
-from app.review.errors import JobRunningError, NotFoundError
+from app.review.errors import JobRunningError, NotFoundError, ReviewError
 from app.review.serialize import iso
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class JobContext:
     data_dir: Path
     # on_progress(done, total): records progress and the heartbeat; raises to stop the work.
     on_progress: ProgressFn
+    progress: bool = False  # a progress bar on the terminal (jobs run from the CLI)
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,10 @@ def latest_done_job(*, session: Session, kind: str) -> dict[str, Any] | None:
     return None if job is None else job_status(job)
 
 
-class _Stopped(Exception):
+class _Stopped(ReviewError):
     """Raised from the progress callback to end a run early."""
+
+    code = "job_stopped"
 
 
 class JobRunner:
@@ -229,6 +232,62 @@ class JobRunner:
         self, *, session: Session, kind: JobKind, params: dict[str, Any], detector: Any, requested_by: str
     ) -> dict[str, Any]:
         """Create a queued job and start its thread; JobRunningError while any detector job is active."""
+        job, context = self._create(session, kind, params, detector, requested_by)
+        try:
+            thread = threading.Thread(
+                target=self._run, args=(kind, context), name=f"{kind.name}-job-{job.id}", daemon=True
+            )
+            thread.start()
+        except BaseException:
+            with _process_lock:
+                _live_jobs.discard(job.id)
+            raise
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        return job_status(job)
+
+    def run_here(
+        self,
+        *,
+        session: Session,
+        kind: JobKind,
+        params: dict[str, Any],
+        detector: Any,
+        requested_by: str,
+        on_progress: ProgressFn | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """Run a job in this thread (the CLI): same row and one-job slot as the server's; errors propagate."""
+        job, ctx = self._create(session, kind, params, detector, requested_by, progress=progress)
+        if on_progress is not None:
+            hook = ctx.on_progress
+
+            def both(done: int, total: int) -> None:
+                hook(done, total)
+                on_progress(done, total)
+
+            ctx = replace(ctx, on_progress=both)
+        try:
+            self._execute(kind, ctx)
+        except BaseException as exc:  # Ctrl-C too: the job must not hold the slot until it looks stale
+            self._fail(job.id, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            raise
+        finally:
+            with _process_lock:
+                _live_jobs.discard(job.id)
+        with self._factory() as fresh:
+            return get_job(session=fresh, job_id=job.id)
+
+    def _create(
+        self,
+        session: Session,
+        kind: JobKind,
+        params: dict[str, Any],
+        detector: Any,
+        requested_by: str,
+        *,
+        progress: bool = False,
+    ) -> tuple[DetectorJob, JobContext]:
+        """The queued job row, holding the one-job slot, registered as live in this process."""
         fail_abandoned_jobs(session=session)
         me = this_worker()
         now = utcnow()
@@ -258,30 +317,26 @@ class JobRunner:
                 f"{what} is running; one detector job runs at a time",
                 job=job_status(running) if running else None,
             ) from None
-        # Registered before the commit, so a concurrent status read never sees it without its thread.
+        # Registered before the commit, so a concurrent status read never sees it without its runner.
         with _process_lock:
             _live_jobs.add(job.id)
         try:
             session.commit()
-            context = JobContext(
-                job_id=job.id,
-                params=dict(params),
-                detector=detector,
-                requested_by=requested_by,
-                session_factory=self._factory,
-                data_dir=self._data_dir,
-                on_progress=self._progress_hook(job.id, kind.name),
-            )
-            thread = threading.Thread(
-                target=self._run, args=(kind, context), name=f"{kind.name}-job-{job.id}", daemon=True
-            )
-            thread.start()
         except BaseException:
             with _process_lock:
                 _live_jobs.discard(job.id)
             raise
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        return job_status(job)
+        context = JobContext(
+            job_id=job.id,
+            params=dict(params),
+            detector=detector,
+            requested_by=requested_by,
+            session_factory=self._factory,
+            data_dir=self._data_dir,
+            on_progress=self._progress_hook(job.id, kind.name),
+            progress=progress,
+        )
+        return job, context
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Ask the running job to stop after its current key slice and wait for it a little."""

@@ -14,7 +14,7 @@ from app.db.session import assert_schema_current, make_engine, make_session_fact
 from app.deeplesion.errors import DeepLesionError
 from app.detection.pipeline import ProgressFn, split_code
 from app.detection.screening import QueueItem, hidden_recall, load_hidden_lesions
-from app.review.jobs import JobContext, JobKind
+from app.review.jobs import JobContext, JobKind, JobRunner
 from app.review.predictions import has_run, store_predictions
 
 log = logging.getLogger(__name__)
@@ -127,26 +127,34 @@ def run_screen(
     threshold: float = 0.3,
     progress: bool = True,
     on_progress: ProgressFn | None = None,
+    requested_by: str = "cli",
 ) -> dict[str, Any]:
-    """Screen the key slices of the database at `database_url` (the `screen` command); resumable."""
+    """Screen the key slices of the database at `database_url` (the `screen` command); resumable.
+
+    It runs as a screen job in this process, so that the app shows it and no other detector job overlaps it.
+    """
     engine = make_engine(database_url)
     try:
         assert_schema_current(engine)
+        factory = make_session_factory(engine)
+        runner = JobRunner(session_factory=factory, data_dir=data_dir)
+        params = {"split": split or "all", "threshold": threshold, "limit": limit}
         try:
-            return screen_key_slices(
-                session_factory=make_session_factory(engine),
-                data_dir=data_dir,
-                detector=detector,
-                split=split,
-                limit=limit,
-                threshold=threshold,
-                progress=progress,
-                on_progress=on_progress,
-            )
+            with factory() as session:
+                job = runner.run_here(
+                    session=session,
+                    kind=SCREEN,
+                    params=params,
+                    detector=detector,
+                    requested_by=requested_by,
+                    on_progress=on_progress,
+                    progress=progress,
+                )
         except NothingToScreenError as exc:
             raise NothingToScreenError(
                 f"{exc} in {database_url}: run `lesion-review import {data_dir}` first"
             ) from None
+        return {**job["result"], "job_id": job["id"]}
     finally:
         engine.dispose()
 
@@ -162,6 +170,7 @@ def _screen(ctx: JobContext) -> dict[str, Any]:
         limit=None if limit is None else int(limit),
         threshold=float(ctx.params["threshold"]),
         on_progress=ctx.on_progress,
+        progress=ctx.progress,
     )
 
 

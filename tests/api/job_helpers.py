@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.config import Settings
 from app.db.models import DetectorJob, utcnow
@@ -111,5 +111,20 @@ def job_rows(database_url: str) -> list[DetectorJob]:
     try:
         with make_session_factory(engine)() as session:
             return list(session.scalars(select(DetectorJob).order_by(DetectorJob.id)))
+    finally:
+        engine.dispose()
+
+
+def finish_job(database_url: str, job_id: int) -> None:
+    """Mark a job done and free the one-job slot, as its server would when it ends."""
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            session.execute(
+                update(DetectorJob)
+                .where(DetectorJob.id == job_id)
+                .values(status="done", active_lock=None, finished_at=utcnow())
+            )
+            session.commit()
     finally:
         engine.dispose()

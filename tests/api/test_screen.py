@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from app.detection.testing import TINY_MODEL_VERSION, build_tiny_model
 from app.review import evaluations, jobs, screening
 from app.review.screening import missed_queue, run_screen
 from tests.api.conftest import Api
-from tests.api.job_helpers import Gate, insert_job, job_app, job_rows, start, wait_finished
+from tests.api.job_helpers import Gate, finish_job, insert_job, job_app, job_rows, start, wait_finished
 
 HIDDEN_FILE = "000001_01_01_108.png"
 
@@ -133,6 +134,28 @@ def test_screen_skips_key_slices_where_the_model_found_nothing(
     finally:
         engine.dispose()
     assert sorted(runs) == [("tiny-test-1", 0, 0.3), ("tiny-test-1", 0, 0.3)]
+
+
+def test_the_screen_command_is_a_job_the_app_shows_and_waits_for_a_running_one(
+    setup: tuple[Path, Path, list[float]], database_url: str
+) -> None:
+    data, model, _ = setup
+    # A live process other than this one (the CLI runs in-process here) holds the slot.
+    held = insert_job(database_url, "evaluation", worker_pid=os.getppid())
+    blocked = CliRunner().invoke(
+        main, ["screen", str(data), "--model", str(model), "--database-url", database_url, "--no-progress"]
+    )
+    assert blocked.exit_code != 0
+    assert f"evaluation (job {held}) is running; one detector job runs at a time" in blocked.output
+    assert [r.kind for r in job_rows(database_url)] == ["evaluation"]  # nothing predicted, no row added
+
+    finish_job(database_url, held)
+    res = _screen(data, model, database_url)
+    rows = {r.id: r for r in job_rows(database_url)}
+    cli_job = rows[int(res["job_id"])]
+    assert (cli_job.kind, cli_job.status, cli_job.active_lock) == ("screen", "done", None)
+    assert cli_job.requested_by.endswith("(CLI)") and cli_job.result["predicted"] == res["predicted"] == 2
+    assert (cli_job.progress_done, cli_job.progress_total) == (4, 4)
 
 
 def test_screen_without_model_is_a_clear_error(
@@ -509,6 +532,9 @@ def test_run_screen_reports_progress_and_a_raising_callback_stops_it_cleanly(
             on_progress=stop_after_two,
         )
     assert calls == [(0, len(keys)), (1, len(keys)), (2, len(keys))]
+    # The stopped run is a failed job that no longer holds the one-job slot.
+    [stopped] = job_rows(database_url)
+    assert (stopped.status, stopped.error, stopped.active_lock) == ("failed", "Stop", None)
     calls.clear()
     res = run_screen(
         database_url=database_url,
