@@ -39,6 +39,7 @@ browser:
 
 lint: install-test
 	$(BIN)/ruff check app tests bench migrations
+	$(BIN)/ruff format --check app tests bench migrations
 	$(BIN)/mypy
 
 test: install-test browser lint

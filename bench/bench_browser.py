@@ -20,8 +20,6 @@ TARGET_FRAME_MS = 16.0
 TARGET_SCROLL_RATE = 30.0
 
 
-
-
 def _ready(page: Any) -> None:
     page.wait_for_selector("#viewer[data-ready='1']", timeout=60_000)
     page.wait_for_function("window.__viewer.stats.firstImageMs !== null", timeout=60_000)
@@ -58,7 +56,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     from tests.e2e.live import CHROMIUM, CHROMIUM_ARGS, REVIEWER, live_server
-
 
     def login(ctx: Any) -> None:
         r = ctx.request.post("/api/auth/login", data={"username": REVIEWER[0], "password": REVIEWER[1]})

@@ -35,8 +35,6 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-
-
 def full_size_csv() -> str:
     """A 32,735-row DL_info.csv text made of the fixture's rows."""
     lines = FIXTURE.read_text(encoding="utf-8").splitlines()

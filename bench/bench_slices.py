@@ -162,8 +162,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-
-
 def run(requests: int, naive_requests: int, threads: int, record: bool) -> int:
     """Build the data, start the server, measure both handlers, print and optionally record."""
     with tempfile.TemporaryDirectory(prefix="bench_slices_") as tmp:
@@ -274,7 +272,6 @@ def main(argv: list[str]) -> int:
         serve(args.serve, args.port)
         return 0
     return run(args.requests, args.naive_requests, args.threads, args.record)
-
 
 
 if __name__ == "__main__":

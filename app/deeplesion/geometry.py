@@ -85,8 +85,7 @@ def validate_recist(
     angle = axes_angle_deg(r)
     if abs(angle - 90.0) > max_skew_deg:
         raise InvalidGeometryError(
-            f"recist axes must be perpendicular within {max_skew_deg:g} degrees, "
-            f"got {angle:.1f} degrees"
+            f"recist axes must be perpendicular within {max_skew_deg:g} degrees, got {angle:.1f} degrees"
         )
 
 

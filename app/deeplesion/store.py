@@ -99,8 +99,15 @@ def decode_hu_png(data_or_path: bytes | Path | str, label: str | None = None) ->
         raise
     except FileNotFoundError:
         raise SliceNotFoundError(label) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError, EOFError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+        EOFError,
+    ) as exc:
         raise CorruptSliceError(label, f"cannot decode PNG: {exc}") from None
     if arr.ndim != 2:
         raise CorruptSliceError(label, f"expected a 2-D image, got shape {arr.shape}")

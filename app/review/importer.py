@@ -206,8 +206,7 @@ def import_records(
 
     existing_patients = set(session.execute(select(Patient.id)).scalars().all())
     existing_studies = {
-        (p, s): i
-        for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index))
+        (p, s): i for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index))
     }
     existing_series = dict(session.execute(select(Series.folder, Series.id)).all())
 
@@ -232,8 +231,7 @@ def import_records(
     if new_studies:
         _bulk_insert(session, Study, list(new_studies.values()), None)
         existing_studies = {
-            (p, s): i
-            for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index))
+            (p, s): i for i, p, s in session.execute(select(Study.id, Study.patient_id, Study.study_index))
         }
 
     # Stored slices are re-read every run: a user who unpacks another zip re-imports to see them.

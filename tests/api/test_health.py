@@ -88,8 +88,9 @@ def test_corrupt_model_file_is_review_mode_not_a_crash(tmp_path: Path) -> None:
 
 def test_unmigrated_database_refuses_to_start_naming_the_command(tmp_path: Path) -> None:
     data = build_slice_dataset(tmp_path / "d", import_db=False)
-    with pytest.raises(SchemaOutdatedError, match="lesion-review migrate"), TestClient(
-        create_app(data.settings, detector=None)
+    with (
+        pytest.raises(SchemaOutdatedError, match="lesion-review migrate"),
+        TestClient(create_app(data.settings, detector=None)),
     ):
         pass
 

@@ -44,7 +44,14 @@ def test_fixture_parses_the_real_files_quirks() -> None:
     assert first.file_name == "000001_01_01_109.png"
     assert (first.patient_index, first.study_index, first.series_id, first.key_slice_index) == (1, 1, 1, 109)
     assert first.measurement_coordinates == (
-        233.537, 95.0204, 234.929, 107.941, 240.972, 102.363, 228.193, 101.037,
+        233.537,
+        95.0204,
+        234.929,
+        107.941,
+        240.972,
+        102.363,
+        228.193,
+        101.037,
     )
     assert first.bounding_box == (223.193, 90.0204, 245.972, 112.941)
     assert first.lesion_diameters_px == (12.9959, 12.8466)
@@ -171,17 +178,29 @@ def test_reordered_columns_are_read_by_name_and_written_in_canonical_order() -> 
         ("Patient_age", "-3", "Patient_age: age must be 0..130, got '-3'"),
         ("Key_slice_index", "0", "Key_slice_index: must be at least 1, got 0"),
         ("Key_slice_index", "1.5", "Key_slice_index: expected an integer, got '1.5'"),
-        ("Measurement_coordinates", "1, 2, 3, nan, 5, 6, 7, 8",
-         "Measurement_coordinates: expected a finite number, got 'nan'"),
-        ("Measurement_coordinates", "1, 2, 3, x, 5, 6, 7, 8",
-         "Measurement_coordinates: expected a number, got 'x'"),
-        ("Lesion_diameters_Pixel_", "-1, 2",
-         "Lesion_diameters_Pixel_: diameters cannot be negative, got '-1, 2'"),
+        (
+            "Measurement_coordinates",
+            "1, 2, 3, nan, 5, 6, 7, 8",
+            "Measurement_coordinates: expected a finite number, got 'nan'",
+        ),
+        (
+            "Measurement_coordinates",
+            "1, 2, 3, x, 5, 6, 7, 8",
+            "Measurement_coordinates: expected a number, got 'x'",
+        ),
+        (
+            "Lesion_diameters_Pixel_",
+            "-1, 2",
+            "Lesion_diameters_Pixel_: diameters cannot be negative, got '-1, 2'",
+        ),
         ("Slice_range", "100, 105", "Slice_range: key slice 109 is outside 100..105"),
         ("Image_size", "512", "Image_size: expected 2 integers, got 1"),
         ("Coarse_lesion_type", "0", "Coarse_lesion_type: must be -1 or 1..8, got 0"),
-        ("File_name", "../000001_01_01_109.png",
-         "File_name: expected a name like 000001_01_01_109.png, got '../000001_01_01_109.png'"),
+        (
+            "File_name",
+            "../000001_01_01_109.png",
+            "File_name: expected a name like 000001_01_01_109.png, got '../000001_01_01_109.png'",
+        ),
         ("DICOM_windows", "", "DICOM_windows: expected 2 numbers, got 0"),
     ],
 )
@@ -199,8 +218,17 @@ def test_single_cell_rules(cell: str, value: str, message: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(5.0, "5"), (5, "5"), (0.781, "0.781"), (0.976562, "0.976562"), (-177.5, "-177.5"),
-     (-1500.0, "-1500"), (0.0, "0"), (1e-07, "1e-07"), (12.9959, "12.9959")],
+    [
+        (5.0, "5"),
+        (5, "5"),
+        (0.781, "0.781"),
+        (0.976562, "0.976562"),
+        (-177.5, "-177.5"),
+        (-1500.0, "-1500"),
+        (0.0, "0"),
+        (1e-07, "1e-07"),
+        (12.9959, "12.9959"),
+    ],
 )
 def test_format_number_is_short_and_keeps_integers_without_a_decimal_point(value: float, text: str) -> None:
     assert format_number(value) == text

@@ -127,8 +127,14 @@ def test_any_perpendicular_cross_inside_the_image_is_valid_and_boxed_around_it(
     ux, uy = math.cos(angle), math.sin(angle)
     short_half = long_half * ratio
     recist = (
-        cx - ux * long_half, cy - uy * long_half, cx + ux * long_half, cy + uy * long_half,
-        cx + uy * short_half, cy - ux * short_half, cx - uy * short_half, cy + ux * short_half,
+        cx - ux * long_half,
+        cy - uy * long_half,
+        cx + ux * long_half,
+        cy + uy * long_half,
+        cx + uy * short_half,
+        cy - ux * short_half,
+        cx - uy * short_half,
+        cy + ux * short_half,
     )
     validate_recist(recist, (512, 512))
     long_d, short_d = recist_diameters(recist)

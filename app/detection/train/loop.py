@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,15 @@ def predict_samples(
     return cases
 
 
+def _calibration_batches(samples: Sequence[Sample], config: TrainConfig) -> Iterator[torch.Tensor]:
+    # Its own generator, so that a warm start draws the same training crops as a cold one.
+    rng = np.random.default_rng(config.seed + 1)
+    for _ in range(CALIBRATION_BATCHES):
+        picks = rng.integers(0, len(samples), config.batch_size)
+        crops = [random_crop(samples[i], config.crop, rng, config.lesion_crop_prob)[0] for i in picks]
+        yield torch.from_numpy(np.stack(crops))
+
+
 def train(
     data_dir: Path,
     config: TrainConfig,
@@ -290,18 +299,7 @@ def train(
         from app.detection.train.warmstart import calibrate_batchnorm, load_onnx_weights
 
         load_onnx_weights(model, Path(config.init))
-        # Its own generator, so that a warm start draws the same training crops as a cold one.
-        calib_rng = np.random.default_rng(config.seed + 1)
-        calibrate_batchnorm(
-            model,
-            (
-                torch.from_numpy(np.stack([
-                    random_crop(train_samples[i], config.crop, calib_rng, config.lesion_crop_prob)[0]
-                    for i in calib_rng.integers(0, len(train_samples), config.batch_size)
-                ]))
-                for _ in range(CALIBRATION_BATCHES)
-            ),
-        )
+        calibrate_batchnorm(model, _calibration_batches(train_samples, config))
         log.info("warm start from the exported graph %s", config.init)
     elif config.init:
         model.load_state_dict(torch.load(config.init, map_location="cpu", weights_only=True))
