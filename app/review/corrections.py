@@ -152,7 +152,37 @@ def _change_lesion(
         after=snapshot(lesion),
     )
     session.commit()
-    return load_lesion_dict(session, lesion)
+    result = load_lesion_dict(session, lesion)
+    mark_started(session, user, ks.id)
+    return result
+
+
+def mark_started(session: Session, user: UserInfo, key_slice_id: int) -> None:
+    """After a committed change: a key slice this reviewer had not started becomes 'in progress'.
+
+    Its own transaction, after the change, so that a status race can never lose the change itself.
+    Not in the audit trail: undoing the change leaves the key slice started.
+    """
+    review = session.execute(
+        select(KeySliceReview).where(
+            KeySliceReview.key_slice_id == key_slice_id, KeySliceReview.user_id == user.id
+        )
+    ).scalar_one_or_none()
+    if review is not None and review.status != "unreviewed":
+        return
+    if review is None:
+        session.add(
+            KeySliceReview(
+                key_slice_id=key_slice_id, user_id=user.id, status="in_progress", updated_at=utcnow()
+            )
+        )
+    else:
+        review.status = "in_progress"
+        review.updated_at = utcnow()
+    try:
+        session.commit()
+    except (StaleDataError, IntegrityError):
+        session.rollback()  # another window set this reviewer's status meanwhile: that one stands
 
 
 def confirm(*, session: Session, user: UserInfo, lesion_id: int, version: int) -> dict[str, Any]:
@@ -246,7 +276,9 @@ def add_lesion(
         after=snapshot(lesion),
     )
     session.commit()
-    return load_lesion_dict(session, lesion)
+    result = load_lesion_dict(session, lesion)
+    mark_started(session, user, ks.id)
+    return result
 
 
 def delete_lesion(*, session: Session, user: UserInfo, lesion_id: int, version: int) -> None:

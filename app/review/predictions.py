@@ -12,7 +12,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.db.models import KeySlice, Lesion, Prediction, PredictionRun, utcnow
 from app.review.audit import record
-from app.review.corrections import check_lesion_type, get_key_slice, size_mm, snapshot
+from app.review.corrections import check_lesion_type, get_key_slice, mark_started, size_mm, snapshot
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
 from app.review.serialize import load_lesion_dict, prediction_dict
 from app.review.summary import MATCH_IOU, iou, refresh_summary
@@ -166,7 +166,9 @@ def accept(
         after=snapshot(lesion),
     )
     session.commit()
-    return load_lesion_dict(session, lesion)
+    result = load_lesion_dict(session, lesion)
+    mark_started(session, user, ks.id)
+    return result
 
 
 def reject(*, session: Session, user: UserInfo, prediction_id: int, version: int) -> dict[str, Any]:
@@ -188,4 +190,6 @@ def reject(*, session: Session, user: UserInfo, prediction_id: int, version: int
         undoable=False,
     )
     session.commit()
-    return prediction_dict(pred)
+    result = prediction_dict(pred)
+    mark_started(session, user, ks.id)
+    return result

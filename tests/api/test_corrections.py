@@ -198,6 +198,36 @@ def test_status_is_per_reviewer_and_versioned(api: Api, second_api: Api) -> None
     assert detail(second_api)["status"] == "unreviewed"
 
 
+def test_a_change_starts_the_key_slice_for_its_reviewer_only_and_never_moves_it_back(
+    api: Api, second_api: Api
+) -> None:
+    api.login("rosa")
+    second_api.login("sven")
+    before = detail(api)
+    assert (before["status"], before["status_version"]) == ("unreviewed", 0)
+    lesion = before["lesions"][0]
+    api.write("POST", f"/api/lesions/{lesion['id']}/confirm", json={"version": lesion["version"]})
+    started = detail(api)
+    assert (started["status"], started["status_version"]) == ("in_progress", 1)
+    assert detail(second_api)["status"] == "unreviewed"
+
+    done = api.write("PUT", f"/api/key-slices/{KS}/status", json={"status": "done", "version": 1})
+    assert done.json() == {"status": "done", "status_version": 2}  # type: ignore[attr-defined]
+    lesion = lesion_by_id(api, lesion["id"])
+    flagged = api.write(
+        "POST",
+        f"/api/lesions/{lesion['id']}/flag",
+        json={"version": lesion["version"], "reason": "duplicate", "text": ""},
+    )
+    assert flagged.status_code == 200  # type: ignore[attr-defined]
+    assert (detail(api)["status"], detail(api)["status_version"]) == ("done", 2)
+    # The automatic start is not an undo step: undo takes back the flag, the status stays.
+    assert api.write("POST", f"/api/key-slices/{KS}/undo").status_code == 200  # type: ignore[attr-defined]
+    after_undo = detail(api)
+    assert after_undo["status"] == "done" and lesion_by_id(api, lesion["id"])["review"] == "confirmed"
+    assert [e["action"] for e in history(api)].count("status") == 1
+
+
 def test_flag_with_unknown_reason_is_422(api: Api) -> None:
     api.login("olga")
     lesion = detail(api)["lesions"][0]

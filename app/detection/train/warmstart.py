@@ -88,12 +88,12 @@ def load_onnx_weights(model: CenterNetLite, path: Path) -> float:
                 expected = tuple(conv.weight.shape)
                 raise ValueError(f"{path}: {name} is {weight.shape}, the model expects {expected}")
             conv.weight.copy_(torch.from_numpy(weight.copy()))
+            b = torch.from_numpy(bias.copy() if bias is not None else np.zeros(conv.out_channels))
             if name in FOLDED_CONVS:
-                b = torch.from_numpy(bias.copy() if bias is not None else np.zeros(conv.out_channels))
                 zeros = torch.zeros(conv.out_channels)
                 _set_bn(_bn_after(model, name), zeros, zeros + 1.0, b)
             elif conv.bias is not None:
-                conv.bias.copy_(torch.from_numpy(bias if bias is not None else np.zeros(conv.out_channels)))
+                conv.bias.copy_(b)
     error = _parity(model, path, flip)
     if error > TOLERANCE:
         raise ValueError(f"{path}: weights loaded but the model differs from the graph by {error:.2e}")
