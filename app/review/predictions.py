@@ -45,12 +45,7 @@ def store_predictions(
     """Store detections (objects with .box and .score) and record the run, unless this version ran here."""
     ks = get_key_slice(session, file_name)
     if _run(session, ks.id, model_version) is None:
-        lesion_boxes = [
-            le.box
-            for le in session.execute(
-                select(Lesion).where(Lesion.key_slice_id == ks.id, Lesion.review != "deleted")
-            ).scalars()
-        ]
+        lesion_boxes = _lesion_boxes(session, ks.id)
         now = utcnow()
         for det in detections:
             box = [float(v) for v in det.box]
@@ -95,7 +90,17 @@ def list_predictions(
     query = select(Prediction).where(Prediction.key_slice_id == ks.id, Prediction.score >= threshold)
     if model_version is not None:
         query = query.where(Prediction.model_version == model_version)
-    return [prediction_dict(p) for p in session.execute(query.order_by(Prediction.score.desc())).scalars()]
+    boxes = _lesion_boxes(session, ks.id)
+    preds = session.execute(query.order_by(Prediction.score.desc())).scalars()
+    return [prediction_dict(p, boxes) for p in preds]
+
+
+def _lesion_boxes(session: Session, key_slice_id: int) -> list[list[float]]:
+    """Boxes of the key slice's current (not deleted) lesions."""
+    lesions = session.execute(
+        select(Lesion).where(Lesion.key_slice_id == key_slice_id, Lesion.review != "deleted")
+    ).scalars()
+    return [le.box for le in lesions]
 
 
 def _get(session: Session, prediction_id: int, version: int) -> Prediction:

@@ -9,13 +9,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import KeySlice, Prediction
+from app.db.models import KeySlice, Lesion, Prediction
 from app.db.session import assert_schema_current, make_engine, make_session_factory
 from app.deeplesion.errors import DeepLesionError
 from app.detection.pipeline import ProgressFn, split_code
 from app.detection.screening import QueueItem, hidden_recall, load_hidden_lesions
 from app.review.jobs import JobContext, JobKind, JobRunner
 from app.review.predictions import has_run, store_predictions
+from app.review.summary import MATCH_IOU, iou
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +26,27 @@ class NothingToScreenError(ValueError):
 
 
 def missed_queue(*, session: Session, model_version: str) -> list[QueueItem]:
-    """Pending predictions of a model that match no annotation: the possible-missed queue."""
+    """Pending predictions of a model that match no current lesion: the possible-missed queue."""
+    pending = (Prediction.model_version == model_version, Prediction.status == "pending")
     rows = session.execute(
-        select(KeySlice.file_name, Prediction.box, Prediction.score)
+        select(Prediction.key_slice_id, KeySlice.file_name, Prediction.box, Prediction.score)
         .join(KeySlice, KeySlice.id == Prediction.key_slice_id)
-        .where(
-            Prediction.model_version == model_version,
-            Prediction.status == "pending",
-            Prediction.matches_annotation.is_(False),
-        )
+        .where(*pending)
     ).all()
-    return [QueueItem(f, (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s)) for f, b, s in rows]
+    # Matched against the lesions as they are now (a lesion drawn by hand since the prediction counts).
+    boxes: dict[int, list[list[float]]] = {}
+    with_pending = select(Prediction.key_slice_id).where(*pending)
+    for ks_id, box in session.execute(
+        select(Lesion.key_slice_id, Lesion.box).where(
+            Lesion.key_slice_id.in_(with_pending), Lesion.review != "deleted"
+        )
+    ):
+        boxes.setdefault(ks_id, []).append(box)
+    return [
+        QueueItem(f, (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s))
+        for ks_id, f, b, s in rows
+        if not any(iou(b, lb) >= MATCH_IOU for lb in boxes.get(ks_id, ()))
+    ]
 
 
 def screen_key_slices(

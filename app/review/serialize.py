@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.db.models import (
     User,
 )
 from app.deeplesion.geometry import recist_diameters
+from app.review.summary import MATCH_IOU, iou
 
 SPLIT_NAMES = {1: "train", 2: "val", 3: "test"}
 SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
@@ -115,15 +117,22 @@ def load_lesion_dict(session: Session, lesion: Lesion) -> dict[str, Any]:
     return lesion_dict(lesion, key_slice, orig, names.get(lesion.updated_by_id or -1))
 
 
-def prediction_dict(pred: Prediction) -> dict[str, Any]:
-    """The API Prediction."""
+def prediction_dict(
+    pred: Prediction, lesion_boxes: Sequence[Sequence[float]] | None = None
+) -> dict[str, Any]:
+    """The API Prediction; matches_annotation against `lesion_boxes` (the current lesions) when given."""
+    matches = (
+        bool(pred.matches_annotation)
+        if lesion_boxes is None
+        else any(iou(pred.box, b) >= MATCH_IOU for b in lesion_boxes)
+    )
     return {
         "id": pred.id,
         "box": [float(v) for v in pred.box],
         "score": float(pred.score),
         "model_version": pred.model_version,
         "status": pred.status,
-        "matches_annotation": bool(pred.matches_annotation),
+        "matches_annotation": matches,
         "lesion_id": pred.lesion_id,
         "version": pred.version,
         "created_at": iso(pred.created_at),
@@ -168,6 +177,7 @@ def key_slice_dict(session: Session, key_slice: KeySlice, user_id: int | None) -
         else {}
     )
     names = user_names(session, {le.updated_by_id for le in lesions})
+    current_boxes = [le.box for le in lesions if le.review != "deleted"]
     preds = (
         session.execute(
             select(Prediction)
@@ -216,5 +226,5 @@ def key_slice_dict(session: Session, key_slice: KeySlice, user_id: int | None) -
             for le in lesions
             if le.review != "deleted"
         ],
-        "predictions": [prediction_dict(p) for p in preds],
+        "predictions": [prediction_dict(p, current_boxes) for p in preds],
     }

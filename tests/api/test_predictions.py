@@ -153,6 +153,12 @@ def test_a_hand_drawn_lesion_over_a_missed_prediction_leaves_the_screening_queue
     after = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
     # Only the weak 0.07 box is left unmatched.
     assert [i["missed_score"] for i in after] == [0.07]
+    # The prediction now shows as matching an annotation (it was stored as not matching).
+    for listed in (
+        api.client.get(f"/api/key-slices/{KS}").json()["predictions"],
+        api.client.get(f"/api/key-slices/{KS}/predictions").json()["predictions"],
+    ):
+        assert next(p for p in listed if p["id"] == missed["id"])["matches_annotation"] is True
 
 
 def test_a_failing_detector_is_a_503_and_nothing_is_stored(model_api: tuple[Api, FakeDetector]) -> None:

@@ -158,6 +158,27 @@ def test_the_screen_command_is_a_job_the_app_shows_and_waits_for_a_running_one(
     assert (cli_job.progress_done, cli_job.progress_total) == (4, 4)
 
 
+def test_a_lesion_drawn_over_a_queued_box_takes_it_out_of_the_queue(
+    setup: tuple[Path, Path, list[float]], database_url: str, admin: Api
+) -> None:
+    data, model, hidden = setup
+    _screen(data, model, database_url)
+
+    def queued() -> list[tuple[str, tuple[float, ...]]]:
+        engine = make_engine(database_url)
+        try:
+            with make_session_factory(engine)() as session:
+                queue = missed_queue(session=session, model_version=TINY_MODEL_VERSION)
+                return [(q.file_name, q.box) for q in queue]
+        finally:
+            engine.dispose()
+
+    assert any(f == HIDDEN_FILE and np.allclose(b, hidden, atol=0.01) for f, b in queued())
+    r = admin.write("POST", f"/api/key-slices/{HIDDEN_FILE}/lesions", json={"box": hidden, "lesion_type": 5})
+    assert r.status_code == 201, r.text  # type: ignore[attr-defined]
+    assert not any(f == HIDDEN_FILE and np.allclose(b, hidden, atol=0.01) for f, b in queued())
+
+
 def test_screen_without_model_is_a_clear_error(
     setup: tuple[Path, Path, list[float]], database_url: str
 ) -> None:
