@@ -15,7 +15,7 @@ from app.review.audit import record
 from app.review.corrections import check_lesion_type, get_key_slice, mark_started, size_mm, snapshot
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
 from app.review.serialize import load_lesion_dict, prediction_dict
-from app.review.summary import MATCH_IOU, iou, refresh_summary
+from app.review.summary import matches_any, refresh_summary
 from app.review.users import UserInfo
 
 
@@ -56,7 +56,7 @@ def store_predictions(
                     box=box,
                     score=float(det.score),
                     status="pending",
-                    matches_annotation=any(iou(box, lb) >= MATCH_IOU for lb in lesion_boxes),
+                    matches_annotation=matches_any(box, lesion_boxes),
                     created_at=now,
                 )
             )

@@ -16,7 +16,7 @@ from app.detection.pipeline import ProgressFn, split_code
 from app.detection.screening import QueueItem, hidden_recall, load_hidden_lesions
 from app.review.jobs import JobContext, JobKind, JobRunner
 from app.review.predictions import has_run, store_predictions
-from app.review.summary import MATCH_IOU, iou
+from app.review.summary import matches_any
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def missed_queue(*, session: Session, model_version: str) -> list[QueueItem]:
     return [
         QueueItem(f, (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s))
         for ks_id, f, b, s in rows
-        if not any(iou(b, lb) >= MATCH_IOU for lb in boxes.get(ks_id, ()))
+        if not matches_any(b, boxes.get(ks_id, ()))
     ]
 
 

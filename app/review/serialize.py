@@ -20,7 +20,7 @@ from app.db.models import (
     User,
 )
 from app.deeplesion.geometry import recist_diameters
-from app.review.summary import MATCH_IOU, iou
+from app.review.summary import matches_any
 
 SPLIT_NAMES = {1: "train", 2: "val", 3: "test"}
 SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
@@ -121,11 +121,7 @@ def prediction_dict(
     pred: Prediction, lesion_boxes: Sequence[Sequence[float]] | None = None
 ) -> dict[str, Any]:
     """The API Prediction; matches_annotation against `lesion_boxes` (the current lesions) when given."""
-    matches = (
-        bool(pred.matches_annotation)
-        if lesion_boxes is None
-        else any(iou(pred.box, b) >= MATCH_IOU for b in lesion_boxes)
-    )
+    matches = bool(pred.matches_annotation) if lesion_boxes is None else matches_any(pred.box, lesion_boxes)
     return {
         "id": pred.id,
         "box": [float(v) for v in pred.box],

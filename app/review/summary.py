@@ -50,8 +50,13 @@ def refresh_summary(*, session: Session, key_slice: KeySlice) -> None:
     # Matched against the lesions as they are now, so a lesion added or edited by hand takes its
     # prediction out of the screening queue (the stored flag records the match at prediction time).
     boxes = [le.box for le in lesions]
-    unmatched = [p.score for p in pending if not any(iou(p.box, b) >= MATCH_IOU for b in boxes)]
+    unmatched = [p.score for p in pending if not matches_any(p.box, boxes)]
     key_slice.missed_score = max(unmatched) if unmatched else None
+
+
+def matches_any(box: Sequence[float], lesion_boxes: Iterable[Sequence[float]]) -> bool:
+    """True when the box is one of these lesions by the dataset's hit criterion (IoU >= MATCH_IOU)."""
+    return any(iou(box, b) >= MATCH_IOU for b in lesion_boxes)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -15,8 +15,7 @@ from app.review import corrections
 from app.review.errors import EditConflictError, InvalidInputError
 from app.review.exports import recist_from_box
 from app.review.importer import import_dataset, pack_raw, unpack_raw
-from app.review.predictions import iou
-from app.review.summary import type_mask, types_from_mask
+from app.review.summary import iou, type_mask, types_from_mask
 from app.review.users import create_user, resolve_session, start_session
 from tests.api.review_data import build_review_dataset
 
