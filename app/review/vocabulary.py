@@ -1,0 +1,56 @@
+"""The review vocabulary, defined once: lesion origins, review states, flag reasons, statuses, layers, palette."""
+
+from __future__ import annotations
+
+# Where a lesion came from: a DL_info.csv row, drawn by a reviewer, or an accepted detector prediction.
+ORIGINS: dict[str, str] = {
+    "csv": "DL_info.csv",
+    "drawn": "drawn by a reviewer",
+    "prediction": "accepted prediction",
+}
+ORIGIN_CSV, ORIGIN_DRAWN, ORIGIN_PREDICTION = "csv", "drawn", "prediction"
+
+# A lesion's review summary, derived from its independent facts (see app.review.lesion_state.review_state),
+# in the order the rule tests them: a deleted lesion is only deleted, a flag outranks an edit, and so on.
+REVIEW_STATES: dict[str, str] = {
+    "deleted": "deleted",
+    "flagged": "flagged noisy",
+    "edited": "edited",
+    "confirmed": "confirmed",
+    "unreviewed": "unreviewed",
+}
+
+# Reasons a reviewer may give for a noisy flag; "dataset" is the flag DL_info.csv itself set (Possibly_noisy = 1).
+FLAG_REASONS: dict[str, str] = {
+    "not_a_lesion": "Not a lesion",
+    "wrong_measurement": "Wrong measurement",
+    "duplicate": "Duplicate",
+    "other": "Other",
+}
+DATASET_FLAG_REASON = "dataset"
+ALL_FLAG_REASONS: dict[str, str] = {**FLAG_REASONS, DATASET_FLAG_REASON: "Possibly_noisy in DL_info.csv"}
+# A reason that needs a note to mean anything.
+NOTE_REQUIRED_REASONS: tuple[str, ...] = ("other",)
+NOTE_MAX_CHARS = 2000
+
+# A reviewer's status of a key slice.
+STATUSES: dict[str, str] = {"unreviewed": "unreviewed", "in_progress": "in progress", "done": "done"}
+
+# Overlay layers (which one a lesion is drawn in: app.review.lesion_state.layer) and their colours,
+# shared by the server's burnt-in overlays and the viewer's canvas and legend.
+LAYERS: dict[str, str] = {
+    "original": "original (DL_info.csv)",
+    "corrected": "corrected",
+    "added": "added",
+    "predicted": "predicted",
+}
+PALETTE: dict[str, str] = {
+    "original": "#ffd400",
+    "corrected": "#00e5ff",
+    "added": "#39ff14",
+    "predicted": "#ff4fd8",
+    "selected": "#ffffff",
+}
+
+# Which annotations an export or an evaluation reads.
+EXPORT_STATES: dict[str, str] = {"original": "as imported", "corrected": "as reviewed"}
