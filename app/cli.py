@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES
+
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
@@ -152,12 +154,27 @@ def user_add(
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "coco", "nifti"]), default="csv")
-@click.option("--state", type=click.Choice(["original", "corrected"]), default="corrected", show_default=True)
+@click.option("--state", type=click.Choice(list(EXPORT_STATES)), default="corrected", show_default=True)
 @click.option("--series", default=None, help="With --format nifti: the series folder, e.g. 000001_01_01.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--database-url", default=None)
+@click.option("--extras", is_flag=True, help="CSV: append flag reason, note, reviewer and origin columns.")
+@click.option(
+    "--box-only",
+    type=click.Choice(list(BOX_ONLY_CHOICES)),
+    default="nan",
+    show_default=True,
+    help="CSV: lesions known only by a box get NaN measurements, or are left out.",
+)
 def export(
-    data_dir: Path, fmt: str, state: str, series: str | None, out: Path, database_url: str | None
+    data_dir: Path,
+    fmt: str,
+    state: str,
+    series: str | None,
+    out: Path,
+    database_url: str | None,
+    extras: bool,
+    box_only: str,
 ) -> None:
     """Export the original or corrected annotations as DL_info.csv, COCO JSON or a NIfTI zip."""
     from app.db.session import assert_schema_current, make_engine, make_session_factory
@@ -169,7 +186,7 @@ def export(
         assert_schema_current(engine)
         with make_session_factory(engine)() as session:
             if fmt == "csv":
-                data = exports.export_csv(session=session, state=state)
+                data = exports.export_csv(session=session, state=state, extras=extras, box_only=box_only)
             elif fmt == "coco":
                 data = exports.export_coco(session=session, state=state)
             else:
@@ -410,7 +427,7 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
     "--against",
-    type=click.Choice(["original", "corrected"]),
+    type=click.Choice(list(EXPORT_STATES)),
     default="original",
     show_default=True,
     help="corrected: the reviewers' current state from the database.",

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, FiniteFloat
 
+from app.review.vocabulary import NOTE_MAX_CHARS
+
 Recist = Annotated[list[FiniteFloat], Field(min_length=8, max_length=8)]
 Box = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4)]
 Version = Annotated[int, Field(ge=0, le=2**31 - 1)]
@@ -23,7 +25,7 @@ class FlagBody(BaseModel):
 
     version: Version
     reason: Literal["not_a_lesion", "wrong_measurement", "duplicate", "other"]
-    text: Annotated[str, Field(max_length=2000)] = ""
+    note: Annotated[str, Field(max_length=NOTE_MAX_CHARS)] = ""
 
 
 class GeometryBody(BaseModel):
@@ -56,3 +58,5 @@ class AcceptBody(BaseModel):
 
     version: Version
     lesion_type: LesionType | None = None
+    # Accept a prediction that marks a lesion already there (the viewer asks the reviewer first).
+    allow_duplicate: bool = False

@@ -26,9 +26,11 @@ from app.deeplesion.errors import (
 )
 from app.detection.errors import DetectionError
 from app.review.errors import (
+    DuplicateLesionError,
     EditConflictError,
     InvalidInputError,
     JobRunningError,
+    NoModelError,
     NotFoundError,
     PermissionDeniedError,
     ReviewError,
@@ -118,7 +120,12 @@ def review_error_response(exc: ReviewError) -> JSONResponse:
             current=exc.current,
             changed_by=exc.changed_by,
             changed_at=changed_at,
+            key_slice=exc.key_slice,
         )
+    if isinstance(exc, NoModelError):
+        return error_response(503, exc.code, str(exc))
+    if isinstance(exc, DuplicateLesionError):
+        return error_response(409, exc.code, str(exc), lesion_id=exc.lesion_id)
     if isinstance(exc, JobRunningError):
         return error_response(409, exc.code, str(exc) or "already running", job=exc.job)
     if isinstance(exc, PermissionDeniedError):

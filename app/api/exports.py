@@ -13,7 +13,8 @@ from app.review import exports
 
 router = APIRouter(prefix="/api/exports", tags=["exports"])
 
-State = Annotated[Literal["original", "corrected"], Query()]
+State = Annotated[Literal[*exports.STATES], Query()]  # type: ignore[valid-type]
+BoxOnly = Annotated[Literal[*exports.BOX_ONLY_CHOICES], Query()]  # type: ignore[valid-type]
 
 
 def _download(data: bytes, media_type: str, filename: str) -> Response:
@@ -25,9 +26,12 @@ def _download(data: bytes, media_type: str, filename: str) -> Response:
 
 
 @router.get("/dl_info.csv")
-def get_csv(user: AdminUser, db: Db, state: State = "corrected") -> Response:
-    """DL_info.csv of the original or the corrected state."""
-    return _download(exports.export_csv(session=db, state=state), "text/csv", f"DL_info_{state}.csv")
+def get_csv(
+    user: AdminUser, db: Db, state: State = "corrected", extras: bool = False, box_only: BoxOnly = "nan"
+) -> Response:
+    """DL_info.csv of the original or the corrected state (extras: flag reasons, notes, reviewers, origin)."""
+    data = exports.export_csv(session=db, state=state, extras=extras, box_only=box_only)
+    return _download(data, "text/csv", f"DL_info_{state}.csv")
 
 
 @router.get("/coco.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query
 
 from app.api.bodies import FlagBody, GeometryBody, VersionBody
 from app.api.security import CurrentUser, Db, no_store
@@ -25,7 +25,7 @@ def post_confirm(lesion_id: LesionId, body: VersionBody, user: CurrentUser, db: 
 def post_flag(lesion_id: LesionId, body: FlagBody, user: CurrentUser, db: Db) -> Any:
     """Flag the lesion as noisy with a reason."""
     return corrections.flag(
-        session=db, user=user, lesion_id=lesion_id, version=body.version, reason=body.reason, text=body.text
+        session=db, user=user, lesion_id=lesion_id, version=body.version, reason=body.reason, note=body.note
     )
 
 
@@ -49,13 +49,12 @@ def put_geometry(lesion_id: LesionId, body: GeometryBody, user: CurrentUser, db:
     )
 
 
-@router.delete("/{lesion_id}", status_code=204)
+@router.delete("/{lesion_id}")
 def delete_lesion(
     lesion_id: LesionId, version: Annotated[int, Query(ge=0, le=2**31 - 1)], user: CurrentUser, db: Db
-) -> Response:
+) -> Any:
     """Delete a lesion a reviewer added."""
-    corrections.delete_lesion(session=db, user=user, lesion_id=lesion_id, version=version)
-    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    return corrections.delete_lesion(session=db, user=user, lesion_id=lesion_id, version=version)
 
 
 @router.get("/{lesion_id}/history")

@@ -18,7 +18,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -119,16 +121,17 @@ class KeySlice(Base):
 
 
 class OriginalLesion(Base):
-    """One DL_info.csv row exactly as imported; never modified afterwards."""
+    """One DL_info.csv row exactly as imported (file values, 1-based coordinates); never modified."""
 
     __tablename__ = "original_lesions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"), index=True)
     row_number: Mapped[int] = mapped_column(Integer, unique=True)
-    measurement_coordinates: Mapped[list[Any]] = mapped_column(JSON)
+    # None for a box-only row (NaN in the file, e.g. a corrected export with an accepted prediction).
+    measurement_coordinates: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     bounding_box: Mapped[list[Any]] = mapped_column(JSON)
-    lesion_diameters_px: Mapped[list[Any]] = mapped_column(JSON)
+    lesion_diameters_px: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     normalized_location: Mapped[list[Any]] = mapped_column(JSON)
     coarse_lesion_type: Mapped[int] = mapped_column(Integer)
     possibly_noisy: Mapped[int] = mapped_column(Integer)
@@ -144,35 +147,66 @@ class OriginalLesion(Base):
 
 
 class Lesion(Base):
-    """The current, reviewed state of a lesion: an imported one (origin original) or one a reviewer added."""
+    """A lesion's current state: one home for its independent facts (see docs/api.md, Lesion).
+
+    Geometry is in the app's 0-based pixel frame. The rules that derive a review summary or an overlay
+    layer from these facts live in app.review.lesion_state; the SQL forms of "current" and "noisy" here.
+    """
 
     __tablename__ = "lesions"
-    __table_args__ = (Index("ix_lesions_key_slice_review", "key_slice_id", "review"),)
+    __table_args__ = (Index("ix_lesions_key_slice_deleted", "key_slice_id", "deleted"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
     original_id: Mapped[int | None] = mapped_column(
         ForeignKey("original_lesions.id"), unique=True, nullable=True
     )
-    origin: Mapped[str] = mapped_column(String(16))  # original | added
-    source: Mapped[str] = mapped_column(String(16))  # csv | manual | prediction
-    review: Mapped[str] = mapped_column(String(16), default="unreviewed")
+    origin: Mapped[str] = mapped_column(String(16))  # app.review.vocabulary.ORIGINS
+    # None: known only by its box (no RECIST measured).
     recist: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     box: Mapped[list[Any]] = mapped_column(JSON)
-    lesion_type: Mapped[int] = mapped_column(Integer, index=True)
     slice_index: Mapped[int] = mapped_column(Integer)
+    lesion_type: Mapped[int] = mapped_column(Integer, index=True)
+    # Long axis in mm (RECIST, else the box's longer unpadded side): the work list's size.
     size_mm: Mapped[float] = mapped_column(Float, default=0.0)
-    noisy: Mapped[bool] = mapped_column(Boolean, default=False)
-    flag_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    flag_text: Mapped[str | None] = mapped_column(Text, nullable=True)
-    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The noisy flag: set by flag (or Possibly_noisy on import), cleared only by unflag or undo.
+    flag_reason: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
+    flag_note: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    flagged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, default=None)
+    flagged_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+    confirmed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, default=None)
+    confirmed_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, default=None)
+    created_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
     # The ORM adds "AND version = :old" to every UPDATE, so two racing writers cannot both win.
     __mapper_args__ = {"version_id_col": version}
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    @hybrid_property
+    def is_current(self) -> bool:
+        """Not deleted: shown, counted and exported."""
+        return not self.deleted
+
+    @is_current.inplace.expression
+    @classmethod
+    def _is_current_sql(cls) -> ColumnElement[bool]:
+        return cls.deleted.is_(False)
+
+    @hybrid_property
+    def is_noisy(self) -> bool:
+        """Flagged noisy, by a reviewer or by the dataset (Possibly_noisy)."""
+        return self.flag_reason is not None
+
+    @is_noisy.inplace.expression
+    @classmethod
+    def _is_noisy_sql(cls) -> ColumnElement[bool]:
+        return cls.flag_reason.is_not(None)
 
 
 class User(Base):

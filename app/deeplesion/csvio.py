@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.deeplesion.errors import CsvValidationError
-from app.deeplesion.schema import COLUMNS, LESION_TYPES, SPLITS, LesionRecord, slice_file_name
+from app.deeplesion.schema import COLUMNS, EXTRA_COLUMNS, LESION_TYPES, SPLITS, LesionRecord, slice_file_name
 from app.deeplesion.store import FILE_NAME_RE
 
 # Record attribute for each CSV column, in column order.
@@ -99,6 +99,38 @@ def _floats(count: int) -> Callable[[str], tuple[float, ...]]:
     return parse
 
 
+def _is_missing(text: str) -> bool:
+    """True for a cell part that spells 'not known' (NaN, empty)."""
+    return text.strip() in _MISSING
+
+
+def _optional_floats(count: int) -> Callable[[str], tuple[float, ...] | None]:
+    """Parser of `count` numbers, or None when every one is NaN (a box-only lesion's RECIST and diameters)."""
+    numbers = _floats(count)
+
+    def parse(text: str) -> tuple[float, ...] | None:
+        parts = text.split(",")
+        if len(parts) == count and _is_missing(parts[0]) and all(_is_missing(p) for p in parts):
+            return None
+        return numbers(text)
+
+    return parse
+
+
+def _location(text: str) -> tuple[float | None, ...]:
+    """Normalized_lesion_location: 3 numbers, each NaN when not known (a reviewer-added lesion's x and y)."""
+    parts = text.split(",")
+    try:
+        values = tuple(map(float, parts))  # fast path: three plain numbers
+        if len(values) == 3 and math.isfinite(sum(values)):
+            return values
+    except ValueError:
+        pass
+    if len(parts) != 3:
+        raise _CellError(f"expected 3 numbers, got {len(parts) if text.strip() else 0}")
+    return tuple(None if _is_missing(p) else _parse_float(p) for p in parts)
+
+
 def _ints(count: int) -> Callable[[str], tuple[int, ...]]:
     """Parser of a cell holding exactly `count` comma-separated integers."""
 
@@ -180,10 +212,10 @@ def _image_size(text: str) -> tuple[int, ...]:
     return values
 
 
-def _diameters(text: str) -> tuple[float, ...]:
-    """Long and short diameter in px, not negative."""
-    values = _floats(2)(text)
-    if any(v < 0 for v in values):
+def _diameters(text: str) -> tuple[float, ...] | None:
+    """Long and short diameter in px, not negative; None (NaN, NaN) when not measured."""
+    values = _optional_floats(2)(text)
+    if values is not None and any(v < 0 for v in values):
         raise _CellError(f"diameters cannot be negative, got {text!r}")
     return values
 
@@ -225,10 +257,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "Study_index": _positive_int,
     "Series_ID": _positive_int,
     "Key_slice_index": _positive_int,
-    "Measurement_coordinates": _floats(8),
+    "Measurement_coordinates": _optional_floats(8),
     "Bounding_boxes": _floats(4),
     "Lesion_diameters_Pixel_": _diameters,
-    "Normalized_lesion_location": _floats(3),
+    "Normalized_lesion_location": _location,
     "Coarse_lesion_type": _lesion_type,
     "Possibly_noisy": _noisy,
     "Slice_range": _slice_range,
@@ -241,11 +273,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _check_header(header: list[str], source: str) -> list[int]:
-    """Position of each expected column in the header; CsvValidationError naming unknown/missing ones."""
+def _check_header(header: list[str], source: str) -> tuple[list[int], dict[str, int]]:
+    """Positions of the 18 columns and of any optional extra columns; CsvValidationError names bad ones."""
     expected = ", ".join(COLUMNS)
     names = [h.strip() for h in header]
-    unknown = [h for h in names if h not in COLUMNS]
+    unknown = [h for h in names if h not in COLUMNS and h not in EXTRA_COLUMNS]
     missing = [c for c in COLUMNS if c not in names]
     duplicated = sorted({h for h in names if names.count(h) > 1})
     problems = []
@@ -258,7 +290,7 @@ def _check_header(header: list[str], source: str) -> list[int]:
     if problems:
         message = f"{source} line 1, header: {'; '.join(problems)}; expected header: {expected}"
         raise CsvValidationError([message])
-    return [names.index(c) for c in COLUMNS]
+    return [names.index(c) for c in COLUMNS], {c: names.index(c) for c in EXTRA_COLUMNS if c in names}
 
 
 def _cross_check(values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -306,11 +338,11 @@ def _rows_to_records(
     except StopIteration:
         message = f"{source} line 1: empty file; expected header: {', '.join(COLUMNS)}"
         raise CsvValidationError([message]) from None
-    order = _check_header(header, source)
+    order, extra_at = _check_header(header, source)
     canonical = order == list(range(len(COLUMNS)))
     errors: list[str] = []
     records: list[LesionRecord] = []
-    ncols = len(COLUMNS)
+    ncols = len(header)
     for row in iterator:
         line = reader_line()
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -318,11 +350,12 @@ def _rows_to_records(
         if len(row) != ncols:
             errors.append(f"{source} line {line}: expected {ncols} cells, got {len(row)}")
             continue
-        cells = row if canonical else [row[i] for i in order]
+        cells = row if canonical and not extra_at else [row[i] for i in order]
+        extras = {c: row[i] for c, i in extra_at.items()} or None
         if not errors:
             record = _fast_record(cells)
             if record is not None:
-                records.append(record)
+                records.append(record if extras is None else dataclasses.replace(record, extras=extras))
                 continue
         # Slow path: a row with a problem (or any row after one), parsed cell by cell to name every error.
         values: dict[str, Any] = {}
@@ -338,7 +371,7 @@ def _rows_to_records(
             row_ok = False
         if row_ok and not errors:
             kwargs = {FIELDS[c]: values[c] for c in COLUMNS}
-            records.append(LesionRecord(**kwargs, raw=dict(zip(COLUMNS, cells, strict=True))))
+            records.append(LesionRecord(**kwargs, raw=dict(zip(COLUMNS, cells, strict=True)), extras=extras))
     if errors:
         raise CsvValidationError(errors)
     return records
@@ -368,12 +401,17 @@ def read_dl_info(path: Path | str) -> list[LesionRecord]:
     return parse_dl_info_text(text, source=p.name)
 
 
+# Cells that hold several numbers, and how many: a None value there is written as that many NaNs.
+_COUNTS = {"Measurement_coordinates": 8, "Lesion_diameters_Pixel_": 2, "Normalized_lesion_location": 3}
+MISSING_TEXT = "NaN"
+
+
 def _cell(column: str, value: Any) -> str:
     """The text of one cell in the real file's format."""
     if value is None:
-        return ""
+        return ", ".join([MISSING_TEXT] * _COUNTS[column]) if column in _COUNTS else ""
     if isinstance(value, tuple):
-        return ", ".join(format_number(v) for v in value)
+        return ", ".join(MISSING_TEXT if v is None else format_number(v) for v in value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return format_number(value)
     return str(value)
@@ -397,13 +435,20 @@ def record_cells(record: LesionRecord) -> list[str]:
     return cells
 
 
-def format_dl_info(records: Iterable[LesionRecord]) -> str:
-    """DL_info.csv text: the header then one row per record, multi-value cells quoted and ', ' separated."""
+def format_dl_info(records: Iterable[LesionRecord], extra_columns: bool = False) -> str:
+    """DL_info.csv text: the header then one row per record, multi-value cells quoted and ', ' separated.
+
+    With extra_columns the optional EXTRA_COLUMNS follow the 18, filled from each record's extras.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(COLUMNS)
+    writer.writerow((*COLUMNS, *EXTRA_COLUMNS) if extra_columns else COLUMNS)
     for record in records:
-        writer.writerow(record_cells(record))
+        cells = record_cells(record)
+        if extra_columns:
+            extras = record.extras or {}
+            cells.extend(extras.get(c, "") for c in EXTRA_COLUMNS)
+        writer.writerow(cells)
     return buf.getvalue()
 
 

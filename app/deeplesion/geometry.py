@@ -47,6 +47,18 @@ def recist_diameters(recist: Sequence[float]) -> tuple[float, float]:
     return (long_axis, short_axis)
 
 
+def box_diameters(box: Sequence[float], pad: float = BOX_PADDING_PX) -> tuple[float, float]:
+    """Longer and shorter side in px of a box without its padding."""
+    x1, y1, x2, y2 = _floats(box, 4, "box")
+    sides = sorted((max(0.0, x2 - x1 - 2 * pad), max(0.0, y2 - y1 - 2 * pad)))
+    return (sides[1], sides[0])
+
+
+def lesion_diameters(recist: Sequence[float] | None, box: Sequence[float]) -> tuple[float, float]:
+    """Long and short axis in px: measured by RECIST, else estimated from the box (see box_diameters)."""
+    return recist_diameters(recist) if recist is not None else box_diameters(box)
+
+
 def _check_image_size(image_size: Sequence[int]) -> tuple[float, float]:
     """Width and height as floats, refusing non-positive sizes."""
     if len(image_size) != 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 COLUMNS: tuple[str, ...] = (
@@ -42,20 +43,63 @@ SPLITS: dict[int, str] = {1: "train", 2: "val", 3: "test"}
 HU_OFFSET = 32768
 BOX_PADDING_PX = 5.0
 
+# DL_info.csv counts pixels from 1 (the authors' readers do `boxes -= 1`); the app, its API and COCO use a
+# 0-based pixel frame. These are the only places that cross between the two.
+CSV_COORDINATE_ORIGIN = 1.0
+# Digits kept when a 0-based value is written back to the CSV frame: enough for every value the real file
+# holds, and rounding makes an untouched value come back as the very float the file's text parses to.
+CSV_COORDINATE_DIGITS = 6
+
+# Optional columns a corrected export may append (and the importer reads back): who did what, and why.
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "Lesion_id",
+    "Origin",
+    "Review_state",
+    "Flag_reason",
+    "Flag_note",
+    "Confirmed_by",
+    "Reviewer",
+    "Reviewed_at",
+    "Model_version",
+    "Score",
+)
+
+# COCO category ids must be positive: the dataset's types 1..8 keep their number, unlabelled (-1) becomes 9.
+COCO_UNLABELLED_CATEGORY = 9
+
+
+def coco_category(lesion_type: int) -> int:
+    """The COCO category id of a coarse lesion type."""
+    return COCO_UNLABELLED_CATEGORY if lesion_type == -1 else lesion_type
+
+
+def pixel_coordinates(values: Sequence[float]) -> tuple[float, ...]:
+    """DL_info.csv coordinates (1-based) in the app's 0-based pixel frame."""
+    return tuple(float(v) - CSV_COORDINATE_ORIGIN for v in values)
+
+
+def csv_coordinates(values: Sequence[float]) -> tuple[float, ...]:
+    """0-based pixel coordinates as DL_info.csv writes them (1-based)."""
+    return tuple(round(float(v) + CSV_COORDINATE_ORIGIN, CSV_COORDINATE_DIGITS) for v in values)
+
 
 @dataclass(frozen=True)
 class LesionRecord:
-    """One row of DL_info.csv, typed. Geometry is in pixels of the key slice (as in the file)."""
+    """One row of DL_info.csv, typed, values as in the file (1-based coordinates: use box_px / recist_px).
+
+    A lesion known only by its box (no RECIST measured) has measurement_coordinates and lesion_diameters_px
+    None, written as NaN; a location component that is not known is None, written as NaN.
+    """
 
     file_name: str
     patient_index: int
     study_index: int
     series_id: int
     key_slice_index: int
-    measurement_coordinates: tuple[float, float, float, float, float, float, float, float]
+    measurement_coordinates: tuple[float, float, float, float, float, float, float, float] | None
     bounding_box: tuple[float, float, float, float]
-    lesion_diameters_px: tuple[float, float]
-    normalized_location: tuple[float, float, float]
+    lesion_diameters_px: tuple[float, float] | None
+    normalized_location: tuple[float | None, float | None, float | None]
     coarse_lesion_type: int
     possibly_noisy: int
     slice_range: tuple[int, int]
@@ -67,6 +111,20 @@ class LesionRecord:
     train_val_test: int
     # The cell texts as read, so that writing an untouched record reproduces the file byte for byte.
     raw: dict[str, str] | None = field(default=None, compare=False, repr=False, hash=False)
+    # Cells of the optional EXTRA_COLUMNS, when the file has them (a corrected export with extras).
+    extras: dict[str, str] | None = field(default=None, compare=False, repr=False, hash=False)
+
+    @property
+    def box_px(self) -> tuple[float, float, float, float]:
+        """The bounding box in the app's 0-based pixel frame."""
+        return pixel_coordinates(self.bounding_box)  # type: ignore[return-value]
+
+    @property
+    def recist_px(self) -> tuple[float, ...] | None:
+        """The RECIST end points in the 0-based pixel frame; None when the lesion was not measured."""
+        if self.measurement_coordinates is None:
+            return None
+        return pixel_coordinates(self.measurement_coordinates)
 
     @property
     def series_folder(self) -> str:
@@ -74,14 +132,23 @@ class LesionRecord:
         return self.file_name.rsplit("_", 1)[0]
 
     @property
+    def _diameters(self) -> tuple[float, float]:
+        """Measured diameters; for a box only, the sides of the box without its padding."""
+        if self.lesion_diameters_px is not None:
+            return self.lesion_diameters_px
+        from app.deeplesion.geometry import box_diameters  # geometry imports this module
+
+        return box_diameters(self.bounding_box)
+
+    @property
     def long_axis_mm(self) -> float:
         """Long RECIST diameter in mm (x spacing, as the dataset's own tools use)."""
-        return self.lesion_diameters_px[0] * self.spacing_mm[0]
+        return self._diameters[0] * self.spacing_mm[0]
 
     @property
     def short_axis_mm(self) -> float:
         """Short RECIST diameter in mm."""
-        return self.lesion_diameters_px[1] * self.spacing_mm[0]
+        return self._diameters[1] * self.spacing_mm[0]
 
     @property
     def size_mm(self) -> float:

@@ -58,8 +58,8 @@ def group_key_slices(
 
 
 def gt_from_record(rec: LesionRecord) -> GtLesion:
-    """A CSV lesion as an evaluation reference."""
-    b = rec.bounding_box
+    """A CSV lesion as an evaluation reference, in the 0-based pixel frame the detector predicts in."""
+    b = rec.box_px
     return GtLesion(
         box=(b[0], b[1], b[2], b[3]),
         noisy=rec.possibly_noisy == 1,

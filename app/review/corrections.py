@@ -1,7 +1,11 @@
-"""Reviewer corrections: confirm, flag, unflag, edit, add, delete, review status, undo and redo."""
+"""Reviewer corrections: confirm, flag, unflag, edit, add, delete, review status, undo and redo.
+
+Every write is one undoable step and answers with the updated key slice (review_result).
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -10,28 +14,39 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.db.models import AuditEntry, KeySlice, KeySliceReview, Lesion, Prediction, UndoItem, utcnow
-from app.deeplesion.geometry import box_from_recist, recist_diameters, validate_box, validate_recist
-from app.deeplesion.schema import BOX_PADDING_PX, LESION_TYPES
+from app.deeplesion.geometry import box_from_recist, lesion_diameters, validate_box, validate_recist
+from app.deeplesion.schema import LESION_TYPES
 from app.review.audit import record
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
-from app.review.serialize import audit_dict, key_slice_dict, load_lesion_dict, user_names
+from app.review.serialize import audit_dict, iso, key_slice_dict, load_lesion_dict, user_names
 from app.review.summary import refresh_summary
 from app.review.users import UserInfo
+from app.review.vocabulary import (
+    FLAG_REASONS,
+    NOTE_MAX_CHARS,
+    NOTE_REQUIRED_REASONS,
+    ORIGIN_CSV,
+    ORIGIN_DRAWN,
+    STATUSES,
+)
 
-FLAG_REASONS = ("not_a_lesion", "wrong_measurement", "duplicate", "other")
-STATUSES = ("unreviewed", "in_progress", "done")
-# The lesion fields a change can touch; snapshots of them are the audit log's before/after.
+# The lesion facts a step can change; snapshots of them are the audit log's before/after, and undo puts
+# them back. Times are kept as ISO text in the snapshot (JSON) and parsed on the way back.
 LESION_FIELDS = (
-    "review",
     "recist",
     "box",
-    "lesion_type",
     "slice_index",
+    "lesion_type",
     "size_mm",
-    "noisy",
     "flag_reason",
-    "flag_text",
+    "flag_note",
+    "flagged_by_id",
+    "flagged_at",
+    "confirmed_by_id",
+    "confirmed_at",
+    "deleted",
 )
+_TIME_FIELDS = ("flagged_at", "confirmed_at")
 
 
 def get_key_slice(session: Session, file_name: str) -> KeySlice:
@@ -50,10 +65,23 @@ def _get_lesion(session: Session, lesion_id: int) -> Lesion:
 
 
 def snapshot(lesion: Lesion) -> dict[str, Any]:
-    """The lesion's reviewable fields plus its version."""
+    """The lesion's changeable facts plus its version, JSON-ready."""
     data: dict[str, Any] = {f: getattr(lesion, f) for f in LESION_FIELDS}
+    for f in _TIME_FIELDS:
+        data[f] = iso(data[f])
     data["version"] = lesion.version
     return data
+
+
+def _apply(lesion: Lesion, values: dict[str, Any]) -> None:
+    """Put a snapshot's facts back on the lesion."""
+    for f in LESION_FIELDS:
+        value = values.get(f)
+        if f in _TIME_FIELDS and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if f == "deleted":
+            value = bool(value)
+        setattr(lesion, f, value)
 
 
 def _same_content(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -62,39 +90,65 @@ def _same_content(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     return all(a.get(f) == b.get(f) for f in LESION_FIELDS)
 
 
-def _conflict(session: Session, lesion: Lesion, what: str) -> EditConflictError:
+def review_result(
+    session: Session,
+    user: UserInfo,
+    ks: KeySlice,
+    *,
+    lesion_id: int | None = None,
+    prediction_id: int | None = None,
+    entry: AuditEntry | None = None,
+) -> dict[str, Any]:
+    """The answer to every review write: the updated key slice and what the write touched."""
+    return {
+        "key_slice": key_slice_dict(session, ks, user.id),
+        "lesion_id": lesion_id,
+        "prediction_id": prediction_id,
+        "entry": audit_dict(entry) if entry is not None else None,
+    }
+
+
+def bump_version(session: Session, ks: KeySlice) -> None:
+    """Count one change of the key slice in the database itself, so parallel writers never lose one.
+
+    It runs first in a write: on PostgreSQL the row lock it takes orders racing writers, so the summary each
+    computes afterwards sees the others' committed lesions.
+    """
+    ks.version = KeySlice.version + 1
+    session.flush()
+
+
+def conflict(session: Session, lesion: Lesion, user: UserInfo, what: str) -> EditConflictError:
+    """A 409 carrying the lesion's current state, who changed it, and the key slice as it is now."""
     names = user_names(session, {lesion.updated_by_id})
+    ks = session.get_one(KeySlice, lesion.key_slice_id)
     return EditConflictError(
         f"{what} was changed by someone else first (now version {lesion.version})",
         current=load_lesion_dict(session, lesion),
         changed_by=names.get(lesion.updated_by_id or -1),
         changed_at=lesion.updated_at,
+        key_slice=key_slice_dict(session, ks, user.id),
     )
 
 
-def _check_version(session: Session, lesion: Lesion, version: int) -> None:
+def _check_version(session: Session, lesion: Lesion, version: int, user: UserInfo) -> None:
     if lesion.version != version:
-        raise _conflict(session, lesion, f"lesion {lesion.id}")
+        raise conflict(session, lesion, user, f"lesion {lesion.id}")
 
 
-def _flush_or_conflict(session: Session, lesion: Lesion) -> None:
+def _flush_or_conflict(session: Session, lesion: Lesion, user: UserInfo) -> None:
     """Flush; a concurrent writer that won the race shows up as StaleDataError and becomes a 409."""
     try:
         session.flush()
     except StaleDataError:
         session.rollback()
         fresh = _get_lesion(session, lesion.id)
-        raise _conflict(session, fresh, f"lesion {lesion.id}") from None
+        raise conflict(session, fresh, user, f"lesion {lesion.id}") from None
 
 
-def size_mm(recist: list[float] | None, box: list[float], spacing_x: float) -> float:
-    """Mean RECIST diameter in mm; for a box alone, the mean side of the unpadded box."""
-    if recist is not None:
-        long_axis, short_axis = recist_diameters(recist)
-        return (long_axis + short_axis) / 2.0 * spacing_x
-    w = max(0.0, box[2] - box[0] - 2 * BOX_PADDING_PX)
-    h = max(0.0, box[3] - box[1] - 2 * BOX_PADDING_PX)
-    return (w + h) / 2.0 * spacing_x
+def long_axis_mm(recist: list[float] | None, box: list[float], spacing_x: float) -> float:
+    """The work list's size of a lesion: RECIST long axis in mm, else the box's longer unpadded side."""
+    return lesion_diameters(recist, box)[0] * spacing_x
 
 
 def check_geometry(
@@ -121,6 +175,34 @@ def check_lesion_type(lesion_type: int) -> int:
     return lesion_type
 
 
+def finish_step(
+    session: Session,
+    user: UserInfo,
+    ks: KeySlice,
+    *,
+    action: str,
+    lesion_id: int | None = None,
+    prediction_id: int | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record the step (audit + undo stack), refresh the summary, commit, mark started, answer."""
+    refresh_summary(session=session, key_slice=ks)
+    entry = record(
+        session=session,
+        user=user,
+        action=action,
+        key_slice_id=ks.id,
+        lesion_id=lesion_id,
+        prediction_id=prediction_id,
+        before=before,
+        after=after,
+    )
+    session.commit()
+    mark_started(session, user, ks.id)
+    return review_result(session, user, ks, lesion_id=lesion_id, prediction_id=prediction_id, entry=entry)
+
+
 def _change_lesion(
     session: Session,
     user: UserInfo,
@@ -129,32 +211,30 @@ def _change_lesion(
     action: str,
     changes: dict[str, Any],
 ) -> dict[str, Any]:
+    """Apply `changes` to a current lesion as one step; changes that alter nothing write nothing."""
     lesion = _get_lesion(session, lesion_id)
-    _check_version(session, lesion, version)
-    if lesion.review == "deleted":
+    _check_version(session, lesion, version, user)
+    ks = session.get_one(KeySlice, lesion.key_slice_id)
+    if lesion.deleted:
         raise InvalidInputError(f"lesion {lesion_id} is deleted")
+    if all(_equal(getattr(lesion, k), v) for k, v in changes.items()):
+        return review_result(session, user, ks, lesion_id=lesion.id)
+    bump_version(session, ks)
     before = snapshot(lesion)
     for key, value in changes.items():
         setattr(lesion, key, value)
     lesion.updated_by_id = user.id
     lesion.updated_at = utcnow()
-    _flush_or_conflict(session, lesion)
-    ks = session.get_one(KeySlice, lesion.key_slice_id)
-    ks.version += 1
-    refresh_summary(session=session, key_slice=ks)
-    record(
-        session=session,
-        user=user,
-        action=action,
-        key_slice_id=ks.id,
-        lesion_id=lesion.id,
-        before=before,
-        after=snapshot(lesion),
+    _flush_or_conflict(session, lesion, user)
+    return finish_step(
+        session, user, ks, action=action, lesion_id=lesion.id, before=before, after=snapshot(lesion)
     )
-    session.commit()
-    result = load_lesion_dict(session, lesion)
-    mark_started(session, user, ks.id)
-    return result
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return [float(v) for v in a] == [float(v) for v in b]
+    return bool(a == b)
 
 
 def mark_started(session: Session, user: UserInfo, key_slice_id: int) -> None:
@@ -186,26 +266,37 @@ def mark_started(session: Session, user: UserInfo, key_slice_id: int) -> None:
 
 
 def confirm(*, session: Session, user: UserInfo, lesion_id: int, version: int) -> dict[str, Any]:
-    """Mark a lesion as correct."""
-    changes = {"review": "confirmed", "flag_reason": None, "flag_text": None}
+    """Mark a lesion as correct (refused while it is flagged noisy: unflag it first)."""
+    lesion = _get_lesion(session, lesion_id)
+    if lesion.flag_reason is not None and lesion.version == version and not lesion.deleted:
+        raise InvalidInputError(
+            f"lesion {lesion_id} is flagged noisy: unflag it first to confirm it", code="lesion_flagged"
+        )
+    changes = {"confirmed_by_id": user.id, "confirmed_at": utcnow()}
+    if lesion.confirmed_by_id == user.id:
+        changes["confirmed_at"] = lesion.confirmed_at  # confirmed by this reviewer already: nothing to do
     return _change_lesion(session, user, lesion_id, version, "confirm", changes)
 
 
 def flag(
-    *, session: Session, user: UserInfo, lesion_id: int, version: int, reason: str, text: str = ""
+    *, session: Session, user: UserInfo, lesion_id: int, version: int, reason: str, note: str = ""
 ) -> dict[str, Any]:
-    """Flag a lesion as noisy with a reason and free text."""
+    """Flag a lesion as noisy with a reason and a note; its geometry, type and confirmation stay."""
     if reason not in FLAG_REASONS:
         raise InvalidInputError(f"reason must be one of {', '.join(FLAG_REASONS)}, got {reason!r}")
-    if reason == "other" and not text.strip():
-        raise InvalidInputError("reason 'other' needs a text")
-    changes = {"review": "flagged", "flag_reason": reason, "flag_text": text[:2000]}
+    if reason in NOTE_REQUIRED_REASONS and not note.strip():
+        raise InvalidInputError(f"reason {reason!r} needs a note")
+    lesion = _get_lesion(session, lesion_id)
+    note = note[:NOTE_MAX_CHARS]
+    changes: dict[str, Any] = {"flag_reason": reason, "flag_note": note}
+    if (lesion.flag_reason, lesion.flag_note or "") != (reason, note):
+        changes.update(flagged_by_id=user.id, flagged_at=utcnow())
     return _change_lesion(session, user, lesion_id, version, "flag", changes)
 
 
 def unflag(*, session: Session, user: UserInfo, lesion_id: int, version: int) -> dict[str, Any]:
-    """Clear a flag, including the dataset's own Possibly_noisy mark."""
-    changes = {"review": "unreviewed", "flag_reason": None, "flag_text": None, "noisy": False}
+    """Clear the noisy flag, the dataset's own Possibly_noisy included."""
+    changes = {"flag_reason": None, "flag_note": None, "flagged_by_id": None, "flagged_at": None}
     return _change_lesion(session, user, lesion_id, version, "unflag", changes)
 
 
@@ -222,16 +313,59 @@ def edit_geometry(
     """Replace a lesion's RECIST and/or box (box from RECIST by the 5 px rule) and/or its type."""
     lesion = _get_lesion(session, lesion_id)
     ks = session.get_one(KeySlice, lesion.key_slice_id)
-    changes: dict[str, Any] = {"review": "edited"}
+    changes: dict[str, Any] = {}
     if recist is not None or box is not None:
         new_recist, new_box = check_geometry(ks, recist, box)
         # A new box without RECIST drops the old measurement: it no longer matches the box.
-        changes.update(recist=new_recist, box=new_box, size_mm=size_mm(new_recist, new_box, ks.spacing_x))
+        changes.update(
+            recist=new_recist, box=new_box, size_mm=long_axis_mm(new_recist, new_box, ks.spacing_x)
+        )
     if lesion_type is not None:
         changes["lesion_type"] = check_lesion_type(lesion_type)
-    if len(changes) == 1:
+    if not changes:
         raise InvalidInputError("nothing to change: give recist, box or lesion_type")
     return _change_lesion(session, user, lesion_id, version, "edit", changes)
+
+
+def check_slice_index(ks: KeySlice, slice_index: int | None) -> int:
+    """The slice a new lesion lies on: the key slice by default, else one of its context slices."""
+    if slice_index is None:
+        return ks.key_slice_index
+    if slice_index != ks.key_slice_index and not ks.slice_first <= slice_index <= ks.slice_last:
+        raise InvalidInputError(
+            f"slice_index {slice_index} is outside the key slice's context {ks.slice_first}..{ks.slice_last}"
+        )
+    return slice_index
+
+
+def new_lesion(
+    ks: KeySlice,
+    user: UserInfo,
+    *,
+    origin: str,
+    recist: list[float] | None,
+    box: list[float],
+    lesion_type: int,
+    slice_index: int,
+) -> Lesion:
+    """A reviewer-added lesion, confirmed by its author."""
+    now = utcnow()
+    return Lesion(
+        key_slice_id=ks.id,
+        origin=origin,
+        recist=recist,
+        box=box,
+        lesion_type=lesion_type,
+        slice_index=slice_index,
+        size_mm=long_axis_mm(recist, box, ks.spacing_x),
+        deleted=False,
+        confirmed_by_id=user.id,
+        confirmed_at=now,
+        created_by_id=user.id,
+        created_at=now,
+        updated_by_id=user.id,
+        updated_at=now,
+    )
 
 
 def add_lesion(
@@ -244,49 +378,32 @@ def add_lesion(
     box: list[float] | None = None,
     slice_index: int | None = None,
 ) -> dict[str, Any]:
-    """Add a lesion the dataset missed."""
+    """Add a lesion the dataset missed, on the key slice or one of its context slices."""
     ks = get_key_slice(session, file_name)
     new_recist, new_box = check_geometry(ks, recist, box)
     check_lesion_type(lesion_type)
-    lesion = Lesion(
-        key_slice_id=ks.id,
-        origin="added",
-        source="manual",
-        review="confirmed",
+    on_slice = check_slice_index(ks, slice_index)
+    bump_version(session, ks)
+    lesion = new_lesion(
+        ks,
+        user,
+        origin=ORIGIN_DRAWN,
         recist=new_recist,
         box=new_box,
         lesion_type=lesion_type,
-        slice_index=slice_index if slice_index is not None else ks.key_slice_index,
-        size_mm=size_mm(new_recist, new_box, ks.spacing_x),
-        noisy=False,
-        updated_by_id=user.id,
-        updated_at=utcnow(),
+        slice_index=on_slice,
     )
     session.add(lesion)
     session.flush()
-    ks.version += 1
-    refresh_summary(session=session, key_slice=ks)
-    record(
-        session=session,
-        user=user,
-        action="add",
-        key_slice_id=ks.id,
-        lesion_id=lesion.id,
-        before=None,
-        after=snapshot(lesion),
-    )
-    session.commit()
-    result = load_lesion_dict(session, lesion)
-    mark_started(session, user, ks.id)
-    return result
+    return finish_step(session, user, ks, action="add", lesion_id=lesion.id, after=snapshot(lesion))
 
 
-def delete_lesion(*, session: Session, user: UserInfo, lesion_id: int, version: int) -> None:
-    """Delete a lesion a reviewer added (originals are flagged, never deleted)."""
+def delete_lesion(*, session: Session, user: UserInfo, lesion_id: int, version: int) -> dict[str, Any]:
+    """Delete a lesion a reviewer added (csv lesions are flagged, never deleted)."""
     lesion = _get_lesion(session, lesion_id)
-    if lesion.origin != "added":
-        raise InvalidInputError("only added lesions can be deleted; flag an original lesion instead")
-    _change_lesion(session, user, lesion_id, version, "delete", {"review": "deleted"})
+    if lesion.origin == ORIGIN_CSV:
+        raise InvalidInputError("only added lesions can be deleted; flag a DL_info.csv lesion instead")
+    return _change_lesion(session, user, lesion_id, version, "delete", {"deleted": True})
 
 
 def set_status(
@@ -319,7 +436,7 @@ def set_status(
     except (StaleDataError, IntegrityError):  # another tab created or changed it first
         session.rollback()
         raise EditConflictError("review status was changed in another window first", current={}) from None
-    record(
+    entry = record(
         session=session,
         user=user,
         action="status",
@@ -328,7 +445,52 @@ def set_status(
         after={"status": review.status, "version": review.version},
     )
     session.commit()
-    return {"status": review.status, "status_version": review.version}
+    return review_result(session, user, ks, entry=entry)
+
+
+def _restore_status(
+    session: Session,
+    user: UserInfo,
+    entry: AuditEntry,
+    target: dict[str, Any] | None,
+    expected: dict[str, Any] | None,
+) -> dict[str, Any]:
+    review = session.execute(
+        select(KeySliceReview).where(
+            KeySliceReview.key_slice_id == entry.key_slice_id, KeySliceReview.user_id == user.id
+        )
+    ).scalar_one_or_none()
+    now = review.status if review else "unreviewed"
+    if expected is not None and now != expected["status"]:
+        raise EditConflictError("review status changed since", current={"status": now})
+    if review is None:
+        review = KeySliceReview(key_slice_id=entry.key_slice_id, user_id=user.id, status="unreviewed")
+        session.add(review)
+    review.status = (target or {}).get("status", "unreviewed")
+    review.updated_at = utcnow()
+    session.flush()
+    return {"status": review.status, "version": review.version}
+
+
+def _restore_prediction(
+    session: Session, entry: AuditEntry, target: dict[str, Any] | None, expected: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Undo or redo a reject: the prediction's status goes back, unless someone else changed it since."""
+    pred = session.get(Prediction, entry.prediction_id)
+    if pred is None:
+        raise NotFoundError(f"no prediction {entry.prediction_id}")
+    if expected is not None and pred.status != expected.get("status"):
+        raise EditConflictError(
+            f"prediction {pred.id} was changed since",
+            current={"status": pred.status, "version": pred.version},
+        )
+    pred.status = (target or {}).get("status", "pending")
+    try:
+        session.flush()
+    except StaleDataError:
+        session.rollback()
+        raise EditConflictError(f"prediction {entry.prediction_id} was changed since", current={}) from None
+    return {"status": pred.status, "version": pred.version}
 
 
 def _restore(
@@ -338,43 +500,29 @@ def _restore(
     target: dict[str, Any] | None,
     expected: dict[str, Any] | None,
 ) -> dict[str, Any] | None:
-    """Put the thing an audit entry changed back to `target`; `expected` is what it must look like now."""
+    """Put the thing an audit entry changed back to `target`; `expected` is what it must look like now.
+
+    A lesion snapshot of None means "the lesion does not exist yet" (before an add or an accept).
+    """
     if entry.action == "status":
-        review = session.execute(
-            select(KeySliceReview).where(
-                KeySliceReview.key_slice_id == entry.key_slice_id, KeySliceReview.user_id == user.id
-            )
-        ).scalar_one_or_none()
-        now = review.status if review else "unreviewed"
-        if expected is not None and now != expected["status"]:
-            raise EditConflictError("review status changed since", current={"status": now})
-        if review is None:
-            review = KeySliceReview(key_slice_id=entry.key_slice_id, user_id=user.id, status="unreviewed")
-            session.add(review)
-        review.status = (target or {}).get("status", "unreviewed")
-        review.updated_at = utcnow()
-        session.flush()
-        return {"status": review.status, "version": review.version}
+        return _restore_status(session, user, entry, target, expected)
     if entry.lesion_id is None:
-        raise InvalidInputError(f"a {entry.action} cannot be undone")
+        if entry.prediction_id is None:
+            raise InvalidInputError(f"a {entry.action} cannot be undone")
+        return _restore_prediction(session, entry, target, expected)
     lesion = _get_lesion(session, entry.lesion_id)
     current = snapshot(lesion)
-    if expected is None:
-        expected = {**current, "review": "deleted"}
-    if not _same_content(current, expected):
-        raise _conflict(session, lesion, f"lesion {lesion.id}")
-    values = target if target is not None else {**current, "review": "deleted"}
-    for f in LESION_FIELDS:
-        setattr(lesion, f, values.get(f))
+    if not _same_content(current, expected if expected is not None else {**current, "deleted": True}):
+        raise conflict(session, lesion, user, f"lesion {lesion.id}")
+    _apply(lesion, target if target is not None else {**current, "deleted": True})
     lesion.updated_by_id = user.id
     lesion.updated_at = utcnow()
     if entry.prediction_id is not None:
         pred = session.get(Prediction, entry.prediction_id)
         if pred is not None:
-            accepted = lesion.review != "deleted"
-            pred.status = "accepted" if accepted else "pending"
-            pred.lesion_id = lesion.id if accepted else None
-    _flush_or_conflict(session, lesion)
+            pred.status = "pending" if lesion.deleted else "accepted"
+            pred.lesion_id = None if lesion.deleted else lesion.id
+    _flush_or_conflict(session, lesion, user)
     return snapshot(lesion)
 
 
@@ -389,15 +537,15 @@ def _undo_redo(session: Session, user: UserInfo, file_name: str, redo: bool) -> 
         .limit(1)
     ).scalar_one_or_none()
     if item is None:
-        return {"undone" if not redo else "redone": None, "key_slice": key_slice_dict(session, ks, user.id)}
+        return review_result(session, user, ks)
     entry = session.get_one(AuditEntry, item.audit_id)
+    bump_version(session, ks)
     if redo:
         after = _restore(session, user, entry, entry.after, entry.before)
     else:
         after = _restore(session, user, entry, entry.before, entry.after)
     item.state = "done" if redo else "undone"
     item.changed_at = utcnow()
-    ks.version += 1
     refresh_summary(session=session, key_slice=ks)
     log_entry = record(
         session=session,
@@ -411,8 +559,9 @@ def _undo_redo(session: Session, user: UserInfo, file_name: str, redo: bool) -> 
         undoable=False,
     )
     session.commit()
-    key = "redone" if redo else "undone"
-    return {key: audit_dict(log_entry), "key_slice": key_slice_dict(session, ks, user.id)}
+    return review_result(
+        session, user, ks, lesion_id=entry.lesion_id, prediction_id=entry.prediction_id, entry=log_entry
+    )
 
 
 def undo(*, session: Session, user: UserInfo, file_name: str) -> dict[str, Any]:

@@ -35,11 +35,24 @@ class EditConflictError(ReviewError):
         current: dict[str, Any],
         changed_by: str | None = None,
         changed_at: datetime | None = None,
+        key_slice: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.current = current
         self.changed_by = changed_by
         self.changed_at = changed_at
+        # The key slice as it is now, so a client can show the winner's state without another request.
+        self.key_slice = key_slice
+
+
+class DuplicateLesionError(ReviewError):
+    """Accepting this prediction would add a second lesion where one already is; `lesion_id` is that one."""
+
+    code = "duplicate_lesion"
+
+    def __init__(self, message: str, *, lesion_id: int) -> None:
+        super().__init__(message)
+        self.lesion_id = lesion_id
 
 
 class PermissionDeniedError(ReviewError):
@@ -62,3 +75,9 @@ class JobRunningError(ReviewError):
     def __init__(self, message: str, *, job: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.job = job
+
+
+class NoModelError(ReviewError):
+    """No detector model is loaded, so nothing can be predicted (503)."""
+
+    code = "no_model"

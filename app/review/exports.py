@@ -6,34 +6,48 @@ import io
 import json
 import tempfile
 import zipfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import KeySlice, Lesion, OriginalLesion, Series
-from app.deeplesion.csvio import format_dl_info
+from app.db.models import KeySlice, Lesion, OriginalLesion, Series, User
+from app.deeplesion.csvio import format_dl_info, format_number
 from app.deeplesion.geometry import recist_diameters
-from app.deeplesion.schema import BOX_PADDING_PX, LESION_TYPES, LesionRecord
+from app.deeplesion.schema import (
+    CSV_COORDINATE_DIGITS,
+    LESION_TYPES,
+    LesionRecord,
+    coco_category,
+    csv_coordinates,
+    slice_file_name,
+)
+from app.deeplesion.store import IMAGES_DIR
 from app.review.errors import InvalidInputError, NotFoundError
 from app.review.importer import unpack_raw
+from app.review.lesion_state import geometry_edited, review_state
+from app.review.serialize import iso, original_facts
+from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES, ORIGIN_CSV
 
-STATES = ("original", "corrected")
+STATES = tuple(EXPORT_STATES)
 
 
 def _record(orig: OriginalLesion, ks: KeySlice) -> LesionRecord:
+    """An imported row exactly as it was read (values and cell texts)."""
+    recist = orig.measurement_coordinates
+    diam = orig.lesion_diameters_px
     return LesionRecord(
         file_name=ks.file_name,
         patient_index=ks.patient_index,
         study_index=ks.study_index,
         series_id=ks.series_index,
         key_slice_index=ks.key_slice_index,
-        measurement_coordinates=tuple(float(v) for v in orig.measurement_coordinates),  # type: ignore[arg-type]
+        measurement_coordinates=None if recist is None else tuple(float(v) for v in recist),  # type: ignore[arg-type]
         bounding_box=tuple(float(v) for v in orig.bounding_box),  # type: ignore[arg-type]
-        lesion_diameters_px=tuple(float(v) for v in orig.lesion_diameters_px),  # type: ignore[arg-type]
-        normalized_location=tuple(float(v) for v in orig.normalized_location),  # type: ignore[arg-type]
+        lesion_diameters_px=None if diam is None else tuple(float(v) for v in diam),  # type: ignore[arg-type]
+        normalized_location=tuple(None if v is None else float(v) for v in orig.normalized_location),  # type: ignore[arg-type]
         coarse_lesion_type=orig.coarse_lesion_type,
         possibly_noisy=orig.possibly_noisy,
         slice_range=tuple(int(v) for v in orig.slice_range),  # type: ignore[arg-type]
@@ -47,68 +61,117 @@ def _record(orig: OriginalLesion, ks: KeySlice) -> LesionRecord:
     )
 
 
-def recist_from_box(box: list[float]) -> list[float]:
-    """A RECIST cross inside a box (without its 5 px padding): long axis along the longer side."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    pad_x = min(BOX_PADDING_PX, (x2 - x1) / 4)
-    pad_y = min(BOX_PADDING_PX, (y2 - y1) / 4)
-    ix1, iy1, ix2, iy2 = x1 + pad_x, y1 + pad_y, x2 - pad_x, y2 - pad_y
-    cx, cy = (ix1 + ix2) / 2, (iy1 + iy2) / 2
-    horizontal = [ix1, cy, ix2, cy]
-    vertical = [cx, iy1, cx, iy2]
-    return horizontal + vertical if ix2 - ix1 >= iy2 - iy1 else vertical + horizontal
+@dataclass(frozen=True)
+class ExportedLesion:
+    """A current lesion as the exports see it: its CSV row, and the facts COCO and the extras add."""
+
+    record: LesionRecord
+    lesion: Lesion
+    review_state: str
 
 
-def _r3(values: list[float]) -> tuple[float, ...]:
-    return tuple(round(float(v), 3) for v in values)
+def _geometry_cells(lesion: Lesion, template: LesionRecord, edited: bool) -> dict[str, Any]:
+    """The geometry fields of a lesion's row: the template's own (with its texts) unless the marks changed."""
+    if not edited:
+        return {}
+    recist = lesion.recist
+    return {
+        "measurement_coordinates": None if recist is None else csv_coordinates(recist),
+        "bounding_box": csv_coordinates(lesion.box),
+        "lesion_diameters_px": None
+        if recist is None
+        else tuple(round(v, CSV_COORDINATE_DIGITS) for v in recist_diameters(recist)),
+    }
 
 
-def _current_record(lesion: Lesion, ks: KeySlice, template: LesionRecord) -> LesionRecord:
-    """A CSV row for the lesion's current state, metadata from the key slice's first original row."""
-    recist = list(lesion.recist) if lesion.recist is not None else recist_from_box(lesion.box)
-    box = _r3(lesion.box)
-    noisy = 1 if (lesion.review == "flagged" or lesion.noisy) else 0
-    if lesion.origin == "original" and lesion.review in ("unreviewed", "confirmed", "flagged"):
-        # Geometry untouched: keep the imported values (and raw texts) so the row reads back equal.
-        return replace(template, coarse_lesion_type=lesion.lesion_type, possibly_noisy=noisy)
-    cx = (box[0] + box[2]) / 2 / max(1, ks.image_width)
-    cy = (box[1] + box[3]) / 2 / max(1, ks.image_height)
-    return replace(
-        template,
-        measurement_coordinates=_r3(recist),  # type: ignore[arg-type]
-        bounding_box=box,  # type: ignore[arg-type]
-        lesion_diameters_px=_r3(list(recist_diameters(recist))),  # type: ignore[arg-type]
-        normalized_location=(round(cx, 4), round(cy, 4), template.normalized_location[2]),
-        coarse_lesion_type=lesion.lesion_type,
-        possibly_noisy=noisy,
-        raw=None,
-    )
+def _on_slice(template: LesionRecord, slice_index: int) -> dict[str, Any]:
+    """The identity fields of a row for a lesion that lies on `slice_index` of the template's series."""
+    if slice_index == template.key_slice_index:
+        return {}
+    return {
+        "file_name": slice_file_name(
+            template.patient_index, template.study_index, template.series_id, slice_index
+        ),
+        "key_slice_index": slice_index,
+    }
 
 
-def corrected_records(*, session: Session) -> list[LesionRecord]:
-    """Rows of the merged current state: originals as reviewed, then added lesions; deleted ones omitted."""
+def _extras(lesion: Lesion, state: str, names: dict[int, str]) -> dict[str, str]:
+    """The EXTRA_COLUMNS cells of a lesion: who did what, and why."""
+
+    def name(user_id: int | None) -> str:
+        return names.get(user_id, "") if user_id is not None else ""
+
+    return {
+        "Lesion_id": str(lesion.id),
+        "Origin": lesion.origin,
+        "Review_state": state,
+        "Flag_reason": lesion.flag_reason or "",
+        "Flag_note": lesion.flag_note or "",
+        "Confirmed_by": name(lesion.confirmed_by_id),
+        "Reviewer": name(lesion.updated_by_id),
+        "Reviewed_at": iso(lesion.updated_at) or "",
+        "Model_version": lesion.model_version or "",
+        "Score": "" if lesion.score is None else format_number(lesion.score),
+    }
+
+
+def _current(
+    lesion: Lesion, ks: KeySlice, orig: OriginalLesion | None, template: LesionRecord, names: dict[int, str]
+) -> ExportedLesion:
+    """A current lesion's row: unchanged cells keep the original texts, changed ones are written anew."""
+    original = original_facts(orig, ks) if orig is not None else None
+    state = review_state(lesion, original)
+    changes: dict[str, Any] = {
+        "coarse_lesion_type": lesion.lesion_type,
+        "possibly_noisy": 1 if lesion.is_noisy else 0,
+        **_on_slice(template, lesion.slice_index),
+    }
+    if orig is None:
+        # A reviewer's lesion: the key slice's metadata cells as its rows spell them; no invented location.
+        z = template.normalized_location[2]
+        changes["normalized_location"] = (None, None, z)
+        changes.update(_geometry_cells(lesion, template, edited=True))
+    else:
+        changes.update(_geometry_cells(lesion, template, edited=geometry_edited(lesion, original)))
+    record = replace(template, **changes, extras=_extras(lesion, state, names))
+    return ExportedLesion(record=record, lesion=lesion, review_state=state)
+
+
+def corrected_lesions(*, session: Session) -> list[ExportedLesion]:
+    """The merged current state: csv lesions in file order, each key slice's added lesions after its rows."""
     originals = session.execute(select(OriginalLesion).order_by(OriginalLesion.row_number)).scalars().all()
     key_slices = {ks.id: ks for ks in session.execute(select(KeySlice)).scalars()}
-    lesions = (
-        session.execute(select(Lesion).where(Lesion.review != "deleted").order_by(Lesion.id)).scalars().all()
-    )
+    lesions = session.execute(select(Lesion).where(Lesion.is_current).order_by(Lesion.id)).scalars().all()
+    names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
     by_original = {le.original_id: le for le in lesions if le.original_id is not None}
     added: dict[int, list[Lesion]] = {}
     for le in lesions:
-        if le.origin == "added":
+        if le.original_id is None:
             added.setdefault(le.key_slice_id, []).append(le)
-    out: list[LesionRecord] = []
+    out: list[ExportedLesion] = []
     seen: set[int] = set()
     for orig in originals:
         ks = key_slices[orig.key_slice_id]
         template = _record(orig, ks)
         current = by_original.get(orig.id)
         if current is not None:
-            out.append(_current_record(current, ks, template))
+            out.append(_current(current, ks, orig, template, names))
         if ks.id not in seen:
             seen.add(ks.id)
-            out.extend(_current_record(le, ks, replace(template, raw=None)) for le in added.get(ks.id, []))
+            out.extend(_current(le, ks, None, template, names) for le in added.get(ks.id, []))
     return out
+
+
+def corrected_records(*, session: Session, box_only: str = "nan") -> list[LesionRecord]:
+    """DL_info rows of the merged current state (box-only lesions NaN-measured, or omitted)."""
+    if box_only not in BOX_ONLY_CHOICES:
+        raise InvalidInputError(f"box_only must be one of {', '.join(BOX_ONLY_CHOICES)}, got {box_only!r}")
+    return [
+        e.record
+        for e in corrected_lesions(session=session)
+        if box_only == "nan" or e.record.measurement_coordinates is not None
+    ]
 
 
 def original_records(*, session: Session) -> list[LesionRecord]:
@@ -118,62 +181,102 @@ def original_records(*, session: Session) -> list[LesionRecord]:
     return [_record(o, key_slices[o.key_slice_id]) for o in originals]
 
 
-def _records(session: Session, state: str) -> list[LesionRecord]:
+def _check_state(state: str) -> None:
     if state not in STATES:
-        raise InvalidInputError(f"state must be original or corrected, got {state!r}")
-    return original_records(session=session) if state == "original" else corrected_records(session=session)
+        raise InvalidInputError(f"state must be one of {', '.join(STATES)}, got {state!r}")
 
 
-def export_csv(*, session: Session, state: str = "corrected") -> bytes:
-    """DL_info.csv bytes of the original or corrected state."""
-    return format_dl_info(_records(session, state)).encode("utf-8")
+def export_csv(
+    *, session: Session, state: str = "corrected", extras: bool = False, box_only: str = "nan"
+) -> bytes:
+    """DL_info.csv bytes of the original or corrected state (extras: who, why and where from)."""
+    _check_state(state)
+    if state == "original":
+        return format_dl_info(original_records(session=session)).encode("utf-8")
+    records = corrected_records(session=session, box_only=box_only)
+    return format_dl_info(records, extra_columns=extras).encode("utf-8")
+
+
+def image_path(file_name: str) -> str:
+    """Where a slice's PNG lies below the data folder, e.g. Images_png/000001_01_01/110.png."""
+    folder, slice_png = file_name.rsplit("_", 1)
+    return f"{IMAGES_DIR}/{folder}/{slice_png}"
+
+
+def _coco_annotation(
+    record: LesionRecord, extras: dict[str, str] | None, image_id: int, ann_id: int
+) -> dict[str, Any]:
+    x1, y1, x2, y2 = record.box_px
+    recist = record.recist_px
+    keypoints: list[float] = [0.0] * 12
+    if recist is not None:
+        keypoints = [v for i in range(4) for v in (recist[2 * i], recist[2 * i + 1], 2)]
+    extras = extras or {}
+    score = extras.get("Score", "")
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": coco_category(record.coarse_lesion_type),
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": (x2 - x1) * (y2 - y1),
+        "iscrowd": 0,
+        "keypoints": keypoints,
+        "num_keypoints": 0 if recist is None else 4,
+        "recist": None if recist is None else list(recist),
+        "attributes": {
+            "lesion_id": int(extras["Lesion_id"]) if extras.get("Lesion_id") else None,
+            "origin": extras.get("Origin") or ORIGIN_CSV,
+            "review_state": extras.get("Review_state") or None,
+            "possibly_noisy": record.possibly_noisy,
+            "flag_reason": extras.get("Flag_reason") or None,
+            "flag_note": extras.get("Flag_note") or None,
+            "confirmed_by": extras.get("Confirmed_by") or None,
+            "reviewer": extras.get("Reviewer") or None,
+            "reviewed_at": extras.get("Reviewed_at") or None,
+            "model_version": extras.get("Model_version") or None,
+            "score": float(score) if score else None,
+            "slice_index": record.key_slice_index,
+            "diameters_px": None if record.lesion_diameters_px is None else list(record.lesion_diameters_px),
+        },
+    }
 
 
 def export_coco(*, session: Session, state: str = "corrected") -> bytes:
-    """COCO detection JSON: images are key slices, bbox [x, y, w, h], RECIST as 4 keypoints and a field."""
-    records = _records(session, state)
+    """COCO detection JSON: images are the slices holding lesions (0-based bbox), RECIST keypoints."""
+    _check_state(state)
+    records = original_records(session=session) if state == "original" else corrected_records(session=session)
     images: dict[str, dict[str, Any]] = {}
     annotations: list[dict[str, Any]] = []
     for rec in records:
         if rec.file_name not in images:
             images[rec.file_name] = {
                 "id": len(images) + 1,
-                "file_name": rec.file_name,
+                "file_name": image_path(rec.file_name),
+                "key_slice": rec.file_name,
                 "width": rec.image_size[0],
                 "height": rec.image_size[1],
                 "spacing_mm": list(rec.spacing_mm),
                 "split": rec.train_val_test,
             }
-        x1, y1, x2, y2 = rec.bounding_box
-        r = list(rec.measurement_coordinates)
-        annotations.append(
-            {
-                "id": len(annotations) + 1,
-                "image_id": images[rec.file_name]["id"],
-                "category_id": rec.coarse_lesion_type,
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": 0,
-                "keypoints": [v for i in range(4) for v in (r[2 * i], r[2 * i + 1], 2)],
-                "num_keypoints": 4,
-                "recist": r,
-                "diameters_px": list(rec.lesion_diameters_px),
-                "possibly_noisy": rec.possibly_noisy,
-            }
-        )
+        image_id = images[rec.file_name]["id"]
+        annotations.append(_coco_annotation(rec, rec.extras, image_id, len(annotations) + 1))
     doc = {
-        "info": {"description": f"DeepLesion annotations ({state}) exported by Lesion Review"},
+        "info": {
+            "description": f"DeepLesion annotations ({state}) exported by Lesion Review",
+            "coordinates": "0-based pixels; DL_info.csv counts from 1",
+            "images_root": "the dataset folder (file_name is relative to it)",
+        },
         "images": list(images.values()),
         "annotations": annotations,
         "categories": [
             {
-                "id": t,
+                "id": coco_category(t),
                 "name": name,
                 "supercategory": "lesion",
                 "keypoints": ["long_a", "long_b", "short_a", "short_b"],
                 "skeleton": [[1, 2], [3, 4]],
             }
-            for t, name in sorted(LESION_TYPES.items())
+            for t, name in sorted(LESION_TYPES.items(), key=lambda item: coco_category(item[0]))
         ],
     }
     return json.dumps(doc).encode("utf-8")

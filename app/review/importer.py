@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import KeySlice, Lesion, OriginalLesion, Patient, Series, Study
 from app.deeplesion.schema import COLUMNS, LesionRecord
 from app.review.summary import type_mask
+from app.review.vocabulary import ALL_FLAG_REASONS, DATASET_FLAG_REASON, ORIGIN_CSV
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,22 @@ class ImportSummary:
         return text
 
 
-def lesion_size_mm(diameters_px: Sequence[float], spacing_x: float) -> float:
-    """Mean of the two RECIST diameters in mm (the size the work list filters on)."""
-    return (float(diameters_px[0]) + float(diameters_px[1])) / 2.0 * spacing_x
-
-
-def _nums(values: Sequence[float]) -> str:
+def _nums(values: Sequence[float | None] | None) -> str:
     """JSON text of a list of numbers; repr of a finite float is valid JSON, and cheaper than json.dumps."""
-    return "[" + ", ".join(map(repr, values)) + "]"
+    if values is None:
+        return "null"
+    return "[" + ", ".join("null" if v is None else repr(v) for v in values) + "]"
+
+
+def _flag(rec: LesionRecord) -> tuple[str | None, str | None]:
+    """The noisy flag a row carries: Possibly_noisy,, reason and note from an export's extras."""
+    if not rec.possibly_noisy:
+        return None, None
+    extras = rec.extras or {}
+    reason = extras.get("Flag_reason", "")
+    if reason not in ALL_FLAG_REASONS:
+        return DATASET_FLAG_REASON, None
+    return reason, extras.get("Flag_note") or None
 
 
 RAW_SEPARATOR = "\x1f"
@@ -109,11 +118,17 @@ def _original_row(rec: LesionRecord, key_slice_id: int, row_number: int) -> dict
     }
 
 
+def _same_list(stored: Any, values: Sequence[float] | None) -> bool:
+    return (stored is None and values is None) or (
+        stored is not None and values is not None and list(stored) == list(values)
+    )
+
+
 def _same_rows(stored: list[Any], records: list[LesionRecord]) -> bool:
     if len(stored) != len(records):
         return False
     return all(
-        list(s.measurement_coordinates) == list(r.measurement_coordinates)
+        _same_list(s.measurement_coordinates, r.measurement_coordinates)
         and list(s.bounding_box) == list(r.bounding_box)
         and s.coarse_lesion_type == r.coarse_lesion_type
         and s.possibly_noisy == r.possibly_noisy
@@ -267,7 +282,7 @@ def import_records(
     for file_name in new_files:
         rows = [rec for _, rec in by_file[file_name]]
         first = rows[0]
-        sizes = [lesion_size_mm(r.lesion_diameters_px, first.spacing_mm[0]) for r in rows]
+        sizes = [r.long_axis_mm for r in rows]
         ks_rows.append(
             {
                 "id": 0,
@@ -321,19 +336,21 @@ def import_records(
         lesion_rows: list[dict[str, Any]] = []
         for f in new_files:
             for row_number, rec in by_file[f]:
+                flag_reason, flag_note = _flag(rec)
                 lesion_rows.append(
                     {
                         "key_slice_id": ks_ids[f],
                         "original_id": orig_ids[row_number],
-                        "origin": "original",
-                        "source": "csv",
-                        "review": "unreviewed",
-                        "recist": _nums(rec.measurement_coordinates),
-                        "box": _nums(rec.bounding_box),
+                        "origin": ORIGIN_CSV,
+                        # The app's 0-based frame; the original row keeps the file's 1-based values.
+                        "recist": _nums(rec.recist_px),
+                        "box": _nums(rec.box_px),
                         "lesion_type": rec.coarse_lesion_type,
                         "slice_index": rec.key_slice_index,
-                        "size_mm": lesion_size_mm(rec.lesion_diameters_px, rec.spacing_mm[0]),
-                        "noisy": bool(rec.possibly_noisy),
+                        "size_mm": rec.long_axis_mm,
+                        "flag_reason": flag_reason,
+                        "flag_note": flag_note,
+                        "deleted": False,
                         "version": 1,
                     }
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,12 +12,27 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.db.models import KeySlice, Lesion, Prediction, PredictionRun, utcnow
-from app.review.audit import record
-from app.review.corrections import check_lesion_type, get_key_slice, mark_started, size_mm, snapshot
-from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
-from app.review.serialize import load_lesion_dict, prediction_dict
-from app.review.summary import matches_any, refresh_summary
+from app.deeplesion.errors import DeepLesionError
+from app.detection.errors import DetectionError, InferenceError
+from app.review.corrections import (
+    bump_version,
+    check_lesion_type,
+    finish_step,
+    get_key_slice,
+    new_lesion,
+    snapshot,
+)
+from app.review.errors import (
+    DuplicateLesionError,
+    EditConflictError,
+    InvalidInputError,
+    NoModelError,
+    NotFoundError,
+)
+from app.review.serialize import key_slice_dict, prediction_dict
+from app.review.summary import key_slice_boxes, matches_any, refresh_summary
 from app.review.users import UserInfo
+from app.review.vocabulary import ORIGIN_PREDICTION
 
 
 def _run(session: Session, key_slice_id: int, model_version: str) -> PredictionRun | None:
@@ -45,7 +61,7 @@ def store_predictions(
     """Store detections (objects with .box and .score) and record the run, unless this version ran here."""
     ks = get_key_slice(session, file_name)
     if _run(session, ks.id, model_version) is None:
-        lesion_boxes = _lesion_boxes(session, ks.id)
+        lesion_boxes = _lesion_boxes(session, ks)
         now = utcnow()
         for det in detections:
             box = [float(v) for v in det.box]
@@ -90,17 +106,23 @@ def list_predictions(
     query = select(Prediction).where(Prediction.key_slice_id == ks.id, Prediction.score >= threshold)
     if model_version is not None:
         query = query.where(Prediction.model_version == model_version)
-    boxes = _lesion_boxes(session, ks.id)
+    boxes = _lesion_boxes(session, ks)
     preds = session.execute(query.order_by(Prediction.score.desc())).scalars()
     return [prediction_dict(p, boxes) for p in preds]
 
 
-def _lesion_boxes(session: Session, key_slice_id: int) -> list[list[float]]:
-    """Boxes of the key slice's current (not deleted) lesions."""
-    lesions = session.execute(
-        select(Lesion).where(Lesion.key_slice_id == key_slice_id, Lesion.review != "deleted")
-    ).scalars()
-    return [le.box for le in lesions]
+def _current_lesions(session: Session, key_slice_id: int) -> list[Lesion]:
+    """The key slice's current (not deleted) lesions."""
+    return list(
+        session.execute(
+            select(Lesion).where(Lesion.key_slice_id == key_slice_id, Lesion.is_current)
+        ).scalars()
+    )
+
+
+def _lesion_boxes(session: Session, ks: KeySlice) -> list[list[float]]:
+    """Boxes of the current lesions on the key slice itself, which its predictions are matched against."""
+    return key_slice_boxes(_current_lesions(session, ks.id), ks.key_slice_index)
 
 
 def _get(session: Session, prediction_id: int, version: int) -> Prediction:
@@ -130,71 +152,116 @@ def _flush_or_conflict(session: Session, prediction_id: int) -> None:
 
 
 def accept(
-    *, session: Session, user: UserInfo, prediction_id: int, version: int, lesion_type: int | None = None
+    *,
+    session: Session,
+    user: UserInfo,
+    prediction_id: int,
+    version: int,
+    lesion_type: int | None = None,
+    allow_duplicate: bool = False,
 ) -> dict[str, Any]:
-    """Turn a prediction into an added lesion (source prediction, with model version and score)."""
+    """Turn a prediction into a box-only lesion (origin prediction, with model version and score).
+
+    A prediction that hits a current lesion of the key slice would add it twice: refused unless
+    allow_duplicate (the viewer asks the reviewer first).
+    """
     pred = _get(session, prediction_id, version)
     ks = session.get_one(KeySlice, pred.key_slice_id)
     box = [float(v) for v in pred.box]
-    lesion = Lesion(
-        key_slice_id=ks.id,
-        origin="added",
-        source="prediction",
-        review="confirmed",
+    if not allow_duplicate:
+        for le in _current_lesions(session, ks.id):
+            if le.slice_index == ks.key_slice_index and matches_any(box, [le.box]):
+                raise DuplicateLesionError(
+                    f"prediction {prediction_id} marks lesion {le.id} again; accept it anyway with "
+                    "allow_duplicate",
+                    lesion_id=le.id,
+                )
+    kind = check_lesion_type(lesion_type if lesion_type is not None else -1)
+    bump_version(session, ks)
+    lesion = new_lesion(
+        ks,
+        user,
+        origin=ORIGIN_PREDICTION,
         recist=None,
         box=box,
-        lesion_type=check_lesion_type(lesion_type if lesion_type is not None else -1),
+        lesion_type=kind,
         slice_index=ks.key_slice_index,
-        size_mm=size_mm(None, box, ks.spacing_x),
-        noisy=False,
-        model_version=pred.model_version,
-        score=pred.score,
-        prediction_id=pred.id,
-        updated_by_id=user.id,
-        updated_at=utcnow(),
     )
+    lesion.model_version = pred.model_version
+    lesion.score = pred.score
+    lesion.prediction_id = pred.id
     session.add(lesion)
     session.flush()
     pred.status = "accepted"
     pred.lesion_id = lesion.id
     _flush_or_conflict(session, prediction_id)
-    ks.version += 1
-    refresh_summary(session=session, key_slice=ks)
-    record(
-        session=session,
-        user=user,
+    return finish_step(
+        session,
+        user,
+        ks,
         action="accept_prediction",
-        key_slice_id=ks.id,
         lesion_id=lesion.id,
         prediction_id=pred.id,
-        before=None,
         after=snapshot(lesion),
     )
-    session.commit()
-    result = load_lesion_dict(session, lesion)
-    mark_started(session, user, ks.id)
-    return result
 
 
 def reject(*, session: Session, user: UserInfo, prediction_id: int, version: int) -> dict[str, Any]:
-    """Mark a prediction as wrong."""
+    """Mark a prediction as wrong: an undoable step like any other."""
     pred = _get(session, prediction_id, version)
-    before = prediction_dict(pred)
+    ks = session.get_one(KeySlice, pred.key_slice_id)
+    bump_version(session, ks)
+    before = {"status": pred.status, "version": pred.version}
     pred.status = "rejected"
     _flush_or_conflict(session, prediction_id)
-    ks = session.get_one(KeySlice, pred.key_slice_id)
-    refresh_summary(session=session, key_slice=ks)
-    record(
-        session=session,
-        user=user,
-        action="reject_prediction",
-        key_slice_id=ks.id,
-        prediction_id=pred.id,
-        before=before,
-        after=prediction_dict(pred),
-        undoable=False,
+    after = {"status": pred.status, "version": pred.version}
+    return finish_step(
+        session, user, ks, action="reject_prediction", prediction_id=pred.id, before=before, after=after
     )
-    session.commit()
-    result = prediction_dict(pred)
-    mark_started(session, user, ks.id)
-    return result
+
+
+def predict(
+    *,
+    session: Session,
+    user: UserInfo,
+    file_name: str,
+    detector: Any,
+    store: Any,
+    threshold: float,
+    store_threshold: float,
+) -> dict[str, Any]:
+    """Run the detector on a key slice (or reuse this model version's stored run) and answer the key slice.
+
+    Detections are stored down to `store_threshold` so that a lower threshold later is served from the run.
+    """
+    ks = get_key_slice(session, file_name)  # 404 for unknown names, before any model work
+    if detector is None:
+        raise NoModelError("no detector model is loaded")
+    model_version = str(detector.model_version)
+    started = time.perf_counter()
+    cached = _run(session, ks.id, model_version) is not None
+    if not cached:
+        floor = min(threshold, store_threshold)
+        try:
+            detections = detector.predict(
+                file_name, store, spacing_mm=(ks.spacing_x, ks.spacing_y, ks.spacing_z), threshold=floor
+            )
+        except (DeepLesionError, DetectionError):
+            raise
+        except Exception as exc:  # a model bug must not take the review session down with a 500
+            raise InferenceError(f"the detector {model_version} failed on {file_name}: {exc}") from exc
+        store_predictions(
+            session=session,
+            file_name=file_name,
+            model_version=model_version,
+            detections=detections,
+            threshold=floor,
+        )
+    run = {
+        "model_version": model_version,
+        "provider": getattr(detector, "provider", None),
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        "cached": cached,
+        "threshold": threshold,
+    }
+    return {"run": run, "key_slice": key_slice_dict(session, ks, user.id)}

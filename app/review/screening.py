@@ -36,9 +36,14 @@ def missed_queue(*, session: Session, model_version: str) -> list[QueueItem]:
     # Matched against the lesions as they are now (a lesion drawn by hand since the prediction counts).
     boxes: dict[int, list[list[float]]] = {}
     with_pending = select(Prediction.key_slice_id).where(*pending)
+    # Only the lesions on the key slice itself: a lesion drawn on a context slice is not what it shows.
     for ks_id, box in session.execute(
-        select(Lesion.key_slice_id, Lesion.box).where(
-            Lesion.key_slice_id.in_(with_pending), Lesion.review != "deleted"
+        select(Lesion.key_slice_id, Lesion.box)
+        .join(KeySlice, KeySlice.id == Lesion.key_slice_id)
+        .where(
+            Lesion.key_slice_id.in_(with_pending),
+            Lesion.is_current,
+            Lesion.slice_index == KeySlice.key_slice_index,
         )
     ):
         boxes.setdefault(ks_id, []).append(box)

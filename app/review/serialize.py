@@ -19,10 +19,13 @@ from app.db.models import (
     Series,
     User,
 )
-from app.deeplesion.geometry import recist_diameters
-from app.review.summary import matches_any
+from app.deeplesion.geometry import lesion_diameters, recist_diameters
+from app.deeplesion.schema import SPLITS, pixel_coordinates
+from app.review.lesion_state import OriginalFacts, geometry_edited, is_edited, layer, review_state
+from app.review.summary import key_slice_boxes, matches_any
+from app.review.vocabulary import ORIGIN_PREDICTION
 
-SPLIT_NAMES = {1: "train", 2: "val", 3: "test"}
+SPLIT_NAMES = SPLITS
 SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
 
 
@@ -35,42 +38,78 @@ def iso(at: datetime | None) -> str | None:
     return at.isoformat()
 
 
-def _mm(px: list[float] | None, spacing_x: float) -> list[float] | None:
+def _mm(px: Sequence[float] | None, spacing_x: float) -> list[float] | None:
     return None if px is None else [round(v * spacing_x, 3) for v in px]
 
 
+def original_facts(orig: OriginalLesion, key_slice: KeySlice) -> OriginalFacts:
+    """An imported row's geometry in the app's 0-based frame (the file counts from 1), slice and type."""
+    recist = orig.measurement_coordinates
+    return OriginalFacts(
+        recist=None if recist is None else pixel_coordinates(recist),
+        box=pixel_coordinates(orig.bounding_box),
+        slice_index=key_slice.key_slice_index,
+        lesion_type=orig.coarse_lesion_type,
+    )
+
+
+def _geometry(
+    recist: Sequence[float] | None,
+    box: Sequence[float],
+    diameters: Sequence[float] | None,
+    lesion_type: int,
+    slice_index: int,
+    spacing_x: float,
+) -> dict[str, Any]:
+    return {
+        "recist": None if recist is None else [float(v) for v in recist],
+        "box": [float(v) for v in box],
+        "diameters_px": None if diameters is None else [float(v) for v in diameters],
+        "diameters_mm": _mm(diameters, spacing_x),
+        "long_axis_mm": round(lesion_diameters(recist, box)[0] * spacing_x, 3),
+        "lesion_type": lesion_type,
+        "slice_index": slice_index,
+    }
+
+
 def original_geometry(orig: OriginalLesion, key_slice: KeySlice) -> dict[str, Any]:
-    """The Geometry of an imported lesion, as in the CSV."""
-    diam = [float(v) for v in orig.lesion_diameters_px]
-    return {
-        "recist": [float(v) for v in orig.measurement_coordinates],
-        "box": [float(v) for v in orig.bounding_box],
-        "diameters_px": diam,
-        "diameters_mm": _mm(diam, key_slice.spacing_x),
-        "lesion_type": orig.coarse_lesion_type,
-        "noisy": bool(orig.possibly_noisy),
-        "slice_index": key_slice.key_slice_index,
-    }
+    """The Geometry of an imported lesion, as in the CSV but in the 0-based frame."""
+    facts = original_facts(orig, key_slice)
+    diam = orig.lesion_diameters_px
+    return _geometry(
+        facts.recist,
+        facts.box,
+        None if diam is None else [float(v) for v in diam],
+        facts.lesion_type,
+        facts.slice_index,
+        key_slice.spacing_x,
+    )
 
 
-def current_geometry(lesion: Lesion, key_slice: KeySlice, orig: OriginalLesion | None) -> dict[str, Any]:
+def current_diameters(
+    lesion: Lesion, orig: OriginalLesion | None, original: OriginalFacts | None
+) -> tuple[float, ...] | None:
+    """Measured diameters in px: the file's own digits for an untouched RECIST; None for a box."""
+    if lesion.recist is None:
+        return None
+    untouched = orig is not None and original is not None and not geometry_edited(lesion, original)
+    if untouched and orig is not None and orig.lesion_diameters_px is not None:
+        return tuple(float(v) for v in orig.lesion_diameters_px)
+    return tuple(round(v, 3) for v in recist_diameters(lesion.recist))
+
+
+def current_geometry(
+    lesion: Lesion, key_slice: KeySlice, orig: OriginalLesion | None, original: OriginalFacts | None
+) -> dict[str, Any]:
     """The Geometry of a lesion as reviewed now."""
-    recist = [float(v) for v in lesion.recist] if lesion.recist is not None else None
-    diam: list[float] | None = None
-    if recist is not None:
-        if orig is not None and [float(v) for v in orig.measurement_coordinates] == recist:
-            diam = [float(v) for v in orig.lesion_diameters_px]
-        else:
-            diam = [round(v, 3) for v in recist_diameters(recist)]
-    return {
-        "recist": recist,
-        "box": [float(v) for v in lesion.box],
-        "diameters_px": diam,
-        "diameters_mm": _mm(diam, key_slice.spacing_x),
-        "lesion_type": lesion.lesion_type,
-        "noisy": bool(lesion.noisy or lesion.review == "flagged"),
-        "slice_index": lesion.slice_index,
-    }
+    return _geometry(
+        lesion.recist,
+        lesion.box,
+        current_diameters(lesion, orig, original),
+        lesion.lesion_type,
+        lesion.slice_index,
+        key_slice.spacing_x,
+    )
 
 
 def user_names(session: Session, ids: set[int | None]) -> dict[int, str]:
@@ -81,40 +120,62 @@ def user_names(session: Session, ids: set[int | None]) -> dict[int, str]:
     return dict(session.execute(select(User.id, User.name).where(User.id.in_(wanted))).all())
 
 
+def _who(by_id: int | None, at: datetime | None, names: dict[int, str]) -> dict[str, Any] | None:
+    return None if by_id is None else {"by": names.get(by_id), "at": iso(at)}
+
+
+def lesion_user_ids(lesion: Lesion) -> set[int | None]:
+    """Every user a lesion's JSON names."""
+    return {lesion.updated_by_id, lesion.flagged_by_id, lesion.confirmed_by_id, lesion.created_by_id}
+
+
 def lesion_dict(
     lesion: Lesion,
     key_slice: KeySlice,
     orig: OriginalLesion | None,
-    updated_by: str | None,
+    names: dict[int, str],
 ) -> dict[str, Any]:
-    """The API Lesion."""
+    """The API Lesion (docs/api.md): the independent facts, and what the rules derive from them."""
+    original = original_facts(orig, key_slice) if orig is not None else None
     flag = None
-    if lesion.review == "flagged":
-        flag = {"reason": lesion.flag_reason, "text": lesion.flag_text or ""}
+    if lesion.flag_reason is not None:
+        flag = {
+            "reason": lesion.flag_reason,
+            "note": lesion.flag_note or "",
+            **(_who(lesion.flagged_by_id, lesion.flagged_at, names) or {"by": None, "at": None}),
+        }
+    prediction = None
+    if lesion.origin == ORIGIN_PREDICTION:
+        prediction = {
+            "id": lesion.prediction_id,
+            "model_version": lesion.model_version,
+            "score": lesion.score,
+        }
     return {
         "id": lesion.id,
         "key_slice": key_slice.file_name,
-        "origin": lesion.origin,
-        "source": lesion.source,
-        "review": lesion.review,
         "version": lesion.version,
+        "origin": lesion.origin,
+        "current": current_geometry(lesion, key_slice, orig, original),
         "original": original_geometry(orig, key_slice) if orig is not None else None,
-        "current": current_geometry(lesion, key_slice, orig),
+        "measured": lesion.recist is not None,
         "flag": flag,
-        "model_version": lesion.model_version,
-        "score": lesion.score,
-        "prediction_id": lesion.prediction_id,
-        "updated_by": updated_by,
+        "confirmed": _who(lesion.confirmed_by_id, lesion.confirmed_at, names),
+        "created": _who(lesion.created_by_id, lesion.created_at, names),
+        "prediction": prediction,
+        "edited": is_edited(lesion, original),
+        "review": review_state(lesion, original),
+        "layer": layer(lesion, original),
+        "updated_by": names.get(lesion.updated_by_id) if lesion.updated_by_id is not None else None,
         "updated_at": iso(lesion.updated_at),
     }
 
 
 def load_lesion_dict(session: Session, lesion: Lesion) -> dict[str, Any]:
-    """The API Lesion, loading its key slice, original and editor."""
+    """The API Lesion, loading its key slice, original and the users it names."""
     key_slice = session.get_one(KeySlice, lesion.key_slice_id)
     orig = session.get(OriginalLesion, lesion.original_id) if lesion.original_id else None
-    names = user_names(session, {lesion.updated_by_id})
-    return lesion_dict(lesion, key_slice, orig, names.get(lesion.updated_by_id or -1))
+    return lesion_dict(lesion, key_slice, orig, user_names(session, lesion_user_ids(lesion)))
 
 
 def prediction_dict(
@@ -172,8 +233,9 @@ def key_slice_dict(session: Session, key_slice: KeySlice, user_id: int | None) -
         if orig_ids
         else {}
     )
-    names = user_names(session, {le.updated_by_id for le in lesions})
-    current_boxes = [le.box for le in lesions if le.review != "deleted"]
+    current = [le for le in lesions if le.is_current]
+    names = user_names(session, set().union(*(lesion_user_ids(le) for le in current)))
+    current_boxes = key_slice_boxes(current, key_slice.key_slice_index)
     preds = (
         session.execute(
             select(Prediction)
@@ -213,14 +275,8 @@ def key_slice_dict(session: Session, key_slice: KeySlice, user_id: int | None) -
         "status_version": status_version,
         "version": key_slice.version,
         "lesions": [
-            lesion_dict(
-                le,
-                key_slice,
-                originals.get(le.original_id) if le.original_id else None,
-                names.get(le.updated_by_id) if le.updated_by_id else None,
-            )
-            for le in lesions
-            if le.review != "deleted"
+            lesion_dict(le, key_slice, originals.get(le.original_id) if le.original_id else None, names)
+            for le in current
         ],
         "predictions": [prediction_dict(p, current_boxes) for p in preds],
     }

@@ -19,13 +19,13 @@ def overview(*, session: Session) -> dict[str, Any]:
         select(KeySlice.file_name, OriginalLesion.normalized_location, Lesion.lesion_type, Lesion.size_mm)
         .join(KeySlice, KeySlice.id == Lesion.key_slice_id)
         .outerjoin(OriginalLesion, OriginalLesion.id == Lesion.original_id)
-        .where(Lesion.review != "deleted")
+        .where(Lesion.is_current)
     ).all()
     points: list[dict[str, Any]] = []
     type_counts: dict[str, int] = {}
     counts = [0] * (len(SIZE_EDGES_MM) - 1)
     for file_name, loc, lesion_type, size in rows:
-        if loc is not None:
+        if loc is not None and loc[0] is not None and loc[2] is not None:
             points.append({"file_name": file_name, "x": loc[0], "z": loc[2], "lesion_type": lesion_type})
         type_counts[str(lesion_type)] = type_counts.get(str(lesion_type), 0) + 1
         for i in range(len(counts)):

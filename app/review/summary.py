@@ -35,23 +35,28 @@ def types_from_mask(mask: int) -> list[int]:
 def refresh_summary(*, session: Session, key_slice: KeySlice) -> None:
     """Recompute lesion and prediction summary columns of one key slice from its current rows."""
     lesions = (
-        session.execute(select(Lesion).where(Lesion.key_slice_id == key_slice.id, Lesion.review != "deleted"))
+        session.execute(select(Lesion).where(Lesion.key_slice_id == key_slice.id, Lesion.is_current))
         .scalars()
         .all()
     )
     key_slice.lesion_count = len(lesions)
-    key_slice.max_size_mm = max((le.size_mm for le in lesions), default=0.0)
+    key_slice.max_size_mm = max((le.size_mm for le in lesions), default=0.0)  # long axes
     key_slice.lesion_type_mask = type_mask(le.lesion_type for le in lesions)
-    key_slice.noisy = any(le.noisy or le.review == "flagged" for le in lesions)
+    key_slice.noisy = any(le.is_noisy for le in lesions)
     preds = session.execute(select(Prediction).where(Prediction.key_slice_id == key_slice.id)).scalars().all()
     key_slice.prediction_count = len(preds)
     pending = [p for p in preds if p.status == "pending"]
     key_slice.unreviewed_predictions = len(pending)
     # Matched against the lesions as they are now, so a lesion added or edited by hand takes its
     # prediction out of the screening queue (the stored flag records the match at prediction time).
-    boxes = [le.box for le in lesions]
+    boxes = key_slice_boxes(lesions, key_slice.key_slice_index)
     unmatched = [p.score for p in pending if not matches_any(p.box, boxes)]
     key_slice.missed_score = max(unmatched) if unmatched else None
+
+
+def key_slice_boxes(lesions: Iterable[Lesion], key_slice_index: int) -> list[list[float]]:
+    """Boxes of the lesions that lie on the key slice itself: the only ones a key-slice prediction can hit."""
+    return [le.box for le in lesions if le.slice_index == key_slice_index]
 
 
 def matches_any(box: Sequence[float], lesion_boxes: Iterable[Sequence[float]]) -> bool:

@@ -1,4 +1,4 @@
-"""The review vocabulary, defined once: lesion origins, review states, flag reasons, statuses, layers, palette."""
+"""The review vocabulary, defined once: origins, review states, flag reasons, statuses, layers, palette."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ REVIEW_STATES: dict[str, str] = {
     "unreviewed": "unreviewed",
 }
 
-# Reasons a reviewer may give for a noisy flag; "dataset" is the flag DL_info.csv itself set (Possibly_noisy = 1).
+# Reasons a reviewer may give for a noisy flag; "dataset" is the flag DL_info.csv set (Possibly_noisy = 1).
 FLAG_REASONS: dict[str, str] = {
     "not_a_lesion": "Not a lesion",
     "wrong_measurement": "Wrong measurement",
@@ -54,3 +54,5 @@ PALETTE: dict[str, str] = {
 
 # Which annotations an export or an evaluation reads.
 EXPORT_STATES: dict[str, str] = {"original": "as imported", "corrected": "as reviewed"}
+# What a corrected DL_info.csv does with a lesion known only by its box: NaN measurements, or leave it out.
+BOX_ONLY_CHOICES: tuple[str, ...] = ("nan", "omit")

@@ -10,10 +10,8 @@ from sqlalchemy import select, update
 
 from app.db.models import AuthSession, Lesion
 from app.db.session import make_engine, make_session_factory, upgrade_database
-from app.deeplesion.geometry import box_from_recist, recist_diameters
 from app.review import corrections
 from app.review.errors import EditConflictError, InvalidInputError
-from app.review.exports import recist_from_box
 from app.review.importer import import_dataset, pack_raw, unpack_raw
 from app.review.summary import iou, type_mask, types_from_mask
 from app.review.users import create_user, resolve_session, start_session
@@ -47,7 +45,7 @@ def test_racing_writers_with_the_same_version_one_wins_one_gets_a_conflict(facto
         corrections.confirm(session=second, user=bob, lesion_id=lesion_id, version=version)
     assert err.value.changed_by == "alice" and err.value.current["review"] == "flagged"
     with factory() as s:
-        assert s.get_one(Lesion, lesion_id).review == "flagged"
+        assert s.get_one(Lesion, lesion_id).flag_reason == "duplicate"
 
 
 def test_stale_write_that_passed_the_check_is_caught_at_flush(factory) -> None:  # type: ignore[no-untyped-def]
@@ -59,24 +57,17 @@ def test_stale_write_that_passed_the_check_is_caught_at_flush(factory) -> None: 
     racing.get(Lesion, lesion_id)  # loaded at `version`
     with factory() as other:  # another writer commits in between, bypassing the service
         other.execute(
-            update(Lesion).where(Lesion.id == lesion_id).values(version=version + 1, review="confirmed")
+            update(Lesion).where(Lesion.id == lesion_id).values(version=version + 1, confirmed_by_id=user.id)
         )
         other.commit()
     # The in-memory check still sees the old version; the versioned UPDATE must refuse it.
     with pytest.raises(EditConflictError):
         corrections.flag(
-            session=racing, user=user, lesion_id=lesion_id, version=version, reason="other", text="x"
+            session=racing, user=user, lesion_id=lesion_id, version=version, reason="other", note="x"
         )
     with factory() as s:
-        assert s.get_one(Lesion, lesion_id).review == "confirmed"
-
-
-def test_recist_from_box_lies_inside_and_regrows_the_box() -> None:
-    box = [100.0, 50.0, 160.0, 80.0]
-    recist = recist_from_box(box)
-    assert list(box_from_recist(recist)) == pytest.approx(box)
-    long_axis, short_axis = recist_diameters(recist)
-    assert long_axis >= short_axis
+        lesion = s.get_one(Lesion, lesion_id)
+        assert lesion.confirmed_by_id == user.id and lesion.flag_reason is None
 
 
 @pytest.mark.parametrize(
@@ -168,4 +159,4 @@ def test_stale_prediction_accept_gets_a_conflict_with_the_winners_state(factory)
     assert err.value.current["status"] == "rejected"
     with factory() as s:
         assert s.get_one(Prediction, pred_id).status == "rejected"
-        assert s.execute(select(Lesion).where(Lesion.origin == "added")).first() is None
+        assert s.execute(select(Lesion).where(Lesion.origin != "csv")).first() is None

@@ -101,10 +101,10 @@ def test_the_lesion_shows_at_the_recist_centre_of_its_key_slice(
                 by_row[(st["file_name"], tuple(st["csv_recist"]))] = (les, st)
     assert len(by_row) == len(records)
     for r in records:
-        les, st = by_row[(r.file_name, tuple(round(v, 3) for v in r.measurement_coordinates))]
+        les, st = by_row[(r.file_name, tuple(round(v, 3) for v in r.recist_px or ()))]
         if r.possibly_noisy:
             continue
-        c = r.measurement_coordinates
+        c = r.recist_px or ()
         col, row = round((c[0] + c[2]) / 2), round((c[1] + c[3]) / 2)
         hu = store.read_hu(r.file_name).astype(float)
         patch = hu[row - 1 : row + 2, col - 1 : col + 2]

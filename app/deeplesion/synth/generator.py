@@ -24,7 +24,13 @@ import numpy as np
 
 from app.deeplesion.csvio import write_dl_info
 from app.deeplesion.geometry import box_from_recist, recist_diameters
-from app.deeplesion.schema import LESION_TYPES, LesionRecord, series_folder_name, slice_file_name
+from app.deeplesion.schema import (
+    LESION_TYPES,
+    LesionRecord,
+    csv_coordinates,
+    series_folder_name,
+    slice_file_name,
+)
 from app.deeplesion.store import IMAGES_DIR, write_hu_png
 from app.deeplesion.synth.anatomy import REGIONS, Z_BOTTOM, Z_TOP, Phantom
 from app.deeplesion.synth.lesions import Lesion, LesionShape, measure_recist, place_lesions
@@ -375,8 +381,9 @@ def _record(plan: PatientPlan, ob: Observation) -> LesionRecord:
         study_index=ob.study,
         series_id=s.series_id,
         key_slice_index=ob.key_index,
-        measurement_coordinates=recist,  # type: ignore[arg-type]
-        bounding_box=ob.box,
+        # The observation is in the 0-based pixel frame; DL_info.csv counts from 1, as the real file does.
+        measurement_coordinates=csv_coordinates(recist),  # type: ignore[arg-type]
+        bounding_box=csv_coordinates(ob.box),  # type: ignore[arg-type]
         lesion_diameters_px=ob.diameters,
         normalized_location=_normalized_location(plan, ob),
         coarse_lesion_type=-1 if plan.split == 1 else ob.lesion.lesion_type,

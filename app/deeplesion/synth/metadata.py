@@ -14,7 +14,7 @@ import numpy as np
 
 from app.deeplesion.csvio import write_dl_info
 from app.deeplesion.geometry import box_from_recist, recist_diameters
-from app.deeplesion.schema import LesionRecord, slice_file_name
+from app.deeplesion.schema import LesionRecord, csv_coordinates, slice_file_name
 from app.deeplesion.synth.generator import (
     BONE_WINDOWS,
     GENERATOR_VERSION,
@@ -131,8 +131,11 @@ def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int
                             study_index=study,
                             series_id=1,
                             key_slice_index=key,
-                            measurement_coordinates=recist,
-                            bounding_box=tuple(round(v, 3) for v in box_from_recist(recist)),  # type: ignore[arg-type]
+                            # 0-based geometry, written in the file's 1-based frame.
+                            measurement_coordinates=csv_coordinates(recist),  # type: ignore[arg-type]
+                            bounding_box=csv_coordinates(  # type: ignore[arg-type]
+                                tuple(round(v, 3) for v in box_from_recist(recist))
+                            ),
                             lesion_diameters_px=tuple(round(v, 3) for v in recist_diameters(recist)),  # type: ignore[arg-type]
                             normalized_location=loc,
                             coarse_lesion_type=-1 if split == 1 else ltype,

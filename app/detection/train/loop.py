@@ -118,7 +118,7 @@ def load_samples(
             continue
         sp = recs[0].spacing_mm
         x, t = preprocess_key_slice(store, file_name, sp)
-        known = [r.bounding_box for r in keep] + list((extra_boxes or {}).get(file_name, ()))
+        known = [r.box_px for r in keep] + list((extra_boxes or {}).get(file_name, ()))
         boxes = t.to_input(np.array(known, dtype=np.float64))
         content = (round(t.width * t.scale_x), round(t.height * t.scale_y))
         samples.append(
