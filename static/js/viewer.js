@@ -390,10 +390,13 @@ function segmentDistance(p, a, b) {
 
 // ---------------------------------------------------------------- marks
 
+// The server derives each lesion's layer (app/review/lesion_state.py); the viewer never re-decides it.
 function layerOf(lesion) {
-  if (lesion.origin === "added") return "added";
-  if (lesion.review === "edited") return "corrected";
-  return "original";
+  return lesion.layer;
+}
+
+function flagLabel(flag) {
+  return `${flag.reason.replaceAll("_", " ")}${flag.note ? `: ${flag.note}` : ""}`;
 }
 
 function lesionSlice(lesion) {
@@ -403,7 +406,7 @@ function lesionSlice(lesion) {
 
 function visibleLesions() {
   if (!state.ks) return [];
-  return state.ks.lesions.filter((l) => l.review !== "deleted" && state.layers[layerOf(l)] && lesionSlice(l) === state.current);
+  return state.ks.lesions.filter((l) => state.layers[layerOf(l)] && lesionSlice(l) === state.current);
 }
 
 function visiblePredictions() {
@@ -451,19 +454,22 @@ function drawOverlay() {
       drawGeometry(ctx, lesion.original, COLORS.original, { dashed: true, faint: true });
     }
     const g = displayedGeometry(lesion);
-    const flagged = lesion.review === "flagged" || (g && g.noisy);
+    const flagged = lesion.flag !== null;
     const label = [
       `#${lesion.id} ${LESION_TYPES[g.lesion_type] ?? g.lesion_type}`,
       diametersLabel(g),
-      flagged ? `⚑ noisy${lesion.flag ? ` (${lesion.flag.reason.replaceAll("_", " ")})` : ""}` : "",
-      lesion.review === "confirmed" ? "✓" : "",
+      flagged ? `⚑ noisy (${flagLabel(lesion.flag)})` : "",
+      lesion.confirmed && !flagged ? "✓" : "",
     ].filter(Boolean).join(" · ");
     drawGeometry(ctx, g, COLORS[layer], { dashed: flagged, selected, label, handles: selected });
   }
   for (const prediction of visiblePredictions()) {
     const selected = state.selected && state.selected.kind === "prediction" && state.selected.id === prediction.id;
+    // A prediction on a lesion that is already marked is drawn dashed and says so: accepting it asks first.
+    const dup = prediction.matches_annotation ? " · = a marked lesion" : "";
     drawGeometry(ctx, { box: prediction.box }, COLORS.prediction, {
-      selected, labelBelow: true, label: `AI ${prediction.score.toFixed(2)}${selected ? " · Enter accept · Esc reject" : ""}`,
+      selected, dashed: prediction.matches_annotation, labelBelow: true,
+      label: `AI ${prediction.score.toFixed(2)}${dup}${selected ? " · Enter accept · Esc reject" : ""}`,
     });
   }
   if (state.pending && state.pending.newGeometry) {
@@ -654,9 +660,14 @@ async function runEdit(edit) {
     state.pending = null;
     hideError();
     setMessage(`${edit.label}: saved`);
+    // Every review write answers with the updated key slice: apply it, no second request.
+    if (result && result.key_slice) applyKeySlice(result.key_slice);
     if (edit.after) await edit.after(result);
-    else await reloadKeySlice();
   } catch (err) {
+    if (err instanceof ConflictError && err.code === "duplicate_lesion" && edit.onDuplicate) {
+      state.pending = null;
+      return edit.onDuplicate(err);
+    }
     if (err instanceof ConflictError) {
       const choice = await showConflict(err, edit.before, edit.label);
       const current = err.body.current || {};
@@ -666,7 +677,8 @@ async function runEdit(edit) {
       }
       state.pending = null;
       setMessage(`${edit.label}: discarded, showing ${err.body.changed_by || "the other reviewer"}'s version`);
-      await reloadKeySlice();
+      if (err.body.key_slice) applyKeySlice(err.body.key_slice);
+      else await reloadKeySlice();
     } else if (err instanceof NetworkError || (err instanceof ApiError && err.status >= 500)) {
       // Keep state.pending so the edit stays drawn until the retry succeeds.
       showError(`Could not save "${edit.label}": ${describeError(err)}`, () => runEdit(edit));
@@ -692,9 +704,8 @@ function addLesion(geometry, label) {
     version: null,
     before: null,
     request: () => post(ksPath("/lesions"), body),
-    after: async (lesion) => {
-      await reloadKeySlice();
-      if (lesion && lesion.id !== undefined) select({ kind: "lesion", id: lesion.id });
+    after: async (result) => {
+      if (result.lesion_id !== null) select({ kind: "lesion", id: result.lesion_id });
     },
   });
 }
@@ -738,7 +749,7 @@ function setSelectedType(lesionType) {
 function deleteSelected() {
   const lesion = selectedLesion();
   if (!lesion) return setMessage("Select an added lesion first.");
-  if (lesion.origin !== "added") return setMessage("Original lesions cannot be deleted; flag them as noisy instead (F).");
+  if (lesion.origin === "csv") return setMessage("DL_info.csv lesions cannot be deleted; flag them as noisy instead (F).");
   runEdit({
     label: `delete lesion #${lesion.id}`,
     lesionId: lesion.id,
@@ -747,25 +758,35 @@ function deleteSelected() {
     request: (version) => del(`/api/lesions/${lesion.id}?version=${version}`),
     after: async () => {
       state.selected = null;
-      await reloadKeySlice();
+      drawOverlay();
     },
   });
   return undefined;
 }
 
-function predictionAction(accept) {
+function predictionAction(accept, allowDuplicate = false) {
   const prediction = selectedPrediction();
   if (!prediction) return setMessage("Select a prediction first (click it, or Tab).");
   const type = parseInt($("new-type").value, 10);
   const body = accept && type !== -1 ? { lesion_type: type } : {};
+  if (accept && allowDuplicate) body.allow_duplicate = true;
   runEdit({
     label: `${accept ? "accept" : "reject"} prediction #${prediction.id}`,
     version: prediction.version,
     before: prediction,
     request: (version) => post(`/api/predictions/${prediction.id}/${accept ? "accept" : "reject"}`, { version, ...body }),
+    // The server refuses to add a lesion twice; the reviewer decides.
+    onDuplicate: (err) => {
+      const again = window.confirm(
+        `Prediction #${prediction.id} marks lesion #${err.body.lesion_id}, which is already there. Add a second lesion anyway?`);
+      if (again) return predictionAction(true, true);
+      setMessage(`Prediction #${prediction.id} not accepted: it marks lesion #${err.body.lesion_id}.`);
+      drawOverlay();
+      return undefined;
+    },
     after: async (result) => {
-      state.selected = accept && result && result.id !== undefined ? { kind: "lesion", id: result.id } : null;
-      await reloadKeySlice();
+      state.selected = accept && result.lesion_id !== null ? { kind: "lesion", id: result.lesion_id } : null;
+      drawOverlay();
       if (!accept) selectNext(1, "prediction");
     },
   });
@@ -783,7 +804,7 @@ function flagSelected() {
     if (dialog.returnValue !== "ok") return;
     const form = $("flag-form");
     const reason = form.querySelector('input[name="reason"]:checked').value;
-    lesionAction("flag", { reason, text: $("flag-text").value }, "flag");
+    lesionAction("flag", { reason, note: $("flag-text").value }, "flag");
   };
   dialog.showModal();
   return undefined;
@@ -797,11 +818,8 @@ async function setStatus(status) {
     version: state.ks.status_version,
     before: { status: state.ks.status, status_version: state.ks.status_version },
     request: (version) => put(ksPath("/status"), { status, version }),
-    after: async (result) => {
+    after: async () => {
       ok = true;
-      state.ks.status = result.status;
-      state.ks.status_version = result.status_version;
-      updatePanels();
     },
   });
   return ok;
@@ -810,7 +828,7 @@ async function setStatus(status) {
 async function undoRedo(which) {
   try {
     const result = await post(ksPath(`/${which}`));
-    const entry = result.undone ?? result.redone ?? null;
+    const entry = result.entry;
     if (!entry) setMessage(which === "undo" ? "Nothing to undo." : "Nothing to redo.");
     else setMessage(which === "undo" ? "Undone." : "Redone.");
     root.dataset.undoCount = String(Number(root.dataset.undoCount || 0) + 1);
@@ -831,10 +849,12 @@ async function predict() {
     // Ask for everything above a low floor; the slider filters in the browser without a round trip.
     const result = await post(`${ksPath("/predict")}?threshold=0.05`);
     const elapsed = performance.now() - t0;
-    state.provider = result.provider;
-    $("predict-time").textContent = `${result.predictions.length} found in ${Math.round(elapsed)} ms` +
-      ` (model ${Math.round(result.elapsed_ms)} ms${result.cached ? ", cached" : ""}, ${result.provider || "?"})`;
-    await reloadKeySlice();
+    const run = result.run;
+    state.provider = run.provider;
+    const found = result.key_slice.predictions.filter((p) => p.model_version === run.model_version).length;
+    $("predict-time").textContent = `${found} found in ${Math.round(elapsed)} ms` +
+      ` (model ${Math.round(run.elapsed_ms)} ms${run.cached ? ", cached" : ""}, ${run.provider || "?"})`;
+    applyKeySlice(result.key_slice);
     if (!selectedPrediction()) selectNext(1, "prediction");
     root.dataset.predicted = "1";
   } catch (err) {
@@ -913,7 +933,7 @@ function updatePanels() {
 
   const lesionList = $("lesion-list");
   lesionList.replaceChildren();
-  for (const lesion of ks.lesions.filter((l) => l.review !== "deleted")) {
+  for (const lesion of ks.lesions) {
     const li = document.createElement("li");
     const layer = layerOf(lesion);
     const g = lesion.current;
@@ -926,8 +946,8 @@ function updatePanels() {
     button.className = "item-button";
     button.setAttribute("aria-label", `Select lesion ${lesion.id}`);
     button.textContent = `#${lesion.id} ${LESION_TYPES[g.lesion_type] ?? g.lesion_type} · ${diametersLabel(g)} · ${lesion.review}` +
-      `${lesion.flag ? ` · ⚑ noisy: ${lesion.flag.reason.replaceAll("_", " ")}` : g.noisy ? " · ⚑ noisy (CSV)" : ""}` +
-      `${slice !== keyIndex ? ` · slice ${slice}` : ""}${lesion.source === "prediction" ? ` · AI ${lesion.score?.toFixed(2) ?? ""}` : ""}`;
+      `${lesion.flag ? ` · ⚑ noisy: ${flagLabel(lesion.flag)}` : ""}` +
+      `${slice !== keyIndex ? ` · slice ${slice}` : ""}${lesion.prediction ? ` · AI ${lesion.prediction.score?.toFixed(2) ?? ""}` : ""}`;
     button.addEventListener("click", () => {
       if (slice !== state.current) setSlice(slice);
       select({ kind: "lesion", id: lesion.id });
@@ -968,15 +988,15 @@ function updatePanels() {
     li.textContent = `${hiddenCount} below the threshold · ${decided} accepted or rejected`;
     predList.appendChild(li);
   }
-  root.dataset.lesionCount = String(ks.lesions.filter((l) => l.review !== "deleted").length);
+  root.dataset.lesionCount = String(ks.lesions.length);
   root.dataset.pendingPredictions = String(preds.length);
   const lesion = selectedLesion();
-  $("delete-lesion").disabled = !(lesion && lesion.origin === "added");
+  $("delete-lesion").disabled = !(lesion && lesion.origin !== "csv");
   $("lesion-type").disabled = !lesion;
   if (lesion) $("lesion-type").value = String(lesion.current.lesion_type);
   $("confirm-lesion").disabled = !lesion;
   $("flag-lesion").disabled = !lesion;
-  $("unflag-lesion").disabled = !(lesion && (lesion.review === "flagged" || lesion.flag));
+  $("unflag-lesion").disabled = !(lesion && lesion.flag);
   $("accept-prediction").disabled = !selectedPrediction();
   $("reject-prediction").disabled = !selectedPrediction();
 }
@@ -991,7 +1011,10 @@ function select(selection) {
 function selectNext(step, onlyKind = null) {
   const items = [];
   if (!onlyKind || onlyKind === "lesion") for (const l of visibleLesions()) items.push({ kind: "lesion", id: l.id });
-  if (!onlyKind || onlyKind === "prediction") for (const p of visiblePredictions()) items.push({ kind: "prediction", id: p.id });
+  // Predictions on an already marked lesion come last, so the one selected for Enter is a new finding.
+  const predictions = visiblePredictions();
+  const ordered = [...predictions.filter((p) => !p.matches_annotation), ...predictions.filter((p) => p.matches_annotation)];
+  if (!onlyKind || onlyKind === "prediction") for (const p of ordered) items.push({ kind: "prediction", id: p.id });
   if (!items.length) {
     if (!onlyKind) select(null);
     return;
@@ -1338,7 +1361,7 @@ function applyKeySlice(ks) {
   state.ks = ks;
   if (state.selected) {
     const still = state.selected.kind === "lesion" ? findLesion(state.selected.id) : findPrediction(state.selected.id);
-    if (!still || still.review === "deleted" || (state.selected.kind === "prediction" && still.status !== "pending")) state.selected = null;
+    if (!still || (state.selected.kind === "prediction" && still.status !== "pending")) state.selected = null;
   }
   updatePanels();
   drawOverlay();
