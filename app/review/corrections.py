@@ -18,7 +18,7 @@ from app.deeplesion.geometry import box_from_recist, lesion_diameters, validate_
 from app.deeplesion.schema import LESION_TYPES
 from app.review.audit import record
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
-from app.review.serialize import audit_dict, iso, key_slice_dict, load_lesion_dict, user_names
+from app.review.serialize import audit_dict, iso, key_slice_dict, load_lesion_dict, own_review, user_names
 from app.review.summary import refresh_summary
 from app.review.users import UserInfo
 from app.review.vocabulary import (
@@ -243,11 +243,7 @@ def mark_started(session: Session, user: UserInfo, key_slice_id: int) -> None:
     Its own transaction, after the change, so that a status race can never lose the change itself.
     Not in the audit trail: undoing the change leaves the key slice started.
     """
-    review = session.execute(
-        select(KeySliceReview).where(
-            KeySliceReview.key_slice_id == key_slice_id, KeySliceReview.user_id == user.id
-        )
-    ).scalar_one_or_none()
+    review = own_review(session, key_slice_id, user.id)
     if review is not None and review.status != "unreviewed":
         return
     if review is None:
@@ -413,9 +409,7 @@ def set_status(
     if status not in STATUSES:
         raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
     ks = get_key_slice(session, file_name)
-    review = session.execute(
-        select(KeySliceReview).where(KeySliceReview.key_slice_id == ks.id, KeySliceReview.user_id == user.id)
-    ).scalar_one_or_none()
+    review = own_review(session, ks.id, user.id)
     current_version = review.version if review is not None else 0
     if current_version != version:
         raise EditConflictError(
@@ -455,11 +449,8 @@ def _restore_status(
     target: dict[str, Any] | None,
     expected: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    review = session.execute(
-        select(KeySliceReview).where(
-            KeySliceReview.key_slice_id == entry.key_slice_id, KeySliceReview.user_id == user.id
-        )
-    ).scalar_one_or_none()
+    assert entry.key_slice_id is not None
+    review = own_review(session, entry.key_slice_id, user.id)
     now = review.status if review else "unreviewed"
     if expected is not None and now != expected["status"]:
         raise EditConflictError("review status changed since", current={"status": now})

@@ -210,6 +210,15 @@ def audit_dict(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
+def own_review(session: Session, key_slice_id: int, user_id: int) -> KeySliceReview | None:
+    """One reviewer's status row of a key slice, if they ever set one."""
+    return session.execute(
+        select(KeySliceReview).where(
+            KeySliceReview.key_slice_id == key_slice_id, KeySliceReview.user_id == user_id
+        )
+    ).scalar_one_or_none()
+
+
 def key_slice_dict(session: Session, key_slice: KeySlice, user_id: int | None) -> dict[str, Any]:
     """The API KeySlice detail: metadata, stored/missing context slices, merged lesions, predictions."""
     series = session.get_one(Series, key_slice.series_id)
@@ -247,11 +256,7 @@ def key_slice_dict(session: Session, key_slice: KeySlice, user_id: int | None) -
     )
     status, status_version = "unreviewed", 0
     if user_id is not None:
-        review = session.execute(
-            select(KeySliceReview).where(
-                KeySliceReview.key_slice_id == key_slice.id, KeySliceReview.user_id == user_id
-            )
-        ).scalar_one_or_none()
+        review = own_review(session, key_slice.id, user_id)
         if review is not None:
             status, status_version = review.status, review.version
     return {
