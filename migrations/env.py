@@ -31,11 +31,13 @@ def run_migrations_online() -> None:
     """Migrate the live database."""
     engine = make_engine(_database_url())
     with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-        )
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations rebuild a table by copy, drop and rename; with foreign keys on, SQLite refuses
+            # to drop a table other rows still reference. The pragma only works outside a transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=sqlite)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
