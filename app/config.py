@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,12 @@ class Settings(BaseSettings):
     # Empty means a random key per process (sessions then end with the process).
     secret_key: str = ""
     cookie_secure: bool = False
+    # Threads that run blocking handlers, and the database connections they share. Any sizes work: a request
+    # holds a connection only while a thread runs its database work (see app.api.deps.get_db).
+    worker_threads: int = Field(default=40, ge=1, le=1000)
+    db_pool_size: int = Field(default=5, ge=1, le=1000)
+    db_max_overflow: int = Field(default=10, ge=0, le=1000)
+    db_pool_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to an SQLite file in the data folder."""

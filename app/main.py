@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from types import EllipsisType
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -83,7 +84,13 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
         from app.deeplesion.store import SliceStore
         from app.review.jobs import JobRunner
 
-        engine = make_engine(settings.resolved_database_url())
+        engine = make_engine(
+            settings.resolved_database_url(),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout_s=settings.db_pool_timeout_s,
+        )
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         try:
             assert_schema_current(engine)
         except Exception:

@@ -8,12 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from app.api.deps import get_settings
+from app.api.deps import ReleasingRoute, get_settings
 from app.api.security import COOKIE_NAME, CurrentUser, Db, current_user, no_store
 from app.config import Settings
 from app.review.users import SESSION_LIFETIME, UserInfo, authenticate, end_session, start_session
 
-router = APIRouter(prefix="/api/auth", tags=["auth"], dependencies=[Depends(no_store)])
+router = APIRouter(
+    prefix="/api/auth", tags=["auth"], dependencies=[Depends(no_store)], route_class=ReleasingRoute
+)
 
 
 class LoginBody(BaseModel):

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict
 
-from app.api.deps import get_job_runner, require_detector
+from app.api.deps import ReleasingRoute, get_job_runner, require_detector
 from app.api.security import AdminUser, CurrentUser, Db, no_store
 from app.review.evaluations import EVALUATION, job_evaluation, latest_evaluation
 from app.review.jobs import JobRunner, get_job, list_jobs
 
-router = APIRouter(tags=["evaluation"], dependencies=[Depends(no_store)])
+router = APIRouter(tags=["evaluation"], dependencies=[Depends(no_store)], route_class=ReleasingRoute)
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 

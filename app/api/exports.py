@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import get_store
+from app.api.deps import ReleasingRoute, get_store
 from app.api.security import AdminUser, Db
 from app.review import exports
 
-router = APIRouter(prefix="/api/exports", tags=["exports"])
+router = APIRouter(prefix="/api/exports", tags=["exports"], route_class=ReleasingRoute)
 
 State = Annotated[Literal[*exports.STATES], Query()]  # type: ignore[valid-type]
 BoxOnly = Annotated[Literal[*exports.BOX_ONLY_CHOICES], Query()]  # type: ignore[valid-type]

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-router = APIRouter(prefix="/api", tags=["health"])
+from app.api.deps import ReleasingRoute
+
+router = APIRouter(prefix="/api", tags=["health"], route_class=ReleasingRoute)
 
 
 class DetectorHealth(BaseModel):

@@ -6,10 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from app.api.deps import ReleasingRoute
 from app.api.security import CurrentUser, Db, no_store
 from app.review.jobs import get_job, list_jobs
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(no_store)])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(no_store)], route_class=ReleasingRoute)
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 

@@ -7,10 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from app.api.bodies import AddLesionBody, StatusBody
+from app.api.deps import ReleasingRoute
 from app.api.security import CurrentUser, Db, no_store
 from app.review import audit, corrections
 
-router = APIRouter(prefix="/api/key-slices", tags=["key slices"], dependencies=[Depends(no_store)])
+router = APIRouter(
+    prefix="/api/key-slices",
+    tags=["key slices"],
+    dependencies=[Depends(no_store)],
+    route_class=ReleasingRoute,
+)
 
 
 @router.get("/{file_name}")

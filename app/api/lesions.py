@@ -7,10 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 
 from app.api.bodies import FlagBody, GeometryBody, VersionBody
+from app.api.deps import ReleasingRoute
 from app.api.security import CurrentUser, Db, no_store
 from app.review import audit, corrections
 
-router = APIRouter(prefix="/api/lesions", tags=["lesions"], dependencies=[Depends(no_store)])
+router = APIRouter(
+    prefix="/api/lesions", tags=["lesions"], dependencies=[Depends(no_store)], route_class=ReleasingRoute
+)
 
 LesionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 

@@ -9,10 +9,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.api.deps import ReleasingRoute
 from app.api.security import current_user
 from app.review.users import UserInfo
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=ReleasingRoute)
 MaybeUser = Annotated[UserInfo | None, Depends(current_user)]
 
 KEY_SLICE_RE = re.compile(r"^\d{6}_\d{2}_\d{2}_\d{3,4}\.png$")

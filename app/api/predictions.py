@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 
 from app.api.bodies import AcceptBody, VersionBody
-from app.api.deps import get_detector, get_store
+from app.api.deps import ReleasingRoute, get_detector, get_store
 from app.api.security import CurrentUser, Db, no_store
 from app.review import predictions
 
-router = APIRouter(tags=["predictions"], dependencies=[Depends(no_store)])
+router = APIRouter(tags=["predictions"], dependencies=[Depends(no_store)], route_class=ReleasingRoute)
 
 # Detections are stored down to this score so a later, lower threshold is served from the cache.
 STORE_THRESHOLD = 0.05

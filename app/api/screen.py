@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import get_job_runner, require_detector
+from app.api.deps import ReleasingRoute, get_job_runner, require_detector
 from app.api.security import AdminUser, CurrentUser, Db, no_store
 from app.review.jobs import JobRunner, get_job, latest_done_job, list_jobs
 from app.review.screening import SCREEN
 
-router = APIRouter(tags=["screening"], dependencies=[Depends(no_store)])
+router = APIRouter(tags=["screening"], dependencies=[Depends(no_store)], route_class=ReleasingRoute)
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 

@@ -63,6 +63,9 @@ def current_user(
             csrf = _local_csrf(request)
     request.state.user = user
     request.state.csrf_token = csrf
+    # End the transaction: the connection goes back to the pool before the request waits for the next
+    # worker thread (see app.api.deps.ReleasingRoute).
+    db.commit()
     return user
 
 

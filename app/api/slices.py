@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from app.api.deps import ReleasingRoute
 from app.api.rendering import RenderingParams, rendering_params
 from app.deeplesion.csvio import format_number
 from app.deeplesion.errors import SliceNotFoundError, UnsafePathError
@@ -27,7 +28,7 @@ from app.deeplesion.windowing import Window, apply_window
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/slices", tags=["slices"])
+router = APIRouter(prefix="/api/slices", tags=["slices"], route_class=ReleasingRoute)
 
 # A slice name without its .png suffix: patient, study, series, slice index.
 SLICE_NAME_RE = re.compile(r"^\d{6}_\d{2}_\d{2}_\d{3,4}$")

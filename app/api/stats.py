@@ -6,10 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from app.api.deps import ReleasingRoute
 from app.api.security import CurrentUser, Db, no_store
 from app.review.stats import overview
 
-router = APIRouter(prefix="/api", tags=["stats"], dependencies=[Depends(no_store)])
+router = APIRouter(
+    prefix="/api", tags=["stats"], dependencies=[Depends(no_store)], route_class=ReleasingRoute
+)
 
 
 @router.get("/stats")

@@ -7,10 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
+from app.api.deps import ReleasingRoute
 from app.api.security import CurrentUser, Db, no_store
 from app.review.worklist import WorklistFilter, list_key_slices, neighbours
 
-router = APIRouter(prefix="/api/key-slices", tags=["work list"], dependencies=[Depends(no_store)])
+router = APIRouter(
+    prefix="/api/key-slices", tags=["work list"], dependencies=[Depends(no_store)], route_class=ReleasingRoute
+)
 
 
 def worklist_filter(
