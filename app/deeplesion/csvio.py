@@ -58,17 +58,30 @@ def format_number(x: float) -> str:
     return repr(f)
 
 
+# Every integer must fit the database's 32-bit INTEGER columns, and no number in the file (pixels, mm, HU)
+# comes near a million: larger values are typos or attacks, and would overflow sizes computed from them.
+MAX_INT = 2**31 - 1
+MAX_MAGNITUDE = 1e6
+
+
+def _check_int(value: int, text: str) -> int:
+    if not -MAX_INT - 1 <= value <= MAX_INT:
+        raise _CellError(f"integer out of range (at most {MAX_INT}), got {text!r}")
+    return value
+
+
 def _parse_int(text: str) -> int:
-    """An integer cell; refuses floats and blanks."""
+    """An integer cell; refuses floats, blanks and integers beyond 32 bits."""
     t = text.strip()
     try:
-        return int(t)
+        value = int(t)
     except ValueError:
         raise _CellError(f"expected an integer, got {text!r}") from None
+    return _check_int(value, text)
 
 
 def _parse_float(text: str) -> float:
-    """A finite float."""
+    """A finite float of magnitude at most MAX_MAGNITUDE."""
     t = text.strip()
     try:
         value = float(t)
@@ -76,6 +89,8 @@ def _parse_float(text: str) -> float:
         raise _CellError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
         raise _CellError(f"expected a finite number, got {text!r}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise _CellError(f"number out of range (at most {MAX_MAGNITUDE:g} in magnitude), got {text!r}")
     return value
 
 
@@ -89,7 +104,7 @@ def _floats(count: int) -> Callable[[str], tuple[float, ...]]:
         except ValueError:
             values = ()
         # A finite sum proves every value finite; an overflowing sum just takes the careful path below.
-        if len(values) == count and math.isfinite(sum(values)):
+        if len(values) == count and math.isfinite(sum(values)) and max(map(abs, values)) <= MAX_MAGNITUDE:
             return values
         parts = [p.strip() for p in text.split(",")] if text.strip() else []
         if len(parts) != count:
@@ -122,7 +137,7 @@ def _location(text: str) -> tuple[float | None, ...]:
     parts = text.split(",")
     try:
         values = tuple(map(float, parts))  # fast path: three plain numbers
-        if len(values) == 3 and math.isfinite(sum(values)):
+        if len(values) == 3 and math.isfinite(sum(values)) and max(map(abs, values)) <= MAX_MAGNITUDE:
             return values
     except ValueError:
         pass
@@ -139,18 +154,12 @@ def _ints(count: int) -> Callable[[str], tuple[int, ...]]:
             fast = tuple(map(int, text.split(",")))
         except ValueError:
             fast = ()
-        if len(fast) == count:
+        if len(fast) == count and max(map(abs, fast)) <= MAX_INT:
             return fast
         parts = [p.strip() for p in text.split(",")] if text.strip() else []
         if len(parts) != count:
             raise _CellError(f"expected {count} integers, got {len(parts)}")
-        values = []
-        for p in parts:
-            try:
-                values.append(int(p))
-            except ValueError:
-                raise _CellError(f"expected an integer, got {p!r}") from None
-        return tuple(values)
+        return tuple(_parse_int(p) for p in parts)
 
     return parse
 

@@ -202,6 +202,31 @@ def test_reordered_columns_are_read_by_name_and_written_in_canonical_order() -> 
             "File_name: expected a name like 000001_01_01_109.png, got '../000001_01_01_109.png'",
         ),
         ("DICOM_windows", "", "DICOM_windows: expected 2 numbers, got 0"),
+        # A box-only lesion (an accepted prediction in a corrected export) has no measurement: all NaN.
+        ("Measurement_coordinates", "NaN, NaN, NaN, NaN, NaN, NaN, NaN, NaN", None),
+        ("Lesion_diameters_Pixel_", "NaN, NaN", None),
+        ("Normalized_lesion_location", "NaN, NaN, 0.5", None),
+        # Numbers the database cannot hold, or that overflow sizes computed from them, are refused clearly.
+        (
+            "Image_size",
+            "10000000000000000000000, 512",
+            "Image_size: integer out of range (at most 2147483647), got '10000000000000000000000'",
+        ),
+        (
+            "Slice_range",
+            "100, 3000000000",
+            "Slice_range: integer out of range (at most 2147483647), got '3000000000'",
+        ),
+        (
+            "Lesion_diameters_Pixel_",
+            "1e308, 2",
+            "Lesion_diameters_Pixel_: number out of range (at most 1e+06 in magnitude), got '1e308'",
+        ),
+        (
+            "Key_slice_index",
+            "99999999999",
+            "Key_slice_index: integer out of range (at most 2147483647), got '99999999999'",
+        ),
     ],
 )
 def test_single_cell_rules(cell: str, value: str, message: str | None) -> None:
