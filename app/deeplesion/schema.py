@@ -46,8 +46,8 @@ BOX_PADDING_PX = 5.0
 # DL_info.csv counts pixels from 1 (the authors' readers do `boxes -= 1`); the app, its API and COCO use a
 # 0-based pixel frame. These are the only places that cross between the two.
 CSV_COORDINATE_ORIGIN = 1.0
-# Digits kept when a 0-based value is written back to the CSV frame: enough for every value the real file
-# holds, and rounding makes an untouched value come back as the very float the file's text parses to.
+# Decimal digits of every coordinate, in both frames: more than the real file holds (4), and rounding on each
+# crossing makes the trip exact: an app value written to the CSV and read back is the very same float.
 CSV_COORDINATE_DIGITS = 6
 
 # Optional columns a corrected export may append (and the importer reads back): who did what, and why.
@@ -75,7 +75,7 @@ def coco_category(lesion_type: int) -> int:
 
 def pixel_coordinates(values: Sequence[float]) -> tuple[float, ...]:
     """DL_info.csv coordinates (1-based) in the app's 0-based pixel frame."""
-    return tuple(float(v) - CSV_COORDINATE_ORIGIN for v in values)
+    return tuple(round(float(v) - CSV_COORDINATE_ORIGIN, CSV_COORDINATE_DIGITS) for v in values)
 
 
 def csv_coordinates(values: Sequence[float]) -> tuple[float, ...]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.db.models import AuditEntry, KeySlice, KeySliceReview, Lesion, Prediction, UndoItem, utcnow
 from app.deeplesion.geometry import box_from_recist, lesion_diameters, validate_box, validate_recist
-from app.deeplesion.schema import LESION_TYPES
+from app.deeplesion.schema import CSV_COORDINATE_DIGITS, LESION_TYPES
 from app.review.audit import record
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
 from app.review.serialize import audit_dict, iso, key_slice_dict, load_lesion_dict, own_review, user_names
@@ -154,18 +154,22 @@ def long_axis_mm(recist: list[float] | None, box: list[float], spacing_x: float)
 def check_geometry(
     ks: KeySlice, recist: list[float] | None, box: list[float] | None
 ) -> tuple[list[float] | None, list[float]]:
-    """Validate RECIST and/or box against the image; derive the box from RECIST when not given."""
+    """Validate RECIST and/or box against the image; derive the box from RECIST when not given.
+
+    Coordinates keep CSV_COORDINATE_DIGITS decimals, so that the CSV export and a re-import give them back
+    exactly.
+    """
     image_size = (ks.image_width, ks.image_height)
     if recist is None and box is None:
         raise InvalidInputError("give recist (8 numbers) or box (4 numbers)")
     if recist is not None:
         validate_recist(recist, image_size)
-        recist = [float(v) for v in recist]
+        recist = [round(float(v), CSV_COORDINATE_DIGITS) for v in recist]
         if box is None:
-            box = [round(v, 3) for v in box_from_recist(recist)]
+            box = list(box_from_recist(recist))
     assert box is not None
     validate_box(box, image_size)
-    return recist, [float(v) for v in box]
+    return recist, [round(float(v), CSV_COORDINATE_DIGITS) for v in box]
 
 
 def check_lesion_type(lesion_type: int) -> int:
