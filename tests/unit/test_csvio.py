@@ -317,10 +317,11 @@ def lesion_records(draw: st.DrawFn) -> LesionRecord:
         study_index=study,
         series_id=series,
         key_slice_index=key,
-        measurement_coordinates=tuple(draw(st.lists(_coord, min_size=8, max_size=8))),  # type: ignore[arg-type]
+        # None: a box-only lesion (NaN in the file); likewise an unknown location component.
+        measurement_coordinates=draw(st.none() | st.tuples(*[_coord] * 8)),
         bounding_box=tuple(draw(st.lists(_coord, min_size=4, max_size=4))),  # type: ignore[arg-type]
-        lesion_diameters_px=(draw(_positive), draw(_positive)),
-        normalized_location=(draw(_coord), draw(_coord), draw(_coord)),
+        lesion_diameters_px=draw(st.none() | st.tuples(_positive, _positive)),
+        normalized_location=(draw(st.none() | _coord), draw(st.none() | _coord), draw(_coord)),
         coarse_lesion_type=draw(st.sampled_from([-1, 1, 2, 3, 4, 5, 6, 7, 8])),
         possibly_noisy=draw(st.sampled_from([0, 1])),
         slice_range=(first, last),
@@ -361,3 +362,26 @@ def test_generated_synthetic_dataset_reads_back_clean_and_obeys_the_rules(tmp_pa
         assert recist_diameters(r.measurement_coordinates) == pytest.approx(r.lesion_diameters_px, abs=0.01)
         assert store.exists(r.file_name)
         assert store.read_hu(r.file_name).shape == (r.image_size[1], r.image_size[0])
+
+
+_cell_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30
+) | st.sampled_from(
+    ["NaN", "nan", "1e308", "-0", "10000000000000000000000", "3000000000", "1, 2", "NaN, NaN", "inf", ""]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(column=st.sampled_from(COLUMNS), text=_cell_text)
+def test_any_cell_text_parses_or_is_a_validation_error_never_a_crash(column: str, text: str) -> None:
+    rows = list(csv.reader(io.StringIO(SMALL.read_text(encoding="utf-8"))))
+    rows[1][COLUMNS.index(column)] = text
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows[:2])
+    try:
+        records = parse_dl_info_text(buf.getvalue())
+    except CsvValidationError as exc:
+        assert exc.errors and all(e.startswith("DL_info.csv line") for e in exc.errors)
+        return
+    # What parses must also write and read back to the same record (the importer stores exactly this).
+    assert parse_dl_info_text(format_dl_info(records)) == records
