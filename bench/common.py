@@ -8,6 +8,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PERFORMANCE_MD = PROJECT_ROOT / "docs" / "performance.md"
+RELIABILITY_MD = PROJECT_ROOT / "docs" / "reliability.md"
 
 
 def machine() -> str:
@@ -25,14 +26,14 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}, load {load:.1f}"
 
 
-def record(heading: str, intro: str, entry: str) -> None:
-    """Append `entry` at the end of the `heading` section, creating the section with `intro` first."""
-    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
+def record(heading: str, intro: str, entry: str, doc: Path = PERFORMANCE_MD) -> None:
+    """Append `entry` to the `heading` section of `doc`, creating the section with `intro` first."""
+    text = doc.read_text() if doc.exists() else f"# {doc.stem.capitalize()}\n"
     if heading not in text:
         text = text.rstrip("\n") + f"\n\n{heading}\n{intro}"
     start = text.index(heading) + len(heading)
     nxt = text.find("\n## ", start)
     end = len(text) if nxt == -1 else nxt
     text = text[:end].rstrip("\n") + "\n" + entry + text[end:]
-    PERFORMANCE_MD.write_text(text)
-    print(f"recorded in docs/performance.md under {heading!r}")
+    doc.write_text(text)
+    print(f"recorded in docs/{doc.name} under {heading!r}")
