@@ -149,16 +149,16 @@ def corrected_lesions(*, session: Session) -> list[ExportedLesion]:
     for le in lesions:
         if le.original_id is None:
             added.setdefault(le.key_slice_id, []).append(le)
+    # A key slice's added lesions follow its last csv row (its rows may not be next to each other).
+    last_row = {orig.key_slice_id: orig.id for orig in originals}
     out: list[ExportedLesion] = []
-    seen: set[int] = set()
     for orig in originals:
         ks = key_slices[orig.key_slice_id]
         template = _record(orig, ks)
         current = by_original.get(orig.id)
         if current is not None:
             out.append(_current(current, ks, orig, template, names))
-        if ks.id not in seen:
-            seen.add(ks.id)
+        if last_row[ks.id] == orig.id:
             out.extend(_current(le, ks, None, template, names) for le in added.get(ks.id, []))
     return out
 
