@@ -18,7 +18,7 @@ def _first_lesion(api: Api) -> dict:  # type: ignore[type-arg]
 
 
 def test_flag_noisy_without_login_is_401(api: Api) -> None:
-    r = api.client.post("/api/lesions/1/flag", json={"version": 1, "reason": "duplicate", "text": ""})
+    r = api.client.post("/api/lesions/1/flag", json={"version": 1, "reason": "duplicate", "note": ""})
     assert r.status_code == 401
     assert r.json()["code"] == "not_authenticated"
 
@@ -54,7 +54,7 @@ def test_write_without_csrf_header_is_403_and_changes_nothing(api: Api) -> None:
     r = api.client.post(f"/api/lesions/{lesion['id']}/confirm", json={"version": lesion["version"]})
     assert r.status_code == 403
     assert r.json()["code"] == "csrf_failed"
-    assert _first_lesion(api)["review"] == "unreviewed"
+    assert _first_lesion(api) == lesion
 
 
 def test_write_with_wrong_csrf_token_is_403(api: Api) -> None:
@@ -73,7 +73,9 @@ def test_write_with_csrf_token_succeeds(api: Api) -> None:
     lesion = _first_lesion(api)
     r = api.write("POST", f"/api/lesions/{lesion['id']}/confirm", json={"version": lesion["version"]})
     assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-    assert r.json()["review"] == "confirmed"  # type: ignore[attr-defined]
+    result = r.json()  # type: ignore[attr-defined]
+    confirmed = next(le for le in result["key_slice"]["lesions"] if le["id"] == lesion["id"])
+    assert confirmed["review"] == "confirmed" and confirmed["confirmed"]["by"] == "gina"
 
 
 def test_reviewer_exporting_is_403_and_admin_gets_the_csv(api: Api, second_api: Api) -> None:

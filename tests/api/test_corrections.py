@@ -24,6 +24,11 @@ def lesion_by_id(api: Api, lesion_id: int, ks: str = KS) -> dict[str, Any]:
     return next(le for le in detail(api, ks)["lesions"] if le["id"] == lesion_id)
 
 
+def in_result(result: dict[str, Any], lesion_id: int) -> dict[str, Any]:
+    """The lesion as a write's ReviewResult shows it."""
+    return next(le for le in result["key_slice"]["lesions"] if le["id"] == lesion_id)
+
+
 def history(api: Api, ks: str = KS) -> list[dict[str, Any]]:
     r = api.client.get(f"/api/key-slices/{ks}/history")
     assert r.status_code == 200
@@ -37,9 +42,10 @@ def test_stale_version_from_second_reviewer_is_409_with_current_state(api: Api, 
     first = api.write(
         "POST",
         f"/api/lesions/{lesion['id']}/flag",
-        json={"version": lesion["version"], "reason": "wrong_measurement", "text": "too long"},
+        json={"version": lesion["version"], "reason": "wrong_measurement", "note": "too long"},
     )
     assert first.status_code == 200  # type: ignore[attr-defined]
+    flagged = in_result(first.json(), lesion["id"])  # type: ignore[attr-defined]
     stale = second_api.write(
         "POST", f"/api/lesions/{lesion['id']}/confirm", json={"version": lesion["version"]}
     )
@@ -49,29 +55,46 @@ def test_stale_version_from_second_reviewer_is_409_with_current_state(api: Api, 
     assert body["changed_by"] == "anna"
     assert body["changed_at"]
     assert body["current"]["review"] == "flagged"
-    assert body["current"]["version"] == first.json()["version"]  # type: ignore[attr-defined]
-    # Nothing was overwritten: the flag stands.
+    assert body["current"]["version"] == flagged["version"] > lesion["version"]
+    # The 409 carries the key slice as it is now, so the viewer can show the other reviewer's change.
+    assert in_result(body, lesion["id"]) == body["current"]
+    # Nothing was overwritten: the flag stands, and the confirmation was not written.
     now = lesion_by_id(api, lesion["id"])
-    assert now["review"] == "flagged" and now["flag"] == {"reason": "wrong_measurement", "text": "too long"}
+    assert now["review"] == "flagged" and now["confirmed"] is None
+    assert {k: now["flag"][k] for k in ("reason", "note", "by")} == {
+        "reason": "wrong_measurement",
+        "note": "too long",
+        "by": "anna",
+    }
+    assert now["flag"]["at"]
 
 
 def test_flag_then_unflag_with_fresh_versions_and_audit_trail(api: Api) -> None:
     api.login("carl")
     lesion = detail(api)["lesions"][0]
-    flagged = api.write(
+    assert lesion["flag"] is None and lesion["review"] == "unreviewed"
+    result = api.write(
         "POST",
         f"/api/lesions/{lesion['id']}/flag",
-        json={"version": lesion["version"], "reason": "duplicate", "text": ""},
+        json={"version": lesion["version"], "reason": "duplicate", "note": ""},
     ).json()  # type: ignore[attr-defined]
-    assert flagged["current"]["noisy"] is True and flagged["version"] > lesion["version"]
-    unflagged = api.write(
+    assert result["lesion_id"] == lesion["id"] and result["entry"]["action"] == "flag"
+    flagged = in_result(result, lesion["id"])
+    assert flagged["review"] == "flagged" and flagged["flag"]["reason"] == "duplicate"
+    assert flagged["flag"]["by"] == "carl" and flagged["version"] > lesion["version"]
+    # A flag changes nothing else: geometry and layer stay.
+    assert flagged["current"] == lesion["current"] and flagged["layer"] == "original"
+    result = api.write(
         "POST", f"/api/lesions/{lesion['id']}/unflag", json={"version": flagged["version"]}
     ).json()  # type: ignore[attr-defined]
-    assert unflagged["flag"] is None and unflagged["current"]["noisy"] is False
+    unflagged = in_result(result, lesion["id"])
+    assert unflagged["flag"] is None and unflagged["review"] == "unreviewed"
+    assert unflagged["version"] > flagged["version"]
     trail = api.client.get(f"/api/lesions/{lesion['id']}/history").json()
     assert [e["action"] for e in trail] == ["flag", "unflag"]
+    assert trail[1] == result["entry"]
     assert trail[0]["user"] == "carl"
-    assert trail[0]["before"]["review"] == "unreviewed" and trail[0]["after"]["review"] == "flagged"
+    assert trail[0]["before"]["flag_reason"] is None and trail[0]["after"]["flag_reason"] == "duplicate"
     assert trail[1]["before"]["flag_reason"] == "duplicate" and trail[1]["after"]["flag_reason"] is None
     # The original geometry never changes.
     assert unflagged["original"] == lesion["original"]
@@ -86,8 +109,10 @@ def test_edit_geometry_derives_box_by_the_5px_rule_and_keeps_the_original(api: A
         json={"version": lesion["version"], "recist": GOOD_RECIST},
     )
     assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-    edited = r.json()  # type: ignore[attr-defined]
-    assert edited["review"] == "edited"
+    edited = in_result(r.json(), lesion["id"])  # type: ignore[attr-defined]
+    assert edited["review"] == "edited" and edited["edited"] is True and edited["layer"] == "corrected"
+    assert edited["measured"] is True
+    assert edited["current"]["long_axis_mm"] == pytest.approx(40.0 * 0.7)
     assert edited["current"]["recist"] == GOOD_RECIST
     assert edited["current"]["box"] == pytest.approx(list(box_from_recist(GOOD_RECIST)))
     assert edited["current"]["diameters_px"] == pytest.approx([40.0, 20.0])
@@ -122,12 +147,21 @@ def test_add_lesion_from_recist_then_delete_it(api: Api) -> None:
     before = detail(api)
     r = api.write("POST", f"/api/key-slices/{KS}/lesions", json={"recist": GOOD_RECIST, "lesion_type": 7})
     assert r.status_code == 201, r.text  # type: ignore[attr-defined]
-    added = r.json()  # type: ignore[attr-defined]
-    assert added["origin"] == "added" and added["source"] == "manual" and added["original"] is None
+    result = r.json()  # type: ignore[attr-defined]
+    assert result["entry"]["action"] == "add"
+    added = in_result(result, result["lesion_id"])
+    assert added["origin"] == "drawn" and added["layer"] == "added" and added["original"] is None
+    assert added["created"]["by"] == "fay" and added["confirmed"]["by"] == "fay"
+    assert added["review"] == "confirmed" and added["edited"] is False and added["prediction"] is None
     assert added["current"]["box"] == pytest.approx(list(box_from_recist(GOOD_RECIST)))
-    assert len(detail(api)["lesions"]) == len(before["lesions"]) + 1
+    assert added["current"]["slice_index"] == before["key_slice_index"]
+    assert len(result["key_slice"]["lesions"]) == len(before["lesions"]) + 1
+    assert result["key_slice"] == detail(api)
     gone = api.write("DELETE", f"/api/lesions/{added['id']}?version={added['version']}")
-    assert gone.status_code == 204  # type: ignore[attr-defined]
+    assert gone.status_code == 200  # type: ignore[attr-defined]
+    body = gone.json()  # type: ignore[attr-defined]
+    assert body["lesion_id"] == added["id"] and body["entry"]["action"] == "delete"
+    assert [le["id"] for le in body["key_slice"]["lesions"]] == [le["id"] for le in before["lesions"]]
     assert [le["id"] for le in detail(api)["lesions"]] == [le["id"] for le in before["lesions"]]
 
 
@@ -136,23 +170,24 @@ def test_deleting_an_original_lesion_is_refused(api: Api) -> None:
     lesion = detail(api)["lesions"][0]
     r = api.write("DELETE", f"/api/lesions/{lesion['id']}?version={lesion['version']}")
     assert r.status_code == 422  # type: ignore[attr-defined]
-    assert lesion_by_id(api, lesion["id"])["review"] == "unreviewed"
+    assert lesion_by_id(api, lesion["id"]) == lesion
 
 
 def test_undo_and_redo_of_own_last_change(api: Api) -> None:
     api.login("hana")
     lesion = detail(api)["lesions"][0]
-    api.write("POST", f"/api/lesions/{lesion['id']}/confirm", json={"version": lesion["version"]})
+    confirmed = api.write(
+        "POST", f"/api/lesions/{lesion['id']}/confirm", json={"version": lesion["version"]}
+    ).json()  # type: ignore[attr-defined]
+    assert in_result(confirmed, lesion["id"])["confirmed"]["by"] == "hana"
     undone = api.write("POST", f"/api/key-slices/{KS}/undo").json()  # type: ignore[attr-defined]
-    assert undone["undone"]["action"] == "undo"
-    assert (
-        next(le for le in undone["key_slice"]["lesions"] if le["id"] == lesion["id"])["review"]
-        == "unreviewed"
-    )
+    assert undone["entry"]["action"] == "undo" and undone["lesion_id"] == lesion["id"]
+    after_undo = in_result(undone, lesion["id"])
+    assert after_undo["review"] == "unreviewed" and after_undo["confirmed"] is None
     redone = api.write("POST", f"/api/key-slices/{KS}/redo").json()  # type: ignore[attr-defined]
-    assert (
-        next(le for le in redone["key_slice"]["lesions"] if le["id"] == lesion["id"])["review"] == "confirmed"
-    )
+    assert redone["entry"]["action"] == "redo"
+    after_redo = in_result(redone, lesion["id"])
+    assert after_redo["review"] == "confirmed" and after_redo["confirmed"]["by"] == "hana"
     assert [e["action"] for e in history(api)] == ["confirm", "undo", "redo"]
 
 
@@ -174,7 +209,7 @@ def test_undo_never_reverts_another_reviewers_later_change(api: Api, second_api:
     second_api.write(
         "POST",
         f"/api/lesions/{lesion['id']}/flag",
-        json={"version": mine["version"], "reason": "not_a_lesion", "text": ""},
+        json={"version": in_result(mine, lesion["id"])["version"], "reason": "not_a_lesion", "note": ""},
     )
     r = api.write("POST", f"/api/key-slices/{KS}/undo")
     assert r.status_code == 409  # type: ignore[attr-defined]
@@ -184,14 +219,17 @@ def test_undo_never_reverts_another_reviewers_later_change(api: Api, second_api:
 def test_undo_with_nothing_to_undo_returns_null(api: Api) -> None:
     api.login("lola")
     r = api.write("POST", f"/api/key-slices/{KS}/undo")
-    assert r.status_code == 200 and r.json()["undone"] is None  # type: ignore[attr-defined]
+    assert r.status_code == 200 and r.json()["entry"] is None  # type: ignore[attr-defined]
+    assert r.json()["key_slice"] == detail(api)  # type: ignore[attr-defined]
 
 
 def test_status_is_per_reviewer_and_versioned(api: Api, second_api: Api) -> None:
     api.login("mia")
     second_api.login("nils")
     r = api.write("PUT", f"/api/key-slices/{KS}/status", json={"status": "in_progress", "version": 0})
-    assert r.json() == {"status": "in_progress", "status_version": 1}  # type: ignore[attr-defined]
+    set_to = r.json()["key_slice"]  # type: ignore[attr-defined]
+    assert (set_to["status"], set_to["status_version"]) == ("in_progress", 1)
+    assert r.json()["entry"]["action"] == "status"  # type: ignore[attr-defined]
     stale = api.write("PUT", f"/api/key-slices/{KS}/status", json={"status": "done", "version": 0})
     assert stale.status_code == 409  # type: ignore[attr-defined]
     assert detail(api)["status"] == "in_progress"
@@ -212,12 +250,13 @@ def test_a_change_starts_the_key_slice_for_its_reviewer_only_and_never_moves_it_
     assert detail(second_api)["status"] == "unreviewed"
 
     done = api.write("PUT", f"/api/key-slices/{KS}/status", json={"status": "done", "version": 1})
-    assert done.json() == {"status": "done", "status_version": 2}  # type: ignore[attr-defined]
+    done_ks = done.json()["key_slice"]  # type: ignore[attr-defined]
+    assert (done_ks["status"], done_ks["status_version"]) == ("done", 2)
     lesion = lesion_by_id(api, lesion["id"])
     flagged = api.write(
         "POST",
         f"/api/lesions/{lesion['id']}/flag",
-        json={"version": lesion["version"], "reason": "duplicate", "text": ""},
+        json={"version": lesion["version"], "reason": "duplicate", "note": ""},
     )
     assert flagged.status_code == 200  # type: ignore[attr-defined]
     assert (detail(api)["status"], detail(api)["status_version"]) == ("done", 2)
@@ -225,6 +264,7 @@ def test_a_change_starts_the_key_slice_for_its_reviewer_only_and_never_moves_it_
     assert api.write("POST", f"/api/key-slices/{KS}/undo").status_code == 200  # type: ignore[attr-defined]
     after_undo = detail(api)
     assert after_undo["status"] == "done" and lesion_by_id(api, lesion["id"])["review"] == "confirmed"
+    assert lesion_by_id(api, lesion["id"])["flag"] is None
     assert [e["action"] for e in history(api)].count("status") == 1
 
 
@@ -234,9 +274,10 @@ def test_flag_with_unknown_reason_is_422(api: Api) -> None:
     r = api.write(
         "POST",
         f"/api/lesions/{lesion['id']}/flag",
-        json={"version": lesion["version"], "reason": "ugly", "text": ""},
+        json={"version": lesion["version"], "reason": "ugly", "note": ""},
     )
     assert r.status_code == 422  # type: ignore[attr-defined]
+    assert lesion_by_id(api, lesion["id"]) == lesion
 
 
 def test_key_slice_detail_lists_stored_and_missing_context_slices(api: Api) -> None:

@@ -49,7 +49,7 @@ def _hitting_detector(records: list[LesionRecord], tmp_path: Path) -> Detector:
     w, h = rec.image_size
     s = scale_for(rec.spacing_mm[0], w, h)
     t = Transform(scale_x=round(w * s) / w, scale_y=round(h * s) / h, width=w, height=h)
-    box = t.to_input(np.array([rec.bounding_box]))[0]
+    box = t.to_input(np.array([rec.box_px]))[0]
     rows = np.array([[*box, 0.9], [1.0, 1.0, 8.0, 8.0, 0.5]], dtype=np.float32)
     return Detector.load(build_tiny_model(tmp_path / "hit.onnx", rows=rows))
 

@@ -45,6 +45,21 @@ class FakeDetector:
         return [d for d in found if d.score >= threshold]
 
 
+def predict(api: Api, threshold: float | None = None) -> dict[str, Any]:
+    """POST .../predict; the answer's run and key slice."""
+    query = "" if threshold is None else f"?threshold={threshold}"
+    r = api.write("POST", f"/api/key-slices/{KS}/predict{query}")
+    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
+    return r.json()  # type: ignore[attr-defined,no-any-return]
+
+
+def stored(api: Api, threshold: float = 0.0) -> list[dict[str, Any]]:
+    """GET .../predictions above a threshold, best first."""
+    r = api.client.get(f"/api/key-slices/{KS}/predictions", params={"threshold": threshold})
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"]  # type: ignore[no-any-return]
+
+
 @pytest.fixture
 def model_api(app_settings: Settings, database_url: str) -> Iterator[tuple[Api, FakeDetector]]:
     with TestClient(create_app(app_settings, detector=None)) as plain:
@@ -67,12 +82,17 @@ def test_predict_stores_matches_and_caches_per_model_version(model_api: tuple[Ap
     first = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.1")
     assert first.status_code == 200, first.text  # type: ignore[attr-defined]
     body = first.json()  # type: ignore[attr-defined]
-    assert body["cached"] is False and body["model_version"] == "fake-1"
+    run = body["run"]
+    assert run["cached"] is False and run["model_version"] == "fake-1" and run["threshold"] == 0.1
+    assert run["provider"] == "CPUExecutionProvider" and run["elapsed_ms"] >= 0
     assert first.headers["cache-control"] == "no-store"  # type: ignore[attr-defined]
-    assert [p["score"] for p in body["predictions"]] == [0.9, 0.6]
-    assert [p["matches_annotation"] for p in body["predictions"]] == [True, False]
-    again = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.05").json()  # type: ignore[attr-defined]
-    assert again["cached"] is True and len(again["predictions"]) == 3
+    # Stored down to the store threshold (0.05), whatever the asked threshold; the viewer filters by score.
+    assert [p["score"] for p in body["key_slice"]["predictions"]] == [0.9, 0.6, 0.07]
+    assert body["key_slice"] == api.client.get(f"/api/key-slices/{KS}").json()
+    assert [p["score"] for p in stored(api, 0.1)] == [0.9, 0.6]
+    assert [p["matches_annotation"] for p in stored(api, 0.1)] == [True, False]
+    again = predict(api, 0.05)
+    assert again["run"]["cached"] is True and len(again["key_slice"]["predictions"]) == 3
     assert detector.calls == [KS]
 
 
@@ -82,10 +102,10 @@ def test_predict_caches_an_empty_result_without_running_the_detector_again(
     api, detector = model_api
     detector.model_version = "fake-empty-1"
     detector.found_nothing = True
-    first = api.write("POST", f"/api/key-slices/{KS}/predict").json()  # type: ignore[attr-defined]
-    assert first["cached"] is False and first["predictions"] == []
-    again = api.write("POST", f"/api/key-slices/{KS}/predict").json()  # type: ignore[attr-defined]
-    assert again["cached"] is True and again["predictions"] == []
+    first = predict(api)
+    assert first["run"]["cached"] is False and first["key_slice"]["predictions"] == []
+    again = predict(api)
+    assert again["run"]["cached"] is True and again["key_slice"]["predictions"] == []
     assert detector.calls == [KS]
 
 
@@ -93,7 +113,7 @@ def test_unmatched_prediction_puts_the_slice_in_the_screening_queue(
     model_api: tuple[Api, FakeDetector],
 ) -> None:
     api, _ = model_api
-    api.write("POST", f"/api/key-slices/{KS}/predict")
+    predict(api)
     items = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
     assert [i["file_name"] for i in items] == [KS]
     assert items[0]["missed_score"] == 0.6 and items[0]["prediction_count"] == 3
@@ -101,7 +121,7 @@ def test_unmatched_prediction_puts_the_slice_in_the_screening_queue(
 
 def test_accept_creates_a_prediction_lesion_and_undo_reverts_it(model_api: tuple[Api, FakeDetector]) -> None:
     api, _ = model_api
-    preds = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.05").json()["predictions"]  # type: ignore[attr-defined]
+    preds = predict(api, 0.05)["key_slice"]["predictions"]
     missed = next(p for p in preds if not p["matches_annotation"])
     r = api.write(
         "POST",
@@ -109,11 +129,18 @@ def test_accept_creates_a_prediction_lesion_and_undo_reverts_it(model_api: tuple
         json={"version": missed["version"], "lesion_type": 5},
     )
     assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-    lesion = r.json()  # type: ignore[attr-defined]
-    assert lesion["source"] == "prediction" and lesion["model_version"] == "fake-1" and lesion["score"] == 0.6
+    result = r.json()  # type: ignore[attr-defined]
+    assert result["prediction_id"] == missed["id"] and result["entry"]["action"] == "accept_prediction"
+    lesion = next(le for le in result["key_slice"]["lesions"] if le["id"] == result["lesion_id"])
+    assert lesion["origin"] == "prediction" and lesion["layer"] == "added"
+    assert lesion["prediction"] == {"id": missed["id"], "model_version": "fake-1", "score": 0.6}
+    assert lesion["measured"] is False and lesion["current"]["recist"] is None
+    assert lesion["confirmed"]["by"] == "pia" and lesion["current"]["lesion_type"] == 5
     assert lesion["current"]["box"] == missed["box"]
     detail = api.client.get(f"/api/key-slices/{KS}").json()
-    assert next(p for p in detail["predictions"] if p["id"] == missed["id"])["status"] == "accepted"
+    assert detail == result["key_slice"]
+    accepted = next(p for p in detail["predictions"] if p["id"] == missed["id"])
+    assert accepted["status"] == "accepted" and accepted["lesion_id"] == lesion["id"]
     # Accepted: the missed score falls to the best remaining pending unmatched prediction.
     rest = [p["score"] for p in preds if not p["matches_annotation"] and p["id"] != missed["id"]]
     items = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
@@ -125,15 +152,16 @@ def test_accept_creates_a_prediction_lesion_and_undo_reverts_it(model_api: tuple
 
 def test_reject_and_stale_accept(model_api: tuple[Api, FakeDetector]) -> None:
     api, _ = model_api
-    pred = api.write("POST", f"/api/key-slices/{KS}/predict").json()["predictions"][1]  # type: ignore[attr-defined]
+    pred = predict(api)["key_slice"]["predictions"][1]
     rejected = api.write("POST", f"/api/predictions/{pred['id']}/reject", json={"version": pred["version"]})
-    assert rejected.json()["status"] == "rejected"  # type: ignore[attr-defined]
+    result = rejected.json()  # type: ignore[attr-defined]
+    assert result["prediction_id"] == pred["id"] and result["lesion_id"] is None
+    assert result["entry"]["action"] == "reject_prediction"
+    now = next(p for p in result["key_slice"]["predictions"] if p["id"] == pred["id"])
+    assert now["status"] == "rejected" and now["version"] > pred["version"]
     stale = api.write("POST", f"/api/predictions/{pred['id']}/accept", json={"version": pred["version"]})
     assert stale.status_code == 409  # type: ignore[attr-defined]
-    assert (
-        api.client.get(f"/api/key-slices/{KS}/predictions?threshold=0.5").json()["predictions"][1]["status"]
-        == "rejected"
-    )
+    assert stored(api, 0.5)[1]["status"] == "rejected"
 
 
 def test_unknown_prediction_is_404(model_api: tuple[Api, FakeDetector]) -> None:
@@ -145,8 +173,8 @@ def test_a_hand_drawn_lesion_over_a_missed_prediction_leaves_the_screening_queue
     model_api: tuple[Api, FakeDetector],
 ) -> None:
     api, _ = model_api
-    preds = api.write("POST", f"/api/key-slices/{KS}/predict?threshold=0.5").json()["predictions"]  # type: ignore[attr-defined]
-    missed = next(p for p in preds if not p["matches_annotation"])
+    predict(api, 0.5)
+    missed = next(p for p in stored(api, 0.5) if not p["matches_annotation"])
     before = api.client.get("/api/key-slices", params={"possible_missed": "true"}).json()["items"]
     assert [i["missed_score"] for i in before] == [missed["score"]]
     api.write("POST", f"/api/key-slices/{KS}/lesions", json={"box": missed["box"], "lesion_type": 5})
@@ -173,5 +201,5 @@ def test_a_failing_detector_is_a_503_and_nothing_is_stored(model_api: tuple[Api,
     body = r.json()  # type: ignore[attr-defined]
     assert body["code"] == "detector_failed" and "boom" in body["detail"]
     # Nothing was cached: the stored list is empty and the server keeps serving.
-    assert api.client.get(f"/api/key-slices/{KS}/predictions").json()["predictions"] == []
+    assert stored(api) == []
     assert api.client.get("/api/health").status_code == 200

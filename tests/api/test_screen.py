@@ -42,7 +42,7 @@ def setup(review_dataset: tuple[Path, list[LesionRecord]], tmp_path: Path) -> tu
     t = Transform(scale_x=round(w * s) / w, scale_y=round(h * s) / h, width=w, height=h)
     hidden = [90.0, 10.0, 110.0, 30.0]  # away from every annotated lesion
     rows = np.array(
-        [[*t.to_input(np.array([hidden]))[0], 0.8], [*t.to_input(np.array([rec.bounding_box]))[0], 0.7]]
+        [[*t.to_input(np.array([hidden]))[0], 0.8], [*t.to_input(np.array([rec.box_px]))[0], 0.7]]
     )
     model = build_tiny_model(tmp_path / "m.onnx", rows=rows.astype(np.float32))
     doc = {"unannotated": [{"lesion_id": "h1", "file_name": HIDDEN_FILE, "box": hidden}]}

@@ -60,14 +60,19 @@ def test_filters_match_the_csv(api: Api, review_dataset: Dataset, params: dict[s
     assert names(body) == expected and body["total"] == len(expected)
 
 
-def test_size_filter_uses_the_largest_lesion(api: Api, review_dataset: Dataset) -> None:
+def test_size_filter_uses_the_long_axis_of_the_largest_lesion(api: Api, review_dataset: Dataset) -> None:
     api.login("a3")
     largest: dict[str, float] = {}
     for r in review_dataset[1]:
-        largest[r.file_name] = max(largest.get(r.file_name, 0.0), r.size_mm)
+        largest[r.file_name] = max(largest.get(r.file_name, 0.0), r.long_axis_mm)
+    # The size is the long axis in mm, not the mean of the two diameters.
+    listed = {i["file_name"]: i["max_size_mm"] for i in worklist(api)["items"]}
+    assert listed == pytest.approx(largest)
     threshold = sorted(largest.values())[len(largest) // 2]
     body = worklist(api, min_size_mm=threshold)
     assert names(body) == sorted(f for f, s in largest.items() if s >= threshold - 1e-6)
+    body = worklist(api, max_size_mm=threshold - 1e-3)
+    assert names(body) == sorted(f for f, s in largest.items() if s < threshold - 1e-3)
     body = worklist(api, sort="size", order="desc")
     assert [i["max_size_mm"] for i in body["items"]] == sorted(
         (i["max_size_mm"] for i in body["items"]), reverse=True
@@ -100,6 +105,7 @@ def test_a_flag_makes_a_key_slice_noisy_in_the_list(api: Api, review_dataset: Da
         f for f in files(review_dataset[1]) if f not in files(review_dataset[1], lambda r: r.possibly_noisy)
     ]
     target = clean[0]
+    assert target not in names(worklist(api, noisy="true"))
     lesion = api.client.get(f"/api/key-slices/{target}").json()["lesions"][0]
     api.write(
         "POST",
