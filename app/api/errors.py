@@ -34,6 +34,7 @@ from app.review.errors import (
     NotFoundError,
     PermissionDeniedError,
     ReviewError,
+    TooManyAttemptsError,
 )
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ def review_error_response(exc: ReviewError) -> JSONResponse:
             changed_at=changed_at,
             key_slice=exc.key_slice,
         )
+    if isinstance(exc, TooManyAttemptsError):
+        return error_response(429, exc.code, str(exc))
     if isinstance(exc, NoModelError):
         return error_response(503, exc.code, str(exc))
     if isinstance(exc, DuplicateLesionError):

@@ -234,6 +234,16 @@ class AuthSession(Base):
     expires_at: Mapped[datetime] = mapped_column()
 
 
+class LoginAttempt(Base):
+    """Sign-in attempts counted per key (name and client, client, name) in a window (app.review.throttle)."""
+
+    __tablename__ = "login_attempts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class KeySliceReview(Base):
     """The review status of one key slice for one reviewer."""
 

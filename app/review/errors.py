@@ -81,3 +81,9 @@ class NoModelError(ReviewError):
     """No detector model is loaded, so nothing can be predicted (503)."""
 
     code = "no_model"
+
+
+class TooManyAttemptsError(ReviewError):
+    """Sign-in attempts over a limit (per name and client, per client, or per name); 429."""
+
+    code = "too_many_attempts"
