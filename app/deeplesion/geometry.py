@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 from app.deeplesion.errors import InvalidGeometryError
 from app.deeplesion.schema import BOX_PADDING_PX
@@ -12,10 +14,48 @@ from app.deeplesion.schema import BOX_PADDING_PX
 # DL_info.csv (000001_01_01_109.png) has axes 77.9 degrees apart. 25 degrees accepts such hand-drawn
 # measurements and still rejects axes drawn along the same direction.
 PERPENDICULAR_TOLERANCE_DEG = 25.0
+# The dataset's hit criterion (3DCE and MULAN evaluation): a box is a lesion when their IoU reaches this.
+HIT_IOU = 0.5
 # Shortest axis accepted, in pixels; below this the measurement is a double click, not a lesion.
 MIN_AXIS_PX = 0.5
 
 Box = tuple[float, float, float, float]
+
+
+BoxesLike = Sequence[Sequence[float]] | np.ndarray
+
+
+def iou_matrix(a: BoxesLike, b: BoxesLike) -> np.ndarray:
+    """Pairwise IoU of (N,4) and (M,4) boxes in the dataset's inclusive-pixel convention (+1 in w and h)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.maximum(ix2 - ix1 + 1.0, 0.0) * np.maximum(iy2 - iy1 + 1.0, 0.0)
+    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(union > 0, inter / union, 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two [x1, y1, x2, y2] boxes, inclusive pixels (the convention of the dataset's FROC)."""
+    return float(iou_matrix([a], [b])[0, 0])
+
+
+def hits(ious: np.ndarray | float) -> np.ndarray:
+    """The hit decision on IoU values: IoU >= HIT_IOU (the one rule the FROC and the review share)."""
+    return np.asarray(ious) >= HIT_IOU
+
+
+def matches_any(box: Sequence[float], lesion_boxes: Iterable[Sequence[float]]) -> bool:
+    """True when `box` hits one of these lesion boxes by the dataset's criterion."""
+    others = [list(b) for b in lesion_boxes]
+    return bool(others) and bool(hits(iou_matrix([box], others)).any())
 
 
 def _floats(values: Sequence[float], count: int, what: str) -> list[float]:

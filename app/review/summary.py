@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import KeySlice, Lesion, Prediction
+from app.deeplesion.geometry import HIT_IOU, box_iou, matches_any
 
 LESION_TYPE_MIN = -1
-# A prediction overlapping a current lesion this much is that lesion (the dataset's hit criterion).
-MATCH_IOU = 0.5
+# The hit criterion's one home is app.deeplesion.geometry (shared with the FROC); these names stay importable.
+MATCH_IOU = HIT_IOU
+iou = box_iou
+__all__ = [
+    "MATCH_IOU",
+    "iou",
+    "key_slice_boxes",
+    "matches_any",
+    "refresh_summary",
+    "type_bit",
+    "type_mask",
+    "types_from_mask",
+]
 
 
 def type_bit(lesion_type: int) -> int:
@@ -57,17 +69,3 @@ def refresh_summary(*, session: Session, key_slice: KeySlice) -> None:
 def key_slice_boxes(lesions: Iterable[Lesion], key_slice_index: int) -> list[list[float]]:
     """Boxes of the lesions that lie on the key slice itself: the only ones a key-slice prediction can hit."""
     return [le.box for le in lesions if le.slice_index == key_slice_index]
-
-
-def matches_any(box: Sequence[float], lesion_boxes: Iterable[Sequence[float]]) -> bool:
-    """True when the box is one of these lesions by the dataset's hit criterion (IoU >= MATCH_IOU)."""
-    return any(iou(box, b) >= MATCH_IOU for b in lesion_boxes)
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0

@@ -74,9 +74,10 @@ def test_stale_write_that_passed_the_check_is_caught_at_flush(factory) -> None: 
     ("a", "b", "expected"),
     [
         ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),
-        ([0, 0, 10, 10], [5, 0, 15, 10], 50 / 150),
+        # Inclusive pixels, as the dataset's FROC: [0,10] spans 11 px, the overlap [5,10] 6 px.
+        ([0, 0, 10, 10], [5, 0, 15, 10], 66 / 176),
         ([0, 0, 10, 10], [20, 20, 30, 30], 0.0),
-        ([0, 0, 0, 0], [0, 0, 0, 0], 0.0),
+        ([0, 0, 0, 0], [0, 0, 0, 0], 1.0),
     ],
 )
 def test_iou(a: list[float], b: list[float], expected: float) -> None:
