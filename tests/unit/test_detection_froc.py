@@ -55,7 +55,7 @@ def _two_images() -> list[ImageCase]:
         "b",
         [l3, noisy],
         [
-            ([40, 40, 49, 49], 0.95),  # matches only the noisy lesion: ignored
+            ([40, 40, 49, 49], 0.95),  # matches only the noisy lesion: a false positive, as for the authors
             ([200, 200, 209, 209], 0.5),  # FP
             ([0, 0, 19, 19], 0.4),  # hit l3
         ],
@@ -63,11 +63,24 @@ def _two_images() -> list[ImageCase]:
     return [a, b]
 
 
-def test_froc_counts_hits_once_and_ignores_noisy_matches() -> None:
-    # Ranked: noisy(ignored), hit 1/3 @0 FP, FP -> 0.5/img, hit 2/3, duplicate, FP -> 1.0/img, hit 3/3.
+def test_froc_counts_hits_once_and_a_detection_on_a_noisy_lesion_as_a_false_positive() -> None:
+    # Ranked: noisy (FP, 0.5/img), hit 1/3, FP (1.0/img), hit 2/3, duplicate (neither), FP (1.5/img), hit 3/3.
     curve = froc_curve(_two_images())
     assert curve.lesions == 3 and curve.images == 2
-    assert curve.sens_at([0.5, 1, 2, 4, 8, 16]) == pytest.approx([2 / 3, 1, 1, 1, 1, 1])
+    assert curve.fp_per_image.tolist() == [0.5, 0.5, 1.0, 1.0, 1.0, 1.5, 1.5]
+    # MULAN's reading: the last point at each FP count, the last sensitivity past the end.
+    assert curve.sens_at([0.5, 1, 2, 4, 8, 16]) == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 1])
+
+
+def test_a_slice_left_without_a_clean_lesion_is_dropped_with_its_detections() -> None:
+    only_noisy = _case("c", [GtLesion((0, 0, 9, 9), noisy=True)], [([100, 100, 109, 109], 0.99)])
+    cases = [*_two_images(), only_noisy]
+    curve = froc_curve(cases)
+    assert (
+        curve.images == 2 and curve.fp_per_image.tolist() == froc_curve(_two_images()).fp_per_image.tolist()
+    )
+    result = evaluate_cases(cases)
+    assert result["images"] == 2 and result["images_without_lesion_dropped"] == 1
 
 
 def test_a_detection_on_a_noisy_lesion_would_otherwise_be_a_false_positive() -> None:
@@ -102,17 +115,17 @@ def test_breakdowns_use_each_groups_lesions_and_all_false_positives() -> None:
     bd = result["breakdowns"]
     assert isinstance(bd, dict)
     by_size = {g["key"]: g for g in bd["size"]}
-    # l1 (<10) is hit at 0 FP and l2 (10-30) at 0.5 FP/img; l3 (>30) only at 1 FP/img.
+    # l1 (<10) is hit at 0.5 FP/img, l2 (10-30) at 1.0 and l3 (>30) at 1.5.
     assert by_size["<10mm"]["sensitivity"][0] == 1.0
-    assert by_size["10-30mm"]["sensitivity"][0] == 1.0
-    assert by_size[">30mm"]["sensitivity"][:2] == [0.0, 1.0]
+    assert by_size["10-30mm"]["sensitivity"][:2] == [0.0, 1.0]
+    assert by_size[">30mm"]["sensitivity"][:3] == [0.0, 0.0, 1.0]
     by_type = {g["key"]: g for g in bd["lesion_type"]}
     # liver = l1 and l3: at 0.5 FP/img only l1 is hit.
     assert by_type["4"]["label"] == "liver" and by_type["4"]["lesions"] == 2
     assert by_type["4"]["sensitivity"][0] == pytest.approx(0.5)
     assert "7" not in by_type  # the noisy lesion's type has no countable lesion
     by_dz = {g["key"]: g for g in bd["slice_interval"]}
-    assert by_dz["<=2mm"]["lesions"] == 2 and by_dz[">2mm"]["sensitivity"][:2] == [0.0, 1.0]
+    assert by_dz["<=2mm"]["lesions"] == 2 and by_dz[">2mm"]["sensitivity"][:3] == [0.0, 0.0, 1.0]
 
 
 def test_evaluate_truths_reports_progress_for_every_key_slice_including_missing_ones() -> None:
