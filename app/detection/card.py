@@ -81,7 +81,8 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         "is unknown), window -1024..3071 HU to 0..255 minus 50, rescaled to 0.8 mm pixels (longest side "
         "<= 512), padded at the bottom/right with air. Output `detections` [1,100,5]: x1,y1,x2,y2,score in "
         "network-input pixels; `app.detection` maps them back to original pixels.",
-        "- The same contract is stored in the file's ONNX metadata and checked on every load.",
+        "- The same contract is stored in the file's ONNX metadata (contract 2: every preprocessing step) "
+        "and honoured on every load; docs/detector-contract.md says how to bring your own model.",
         "",
         "## Data",
         f"- Training data: {info.get('training_data', '')}",
@@ -106,7 +107,8 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         f"- Trained on {info.get('device', 'cpu')} in {info.get('seconds', 0) / 60:.1f} min "
         f"({cfg.get('threads')} threads); command: `{info.get('command', '')}`.",
         "",
-        "## FROC (DeepLesion protocol: IoU >= 0.5, noisy lesions excluded), sensitivity %, ONNX Runtime",
+        "## FROC (DeepLesion protocol as the authors' scripts compute it: IoU >= 0.5, noisy lesions "
+        "dropped, MULAN's curve reading), sensitivity %, ONNX Runtime",
         _froc_table(rows) if rows else "(not evaluated)",
         "",
     ]

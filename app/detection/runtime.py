@@ -11,10 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from app.detection.contract import OUTPUT_NAME, check_metadata
+from app.detection.contract import OUTPUT_NAME, preprocessing_from_metadata
 from app.detection.decode import Detection, decode_output
 from app.detection.errors import InferenceError, ModelLoadError
-from app.detection.preprocess import INPUT_NAME, INPUT_SHAPE, prepare_input, preprocess_key_slice
+from app.detection.preprocess import (
+    DEFAULT_PREPROCESSING,
+    Preprocessing,
+    prepare_input,
+    preprocess_key_slice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +95,20 @@ def _open_session(path: Path, device: str) -> Any:
         raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
 
 
-def _check_graph(sess: Any, path: Path) -> None:
+def _check_graph(sess: Any, path: Path, pre: Preprocessing) -> None:
     inputs = sess.get_inputs()
     outputs = sess.get_outputs()
     if len(inputs) != 1:
-        raise ModelLoadError(f"{path} has {len(inputs)} inputs; the contract has exactly one, {INPUT_NAME!r}")
+        raise ModelLoadError(
+            f"{path} has {len(inputs)} inputs; the contract has exactly one, {pre.input_name!r}"
+        )
     inp = inputs[0]
-    if inp.name != INPUT_NAME:
-        raise ModelLoadError(f"{path} input is named {inp.name!r}, the contract needs {INPUT_NAME!r}")
-    if list(inp.shape) != list(INPUT_SHAPE):
-        raise ModelLoadError(f"{path} input shape is {inp.shape}, the contract needs {list(INPUT_SHAPE)}")
+    if inp.name != pre.input_name:
+        raise ModelLoadError(f"{path} input is named {inp.name!r}, its metadata says {pre.input_name!r}")
+    if list(inp.shape) != list(pre.input_shape):
+        raise ModelLoadError(
+            f"{path} input shape is {inp.shape}, its metadata says {list(pre.input_shape)} (a fixed shape)"
+        )
     if inp.type != "tensor(float)":
         raise ModelLoadError(f"{path} input type is {inp.type}, the contract needs tensor(float)")
     names = [o.name for o in outputs]
@@ -114,9 +123,16 @@ def _check_graph(sess: Any, path: Path) -> None:
 class Detector:
     """A loaded detector model; `predict` is synchronous and safe to call from several threads."""
 
-    def __init__(self, session: Any, metadata: dict[str, str], path: Path) -> None:
+    def __init__(
+        self,
+        session: Any,
+        metadata: dict[str, str],
+        path: Path,
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    ) -> None:
         self._session = session
         self.metadata = metadata
+        self.preprocessing = preprocessing
         self.path = path
         self.provider: str = session.get_providers()[0]
         self.model_version: str = metadata["model_version"]
@@ -130,19 +146,20 @@ class Detector:
             raise ModelLoadError(f"no model file at {p}")
         sess = _open_session(p, device)
         meta = dict(sess.get_modelmeta().custom_metadata_map)
-        check_metadata(meta, str(p))
-        _check_graph(sess, p)
-        det = cls(sess, meta, p)
+        pre = preprocessing_from_metadata(meta, str(p))
+        _check_graph(sess, p, pre)
+        det = cls(sess, meta, p, pre)
         log.info("detector %s loaded from %s on %s", det.model_version, p, det.provider)
         return det
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run the graph on a (1,3,512,512) float32 input; returns the raw [1,K,5] rows."""
+        """Run the graph on its float32 input (1,C,S,S as the metadata says); returns the raw [1,K,5] rows."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        if x.shape != INPUT_SHAPE:
-            raise ValueError(f"input must have shape {INPUT_SHAPE}, got {x.shape}")
+        shape = self.preprocessing.input_shape
+        if x.shape != shape:
+            raise ValueError(f"input must have shape {shape}, got {x.shape}")
         try:
-            out = self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            out = self._session.run([OUTPUT_NAME], {self.preprocessing.input_name: x})[0]
         except Exception as exc:  # ONNX Runtime raises its own untyped errors
             raise InferenceError(f"the detector {self.model_version} failed: {exc}") from exc
         return np.asarray(out)
@@ -150,8 +167,8 @@ class Detector:
     def predict_context(
         self, context_hu: np.ndarray, pixel_spacing_mm: float, *, threshold: float = 0.05
     ) -> list[Detection]:
-        """Detect on an already loaded (3,H,W) HU context."""
-        x, transform = prepare_input(context_hu, pixel_spacing_mm)
+        """Detect on an already loaded (C,H,W) HU context (the slices at the model's offsets)."""
+        x, transform = prepare_input(context_hu, pixel_spacing_mm, self.preprocessing)
         return decode_output(self.infer(x), transform, threshold)
 
     def predict(
@@ -161,7 +178,7 @@ class Detector:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within 0..1, got {threshold}")
         start = time.perf_counter()
-        x, transform = preprocess_key_slice(store, file_name, spacing_mm)
+        x, transform = preprocess_key_slice(store, file_name, spacing_mm, self.preprocessing)
         dets = decode_output(self.infer(x), transform, threshold)
         log.debug(
             "predict %s: %d boxes in %.1f ms", file_name, len(dets), (time.perf_counter() - start) * 1e3

@@ -77,11 +77,11 @@ def test_model_without_metadata_is_rejected_naming_the_fields(tmp_path: Path) ->
     assert "input_spacing_mm" in str(err.value) and "model_version" in str(err.value)
 
 
-def test_model_for_another_spacing_is_rejected(tmp_path: Path) -> None:
+def test_model_asking_for_an_unsupported_resize_is_rejected_naming_the_choices(tmp_path: Path) -> None:
     meta = contract_metadata(model_version="v", synthetic=True, training_data="x")
-    meta["input_spacing_mm"] = "1.0"
+    meta["input_resize"] = "lanczos"
     path = build_tiny_model(tmp_path / "m.onnx", metadata=meta)
-    with pytest.raises(ModelLoadError, match="input_spacing_mm"):
+    with pytest.raises(ModelLoadError, match="input_resize.*pil-bilinear, opencv-linear"):
         Detector.load(path)
 
 
