@@ -584,6 +584,39 @@ def screen(
         )
 
 
+@main.command(name="screen-study")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--fit-split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option(
+    "--report-split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+)
+@click.option("--no-progress", is_flag=True)
+def screen_study(
+    data_dir: Path, model: Path | None, device: str, fit_split: str, report_split: str, no_progress: bool
+) -> None:
+    """Calibrate scores and choose the missed-lesion queue's threshold on val; its precision/recall on test.
+
+    Needs a synthetic dataset (synth_truth.json lists the lesions left out of DL_info.csv). Prints JSON.
+    """
+    import json
+
+    from app.deeplesion.errors import DeepLesionError
+    from app.detection.errors import ModelLoadError
+    from app.detection.runtime import Detector
+    from app.detection.screening import screening_study
+
+    try:
+        det = Detector.load(model or _default_model(), device=device)
+        res = screening_study(
+            data_dir, det, fit_split=fit_split, report_split=report_split, progress=not no_progress
+        )
+    except (ModelLoadError, DeepLesionError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(res, indent=1))
+
+
 def _os_user() -> str:
     import getpass
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.detection.screening import HiddenLesion, QueueItem, hidden_recall, load_hidden_lesions, rank_queue
 
@@ -48,3 +55,74 @@ def test_load_hidden_lesions_reads_the_generators_unannotated_list(tmp_path: Pat
     }
     (tmp_path / "synth_truth.json").write_text(json.dumps(doc))
     assert load_hidden_lesions(tmp_path) == [HiddenLesion("000001_01_01_010.png", (1.0, 2.0, 3.0, 4.0))]
+
+
+def test_isotonic_calibration_pools_adjacent_violators() -> None:
+    from app.detection.screening import fit_calibration
+
+    cal = fit_calibration([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
+    assert cal.probabilities == (0.0, 0.5, 0.5, 1.0)
+    # Read linearly between fitted scores, flat beyond them.
+    assert cal([0.0, 0.35, 0.9]).tolist() == pytest.approx([0.0, 0.75, 1.0])
+
+
+_unit = st.integers(0, 20).map(lambda v: v / 20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(_unit, st.booleans()), min_size=1, max_size=40))
+def test_calibration_is_monotone_and_keeps_the_hit_rate(pairs: list[tuple[float, bool]]) -> None:
+    from app.detection.screening import Calibration, fit_calibration
+
+    scores = np.array([p[0] for p in pairs])
+    labels = np.array([p[1] for p in pairs], dtype=float)
+    cal = fit_calibration(scores, labels)
+    assert all(b >= a for a, b in itertools.pairwise(cal.probabilities))
+    # Isotonic regression preserves the mean: the fitted values average to the observed hit rate.
+    assert cal(scores).mean() == pytest.approx(labels.mean())
+    assert Calibration.from_dict(cal.as_dict())(scores) == pytest.approx(cal(scores), abs=1e-6)
+
+
+def test_a_calibration_that_is_not_monotone_is_refused() -> None:
+    from app.detection.screening import Calibration
+
+    with pytest.raises(ValueError, match="ascending"):
+        Calibration.from_dict({"scores": [0.1, 0.2], "probabilities": [0.9, 0.1]})
+
+
+def _labelled() -> list[Any]:
+    from app.detection.screening import label_detections
+
+    annotated = {"a.png": [(0.0, 0.0, 9.0, 9.0)]}
+    hidden = [HiddenLesion("a.png", (50.0, 50.0, 59.0, 59.0)), HiddenLesion("b.png", (0.0, 0.0, 9.0, 9.0))]
+    dets = [
+        ("a.png", (0.0, 0.0, 9.0, 9.0), 0.95),  # the annotated lesion: never queued
+        ("a.png", (50.0, 50.0, 59.0, 59.0), 0.9),  # left-out lesion 0
+        ("b.png", (100.0, 100.0, 109.0, 109.0), 0.6),  # nothing
+        ("b.png", (0.0, 0.0, 9.0, 19.0), 0.4),  # left-out lesion 1 at IoU exactly 0.5
+        ("b.png", (200.0, 200.0, 209.0, 209.0), 0.2),  # nothing
+    ]
+    return label_detections(dets, annotated, hidden)
+
+
+def test_detections_are_labelled_with_the_hit_criterion() -> None:
+    labelled = _labelled()
+    assert [d.matches_annotation for d in labelled] == [True, False, False, False, False]
+    assert [d.hidden_index for d in labelled] == [None, 0, None, 1, None]
+
+
+def test_queue_report_counts_precision_and_recall_of_left_out_lesions() -> None:
+    from app.detection.screening import IDENTITY, queue_report
+
+    # Raw scores as probabilities: >= 0.5 keeps the 0.9 hit and the 0.6 miss (the 0.95 is annotated).
+    r = queue_report(_labelled(), 2, IDENTITY, 0.5)
+    assert (r["queue_length"], r["precision"], r["left_out_found"], r["recall"]) == (2, 0.5, 1, 0.5)
+    r = queue_report(_labelled(), 2, IDENTITY, 0.3)
+    assert (r["queue_length"], r["precision"], r["recall"]) == (3, round(2 / 3, 4), 1.0)
+
+
+def test_the_threshold_chosen_on_val_maximises_the_queues_f1() -> None:
+    from app.detection.screening import IDENTITY, choose_threshold
+
+    # Candidates 0.9 (P 1, R .5, F1 .667), 0.6 (P .5, R .5), 0.4 (P .667, R 1, F1 .8), 0.2 (P .5, R 1).
+    assert choose_threshold(_labelled(), 2, IDENTITY) == 0.4
