@@ -592,9 +592,21 @@ def screen(
 @click.option(
     "--report-split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
 )
+@click.option(
+    "--write-model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a copy of the model carrying this calibration and threshold (screen then uses them).",
+)
 @click.option("--no-progress", is_flag=True)
 def screen_study(
-    data_dir: Path, model: Path | None, device: str, fit_split: str, report_split: str, no_progress: bool
+    data_dir: Path,
+    model: Path | None,
+    device: str,
+    fit_split: str,
+    report_split: str,
+    write_model: Path | None,
+    no_progress: bool,
 ) -> None:
     """Calibrate scores and choose the missed-lesion queue's threshold on val; its precision/recall on test.
 
@@ -612,6 +624,14 @@ def screen_study(
         res = screening_study(
             data_dir, det, fit_split=fit_split, report_split=report_split, progress=not no_progress
         )
+        if write_model is not None:
+            from app.detection.contract import screening_metadata, write_metadata
+            from app.detection.screening import Calibration
+
+            cal = Calibration.from_dict(res["calibration"])
+            res["written_model"] = str(
+                write_metadata(det.path, write_model, screening_metadata(cal, res["threshold"]))
+            )
     except (ModelLoadError, DeepLesionError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(res, indent=1))

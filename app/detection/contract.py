@@ -7,8 +7,10 @@ shipped before it) name only part of it; the rest is the recipe they were all tr
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from app.detection.errors import ModelLoadError
@@ -21,6 +23,7 @@ from app.detection.preprocess import (
     RESIZES,
     Preprocessing,
 )
+from app.detection.screening import Calibration
 
 CONTRACT_KEY = "lesion_review.contract"
 CONTRACT_VERSION = "2"
@@ -28,6 +31,9 @@ CONTRACT_VERSIONS: tuple[str, ...] = ("1", "2")
 OUTPUT_NAME = "detections"
 OUTPUT_FORMAT = "float32 [1,K,5] rows x1,y1,x2,y2,score in network-input pixels, sorted by score desc"
 FREE_FIELDS: tuple[str, ...] = ("model_version", "synthetic", "training_data")
+# Optional: the score calibration and the missed-lesion queue threshold chosen on val (screen-study).
+CALIBRATION_KEY = "score_calibration"
+SCREENING_THRESHOLD_KEY = "screening_threshold"
 # What a contract-1 file had to carry; everything else of its preprocessing is the default recipe.
 V1_FIELDS: tuple[str, ...] = (
     "input_name",
@@ -202,3 +208,52 @@ def preprocessing_from_metadata(meta: Mapping[str, str], source: str) -> Preproc
 def check_metadata(meta: Mapping[str, str], source: str) -> None:
     """Raise ModelLoadError naming every contract field that is missing or unusable."""
     preprocessing_from_metadata(meta, source)
+
+
+def screening_from_metadata(meta: Mapping[str, str], source: str) -> tuple[Calibration | None, float | None]:
+    """The model's score calibration and queue threshold (a probability), None where it has none."""
+    cal: Calibration | None = None
+    threshold: float | None = None
+    try:
+        if CALIBRATION_KEY in meta:
+            cal = Calibration.from_dict(json.loads(meta[CALIBRATION_KEY]))
+        if SCREENING_THRESHOLD_KEY in meta:
+            threshold = float(meta[SCREENING_THRESHOLD_KEY])
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(
+                    f"{SCREENING_THRESHOLD_KEY} must be a probability within 0..1, got {threshold}"
+                )
+            if cal is None:
+                raise ValueError(
+                    f"{SCREENING_THRESHOLD_KEY} is a calibrated probability: {CALIBRATION_KEY} is missing"
+                )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"{source} has an unusable score calibration: {exc}") from None
+    return cal, threshold
+
+
+def screening_metadata(calibration: Calibration, threshold: float) -> dict[str, str]:
+    """The optional keys that give a model its calibration and queue threshold."""
+    return {
+        CALIBRATION_KEY: json.dumps(calibration.as_dict(), separators=(",", ":")),
+        SCREENING_THRESHOLD_KEY: f"{threshold:.6g}",
+    }
+
+
+def write_metadata(src: Path, dst: Path, updates: Mapping[str, str]) -> Path:
+    """Copy the ONNX file `src` to `dst` with `updates` merged into its metadata (weights untouched)."""
+    try:
+        import onnx
+    except ImportError as exc:  # onnx comes with the [train] and [test] extras only
+        raise ModelLoadError("writing model metadata needs the onnx package (pip install onnx)") from exc
+    model = onnx.load(str(src))
+    meta = {e.key: e.value for e in model.metadata_props}
+    meta.update(updates)
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst

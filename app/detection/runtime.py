@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from app.detection.contract import OUTPUT_NAME, preprocessing_from_metadata
+from app.detection.contract import OUTPUT_NAME, preprocessing_from_metadata, screening_from_metadata
 from app.detection.decode import Detection, decode_output
 from app.detection.errors import InferenceError, ModelLoadError
 from app.detection.preprocess import (
@@ -137,6 +137,7 @@ class Detector:
         self.provider: str = session.get_providers()[0]
         self.model_version: str = metadata["model_version"]
         self.synthetic: bool = metadata.get("synthetic", "true") == "true"
+        self.calibration, self.screening_threshold = screening_from_metadata(metadata, str(path))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Detector:
@@ -184,6 +185,12 @@ class Detector:
             "predict %s: %d boxes in %.1f ms", file_name, len(dets), (time.perf_counter() - start) * 1e3
         )
         return dets
+
+    def probability(self, scores: Sequence[float]) -> list[float] | None:
+        """Calibrated probabilities that these raw scores are real lesions; None for an uncalibrated model."""
+        if self.calibration is None:
+            return None
+        return [float(v) for v in self.calibration(scores)]
 
     def info(self) -> dict[str, object]:
         """What /api/health reports about a loaded detector."""

@@ -24,6 +24,8 @@ class QueueItem:
     file_name: str
     box: tuple[float, float, float, float]
     score: float
+    # The calibrated probability that it is a real lesion, when the model carries a calibration.
+    probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,10 @@ class HiddenLesion:
 
 
 def rank_queue(items: Sequence[QueueItem]) -> list[QueueItem]:
-    """Queue order: highest score first, ties by file name for a stable order."""
-    return sorted(items, key=lambda q: (-q.score, q.file_name))
+    """Queue order: highest calibrated probability (else score) first, then score, then file name."""
+    return sorted(
+        items, key=lambda q: (-(q.score if q.probability is None else q.probability), -q.score, q.file_name)
+    )
 
 
 def hidden_recall(
@@ -322,3 +326,11 @@ def screening_study(
         },
         f"{report_split}_at_raw_{compare_raw:g}": queue_report(test, test_hidden, IDENTITY, compare_raw),
     }
+
+
+def queue_at_threshold(
+    queue: Sequence[QueueItem], hidden: Sequence[HiddenLesion], calibration: Calibration, threshold: float
+) -> dict[str, Any]:
+    """queue_report for a stored queue (its items already match no annotation)."""
+    labelled = label_detections([(q.file_name, q.box, q.score) for q in queue], {}, hidden)
+    return queue_report(labelled, len(hidden), calibration, threshold)

@@ -13,7 +13,13 @@ from app.db.models import KeySlice, Lesion, Prediction
 from app.db.session import assert_schema_current, make_engine, make_session_factory
 from app.deeplesion.errors import DeepLesionError
 from app.detection.pipeline import ProgressFn, split_code
-from app.detection.screening import QueueItem, hidden_recall, load_hidden_lesions
+from app.detection.screening import (
+    Calibration,
+    QueueItem,
+    hidden_recall,
+    load_hidden_lesions,
+    queue_at_threshold,
+)
 from app.review.jobs import JobContext, JobKind, JobRunner
 from app.review.predictions import has_run, store_predictions
 from app.review.summary import matches_any
@@ -25,7 +31,9 @@ class NothingToScreenError(ValueError):
     """No imported key slice matches the request (nothing imported yet, or an empty split)."""
 
 
-def missed_queue(*, session: Session, model_version: str) -> list[QueueItem]:
+def missed_queue(
+    *, session: Session, model_version: str, calibration: Calibration | None = None
+) -> list[QueueItem]:
     """Pending predictions of a model that match no current lesion: the possible-missed queue."""
     pending = (Prediction.model_version == model_version, Prediction.status == "pending")
     rows = session.execute(
@@ -47,11 +55,15 @@ def missed_queue(*, session: Session, model_version: str) -> list[QueueItem]:
         )
     ):
         boxes.setdefault(ks_id, []).append(box)
-    return [
+    items = [
         QueueItem(f, (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s))
         for ks_id, f, b, s in rows
         if not matches_any(b, boxes.get(ks_id, ()))
     ]
+    if calibration is None or not items:
+        return items
+    probs = calibration([q.score for q in items])
+    return [QueueItem(q.file_name, q.box, q.score, float(p)) for q, p in zip(items, probs, strict=True)]
 
 
 def screen_key_slices(
@@ -112,8 +124,10 @@ def screen_key_slices(
         # Between key slices, each stored in its own commit: raising here stops the pass cleanly.
         if on_progress is not None:
             on_progress(done, total)
+    calibration = getattr(detector, "calibration", None)
+    queue_threshold = getattr(detector, "screening_threshold", None)
     with session_factory() as session:
-        queue = missed_queue(session=session, model_version=detector.model_version)
+        queue = missed_queue(session=session, model_version=detector.model_version, calibration=calibration)
     result: dict[str, Any] = {
         "model_version": detector.model_version,
         "provider": detector.provider,
@@ -130,6 +144,14 @@ def screen_key_slices(
         screened = {row[0] for row in todo}
         hidden_here = [h for h in hidden if h.file_name in screened]
         result["hidden_lesions"] = hidden_recall(queue, hidden_here)
+    if calibration is not None and queue_threshold is not None:
+        # The threshold the model's calibration run chose on val; the queue is ranked by probability.
+        result["queue_threshold_probability"] = queue_threshold
+        result["queue_at_threshold"] = sum(1 for q in queue if (q.probability or 0.0) >= queue_threshold)
+        if hidden is not None:
+            result["hidden_lesions_at_threshold"] = queue_at_threshold(
+                queue, hidden_here, calibration, queue_threshold
+            )
     return result
 
 

@@ -569,3 +569,37 @@ def test_run_screen_reports_progress_and_a_raising_callback_stops_it_cleanly(
     assert res["skipped"] == stored_first_two and res["predicted"] + res["skipped"] + res["missing"] == len(
         keys
     )
+
+
+def test_a_calibrated_model_ranks_the_queue_by_probability_and_reports_it_at_its_threshold(
+    setup: tuple[Path, Path, list[float]], database_url: str, tmp_path: Path
+) -> None:
+    from app.detection.contract import contract_metadata, screening_metadata
+    from app.detection.screening import Calibration
+    from app.detection.screening import rank_queue as screening_rank
+
+    data, model, hidden = setup
+    # A calibration under which a raw 0.8 is a probability of 0.9 and 0.7 one of 0.2; the threshold 0.5.
+    cal = Calibration((0.7, 0.8), (0.2, 0.9))
+    det = Detector.load(model)
+    meta = {
+        **contract_metadata(model_version="calibrated-1", synthetic=True, training_data="x"),
+        **screening_metadata(cal, 0.5),
+    }
+    rows = det.infer(np.zeros((1, 3, 512, 512), np.float32))
+    calibrated = build_tiny_model(tmp_path / "c.onnx", rows=rows[0], metadata=meta)
+    res = _screen(data, calibrated, database_url)
+    assert res["queue_threshold_probability"] == 0.5
+    # Only the 0.8 boxes pass 0.5: one per predicted key slice (the 0.7 box is the annotated lesion on 108).
+    assert res["queue_at_threshold"] == 2
+    at = res["hidden_lesions_at_threshold"]
+    assert isinstance(at, dict) and (at["left_out_found"], at["left_out_total"], at["recall"]) == (1, 1, 1.0)
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            queue = missed_queue(session=session, model_version="calibrated-1", calibration=cal)
+    finally:
+        engine.dispose()
+    ranked = screening_rank(queue)
+    assert [q.probability for q in ranked] == sorted((q.probability for q in queue), reverse=True)
+    assert ranked[0].probability == pytest.approx(0.9)

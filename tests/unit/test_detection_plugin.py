@@ -199,3 +199,34 @@ def test_the_default_preprocessing_is_unchanged_for_the_shipped_recipe() -> None
     np.testing.assert_allclose(
         t.to_original(t.to_input(np.array([[10.0, 20.0, 30.0, 40.0]]))), [[10, 20, 30, 40]]
     )
+
+
+def test_a_model_carries_its_score_calibration_and_queue_threshold(tmp_path: Path) -> None:
+    from app.detection.contract import screening_metadata, write_metadata
+    from app.detection.screening import Calibration
+
+    plain = build_tiny_model(tmp_path / "plain.onnx")
+    assert Detector.load(plain).probability([0.5]) is None
+    cal = Calibration((0.1, 0.9), (0.0, 0.8))
+    stamped = write_metadata(plain, tmp_path / "cal.onnx", screening_metadata(cal, 0.4))
+    det = Detector.load(stamped)
+    assert det.screening_threshold == 0.4 and det.probability([0.5]) == pytest.approx([0.4])
+    assert det.model_version == Detector.load(plain).model_version
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        ({"score_calibration": '{"scores": [0.2, 0.1], "probabilities": [0, 1]}'}, "ascending"),
+        ({"score_calibration": "not json"}, "calibration"),
+        ({"screening_threshold": "0.5"}, "score_calibration is missing"),
+    ],
+)
+def test_an_unusable_calibration_is_a_load_error(
+    tmp_path: Path, updates: dict[str, str], message: str
+) -> None:
+    from app.detection.contract import write_metadata
+
+    path = write_metadata(build_tiny_model(tmp_path / "m.onnx"), tmp_path / "bad.onnx", updates)
+    with pytest.raises(ModelLoadError, match=message):
+        Detector.load(path)
