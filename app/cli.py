@@ -459,7 +459,7 @@ def evaluate(
     pool_with: tuple[Path, ...],
     no_progress: bool,
 ) -> None:
-    """DeepLesion FROC of the detector on a split (IoU >= 0.5, noisy excluded), stored in the database."""
+    """DeepLesion FROC of a split as the dataset authors compute it (IoU >= 0.5, noisy dropped), stored."""
     import json
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -505,7 +505,9 @@ def evaluate(
         return
     click.echo(
         f"model {res['model_version']} on {res['provider']}; split {res['split']} against {against}: "
-        f"{res['images']} key slices, {res['lesions']} lesions ({res['noisy_excluded']} noisy excluded)"
+        f"{res['images']} key slices, {res['lesions']} lesions ({res['noisy_excluded']} noisy dropped, "
+        f"{res['images_without_lesion_dropped']} key slices left without a lesion dropped); "
+        f"curve read as {res['froc_reading']}"
     )
     click.echo("FP/image     " + " ".join(f"{r:>6g}" for r in res["fp_rates"]))
     click.echo("sensitivity% " + " ".join(f"{100 * v:6.1f}" for v in res["sensitivity"]))
