@@ -590,9 +590,11 @@ def screen(
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--device", type=_DEVICE, default="auto", show_default=True)
-@click.option("--fit-split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
 @click.option(
-    "--report-split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+    "--fit-split", default="val", show_default=True, help="Split(s), comma-separated, to calibrate on."
+)
+@click.option(
+    "--report-split", default="test", show_default=True, help="Split(s), comma-separated, to report on."
 )
 @click.option(
     "--write-model",

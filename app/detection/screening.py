@@ -248,9 +248,9 @@ def choose_threshold(
 
 
 def _split_detections(
-    data_dir: Path, detector: Any, split: str, store_threshold: float, progress: bool
+    data_dir: Path, detector: Any, splits: str, store_threshold: float, progress: bool
 ) -> tuple[list[ScoredDetection], int, int]:
-    """Labelled detections of one split, its left-out lesion count, and its key slice count."""
+    """Labelled detections of some splits (comma-separated), their left-out lesion and key slice counts."""
     from tqdm import tqdm
 
     from app.deeplesion.csvio import read_dl_info
@@ -258,9 +258,11 @@ def _split_detections(
     from app.detection.pipeline import truth_from_records
 
     store = SliceStore(data_dir)
+    records = read_dl_info(data_dir / "DL_info.csv")
     truths = [
         t
-        for t in truth_from_records(read_dl_info(data_dir / "DL_info.csv"), split)
+        for split in splits.split(",")
+        for t in truth_from_records(records, split.strip())
         if store.exists(t.file_name)
     ]
     names = {t.file_name for t in truths}
@@ -268,7 +270,7 @@ def _split_detections(
     # Every lesion of the CSV counts as annotated, noisy or not: the review queue matches them all.
     annotated = {t.file_name: [g.box for g in t.lesions] for t in truths}
     raw: list[tuple[str, tuple[float, float, float, float], float]] = []
-    for t in tqdm(truths, desc=f"screen {split}", unit="slice", disable=not progress):
+    for t in tqdm(truths, desc=f"screen {splits}", unit="slice", disable=not progress):
         for d in detector.predict(t.file_name, store, spacing_mm=t.spacing_mm, threshold=store_threshold):
             raw.append((t.file_name, d.box, d.score))
     return label_detections(raw, annotated, hidden), len(hidden), len(truths)

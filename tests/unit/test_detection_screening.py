@@ -126,3 +126,42 @@ def test_the_threshold_chosen_on_val_maximises_the_queues_f1() -> None:
 
     # Candidates 0.9 (P 1, R .5, F1 .667), 0.6 (P .5, R .5), 0.4 (P .667, R 1, F1 .8), 0.2 (P .5, R 1).
     assert choose_threshold(_labelled(), 2, IDENTITY) == 0.4
+
+
+class _FixedDetector:
+    """Stands in for Detector: fixed boxes per key slice."""
+
+    model_version = "fixed-1"
+
+    def __init__(self, boxes: dict[str, list[tuple[tuple[float, float, float, float], float]]]) -> None:
+        self.boxes = boxes
+
+    def predict(self, file_name: str, store: Any, *, spacing_mm: Any, threshold: float) -> list[Any]:
+        from app.detection.decode import Detection
+
+        return [Detection(b, s) for b, s in self.boxes.get(file_name, []) if s >= threshold]
+
+
+def test_screening_study_fits_on_one_split_and_reports_on_another(tmp_path: Path) -> None:
+    from app.detection.screening import screening_study
+    from tests.api.review_data import build_review_dataset
+
+    build_review_dataset(tmp_path)  # stored key slices: 000002_01_01_050 (train), 000001_01_01_108 (test)
+    train, test = "000002_01_01_050.png", "000001_01_01_108.png"
+    hidden = [{"file_name": train, "box": [10, 10, 20, 20]}, {"file_name": test, "box": [100, 10, 115, 25]}]
+    (tmp_path / "synth_truth.json").write_text(json.dumps({"unannotated": hidden}))
+    det = _FixedDetector(
+        {
+            train: [((10, 10, 20, 20), 0.8), ((60, 100, 70, 110), 0.5)],
+            test: [((100, 10, 115, 25), 0.85), ((5, 100, 15, 110), 0.3)],
+        }
+    )
+    res = screening_study(tmp_path, det, fit_split="train", report_split="test")
+    # On train, 0.8 is a left-out lesion and 0.5 is not: P = 1 from 0.8 up, 0 at 0.5; best F1 at P >= 1.
+    assert res["calibration"] == {"scores": [0.5, 0.8], "probabilities": [0.0, 1.0]}
+    assert (res["threshold"], res["threshold_raw_score"]) == (1.0, 0.8)
+    assert (
+        res["test"]["queue_length"] == 1 and res["test"]["precision"] == 1.0 and res["test"]["recall"] == 1.0
+    )
+    raw = res["test_at_raw_0.3"]
+    assert (raw["queue_length"], raw["precision"], raw["recall"]) == (2, 0.5, 1.0)
