@@ -597,6 +597,12 @@ def screen(
     "--report-split", default="test", show_default=True, help="Split(s), comma-separated, to report on."
 )
 @click.option(
+    "--report-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Report on this dataset's --report-split instead of DATA_DIR's.",
+)
+@click.option(
     "--write-model",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -609,6 +615,7 @@ def screen_study(
     device: str,
     fit_split: str,
     report_split: str,
+    report_dir: Path | None,
     write_model: Path | None,
     no_progress: bool,
 ) -> None:
@@ -626,7 +633,12 @@ def screen_study(
     try:
         det = Detector.load(model or _default_model(), device=device)
         res = screening_study(
-            data_dir, det, fit_split=fit_split, report_split=report_split, progress=not no_progress
+            data_dir,
+            det,
+            fit_split=fit_split,
+            report_split=report_split,
+            report_dir=report_dir,
+            progress=not no_progress,
         )
         if write_model is not None:
             from app.detection.contract import screening_metadata, write_metadata

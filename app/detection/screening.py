@@ -169,10 +169,12 @@ def fit_calibration(scores: Sequence[float] | np.ndarray, labels: Sequence[bool]
             blocks[-1][0] += merged[0]
             blocks[-1][1] += merged[1]
             blocks[-1][3] = merged[3]
-    fitted = np.empty(len(xs))
+    # Each block is flat: its first and last score carry it exactly (np.interp is linear between blocks).
+    points: list[tuple[float, float]] = []
     for total, count, first, last in blocks:
-        fitted[int(first) : int(last) + 1] = total / count
-    return Calibration(tuple(float(v) for v in xs), tuple(float(v) for v in fitted))
+        for i in sorted({int(first), int(last)}):
+            points.append((float(xs[i]), float(total / count)))
+    return Calibration(tuple(p[0] for p in points), tuple(p[1] for p in points))
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ def screening_study(
     *,
     fit_split: str = "val",
     report_split: str = "test",
+    report_dir: Path | None = None,
     store_threshold: float = 0.05,
     compare_raw: float = 0.3,
     progress: bool = False,
@@ -292,25 +295,29 @@ def screening_study(
     """Calibrate scores and choose the queue threshold on one split, report the queue on another.
 
     The labels need synth_truth.json: a detection is a real lesion when it hits an annotated or a
-    deliberately left-out lesion; the queue is the detections hitting no annotated lesion.
+    deliberately left-out lesion; the queue is the detections hitting no annotated lesion. `report_dir`
+    reports on another dataset (its `report_split`) than the one calibrated on.
     """
     data_dir = Path(data_dir)
-    if load_hidden_lesions(data_dir) is None:
-        raise ValueError(
-            f"{data_dir} has no synth_truth.json: the queue's precision needs the left-out lesions"
-        )
+    other = Path(report_dir) if report_dir is not None else data_dir
+    for folder in dict.fromkeys([data_dir, other]):
+        if load_hidden_lesions(folder) is None:
+            raise ValueError(
+                f"{folder} has no synth_truth.json: the queue's precision needs the left-out lesions"
+            )
     fit, fit_hidden, fit_slices = _split_detections(data_dir, detector, fit_split, store_threshold, progress)
     cal = fit_calibration(
         [d.score for d in fit], [d.matches_annotation or d.hidden_index is not None for d in fit]
     )
     threshold = choose_threshold(fit, fit_hidden, cal)
     test, test_hidden, test_slices = _split_detections(
-        data_dir, detector, report_split, store_threshold, progress
+        other, detector, report_split, store_threshold, progress
     )
     raw_at = [s for s, p in zip(cal.scores, cal.probabilities, strict=True) if p >= threshold]
     return {
         "model_version": detector.model_version,
         "data_dir": str(data_dir),
+        "report_dir": str(other),
         "match": "IoU >= 0.5 (the dataset's hit criterion)",
         "store_threshold": store_threshold,
         "calibration": cal.as_dict(),

@@ -165,3 +165,22 @@ def test_screening_study_fits_on_one_split_and_reports_on_another(tmp_path: Path
     )
     raw = res["test_at_raw_0.3"]
     assert (raw["queue_length"], raw["precision"], raw["recall"]) == (2, 0.5, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(_unit, st.booleans()), min_size=1, max_size=30))
+def test_calibration_equals_the_min_max_formula_of_isotonic_regression(
+    pairs: list[tuple[float, bool]],
+) -> None:
+    from app.detection.screening import fit_calibration
+
+    xs = sorted({p[0] for p in pairs})
+    sums = [sum(float(b) for a, b in pairs if a == x) for x in xs]
+    counts = [sum(1 for a, _ in pairs if a == x) for x in xs]
+
+    def mean(j: int, k: int) -> float:
+        return sum(sums[j : k + 1]) / sum(counts[j : k + 1])
+
+    # An independent definition: f(i) = max over j <= i of min over k >= i of the mean of blocks j..k.
+    expected = [max(min(mean(j, k) for k in range(i, len(xs))) for j in range(i + 1)) for i in range(len(xs))]
+    assert fit_calibration([p[0] for p in pairs], [p[1] for p in pairs])(xs) == pytest.approx(expected)
