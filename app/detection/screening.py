@@ -169,11 +169,18 @@ def fit_calibration(scores: Sequence[float] | np.ndarray, labels: Sequence[bool]
             blocks[-1][0] += merged[0]
             blocks[-1][1] += merged[1]
             blocks[-1][3] = merged[3]
-    # Each block is flat: its first and last score carry it exactly (np.interp is linear between blocks).
+    # A run of equal values is flat: its first and last score carry it exactly (np.interp is linear
+    # between them), so the stored calibration stays small.
     points: list[tuple[float, float]] = []
     for total, count, first, last in blocks:
-        for i in sorted({int(first), int(last)}):
-            points.append((float(xs[i]), float(total / count)))
+        value = float(total / count)
+        if len(points) >= 2 and points[-1][1] == value and points[-2][1] == value:
+            points.pop()
+        points.append((float(xs[int(first)]), value))
+        if last != first:
+            if len(points) >= 2 and points[-2][1] == value and points[-1][1] == value:
+                points.pop()
+            points.append((float(xs[int(last)]), value))
     return Calibration(tuple(p[0] for p in points), tuple(p[1] for p in points))
 
 

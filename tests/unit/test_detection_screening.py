@@ -78,6 +78,9 @@ def test_calibration_is_monotone_and_keeps_the_hit_rate(pairs: list[tuple[float,
     labels = np.array([p[1] for p in pairs], dtype=float)
     cal = fit_calibration(scores, labels)
     assert all(b >= a for a, b in itertools.pairwise(cal.probabilities))
+    # Stored compactly: a flat run keeps its two ends only.
+    p = cal.probabilities
+    assert not any(a == b == c for a, b, c in zip(p, p[1:], p[2:], strict=False))
     # Isotonic regression preserves the mean: the fitted values average to the observed hit rate.
     assert cal(scores).mean() == pytest.approx(labels.mean())
     assert Calibration.from_dict(cal.as_dict())(scores) == pytest.approx(cal(scores), abs=1e-6)
