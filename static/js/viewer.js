@@ -5,7 +5,7 @@ import {
 } from "./api.js";
 import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
 import {
-  ALL_FLAG_REASONS, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS,
+  ALL_FLAG_REASONS, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS, STATUSES,
 } from "./vocabulary.js";
 
 const HU_PER_PX = 4;
@@ -790,7 +790,7 @@ async function setStatus(status) {
   if (!state.ks) return false;
   let ok = false;
   await runEdit({
-    label: `mark ${status.replace("_", " ")}`,
+    label: `mark ${STATUSES[status] ?? status}`,
     version: state.ks.status_version,
     before: { status: state.ks.status, status_version: state.ks.status_version },
     request: (version) => put(ksPath("/status"), { status, version }),
@@ -904,7 +904,7 @@ function updatePanels() {
   const typeNames = [...new Set(ks.lesions.map((l) => LESION_TYPES[l.current.lesion_type]))].join(", ");
   $("ks-meta").textContent = `patient ${ks.patient_index} · study ${ks.study_index} · series ${ks.series_id} · ${ks.split} · ` +
     `${ks.gender || "?"} ${ks.age ?? "?"} y · ${ks.image_size[0]}×${ks.image_size[1]} · ${typeNames}`;
-  $("status-text").textContent = ks.status.replace("_", " ");
+  $("status-text").textContent = STATUSES[ks.status] ?? ks.status;
   root.dataset.status = ks.status;
 
   const lesionList = $("lesion-list");

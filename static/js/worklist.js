@@ -139,7 +139,7 @@ function renderRows() {
     cell(tr, String(item.lesion_count));
     cell(tr, item.lesion_types.map((t) => LESION_TYPES[t] ?? t).join(", "));
     cell(tr, item.max_size_mm == null ? "–" : item.max_size_mm.toFixed(1));
-    const status = cell(tr, item.status.replace("_", " "));
+    const status = cell(tr, STATUSES[item.status] ?? item.status);
     status.className = `status-${item.status}`;
     const preds = document.createElement("span");
     preds.textContent = item.prediction_count ? String(item.prediction_count) : "–";
