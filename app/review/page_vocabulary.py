@@ -7,6 +7,7 @@ from typing import Any
 
 from app.deeplesion.schema import ALL_SPLITS, BOX_PADDING_PX, LESION_TYPES, SPLITS
 from app.deeplesion.windowing import DEFAULT_PRESET, DETECTOR_PRESET, DETECTOR_WINDOW, DICOM_PRESET, PRESETS
+from app.detection.froc import FP_RATES
 from app.review import vocabulary as v
 from app.review.summary import MATCH_IOU
 
@@ -48,4 +49,6 @@ def page_vocabulary() -> dict[str, Any]:
         "export_states": v.EXPORT_STATES,
         "box_padding_px": BOX_PADDING_PX,
         "hit_iou": MATCH_IOU,
+        # The FROC curve's reporting points, false positives per image.
+        "froc_fp_rates": list(FP_RATES),
     }

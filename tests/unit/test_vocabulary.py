@@ -11,6 +11,7 @@ import pytest
 
 from app.deeplesion.schema import BOX_PADDING_PX, LESION_TYPES, SPLITS
 from app.deeplesion.windowing import PRESETS
+from app.detection.froc import FP_RATES
 from app.review.overlay import overlay_marks
 from app.review.page_vocabulary import page_vocabulary
 from app.review.summary import MATCH_IOU
@@ -38,6 +39,7 @@ def test_page_vocabulary_is_json_and_takes_every_word_from_its_home() -> None:
     assert vocab["flag_reasons"] == FLAG_REASONS and vocab["statuses"] == STATUSES
     assert vocab["palette"] == PALETTE
     assert vocab["hit_iou"] == MATCH_IOU and vocab["box_padding_px"] == BOX_PADDING_PX
+    assert vocab["froc_fp_rates"] == list(FP_RATES)
 
 
 def test_every_lesion_type_has_one_colour() -> None:
