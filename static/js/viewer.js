@@ -5,7 +5,7 @@ import {
 } from "./api.js";
 import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
 import {
-  ALL_FLAG_REASONS, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS, STATUSES,
+  ALL_FLAG_REASONS, BOX_PADDING_PX, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS, STATUSES,
 } from "./vocabulary.js";
 
 const HU_PER_PX = 4;
@@ -331,7 +331,8 @@ function compose(p1, p2, { t, d1, d2 }) {
   return [p1, p2, { x: f.x + d1 * n.x, y: f.y + d1 * n.y }, { x: f.x + d2 * n.x, y: f.y + d2 * n.y }];
 }
 
-function boxOfPoints(points, pad = 5) {
+// The dataset's box rule (app/deeplesion/geometry.py box_from_recist); the server recomputes it on save.
+function boxOfPoints(points, pad = BOX_PADDING_PX) {
   const xs = points.map((p) => p.x);
   const ys = points.map((p) => p.y);
   return [Math.min(...xs) - pad, Math.min(...ys) - pad, Math.max(...xs) + pad, Math.max(...ys) + pad];

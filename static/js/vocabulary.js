@@ -22,6 +22,9 @@ export const STATUSES = vocabulary.statuses;
 // Flag reason -> label, including "dataset" (the Possibly_noisy flag of DL_info.csv).
 export const ALL_FLAG_REASONS = vocabulary.all_flag_reasons;
 
+// Pixels the dataset pads a lesion's box by around its RECIST end points.
+export const BOX_PADDING_PX = vocabulary.box_padding_px;
+
 // Stylesheet swatches (.sw-original, ...) read the palette through custom properties set here.
 for (const [name, colour] of Object.entries(PALETTE)) {
   document.documentElement.style.setProperty(`--c-${name}`, colour);
