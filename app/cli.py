@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from app.deeplesion.schema import ALL_SPLITS, SPLITS
 from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES
+
+_SPLIT_CHOICES = [*SPLITS.values(), ALL_SPLITS]
 
 
 @click.group()
@@ -421,9 +424,7 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True
-)
+@click.option("--split", type=click.Choice(_SPLIT_CHOICES), default="test", show_default=True)
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
     "--against",
@@ -520,7 +521,7 @@ def evaluate(
 
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="all", show_default=True)
+@click.option("--split", type=click.Choice(_SPLIT_CHOICES), default="all", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many key slices.")
 @click.option(
     "--threshold",

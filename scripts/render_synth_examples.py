@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.deeplesion.render import ORIGINAL, OverlayMark, draw_overlays
+from app.deeplesion.render import OverlayMark, draw_overlays
 from app.deeplesion.synth.generator import Observation, PatientPlan, plan_patient
 from app.deeplesion.windowing import PRESETS, Window, apply_window
+from app.review.vocabulary import palette_rgb
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "images"
 
@@ -56,7 +57,7 @@ def main() -> None:
     )
     long_mm = ob.diameters[0] * ob.series.spacing_mm
     short_mm = ob.diameters[1] * ob.series.spacing_mm
-    mark = OverlayMark(ob.recist, ob.box, f"{long_mm:.1f} x {short_mm:.1f} mm", ORIGINAL)
+    mark = OverlayMark(ob.recist, ob.box, f"{long_mm:.1f} x {short_mm:.1f} mm", palette_rgb("original"))
     draw_overlays(_slice(plan, ob, 0.0, "soft_tissue", args.seed), [mark]).save(
         args.out / "synth_liver_lesion_recist.png", optimize=True
     )

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, Field, FiniteFloat
+from pydantic import AfterValidator, BaseModel, Field, FiniteFloat
 
-from app.review.vocabulary import NOTE_MAX_CHARS
+from app.deeplesion.schema import ALL_SPLITS, LESION_TYPES, SPLITS
+from app.review.vocabulary import EXPORT_STATES, FLAG_REASONS, NOTE_MAX_CHARS, STATUSES
 
+if TYPE_CHECKING:
+    FlagReason = str
+    StatusName = str
+    SplitName = str
+    SplitOrAll = str
+    ExportState = str
+else:
+    # Literals built from the vocabulary: pydantic checks them and OpenAPI lists them as enums.
+    FlagReason = Literal[tuple(FLAG_REASONS)]
+    StatusName = Literal[tuple(STATUSES)]
+    SplitName = Literal[tuple(SPLITS.values())]
+    SplitOrAll = Literal[(*SPLITS.values(), ALL_SPLITS)]
+    ExportState = Literal[tuple(EXPORT_STATES)]
+
+
+def _lesion_type(value: int) -> int:
+    """A DL_info Coarse_lesion_type (not a Literal: a query string's "5" would not coerce to one)."""
+    if value not in LESION_TYPES:
+        raise ValueError(f"lesion type must be one of {', '.join(map(str, LESION_TYPES))}")
+    return value
+
+
+LesionType = Annotated[
+    int, AfterValidator(_lesion_type), Field(json_schema_extra={"enum": list(LESION_TYPES)})
+]
 Recist = Annotated[list[FiniteFloat], Field(min_length=8, max_length=8)]
 Box = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4)]
 Version = Annotated[int, Field(ge=0, le=2**31 - 1)]
-LesionType = Annotated[int, Field(ge=-1, le=8)]
 
 
 class VersionBody(BaseModel):
@@ -24,7 +49,7 @@ class FlagBody(BaseModel):
     """Flag a lesion as noisy."""
 
     version: Version
-    reason: Literal["not_a_lesion", "wrong_measurement", "duplicate", "other"]
+    reason: FlagReason
     note: Annotated[str, Field(max_length=NOTE_MAX_CHARS)] = ""
 
 
@@ -49,7 +74,7 @@ class AddLesionBody(BaseModel):
 class StatusBody(BaseModel):
     """A reviewer's status of a key slice."""
 
-    status: Literal["unreviewed", "in_progress", "done"]
+    status: StatusName
     version: Version
 
 

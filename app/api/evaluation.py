@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict
 
+from app.api.bodies import ExportState, SplitOrAll
 from app.api.deps import ReleasingRoute, get_job_runner, require_detector
 from app.api.security import AdminUser, CurrentUser, Db, no_store
 from app.review.evaluations import EVALUATION, job_evaluation, latest_evaluation
@@ -20,8 +21,8 @@ class EvaluationRequest(BaseModel):
     """What to evaluate: a split, against the original annotations or the reviewers' current state."""
 
     model_config = ConfigDict(extra="forbid")
-    split: Literal["train", "val", "test", "all"] = "test"
-    against: Literal["original", "corrected"] = "original"
+    split: SplitOrAll = "test"
+    against: ExportState = "original"
 
 
 def _no_evaluation(detail: str) -> HTTPException:

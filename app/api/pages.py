@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import ReleasingRoute
 from app.api.security import current_user
+from app.review.page_vocabulary import page_vocabulary
 from app.review.users import UserInfo
 
 router = APIRouter(include_in_schema=False, route_class=ReleasingRoute)
@@ -33,10 +34,10 @@ def _login_redirect(request: Request) -> Response:
 
 
 def _render(request: Request, template: str, page: str, **context: Any) -> Response:
-    """Render one page template with the shared context (nav, csrf meta, page module name)."""
+    """Render one page template with the shared context (nav, csrf meta, vocabulary, page module name)."""
     templates = request.app.state.templates
     csrf = getattr(request.state, "csrf_token", "") or ""
-    context = {"page": page, "nav": NAV, "csrf_token": csrf, **context}
+    context = {"page": page, "nav": NAV, "csrf_token": csrf, "vocab": page_vocabulary(), **context}
     response: Response = templates.TemplateResponse(request, template, context)
     # Pages hold no data (the JS reads the API), but a stale shell after a deploy would load old modules.
     response.headers["Cache-Control"] = "no-store"

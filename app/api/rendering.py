@@ -7,13 +7,12 @@ from typing import Annotated
 
 from fastapi import Query
 
-from app.deeplesion.windowing import PRESETS, Window, resolve_window
+from app.deeplesion.windowing import MAX_WIDTH, MIN_WIDTH, PRESETS, SPECIAL_PRESETS, Window, resolve_window
 
-MAX_WIDTH = 65535.0
 # Only used to check a request's combination of parameters before the slice's own window is known.
 _PROBE_DICOM_WINDOW = (-160.0, 240.0)
 
-PRESET_NAMES: tuple[str, ...] = (*sorted(PRESETS), *(p for p in ("dicom", "detector") if p not in PRESETS))
+PRESET_NAMES: tuple[str, ...] = (*PRESETS, *SPECIAL_PRESETS)
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,12 @@ async def rendering_params(
     ] = None,
     center: Annotated[float | None, Query(description="Window centre in HU (with width).")] = None,
     width: Annotated[
-        float | None, Query(ge=1, le=MAX_WIDTH, description="Window width in HU, 1..65535 (with center).")
+        float | None,
+        Query(
+            ge=MIN_WIDTH,
+            le=MAX_WIDTH,
+            description=f"Window width in HU, {MIN_WIDTH:g}..{MAX_WIDTH:g} (with center).",
+        ),
     ] = None,
     min: Annotated[float | None, Query(description="Lowest HU shown black (with max).")] = None,  # noqa: A002
     max: Annotated[float | None, Query(description="Highest HU shown white (with min).")] = None,  # noqa: A002

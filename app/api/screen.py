@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.bodies import SplitOrAll
 from app.api.deps import ReleasingRoute, get_job_runner, require_detector
 from app.api.security import AdminUser, CurrentUser, Db, no_store
+from app.deeplesion.schema import ALL_SPLITS
 from app.review.jobs import JobRunner, get_job, latest_done_job, list_jobs
 from app.review.screening import SCREEN
 
@@ -20,7 +22,7 @@ class ScreenRequest(BaseModel):
     """Which key slices to screen and down to which score the predictions are stored (and queued)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    split: Literal["train", "val", "test", "all"] = "all"
+    split: SplitOrAll = ALL_SPLITS
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     limit: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
 

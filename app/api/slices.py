@@ -363,9 +363,9 @@ async def slice_image(
 
 def _overlay_marks(request: Request, file_name: str) -> tuple[list[Any], str]:
     """The key slice's current lesions as overlay marks, plus a digest of their state for the ETag."""
-    from app.deeplesion.render import ADDED, CORRECTED, ORIGINAL, OverlayMark
     from app.review.corrections import key_slice_detail
     from app.review.errors import NotFoundError
+    from app.review.overlay import overlay_marks
 
     try:
         with request.app.state.session_factory() as session:
@@ -373,26 +373,6 @@ def _overlay_marks(request: Request, file_name: str) -> tuple[list[Any], str]:
     except NotFoundError:
         # A context slice has no lesions of its own: the plain image is the honest answer.
         return [], "none"
-    marks: list[Any] = []
-    for lesion in detail.get("lesions", []):
-        if lesion.get("review") == "deleted":
-            continue
-        current = lesion.get("current") or {}
-        if lesion.get("origin") == "added":
-            color = ADDED
-        elif lesion.get("review") == "edited":
-            color = CORRECTED
-        else:
-            color = ORIGINAL
-        recist = current.get("recist")
-        box = current.get("box")
-        marks.append(
-            OverlayMark(
-                recist=tuple(recist) if recist else None,
-                box=tuple(box) if box else None,
-                label=f"#{lesion.get('id')}" + (" flagged" if lesion.get("review") == "flagged" else ""),
-                color=color,
-            )
-        )
-    state = ";".join(f"{lesion.get('id')}:{lesion.get('version')}" for lesion in detail.get("lesions", []))
-    return marks, state
+    lesions = detail.get("lesions", [])
+    state = ";".join(f"{lesion.get('id')}:{lesion.get('version')}" for lesion in lesions)
+    return list(overlay_marks(lesions)), state

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import Field
 
+from app.api.bodies import LesionType, SplitName, StatusName
 from app.api.deps import ReleasingRoute
 from app.api.security import CurrentUser, Db, no_store
 from app.review.worklist import WorklistFilter, list_key_slices, neighbours
@@ -17,10 +17,10 @@ router = APIRouter(
 
 
 def worklist_filter(
-    split: Literal["train", "val", "test"] | None = None,
-    lesion_type: Annotated[list[Annotated[int, Field(ge=-1, le=8)]] | None, Query()] = None,
+    split: SplitName | None = None,
+    lesion_type: Annotated[list[LesionType] | None, Query()] = None,
     noisy: bool | None = None,
-    status: Literal["unreviewed", "in_progress", "done"] | None = None,
+    status: StatusName | None = None,
     reviewer: Annotated[str | None, Query(max_length=64)] = None,
     patient: Annotated[int | None, Query(ge=0, le=10**9)] = None,
     min_size_mm: Annotated[float | None, Query(ge=0, le=1e6)] = None,

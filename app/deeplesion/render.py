@@ -11,17 +11,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 RGB = tuple[int, int, int]
 
-# Standard mark colours: the dataset's original annotation, a reviewer's correction, a lesion added
-# by a reviewer, and a detector prediction.
-ORIGINAL: RGB = (0, 220, 0)
-CORRECTED: RGB = (255, 220, 0)
-ADDED: RGB = (0, 220, 255)
-PREDICTION: RGB = (255, 0, 255)
-
 
 @dataclass(frozen=True)
 class OverlayMark:
     """One mark to draw: RECIST end points (8 floats) and/or a box (4 floats), a label and a colour."""
+
+    # Colours are the caller's: the review overlay picks them from the palette by layer (app.review.overlay).
 
     recist: Sequence[float] | None
     box: Sequence[float] | None

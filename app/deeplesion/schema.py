@@ -39,6 +39,8 @@ LESION_TYPES: dict[int, str] = {
 }
 
 SPLITS: dict[int, str] = {1: "train", 2: "val", 3: "test"}
+# The split filter that takes every split (evaluation, screening, export).
+ALL_SPLITS = "all"
 
 HU_OFFSET = 32768
 BOX_PADDING_PX = 5.0

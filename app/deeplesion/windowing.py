@@ -24,7 +24,8 @@ PRESETS: dict[str, tuple[float, float]] = {
 DETECTOR_WINDOW: tuple[float, float] = (-1024.0, 3071.0)
 DEFAULT_PRESET = "soft_tissue"
 # Presets that are not fixed numbers: the slice's own DICOM window and the detector window.
-SPECIAL_PRESETS: tuple[str, ...] = ("dicom", "detector")
+DICOM_PRESET, DETECTOR_PRESET = "dicom", "detector"
+SPECIAL_PRESETS: tuple[str, ...] = (DICOM_PRESET, DETECTOR_PRESET)
 MIN_WIDTH = 1.0
 MAX_WIDTH = 65535.0
 
@@ -63,7 +64,7 @@ class Window:
     @classmethod
     def preset(cls, name: str) -> Window:
         """A fixed preset by name (see PRESETS, plus 'detector')."""
-        if name == "detector":
+        if name == DETECTOR_PRESET:
             return cls.from_min_max(*DETECTOR_WINDOW)
         if name not in PRESETS:
             raise InvalidWindowError(
@@ -84,10 +85,12 @@ class Window:
 
 
 def window_reference(hu: npt.ArrayLike, window: Window) -> npt.NDArray[np.uint8]:
-    """Plain formula: clip((hu - lo) / (hi - lo) * 255, 0, 255), rounded half up to the nearest integer."""
+    """The windowing rule: clip(floor((hu - lo) / (hi - lo) * 255 + 0.5), 0, 255) in float64 (half up)."""
     values = np.asarray(hu, dtype=np.float64)
+    # The browser's LUT (static/js/lut.js windowGrey) repeats these float64 steps in this order, so every
+    # int16 HU gets the same grey on both sides (tests/e2e/test_parity.py); floor(x + 0.5) rounds halves up,
+    # unlike np.rint's banker's rounding, and unlike truncation.
     scaled = (values - window.lo) / (window.hi - window.lo) * 255.0
-    # floor(x + 0.5) rounds halves up, unlike np.rint's banker's rounding; stated so clients can match it.
     return np.clip(np.floor(scaled + 0.5), 0.0, 255.0).astype(np.uint8)
 
 
@@ -152,7 +155,7 @@ def resolve_window(
         if lo_f is None or hi_f is None:
             raise InvalidWindowError("min and max must be given together")
         return Window.from_min_max(lo_f, hi_f)
-    if preset == "dicom":
+    if preset == DICOM_PRESET:
         if dicom_window is None:
             raise InvalidWindowError("this slice has no DICOM window; choose another preset")
         return _dicom(dicom_window)

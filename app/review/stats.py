@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import KeySlice, KeySliceReview, Lesion, OriginalLesion, User
 from app.review.serialize import SPLIT_NAMES
+from app.review.vocabulary import STATUSES
 
 SIZE_EDGES_MM = [0.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 1000.0]
 
@@ -43,7 +44,7 @@ def overview(*, session: Session) -> dict[str, Any]:
     ).all()
     users: dict[str, dict[str, int]] = {}
     for name, status, n in per_user:
-        users.setdefault(name, {"in_progress": 0, "done": 0, "unreviewed": 0})[status] = int(n)
+        users.setdefault(name, dict.fromkeys(STATUSES, 0))[status] = int(n)
     for name, c in sorted(users.items()):
         seen = c["in_progress"] + c["done"]
         by_reviewer.append(

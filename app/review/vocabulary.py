@@ -50,6 +50,30 @@ PALETTE: dict[str, str] = {
     "added": "#39ff14",
     "predicted": "#ff4fd8",
     "selected": "#ffffff",
+    # A mark drawn but not yet saved (the viewer's "saving…" outline).
+    "pending": "#ffffff",
+}
+
+
+def palette_rgb(name: str) -> tuple[int, int, int]:
+    """A PALETTE colour as an (r, g, b) triple, for drawing into images."""
+    hex_colour = PALETTE[name].lstrip("#")
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (0, 2, 4))
+    return r, g, b
+
+
+# One colour per DL_info lesion type (app.deeplesion.schema.LESION_TYPES), distinguishable on white and dark:
+# the overview's body map and histograms.
+LESION_TYPE_COLOURS: dict[int, str] = {
+    -1: "#9e9e9e",
+    1: "#e6194b",
+    2: "#f58231",
+    3: "#911eb4",
+    4: "#3cb44b",
+    5: "#4363d8",
+    6: "#bfa100",
+    7: "#f032e6",
+    8: "#469990",
 }
 
 # Which annotations an export or an evaluation reads.

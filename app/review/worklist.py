@@ -12,9 +12,10 @@ from app.db.models import KeySlice, KeySliceReview, User
 from app.review.errors import InvalidInputError, NotFoundError
 from app.review.serialize import SPLIT_IDS, SPLIT_NAMES
 from app.review.summary import type_bit, types_from_mask
+from app.review.vocabulary import STATUSES
 
 SORTS = ("file_name", "patient", "size", "lesion_count", "status", "missed_score")
-STATUS_RANK = {"unreviewed": 0, "in_progress": 1, "done": 2}
+STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def list_key_slices(
     # the reviewer's own status rows (at most one per key slice they touched) within the same filters.
     conds = _conditions(flt)
     total_all = session.execute(select(func.count(KeySlice.id)).where(*conds)).scalar_one()
-    counts = {"total": int(total_all), "unreviewed": 0, "in_progress": 0, "done": 0}
+    counts = {"total": int(total_all), **dict.fromkeys(STATUSES, 0)}
     if reviewer_id is not None:
         reviewed = select(KeySliceReview.status, func.count()).where(
             KeySliceReview.user_id == reviewer_id, KeySliceReview.status != "unreviewed"

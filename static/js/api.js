@@ -208,17 +208,6 @@ function renderBanner(h) {
   }
 }
 
-export const LESION_TYPES = {
-  "-1": "unlabelled", 1: "bone", 2: "abdomen", 3: "mediastinum", 4: "liver",
-  5: "lung", 6: "kidney", 7: "soft tissue", 8: "pelvis",
-};
-
-// Colour per lesion type (overview map and histograms), distinguishable on white and dark.
-export const TYPE_COLORS = {
-  "-1": "#9e9e9e", 1: "#e6194b", 2: "#f58231", 3: "#911eb4", 4: "#3cb44b",
-  5: "#4363d8", 6: "#bfa100", 7: "#f032e6", 8: "#469990",
-};
-
 export function isTypingTarget(el) {
   if (!el) return false;
   const tag = el.tagName;

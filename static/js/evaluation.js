@@ -2,9 +2,10 @@
 import { ApiError, ConflictError, describeError, get, hideError, initShell, post, showError } from "./api.js";
 import { svg } from "./charts.js";
 import { ACTIVE, pollJob, showProgress, waitForOtherJob } from "./jobs.js";
+import { vocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
-const FP_POINTS = [0.5, 1, 2, 4, 8, 16];
+const FP_POINTS = vocabulary.froc_fp_rates;
 
 // Accepts the documented shape and a few near variants, so a renamed field shows as "no points", not a crash.
 export function frocPoints(result) {

@@ -1,5 +1,6 @@
 // Dataset overview: Fig. 1-style body map, review progress, size and type histograms.
-import { LESION_TYPES, TYPE_COLORS, describeError, get, initShell, showError } from "./api.js";
+import { describeError, get, initShell, showError } from "./api.js";
+import { LESION_TYPES, STATUSES, TYPE_COLORS } from "./vocabulary.js";
 import { barChart } from "./charts.js";
 
 const $ = (id) => document.getElementById(id);
@@ -140,8 +141,9 @@ async function start() {
   legend(stats.type_counts || {});
   const progress = stats.progress || { by_reviewer: [], by_split: [] };
   fillTable("progress-reviewer", progress.by_reviewer.map((r) => {
-    const total = r.unreviewed + r.in_progress + r.done;
-    return [r.reviewer, r.unreviewed, r.in_progress, r.done, minibar(total ? r.done / total : 0)];
+    const counts = Object.keys(STATUSES).map((s) => r[s]);
+    const total = counts.reduce((a, b) => a + b, 0);
+    return [r.reviewer, ...counts, minibar(total ? r.done / total : 0)];
   }));
   fillTable("progress-split", progress.by_split.map((s) => [s.split, s.done, s.total, minibar(s.total ? s.done / s.total : 0)]));
   const hist = stats.size_histogram || { edges_mm: [], counts: [] };

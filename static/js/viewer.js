@@ -1,24 +1,13 @@
 // Slice viewer: raw int16 HU pixels windowed in the browser, context scrolling, overlays and review tools.
 import {
-  ApiError, ConflictError, LESION_TYPES, NetworkError, del, describeError, get, hideError,
+  ApiError, ConflictError, NetworkError, del, describeError, get, hideError,
   initShell, isTypingTarget, post, put, showConflict, showError, wireKeymap,
 } from "./api.js";
+import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
+import {
+  ALL_FLAG_REASONS, BOX_PADDING_PX, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS, STATUSES,
+} from "./vocabulary.js";
 
-export const PRESETS = {
-  1: { name: "soft tissue", center: 40, width: 400 },
-  2: { name: "lung", center: -600, width: 1500 },
-  3: { name: "liver", center: 90, width: 150 },
-  4: { name: "bone", center: 480, width: 2500 },
-  5: { name: "brain", center: 40, width: 80 },
-};
-export const COLORS = {
-  original: "#ffd400",
-  corrected: "#00e5ff",
-  added: "#39ff14",
-  prediction: "#ff4fd8",
-  pending: "#ffffff",
-};
-const HU_OFFSET = 32768;
 const HU_PER_PX = 4;
 const PREFETCH_CONCURRENCY = 4;
 const HANDLE_PX = 8;
@@ -37,15 +26,15 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ks: null,
   current: keyIndex,
-  window: { ...PRESETS[1] },
-  windowName: "soft tissue",
+  window: { center: DEFAULT_PRESET.center, width: DEFAULT_PRESET.width },
+  windowName: DEFAULT_PRESET.label,
   invert: false,
   zoom: 1,
   panX: 0,
   panY: 0,
   tool: "pointer",
   selected: null, // {kind: "lesion"|"prediction", id}
-  layers: { original: true, corrected: true, added: true, prediction: true },
+  layers: Object.fromEntries(Object.keys(LAYERS).map((layer) => [layer, true])),
   threshold: 0.5,
   drawing: null,
   dragging: null,
@@ -152,17 +141,6 @@ function pumpPrefetch() {
 const lut = new Uint32Array(65536);
 let lutKey = "";
 
-export function buildLut(table, center, width, invert) {
-  const lo = center - width / 2;
-  const scale = 255 / width;
-  for (let v = 0; v < 65536; v++) {
-    let g = (v - HU_OFFSET - lo) * scale;
-    g = g <= 0 ? 0 : g >= 255 ? 255 : g | 0;
-    if (invert) g = 255 - g;
-    table[v] = 0xff000000 | (g << 16) | (g << 8) | g;
-  }
-}
-
 function ensureLut() {
   const key = `${state.window.center}|${state.window.width}|${state.invert}`;
   if (key !== lutKey) {
@@ -188,18 +166,16 @@ function windowInto(data) {
   ensureLut();
   const out = imageData32;
   const n = data.length;
-  for (let i = 0; i < n; i++) out[i] = lut[data[i] + HU_OFFSET];
+  for (let i = 0; i < n; i++) out[i] = lut[data[i] + INT16_OFFSET];
   imageCtx.putImageData(imageData, 0, 0);
 }
 
 // The baseline the benchmark compares against: per-pixel arithmetic, four byte writes, no table.
 function windowIntoNaive(data) {
   const px = imageData.data;
-  const { center, width } = state.window;
-  const lo = center - width / 2;
+  const [lo, hi] = windowBounds(state.window.center, state.window.width);
   for (let i = 0; i < data.length; i++) {
-    let g = Math.round(((data[i] - lo) / width) * 255);
-    g = Math.min(255, Math.max(0, g));
+    let g = windowGrey(data[i], lo, hi);
     if (state.invert) g = 255 - g;
     px[i * 4] = g;
     px[i * 4 + 1] = g;
@@ -355,7 +331,8 @@ function compose(p1, p2, { t, d1, d2 }) {
   return [p1, p2, { x: f.x + d1 * n.x, y: f.y + d1 * n.y }, { x: f.x + d2 * n.x, y: f.y + d2 * n.y }];
 }
 
-function boxOfPoints(points, pad = 5) {
+// The dataset's box rule (app/deeplesion/geometry.py box_from_recist); the server recomputes it on save.
+function boxOfPoints(points, pad = BOX_PADDING_PX) {
   const xs = points.map((p) => p.x);
   const ys = points.map((p) => p.y);
   return [Math.min(...xs) - pad, Math.min(...ys) - pad, Math.max(...xs) + pad, Math.max(...ys) + pad];
@@ -396,7 +373,7 @@ function layerOf(lesion) {
 }
 
 function flagLabel(flag) {
-  return `${flag.reason.replaceAll("_", " ")}${flag.note ? `: ${flag.note}` : ""}`;
+  return `${ALL_FLAG_REASONS[flag.reason] ?? flag.reason}${flag.note ? `: ${flag.note}` : ""}`;
 }
 
 function lesionSlice(lesion) {
@@ -410,7 +387,7 @@ function visibleLesions() {
 }
 
 function visiblePredictions() {
-  if (!state.ks || !state.layers.prediction || state.current !== keyIndex) return [];
+  if (!state.ks || !state.layers.predicted || state.current !== keyIndex) return [];
   return (state.ks.predictions || []).filter((p) => p.status === "pending" && p.score >= state.threshold);
 }
 
@@ -451,7 +428,7 @@ function drawOverlay() {
     const layer = layerOf(lesion);
     const selected = state.selected && state.selected.kind === "lesion" && state.selected.id === lesion.id;
     if (layer === "corrected" && lesion.original && state.layers.original) {
-      drawGeometry(ctx, lesion.original, COLORS.original, { dashed: true, faint: true });
+      drawGeometry(ctx, lesion.original, PALETTE.original, { dashed: true, faint: true });
     }
     const g = displayedGeometry(lesion);
     const flagged = lesion.flag !== null;
@@ -461,19 +438,19 @@ function drawOverlay() {
       flagged ? `⚑ noisy (${flagLabel(lesion.flag)})` : "",
       lesion.confirmed && !flagged ? "✓" : "",
     ].filter(Boolean).join(" · ");
-    drawGeometry(ctx, g, COLORS[layer], { dashed: flagged, selected, label, handles: selected });
+    drawGeometry(ctx, g, PALETTE[layer], { dashed: flagged, selected, label, handles: selected });
   }
   for (const prediction of visiblePredictions()) {
     const selected = state.selected && state.selected.kind === "prediction" && state.selected.id === prediction.id;
     // A prediction on a lesion that is already marked is drawn dashed and says so: accepting it asks first.
     const dup = prediction.matches_annotation ? " · = a marked lesion" : "";
-    drawGeometry(ctx, { box: prediction.box }, COLORS.prediction, {
+    drawGeometry(ctx, { box: prediction.box }, PALETTE.predicted, {
       selected, dashed: prediction.matches_annotation, labelBelow: true,
       label: `AI ${prediction.score.toFixed(2)}${dup}${selected ? " · Enter accept · Esc reject" : ""}`,
     });
   }
   if (state.pending && state.pending.newGeometry) {
-    drawGeometry(ctx, state.pending.newGeometry, COLORS.pending, { dashed: true, label: "saving…" });
+    drawGeometry(ctx, state.pending.newGeometry, PALETTE.pending, { dashed: true, label: "saving…" });
   }
   if (state.drawing) drawInProgress(ctx, state.drawing);
 }
@@ -551,7 +528,7 @@ function boxCorners(b) {
 
 function drawInProgress(ctx, d) {
   if (d.kind === "box") {
-    drawGeometry(ctx, { box: normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]) }, COLORS.added, { dashed: true, label: "box" });
+    drawGeometry(ctx, { box: normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]) }, PALETTE.added, { dashed: true, label: "box" });
     return;
   }
   const long = len(sub(d.p2, d.p1));
@@ -559,17 +536,17 @@ function drawInProgress(ctx, d) {
     const a = toScreen(d.p1.x, d.p1.y);
     const b = toScreen(d.p2.x, d.p2.y);
     ctx.save();
-    ctx.strokeStyle = COLORS.added;
+    ctx.strokeStyle = PALETTE.added;
     ctx.lineWidth = 2;
     line(ctx, a, b);
-    ctx.fillStyle = COLORS.added;
+    ctx.fillStyle = PALETTE.added;
     ctx.font = "12px system-ui, sans-serif";
     ctx.fillText(`long ${lengthLabel(long)}${d.phase === 1 ? "" : " — now drag across for the short axis"}`, b.x + 8, b.y);
     ctx.restore();
     return;
   }
   const pts = compose(d.p1, d.p2, d.short);
-  drawGeometry(ctx, { recist: pointsToRecist(pts) }, COLORS.added, {
+  drawGeometry(ctx, { recist: pointsToRecist(pts) }, PALETTE.added, {
     dashed: true, label: `${lengthLabel(long)} × ${lengthLabel(Math.abs(d.short.d2 - d.short.d1))}`,
   });
 }
@@ -814,7 +791,7 @@ async function setStatus(status) {
   if (!state.ks) return false;
   let ok = false;
   await runEdit({
-    label: `mark ${status.replace("_", " ")}`,
+    label: `mark ${STATUSES[status] ?? status}`,
     version: state.ks.status_version,
     before: { status: state.ks.status, status_version: state.ks.status_version },
     request: (version) => put(ksPath("/status"), { status, version }),
@@ -928,7 +905,7 @@ function updatePanels() {
   const typeNames = [...new Set(ks.lesions.map((l) => LESION_TYPES[l.current.lesion_type]))].join(", ");
   $("ks-meta").textContent = `patient ${ks.patient_index} · study ${ks.study_index} · series ${ks.series_id} · ${ks.split} · ` +
     `${ks.gender || "?"} ${ks.age ?? "?"} y · ${ks.image_size[0]}×${ks.image_size[1]} · ${typeNames}`;
-  $("status-text").textContent = ks.status.replace("_", " ");
+  $("status-text").textContent = STATUSES[ks.status] ?? ks.status;
   root.dataset.status = ks.status;
 
   const lesionList = $("lesion-list");
@@ -976,7 +953,7 @@ function updatePanels() {
       select({ kind: "prediction", id: p.id });
     });
     const sw = document.createElement("span");
-    sw.className = "swatch sw-prediction";
+    sw.className = "swatch sw-predicted";
     li.append(sw, button);
     predList.appendChild(li);
   }
@@ -1039,14 +1016,15 @@ function dicomWindow() {
 }
 
 function applyPreset(key) {
-  if (key === 0 || key === "0") {
+  const p = PRESETS[key];
+  if (!p) return;
+  if (p === DICOM_PRESET) {
     const w = dicomWindow();
-    if (w) setWindow(w.center, w.width, "DICOM");
+    if (w) setWindow(w.center, w.width, p.label);
     else setMessage("This slice has no DICOM window in the CSV.");
     return;
   }
-  const p = PRESETS[key];
-  if (p) setWindow(p.center, p.width, p.name);
+  setWindow(p.center, p.width, p.label);
 }
 
 function setSlice(index) {
@@ -1071,8 +1049,8 @@ function resetView() {
   state.invert = false;
   $("invert").setAttribute("aria-pressed", "false");
   const w = dicomWindow();
-  if (w) setWindow(w.center, w.width, "DICOM");
-  else setWindow(PRESETS[1].center, PRESETS[1].width, PRESETS[1].name);
+  if (w) setWindow(w.center, w.width, DICOM_PRESET.label);
+  else setWindow(DEFAULT_PRESET.center, DEFAULT_PRESET.width, DEFAULT_PRESET.label);
   applyTransform();
 }
 
@@ -1292,7 +1270,7 @@ document.addEventListener("keydown", (e) => {
   else if (k === "Home") setSlice(storedBounds()[0]);
   else if (k === "End") setSlice(storedBounds()[1]);
   else if (k === "k" || k === "K") setSlice(keyIndex);
-  else if (/^[0-5]$/.test(k)) applyPreset(k);
+  else if (Object.hasOwn(PRESETS, k)) applyPreset(k);
   else if (k === "i" || k === "I") toggleInvert();
   else if (k === " ") resetView();
   else if (k === "r" || k === "R") setTool("recist");
@@ -1392,7 +1370,7 @@ async function start() {
   }
   state.ks = ks;
   const w = dicomWindow();
-  if (w) { state.window = w; state.windowName = "DICOM"; }
+  if (w) { state.window = w; state.windowName = DICOM_PRESET.label; }
   const entry = await firstSlice;
   if (entry.status === "missing" || entry.status === "error") cache.set(keyIndex, entry);
   applyKeySlice(ks);

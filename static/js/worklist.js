@@ -1,5 +1,6 @@
 // Work list: the API's filters, sortable columns, pagination, progress and keyboard navigation.
-import { LESION_TYPES, describeError, get, initShell, isTypingTarget, showError, wireKeymap } from "./api.js";
+import { describeError, get, initShell, isTypingTarget, showError, wireKeymap } from "./api.js";
+import { LESION_TYPES, STATUSES } from "./vocabulary.js";
 
 const form = document.getElementById("filters");
 const body = document.getElementById("worklist-body");
@@ -95,7 +96,9 @@ function renderCounts(c) {
   $("bar-done").style.width = `${pct(c.done)}%`;
   $("bar-progress").style.width = `${pct(c.in_progress)}%`;
   $("progress").setAttribute("aria-valuenow", String(Math.round(pct(c.done))));
-  $("counts").textContent = `${c.done} done · ${c.in_progress} in progress · ${c.unreviewed} unreviewed · ${total} key slices (${Math.round(pct(c.done))}% done)`;
+  // Most advanced status first: "3 done · 1 in progress · 6 unreviewed".
+  const byStatus = Object.keys(STATUSES).reverse().map((s) => `${c[s]} ${STATUSES[s]}`);
+  $("counts").textContent = `${byStatus.join(" · ")} · ${total} key slices (${Math.round(pct(c.done))}% done)`;
   const pages = Math.max(1, Math.ceil(state.total / state.pageSize));
   $("page-info").textContent = `page ${state.page} of ${pages} · ${state.total} matching`;
   $("page-prev").disabled = state.page <= 1;
@@ -136,7 +139,7 @@ function renderRows() {
     cell(tr, String(item.lesion_count));
     cell(tr, item.lesion_types.map((t) => LESION_TYPES[t] ?? t).join(", "));
     cell(tr, item.max_size_mm == null ? "–" : item.max_size_mm.toFixed(1));
-    const status = cell(tr, item.status.replace("_", " "));
+    const status = cell(tr, STATUSES[item.status] ?? item.status);
     status.className = `status-${item.status}`;
     const preds = document.createElement("span");
     preds.textContent = item.prediction_count ? String(item.prediction_count) : "–";

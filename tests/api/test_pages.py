@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from app.deeplesion.schema import ALL_SPLITS, LESION_TYPES, SPLITS
+from app.review.page_vocabulary import page_vocabulary
+from app.review.vocabulary import FLAG_REASONS, LAYERS, STATUSES
 from tests.api.conftest import Api
 
 PAGES = ["/", "/viewer/000001_01_01_109.png", "/overview", "/evaluation", "/screening"]
@@ -54,6 +59,8 @@ def test_every_page_module_and_the_stylesheet_are_served(api: Api) -> None:
         "charts",
         "jobs",
         "login",
+        "lut",
+        "vocabulary",
         "worklist",
         "viewer",
         "overview",
@@ -74,3 +81,77 @@ def test_screening_page_has_the_start_controls_for_admins_only(api: Api, second_
     reviewer_page = second_api.client.get("/screening").text
     assert 'id="run-screen"' not in reviewer_page and 'id="screen-admin-only"' in reviewer_page
     assert 'href="/screening"' in reviewer_page  # linked from the navigation for everyone
+
+
+def _vocabulary_block(html: str) -> object:
+    """The page's #lr-vocabulary JSON block, parsed."""
+    found = re.findall(r'<script type="application/json" id="lr-vocabulary">(.*?)</script>', html, re.S)
+    assert len(found) == 1, "one vocabulary block per page"
+    return json.loads(found[0])
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/login"])
+def test_every_page_carries_the_vocabulary_once_as_a_json_data_block(api: Api, path: str) -> None:
+    if path != "/login":
+        api.login("pages-vocabulary")
+    html = api.client.get(path).text
+    # A JSON data block, not a script: it runs under a CSP that forbids inline scripts.
+    assert _vocabulary_block(html) == json.loads(json.dumps(page_vocabulary()))
+
+
+class _Controls(HTMLParser):
+    """(value, label text) of the <option>s of one <select> and the radios/checkboxes of one name."""
+
+    def __init__(self, select_id: str | None = None, input_name: str | None = None) -> None:
+        super().__init__()
+        self.select_id, self.input_name = select_id, input_name
+        self.found: list[list[str]] = []
+        self._in_select = False
+        self._text_for: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "select":
+            self._in_select = self.select_id is not None and self.select_id in (a.get("id"), a.get("name"))
+        elif (tag == "option" and self._in_select) or (
+            tag == "input" and self.input_name and a.get("name") == self.input_name
+        ):
+            self._text_for = [a.get("value") or "", ""]
+            self.found.append(self._text_for)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._in_select = False
+        if tag in ("option", "label"):
+            self._text_for = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text_for is not None:
+            self._text_for[1] = (self._text_for[1] + data).strip()
+
+
+def _controls(
+    html: str, select_id: str | None = None, input_name: str | None = None
+) -> list[tuple[str, str]]:
+    parser = _Controls(select_id, input_name)
+    parser.feed(html)
+    return [(value, text) for value, text in parser.found]
+
+
+def test_page_menus_list_the_vocabulary_words_in_its_order(api: Api) -> None:
+    api.login("pages-menus")
+    types = [(str(t), name) for t, name in LESION_TYPES.items()]
+    viewer = api.client.get(PAGES[1]).text
+    assert _controls(viewer, "new-type") == types
+    assert _controls(viewer, "lesion-type") == types
+    assert _controls(viewer, input_name="reason") == list(FLAG_REASONS.items())
+    assert re.findall(r'data-layer="([a-z_]+)"', viewer) == list(LAYERS)
+    assert re.findall(r'data-preset="(\d)"', viewer) == [p["key"] for p in page_vocabulary()["presets"]]
+    worklist = api.client.get("/").text
+    assert _controls(worklist, "split")[1:] == [(name, name) for name in SPLITS.values()]
+    assert _controls(worklist, "status")[1:] == list(STATUSES.items())
+    assert [v for v, _ in _controls(worklist, input_name="lesion_type")] == [str(t) for t in LESION_TYPES]
+    api.login("pages-menus-admin", "admin")
+    for page, select in (("/evaluation", "eval-split"), ("/screening", "screen-split")):
+        splits = [v for v, _ in _controls(api.client.get(page).text, select)]
+        assert set(splits) == {*SPLITS.values(), ALL_SPLITS}, page

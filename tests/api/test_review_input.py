@@ -24,6 +24,7 @@ KS = "000001_01_01_108.png"
         ("PUT", "/api/lesions/1/geometry", b'{"version": 1, "recist": [NaN,1,2,3,4,5,6,7]}', 422),
         ("PUT", "/api/lesions/1/geometry", b'{"version": 1, "box": [1e400, 0, 1, 1]}', 422),
         ("PUT", "/api/lesions/1/geometry", b'{"version": 1, "lesion_type": 42}', 422),
+        ("PUT", "/api/lesions/1/geometry", b'{"version": 1, "lesion_type": 0}', 422),  # not a DL_info type
         ("POST", f"/api/key-slices/{KS}/lesions", b'{"lesion_type": 4}', 422),
         ("POST", f"/api/key-slices/{KS}/lesions", b'{"box": [0, 0, 0, 0], "lesion_type": 4}', 422),
         ("POST", "/api/key-slices/../../etc/passwd/lesions", b'{"box": [1, 1, 9, 9], "lesion_type": 4}', 404),

@@ -15,6 +15,7 @@ from PIL import Image
 
 from app.deeplesion.store import write_hu_png
 from app.main import create_app
+from app.review.vocabulary import palette_rgb
 from tests.api.slice_data import (
     DICOM_WINDOW,
     KEY_SLICE,
@@ -351,7 +352,7 @@ def colour_pixels(content: bytes, colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def test_overlay_burns_in_the_original_lesion_along_its_recist_axis(client: TestClient) -> None:
-    from app.deeplesion.render import ORIGINAL
+    ORIGINAL = palette_rgb("original")
 
     plain = client.get(f"{KEY_URL}.png")
     marked = client.get(f"{KEY_URL}.png", params={"overlay": 1})
@@ -369,7 +370,7 @@ def test_overlay_burns_in_the_original_lesion_along_its_recist_axis(client: Test
 def test_overlay_follows_an_edit_with_a_new_etag_and_colour(
     own_client: TestClient, own_data: SliceDataset
 ) -> None:
-    from app.deeplesion.render import CORRECTED, ORIGINAL
+    ORIGINAL, CORRECTED = palette_rgb("original"), palette_rgb("corrected")
 
     client = own_client
     before = client.get(f"{KEY_URL}.png", params={"overlay": 1})

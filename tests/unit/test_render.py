@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.deeplesion.render import ADDED, CORRECTED, ORIGINAL, PREDICTION, OverlayMark, draw_overlays
+from app.deeplesion.render import OverlayMark, draw_overlays
+from app.review.vocabulary import palette_rgb
+
+ORIGINAL, CORRECTED, ADDED, PREDICTION = (
+    palette_rgb(k) for k in ("original", "corrected", "added", "predicted")
+)
 
 
 def _gray(h: int = 64, w: int = 80) -> np.ndarray:
