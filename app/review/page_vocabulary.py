@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from app.deeplesion.geometry import HIT_IOU
 from app.deeplesion.schema import ALL_SPLITS, BOX_PADDING_PX, LESION_TYPES, SPLITS
 from app.deeplesion.windowing import DEFAULT_PRESET, DETECTOR_PRESET, DETECTOR_WINDOW, DICOM_PRESET, PRESETS
 from app.detection.froc import FP_RATES
 from app.review import vocabulary as v
-from app.review.summary import MATCH_IOU
 
 # The viewer's key for the slice's own DICOM window; the fixed presets take 1, 2, ... in PRESETS order.
 DICOM_KEY = "0"
@@ -48,7 +48,7 @@ def page_vocabulary() -> dict[str, Any]:
         "palette": v.PALETTE,
         "export_states": v.EXPORT_STATES,
         "box_padding_px": BOX_PADDING_PX,
-        "hit_iou": MATCH_IOU,
+        "hit_iou": HIT_IOU,
         # The FROC curve's reporting points, false positives per image.
         "froc_fp_rates": list(FP_RATES),
     }
