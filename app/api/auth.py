@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import ReleasingRoute, get_settings
+from app.api.schemas import SignedIn, SignedOut, error_responses
 from app.api.security import COOKIE_NAME, CurrentUser, Db, current_user, no_store
 from app.config import Settings
 from app.review.users import SESSION_LIFETIME, UserInfo, authenticate, end_session, start_session
@@ -41,7 +42,7 @@ def _recent_failures(request: Request, name: str) -> list[float]:
     return recent
 
 
-@router.post("/login")
+@router.post("/login", response_model=SignedIn, responses=error_responses(401, 422, 429))
 def login(
     body: LoginBody,
     request: Request,
@@ -75,7 +76,7 @@ def login(
     return {"user": user.as_dict(), "csrf_token": csrf}
 
 
-@router.post("/logout")
+@router.post("/logout", response_model=SignedOut, responses=error_responses(401, 403))
 def logout(request: Request, response: Response, user: CurrentUser, db: Db) -> Any:
     """End the session and clear the cookie."""
     token = request.cookies.get(COOKIE_NAME)
@@ -86,7 +87,7 @@ def logout(request: Request, response: Response, user: CurrentUser, db: Db) -> A
     return {"signed_out": user.name}
 
 
-@router.get("/me")
+@router.get("/me", response_model=SignedIn, responses=error_responses(401))
 def me(request: Request, user: Annotated[UserInfo | None, Depends(current_user)]) -> Any:
     """The signed-in user and the CSRF token for writes; 401 when anonymous."""
     if user is None:

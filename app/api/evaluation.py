@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.api.bodies import ExportState, SplitOrAll
 from app.api.deps import ReleasingRoute, get_job_runner, require_detector
+from app.api.schemas import DetectorJob, Evaluation, JobRunning, Jobs, error_responses
 from app.api.security import AdminUser, CurrentUser, Db, no_store
 from app.review.evaluations import EVALUATION, job_evaluation, latest_evaluation
 from app.review.jobs import JobRunner, get_job, list_jobs
@@ -29,7 +30,14 @@ def _no_evaluation(detail: str) -> HTTPException:
     return HTTPException(status_code=404, detail={"detail": detail, "code": "no_evaluation"})
 
 
-@router.get("/api/evaluation")
+# A stored FROC result goes out as it was stored (rows of older versions, or from the command line, may
+# differ): declared for the schema, not re-validated, so an odd old row is never a 500.
+STORED_RESULT: dict[int | str, dict[str, Any]] = {
+    200: {"model": Evaluation, "description": "A stored FROC result"}
+}
+
+
+@router.get("/api/evaluation", response_model=None, responses={**STORED_RESULT, **error_responses(401, 404)})
 def get_evaluation(user: CurrentUser, db: Db) -> Any:
     """The latest FROC result stored in the database; 404 when none was run yet."""
     result = latest_evaluation(session=db)
@@ -38,7 +46,12 @@ def get_evaluation(user: CurrentUser, db: Db) -> Any:
     return result
 
 
-@router.post("/api/evaluation", status_code=202)
+@router.post(
+    "/api/evaluation",
+    status_code=202,
+    response_model=DetectorJob,
+    responses=error_responses(401, 403, 409, 422, 503, bodies={409: JobRunning}),
+)
 def post_evaluation(
     user: AdminUser,
     db: Db,
@@ -56,19 +69,25 @@ def post_evaluation(
     return job
 
 
-@router.get("/api/evaluation/jobs")
+@router.get("/api/evaluation/jobs", response_model=Jobs, responses=error_responses(401, 422))
 def get_evaluation_jobs(user: CurrentUser, db: Db, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Any:
     """The most recent evaluation jobs, newest first."""
     return {"jobs": list_jobs(session=db, limit=limit, kind=EVALUATION.name)}
 
 
-@router.get("/api/evaluation/jobs/{job_id}")
+@router.get(
+    "/api/evaluation/jobs/{job_id}", response_model=DetectorJob, responses=error_responses(401, 404, 422)
+)
 def get_evaluation_job(job_id: JobId, user: CurrentUser, db: Db) -> Any:
     """One evaluation job's status and progress."""
     return get_job(session=db, job_id=job_id, kind=EVALUATION.name)
 
 
-@router.get("/api/evaluation/jobs/{job_id}/result")
+@router.get(
+    "/api/evaluation/jobs/{job_id}/result",
+    response_model=None,
+    responses={**STORED_RESULT, **error_responses(401, 404, 422)},
+)
 def get_evaluation_job_result(job_id: JobId, user: CurrentUser, db: Db) -> Any:
     """The FROC result a finished job stored; 404 no_evaluation while it has none."""
     job = get_job(session=db, job_id=job_id, kind=EVALUATION.name)  # 404 evaluation_job_not_found first

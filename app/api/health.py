@@ -5,34 +5,12 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import ReleasingRoute
+from app.api.schemas import DetectorHealth, Health
 
 router = APIRouter(prefix="/api", tags=["health"], route_class=ReleasingRoute)
-
-
-class DetectorHealth(BaseModel):
-    """State of the lesion detector."""
-
-    loaded: bool
-    provider: str | None
-    model_version: str | None
-    synthetic_model: bool
-    error: str | None
-
-
-class Health(BaseModel):
-    """The health answer of docs/api.md."""
-
-    status: str
-    version: str
-    database: str
-    synthetic: bool
-    data_dir: str
-    detector: DetectorHealth
 
 
 def app_version() -> str:
@@ -59,7 +37,7 @@ def detector_health(detector: Any | None, error: str | None) -> DetectorHealth:
 
 
 @router.get("/health", response_model=Health)
-def health(request: Request) -> JSONResponse:
+def health(request: Request, response: Response) -> Health:
     """Server status: version, database dialect, data folder, synthetic data, detector."""
     state = request.app.state
     settings = state.settings
@@ -72,4 +50,5 @@ def health(request: Request) -> JSONResponse:
         data_dir=str(data_dir),
         detector=detector_health(getattr(state, "detector", None), getattr(state, "detector_error", None)),
     )
-    return JSONResponse(body.model_dump(), headers={"Cache-Control": "no-store"})
+    response.headers["Cache-Control"] = "no-store"
+    return body

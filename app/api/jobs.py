@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 
 from app.api.deps import ReleasingRoute
+from app.api.schemas import DetectorJob, Jobs, error_responses
 from app.api.security import CurrentUser, Db, no_store
 from app.review.jobs import get_job, list_jobs
 
@@ -14,7 +15,7 @@ router = APIRouter(tags=["jobs"], dependencies=[Depends(no_store)], route_class=
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-@router.get("/api/jobs")
+@router.get("/api/jobs", response_model=Jobs, responses=error_responses(401, 422))
 def get_jobs(
     user: CurrentUser,
     db: Db,
@@ -25,7 +26,7 @@ def get_jobs(
     return {"jobs": list_jobs(session=db, limit=limit, kind=kind)}
 
 
-@router.get("/api/jobs/{job_id}")
+@router.get("/api/jobs/{job_id}", response_model=DetectorJob, responses=error_responses(401, 404, 422))
 def get_any_job(job_id: JobId, user: CurrentUser, db: Db) -> Any:
     """One detector job's status, whatever its kind."""
     return get_job(session=db, job_id=job_id)

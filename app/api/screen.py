@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.bodies import SplitOrAll
 from app.api.deps import ReleasingRoute, get_job_runner, require_detector
+from app.api.schemas import DetectorJob, JobRunning, Jobs, error_responses
 from app.api.security import AdminUser, CurrentUser, Db, no_store
 from app.deeplesion.schema import ALL_SPLITS
 from app.review.jobs import JobRunner, get_job, latest_done_job, list_jobs
@@ -27,7 +28,7 @@ class ScreenRequest(BaseModel):
     limit: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
 
 
-@router.get("/api/screen")
+@router.get("/api/screen", response_model=DetectorJob, responses=error_responses(401, 404))
 def get_screen(user: CurrentUser, db: Db) -> Any:
     """The latest screen job that finished, with its result; 404 when none has."""
     job = latest_done_job(session=db, kind=SCREEN.name)
@@ -38,7 +39,12 @@ def get_screen(user: CurrentUser, db: Db) -> Any:
     return job
 
 
-@router.post("/api/screen", status_code=202)
+@router.post(
+    "/api/screen",
+    status_code=202,
+    response_model=DetectorJob,
+    responses=error_responses(401, 403, 409, 422, 503, bodies={409: JobRunning}),
+)
 def post_screen(
     user: AdminUser,
     db: Db,
@@ -56,13 +62,13 @@ def post_screen(
     return job
 
 
-@router.get("/api/screen/jobs")
+@router.get("/api/screen/jobs", response_model=Jobs, responses=error_responses(401, 422))
 def get_screen_jobs(user: CurrentUser, db: Db, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Any:
     """The most recent screen jobs, newest first."""
     return {"jobs": list_jobs(session=db, limit=limit, kind=SCREEN.name)}
 
 
-@router.get("/api/screen/jobs/{job_id}")
+@router.get("/api/screen/jobs/{job_id}", response_model=DetectorJob, responses=error_responses(401, 404, 422))
 def get_screen_job(job_id: JobId, user: CurrentUser, db: Db) -> Any:
     """One screen job's status, progress and (once done) result."""
     return get_job(session=db, job_id=job_id, kind=SCREEN.name)

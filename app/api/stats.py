@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from app.api.deps import ReleasingRoute
+from app.api.schemas import Stats, error_responses
 from app.api.security import CurrentUser, Db, no_store
 from app.review.stats import overview
 
@@ -15,7 +16,7 @@ router = APIRouter(
 )
 
 
-@router.get("/stats")
+@router.get("/stats", response_model=Stats, responses=error_responses(401))
 def get_stats(user: CurrentUser, db: Db) -> Any:
     """Lesion positions, type counts, size histogram and review progress."""
     return overview(session=db)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from app.api.bodies import LesionType, SplitName, StatusName
 from app.api.deps import ReleasingRoute
+from app.api.schemas import Neighbours, WorkList, error_responses
 from app.api.security import CurrentUser, Db, no_store
 from app.review.worklist import WorklistFilter, list_key_slices, neighbours
 
@@ -50,7 +51,7 @@ def worklist_filter(
 Filter = Annotated[WorklistFilter, Depends(worklist_filter)]
 
 
-@router.get("")
+@router.get("", response_model=WorkList, responses=error_responses(401, 404, 422))
 def get_worklist(
     flt: Filter,
     user: CurrentUser,
@@ -62,7 +63,7 @@ def get_worklist(
     return list_key_slices(session=db, flt=flt, user_id=user.id, page=page, page_size=page_size)
 
 
-@router.get("/{file_name}/neighbours")
+@router.get("/{file_name}/neighbours", response_model=Neighbours, responses=error_responses(401, 404, 422))
 def get_neighbours(file_name: str, flt: Filter, user: CurrentUser, db: Db) -> Any:
     """Previous and next key slice in the filtered queue."""
     return neighbours(session=db, flt=flt, user_id=user.id, file_name=file_name)

@@ -25,6 +25,8 @@ from app.review.serialize import iso
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
+# Every status a job row takes, in the order a job passes through them (the API schema enumerates these).
+JOB_STATUSES: tuple[str, ...] = (*ACTIVE, "done", "failed")
 # What each kind is called in messages ("server restarted during screening").
 NOUNS = {"evaluation": "evaluation", "screen": "screening"}
 # The running process writes progress (its sign of life) at least every few seconds while it predicts;

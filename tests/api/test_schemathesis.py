@@ -1,4 +1,4 @@
-"""A short schemathesis pass over the app's own OpenAPI schema: no generated request may get a 5xx."""
+"""A short schemathesis pass over the app's own OpenAPI schema: every answer is one the schema declares."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from pathlib import Path
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import get_client
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from app.db.session import make_engine, make_session_factory
 from app.main import create_app
@@ -19,6 +25,15 @@ from app.review.users import create_user
 from tests.api.slice_data import SliceDataset, build_slice_dataset
 
 EXAMPLES_PER_OPERATION = 15
+# The status code, content type and body of every answer must be ones the operation declares; never a 5xx.
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+# The review routers still send the old review JSON until the new lesion model lands: no 5xx only, for now.
+NOT_YET_DECLARED = ("/api/key-slices/{file_name}", "/api/lesions/", "/api/predictions/", "/api/exports/")
 ADMIN, PASSWORD = "fuzz-admin", "fuzz-password-123"
 
 
@@ -56,19 +71,20 @@ def signed_in() -> tuple[dict[str, str], dict[str, str]]:
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_no_generated_request_gets_a_server_error(case: schemathesis.Case) -> None:
+def test_every_answer_conforms_to_the_schema(case: schemathesis.Case) -> None:
     cookies, headers = signed_in()
     if case.path == "/api/auth/logout":
         # Signing the shared session out would leave every later operation at 401.
         cookies, headers = {}, {}
     response = case.call(cookies=cookies, headers=headers)
+    checks = CONFORMANCE
     if response.status_code == 503:
-        # The documented answer of model-backed operations while no detector is loaded.
+        # The documented answer of model-backed operations while no detector is loaded (declared as 503).
         assert response.json()["code"] == "no_model", response.text[:500]
-        return
-    assert response.status_code < 500, (
-        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
-    )
+        checks = [c for c in CONFORMANCE if c is not not_a_server_error]
+    if case.path.startswith(NOT_YET_DECLARED) and case.path != "/api/key-slices/{file_name}/neighbours":
+        checks = [not_a_server_error]
+    case.validate_response(response, checks=checks)
 
 
 def test_the_fuzzer_is_signed_in() -> None:
