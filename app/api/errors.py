@@ -36,6 +36,7 @@ from app.review.errors import (
     ReviewError,
     TooManyAttemptsError,
 )
+from app.review.serialize import iso
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def review_error_response(exc: ReviewError) -> JSONResponse:
     if isinstance(exc, NotFoundError):
         return error_response(404, exc.code, str(exc) or "not found")
     if isinstance(exc, EditConflictError):
-        changed_at = exc.changed_at.isoformat() if isinstance(exc.changed_at, datetime) else exc.changed_at
+        changed_at = iso(exc.changed_at) if isinstance(exc.changed_at, datetime) else exc.changed_at
         return error_response(
             409,
             exc.code,

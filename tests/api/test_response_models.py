@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,13 @@ def test_an_edit_conflict_carries_what_the_model_declares() -> None:
     required = {n for n, f in schemas.EditConflict.model_fields.items() if f.is_required()}
     assert required <= set(body) | {"key_slice"}, body
     assert set(body) <= set(schemas.EditConflict.model_fields), body
+
+
+def test_an_edit_conflict_says_when_in_utc() -> None:
+    # SQLite hands back naive datetimes that were stored as UTC: the answer must still carry the zone.
+    naive = datetime(2026, 12, 1, 22, 5, 32)
+    body = _body(review_error_response(EditConflictError("stale", current={}, changed_at=naive)))
+    assert datetime.fromisoformat(body["changed_at"]) == naive.replace(tzinfo=UTC)
 
 
 def test_a_request_validation_error_fits_its_model() -> None:
