@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from typing_extensions import TypeAliasType
 
 from app.deeplesion.schema import LESION_TYPES, SPLITS
 from app.review.evaluations import EVALUATION
@@ -478,6 +479,11 @@ class JobRunning(Error):
     job: DetectorJob | None
 
 
+# Unions named for the schema (else each route would get its own auto-titled copy).
+InvalidInput = TypeAliasType("InvalidInput", InvalidRequest | FileError | Error)
+NotFoundOrNoFile = TypeAliasType("NotFoundOrNoFile", FileError | Error)
+AcceptConflict = TypeAliasType("AcceptConflict", EditConflict | DuplicateLesion)
+
 # What each status means, with the body it carries; a route lists the ones it can answer.
 ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Not signed in",
@@ -493,7 +499,7 @@ DEFAULT_ERROR_BODIES: dict[int, Any] = {
     403: Error,
     404: Error,
     409: EditConflict,
-    422: InvalidRequest | Error | FileError,
+    422: InvalidInput,
     429: Error,
     503: Error,
 }

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ReleasingRoute
 from app.api.rendering import RenderingParams, rendering_params
-from app.api.schemas import Error, FileError, error_responses
+from app.api.schemas import NotFoundOrNoFile, error_responses
 from app.deeplesion.csvio import format_number
 from app.deeplesion.errors import SliceNotFoundError, UnsafePathError
 from app.deeplesion.windowing import Window, apply_window
@@ -287,7 +287,7 @@ def _not_modified(etag: str, cache_control: str) -> Response:
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "gzip int16 LE HU"},
-        **error_responses(404, 422, bodies={404: FileError | Error}),
+        **error_responses(404, 422, bodies={404: NotFoundOrNoFile}),
     },
     summary="Raw int16 HU pixels of a slice",
 )
@@ -328,7 +328,7 @@ async def slice_raw(
             "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
             "description": "The windowed 8-bit slice",
         },
-        **error_responses(404, 422, bodies={404: FileError | Error}),
+        **error_responses(404, 422, bodies={404: NotFoundOrNoFile}),
     },
     summary="Windowed 8-bit image of a slice",
 )
