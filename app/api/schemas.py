@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from typing_extensions import TypeAliasType
 
-from app.deeplesion.schema import LESION_TYPES, SPLITS
+from app.api.bodies import ExportState, SplitName, SplitOrAll, StatusName
+from app.deeplesion.schema import LESION_TYPES
 from app.review.evaluations import EVALUATION
 from app.review.jobs import JOB_STATUSES
 from app.review.screening import SCREEN
 from app.review.users import ROLES
 from app.review.vocabulary import (
     ALL_FLAG_REASONS,
-    EXPORT_STATES,
     LAYERS,
     ORIGINS,
     REVIEW_STATES,
@@ -34,25 +34,24 @@ if TYPE_CHECKING:
     ReviewState: TypeAlias = str
     Layer: TypeAlias = str
     FlagReason: TypeAlias = str
-    Status: TypeAlias = str
-    Split: TypeAlias = str
     Role: TypeAlias = str
     JobKind: TypeAlias = str
     JobStatus: TypeAlias = str
-    ExportState: TypeAlias = str
     LesionType: TypeAlias = int
 else:
     Origin = one_of(ORIGINS)
     ReviewState = one_of(REVIEW_STATES)
     Layer = one_of(LAYERS)
+    # The dataset's own flag (Possibly_noisy) included: an answer may carry it, a request may not.
     FlagReason = one_of(ALL_FLAG_REASONS)
-    Status = one_of(STATUSES)
-    Split = one_of(SPLITS.values())
     Role = one_of(ROLES)
     JobKind = one_of((EVALUATION.name, SCREEN.name))
     JobStatus = one_of(JOB_STATUSES)
-    ExportState = one_of(EXPORT_STATES)
+    # Answers carry JSON integers, so a Literal fits here (a request's query string needs bodies.LesionType).
     LesionType = one_of(LESION_TYPES)
+# Words a request takes too: the request bodies' literals.
+Status = StatusName
+Split = SplitName
 
 # Timestamps stay the server's own ISO 8601 text (re-parsing would reformat them); the schema says so.
 Iso = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
@@ -417,7 +416,7 @@ class Evaluation(Stored):
     lesions: int
     iou_threshold: float
     breakdowns: dict[str, list[FrocGroup]]
-    split: str | None = None
+    split: SplitOrAll | None = None
     against: ExportState | None = None
     model_version: str | None = None
     provider: str | None = None
