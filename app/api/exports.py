@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import ReleasingRoute, get_store
+from app.api.schemas import error_responses
 from app.api.security import AdminUser, Db
 from app.review import exports
 
 router = APIRouter(prefix="/api/exports", tags=["exports"], route_class=ReleasingRoute)
+
+
+def _file(media_type: str, description: str, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a download: the file's media type, and the errors (admin only: 401, 403)."""
+    return {
+        200: {"content": {media_type: {}}, "description": description},
+        **error_responses(401, 403, *errors),
+    }
+
 
 State = Annotated[Literal[*exports.STATES], Query()]  # type: ignore[valid-type]
 BoxOnly = Annotated[Literal[*exports.BOX_ONLY_CHOICES], Query()]  # type: ignore[valid-type]
@@ -25,7 +35,7 @@ def _download(data: bytes, media_type: str, filename: str) -> Response:
     )
 
 
-@router.get("/dl_info.csv")
+@router.get("/dl_info.csv", response_class=Response, responses=_file("text/csv", "DL_info.csv", 422))
 def get_csv(
     user: AdminUser, db: Db, state: State = "corrected", extras: bool = False, box_only: BoxOnly = "nan"
 ) -> Response:
@@ -34,7 +44,9 @@ def get_csv(
     return _download(data, "text/csv", f"DL_info_{state}.csv")
 
 
-@router.get("/coco.json")
+@router.get(
+    "/coco.json", response_class=Response, responses=_file("application/json", "COCO detection JSON", 422)
+)
 def get_coco(user: AdminUser, db: Db, state: State = "corrected") -> Response:
     """COCO detection JSON of the original or the corrected state."""
     return _download(
@@ -42,7 +54,11 @@ def get_coco(user: AdminUser, db: Db, state: State = "corrected") -> Response:
     )
 
 
-@router.get("/nifti/{series_folder}.zip")
+@router.get(
+    "/nifti/{series_folder}.zip",
+    response_class=Response,
+    responses=_file("application/zip", "NIfTI volumes of the series", 404, 422),
+)
 async def get_nifti(
     series_folder: str, user: AdminUser, db: Db, store: Annotated[object, Depends(get_store)]
 ) -> Response:

@@ -8,9 +8,12 @@ from fastapi import APIRouter, Depends
 
 from app.api.bodies import AddLesionBody, StatusBody
 from app.api.deps import ReleasingRoute
+from app.api.schemas import AuditEntry, KeySlice, ReviewResult, error_responses
 from app.api.security import CurrentUser, Db, no_store
 from app.review import audit, corrections
 
+# Every write answers the key slice; a stale version is a 409, an unknown key slice a 404.
+WRITE_ERRORS = error_responses(401, 403, 404, 409, 422)
 router = APIRouter(
     prefix="/api/key-slices",
     tags=["key slices"],
@@ -19,13 +22,13 @@ router = APIRouter(
 )
 
 
-@router.get("/{file_name}")
+@router.get("/{file_name}", response_model=KeySlice, responses=error_responses(401, 404, 422))
 def get_key_slice(file_name: str, user: CurrentUser, db: Db) -> Any:
     """Metadata, stored and missing context slices, merged lesions and predictions."""
     return corrections.key_slice_detail(session=db, file_name=file_name, user=user)
 
 
-@router.put("/{file_name}/status")
+@router.put("/{file_name}/status", response_model=ReviewResult, responses=WRITE_ERRORS)
 def put_status(file_name: str, body: StatusBody, user: CurrentUser, db: Db) -> Any:
     """Set the current reviewer's status of the key slice."""
     return corrections.set_status(
@@ -33,25 +36,30 @@ def put_status(file_name: str, body: StatusBody, user: CurrentUser, db: Db) -> A
     )
 
 
-@router.post("/{file_name}/undo")
+@router.post("/{file_name}/undo", response_model=ReviewResult, responses=WRITE_ERRORS)
 def post_undo(file_name: str, user: CurrentUser, db: Db) -> Any:
     """Undo the current user's last change on this key slice."""
     return corrections.undo(session=db, user=user, file_name=file_name)
 
 
-@router.post("/{file_name}/redo")
+@router.post("/{file_name}/redo", response_model=ReviewResult, responses=WRITE_ERRORS)
 def post_redo(file_name: str, user: CurrentUser, db: Db) -> Any:
     """Re-apply the current user's last undone change on this key slice."""
     return corrections.redo(session=db, user=user, file_name=file_name)
 
 
-@router.get("/{file_name}/history")
+@router.get("/{file_name}/history", response_model=list[AuditEntry], responses=error_responses(401, 404, 422))
 def get_history(file_name: str, user: CurrentUser, db: Db) -> Any:
     """The audit trail of the key slice, oldest first."""
     return audit.key_slice_history(session=db, file_name=file_name)
 
 
-@router.post("/{file_name}/lesions", status_code=201)
+@router.post(
+    "/{file_name}/lesions",
+    status_code=201,
+    response_model=ReviewResult,
+    responses=error_responses(401, 403, 404, 422),
+)
 def post_lesion(file_name: str, body: AddLesionBody, user: CurrentUser, db: Db) -> Any:
     """Add a lesion (RECIST or box; a box is derived from RECIST by the 5 px rule)."""
     return corrections.add_lesion(
