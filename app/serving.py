@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import shutil
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.config import Settings
@@ -114,11 +115,15 @@ def prepare_demo(
         from app.deeplesion.synth import generate_dataset
 
         say(f"generating the synthetic demo dataset ({patients} patients) in {data_dir}; first run only")
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # Generated beside the folder and moved in at the end, DL_info.csv last: a run stopped half-way
+        # (Ctrl+C) leaves no DL_info.csv, so the next run generates again instead of serving half the slices.
+        partial = data_dir.with_name(data_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
         made = generate_dataset(
-            data_dir, patients=patients, seed=DEMO_SEED, progress=True, max_studies=max_studies
+            partial, patients=patients, seed=DEMO_SEED, progress=True, max_studies=max_studies
         )
-        say(f"    {made.describe()}")
+        _move_into(partial, data_dir, last="DL_info.csv")
+        say(f"    {replace(made, out_dir=str(data_dir)).describe()}")
         generated = True
     else:
         say(f"using the existing demo data in {data_dir} (delete that folder to generate it again)")
@@ -140,6 +145,17 @@ def prepare_demo(
         import_summary=summary.describe(),
         model_present=bool(model and Path(model).is_file()),
     )
+
+
+def _move_into(source: Path, target: Path, *, last: str) -> None:
+    """Move every entry of source into target (replacing same-named ones), `last` last; remove source."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(source.iterdir(), key=lambda p: p.name == last):
+        dest = target / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        entry.replace(dest)
+    source.rmdir()
 
 
 def _printable_url(url: str) -> str:

@@ -141,6 +141,29 @@ def test_prepare_demo_on_existing_data_does_not_regenerate(tmp_path: Path) -> No
     assert prepare_demo(settings, patients=1).key_slices_added == 0
 
 
+def test_demo_stopped_while_generating_generates_again_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.deeplesion.synth as synth
+
+    real = synth.generate_dataset
+
+    def interrupted(out_dir: Path, **kwargs: object) -> None:
+        real(out_dir, **kwargs)  # type: ignore[arg-type]
+        (out_dir / "Images_png" / "000001_01_01").mkdir(parents=True, exist_ok=True)
+        raise KeyboardInterrupt  # Ctrl+C while the slices are still being written
+
+    settings = Settings(data_dir=tmp_path / "demo", model_path=None)
+    monkeypatch.setattr(synth, "generate_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_demo(settings, patients=1, max_studies=1)
+    assert not (settings.data_dir / "DL_info.csv").exists()
+    monkeypatch.setattr(synth, "generate_dataset", real)
+    again = prepare_demo(settings, patients=1, max_studies=1)
+    assert again.generated and again.key_slices_added > 0
+    assert not settings.data_dir.with_name("demo.partial").exists()
+
+
 def test_busy_port_is_refused_with_a_hint() -> None:
     import socket
 
