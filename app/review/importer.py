@@ -440,13 +440,13 @@ def _refresh_existing(
     ids = [db_id for items in suspects.values() for db_id, _, _ in items]
     full: dict[int, Any] = {}
     for start in range(0, len(ids), 500):
-        for row in session.execute(select(table).where(table.c.id.in_(ids[start : start + 500]))).mappings():
-            full[row["id"]] = row
+        chunk = select(table).where(table.c.id.in_(ids[start : start + 500]))
+        full.update((m["id"], m) for m in session.execute(chunk).mappings())
     ks_table = KeySlice.__table__
     meta_columns = list(_key_slice_metadata(next(iter(by_file.values()))[0][1]))
     ks_meta = {
-        row["id"]: row
-        for row in session.execute(select(ks_table.c.id, *(ks_table.c[c] for c in meta_columns))).mappings()
+        m["id"]: m
+        for m in session.execute(select(ks_table.c.id, *(ks_table.c[c] for c in meta_columns))).mappings()
     }
     updated_fields: dict[str, int] = {}
     for file_name, csv_rows in by_file.items():
