@@ -53,14 +53,18 @@ class ImportSummary:
         """One line for the console."""
         text = (
             f"{self.rows} rows read: {self.new_key_slices} new key slices, {self.new_lesions} new lesions, "
-            f"{self.skipped_key_slices} already imported, {len(self.updated_key_slices)} key slices updated, "
-            f"{self.series_updated} series with new stored slices "
-            f"({self.seconds:.1f} s)"
+            f"{self.skipped_key_slices} already imported"
         )
-        if self.updated_fields:
-            text += " (" + ", ".join(f"{c} on {n}" for c, n in sorted(self.updated_fields.items())) + ")"
-            if "Spacing_mm_px_" in self.updated_fields:
-                text += "; stored lesion sizes in mm are not re-derived from a changed spacing"
+        # Only what happened: a first import should not read as if something had gone missing.
+        if self.updated_key_slices:
+            text += f", {len(self.updated_key_slices)} key slices updated"
+            if self.updated_fields:
+                text += " (" + ", ".join(f"{c} on {n}" for c, n in sorted(self.updated_fields.items())) + ")"
+        if self.series_updated:
+            text += f", {self.series_updated} series with new stored slices"
+        text += f" ({self.seconds:.1f} s)"
+        if "Spacing_mm_px_" in self.updated_fields:
+            text += "; stored lesion sizes in mm are not re-derived from a changed spacing"
         if not self.changed_anything:
             text += "; 0 new, nothing changed"
         if self.kept_rows:
