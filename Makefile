@@ -5,33 +5,58 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.installed-test-stamp
 DEMO_DIR ?= data/demo
+TEST_EXTRAS := .[test,train]
 
-.PHONY: demo test install install-test lint browser bench train clean help
+# bash for pipefail: a pip failure must fail the recipe even though pip's output goes through a filter.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+# One line per step, so a newcomer sees what the first minutes are spent on.
+step = @printf '\n==> %s\n' "$(1)"
+
+# Some machines' pip configuration names extra index folders that do not exist, and pip then warns
+# "Location '...' is ignored: it is neither a file nor a directory" once per package. That is about the
+# machine, not this project, so exactly that warning is dropped from pip's standard error; everything
+# else pip prints (its progress, other warnings, every error) stays, and pip's exit status is kept.
+# setuptools' "Editable installation" note (a flat layout like ours may be shadowed by a folder of the same
+# name in the working directory) is information, not a problem, and is silenced by its exact title.
+PIP_MACHINE_NOISE := ^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.$$
+pip_install = { PYTHONWARNINGS='ignore:Editable installation.:UserWarning' \
+	$(BIN)/python -m pip install $(1) 2>&1 1>&3 \
+	| { grep --line-buffered -v -E "$(PIP_MACHINE_NOISE)" || true; } 1>&2; } 3>&1
+
+.PHONY: demo test install install-test lint browser screenshots bench train clean help
 
 help:
-	@echo "make demo   - install, build the synthetic demo data if absent, serve http://127.0.0.1:8000"
-	@echo "make test   - install and run the whole test suite (lint, unit, API, end-to-end)"
-	@echo "make bench  - run the benchmarks in bench/"
-	@echo "make train  - train the demo detector on synthetic data (installs the [train] extra)"
+	@echo "make demo        - install, build the synthetic demo data if absent, serve http://127.0.0.1:8000"
+	@echo "make test        - install and run the whole test suite (lint, unit, API, end-to-end)"
+	@echo "make screenshots - regenerate docs/images/ui_*.png (installs Playwright with the test extra)"
+	@echo "make bench       - run the benchmarks in bench/"
+	@echo "make train       - train the demo detector on synthetic data (installs the [train] extra)"
 
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(call step,creating the virtual environment $(VENV) with $(PYTHON))
+	@$(PYTHON) -m venv $(VENV)
+	$(call step,upgrading pip in $(VENV))
+	@$(call pip_install,--quiet --upgrade pip)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e .
-	touch $(STAMP)
+	$(call step,installing Lesion Review and its dependencies into $(VENV) (pip; a few minutes the first time))
+	@$(call pip_install,-e .)
+	@touch $(STAMP)
 
 # The suite also checks training and the PyTorch-vs-ONNX equivalence, so it installs the [train] extra.
 $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[test,train]'
-	touch $(STAMP) $(TEST_STAMP)
+	$(call step,installing Lesion Review with the [test] and [train] extras into $(VENV) (pip; a few minutes the first time))
+	@$(call pip_install,-e '$(TEST_EXTRAS)')
+	@touch $(STAMP) $(TEST_STAMP)
 
 install: $(STAMP)
 install-test: $(TEST_STAMP)
 
 demo: install
-	$(BIN)/lesion-review demo --data-dir $(DEMO_DIR)
+	$(call step,starting the demo: lesion-review demo --data-dir $(DEMO_DIR))
+	@$(BIN)/lesion-review demo --data-dir $(DEMO_DIR)
 
 # Chromium is a system package; the e2e tests say loudly when it is missing.
 browser:
@@ -44,6 +69,10 @@ lint: install-test
 
 test: install-test browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The screenshots drive Chromium with Playwright, which comes with the [test] extra.
+screenshots: install-test browser
+	$(BIN)/python -m tests.e2e.screenshots
 
 bench: install-test
 	$(BIN)/python -m bench

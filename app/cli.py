@@ -68,6 +68,11 @@ def synth(
     click.echo(f"synthetic dataset written: {summary.describe()}")
 
 
+def _step(line: str) -> None:
+    """One line of a command's console story: a step (`==>`), or its indented result."""
+    click.echo(line if line.startswith(" ") else f"\n==> {line}")
+
+
 def _database_url(data_dir: Path | None, database_url: str | None) -> str:
     """The URL from --database-url, else Settings (environment) with --data-dir applied."""
     if database_url:
@@ -256,17 +261,23 @@ def demo(data_dir: Path | None, patients: int, port: int, no_serve: bool, max_st
 
     # The demo signs everyone in automatically, so it only ever listens on loopback.
     settings = settings_with(data_dir=data_dir, host="127.0.0.1", port=port)
-    prepared = prepare_demo(settings, patients=patients, max_studies=max_studies)
-    made = "generated" if prepared.generated else "using existing"
-    click.echo(f"{made} demo data in {prepared.data_dir}")
-    click.echo(f"import: {prepared.import_summary}")
+    app_log = logging.getLogger("app")
+    if not app_log.isEnabledFor(logging.DEBUG):
+        # The steps below say what the app's own INFO lines would repeat; --verbose keeps them.
+        app_log.setLevel(logging.WARNING)
+    try:
+        prepared = prepare_demo(settings, patients=patients, max_studies=max_studies, say=_step)
+    finally:
+        app_log.setLevel(logging.NOTSET)
     if no_serve:
         return
+    _step(f"checking that {settings.host}:{settings.port} is free")
     try:
         check_can_serve(settings)
         check_port_free(settings.host, settings.port)
     except ServeRefusedError as exc:
         raise click.ClickException(str(exc)) from exc
+    click.echo("")
     click.echo(demo_banner(prepared, settings))
     run_server(settings)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import shutil
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.config import Settings
@@ -52,7 +54,7 @@ def check_can_serve(settings: Settings) -> int:
     if users == 0 and not is_loopback(settings.host):
         raise ServeRefusedError(
             f"refusing to serve on {settings.host}: the database has no users, and anyone who can reach this "
-            "address would be signed in as the automatic local reviewer. Add one first: "
+            "address would be signed in as the automatic local admin. Add one first: "
             "`lesion-review user add NAME --role admin`, or serve on 127.0.0.1"
         )
     return users
@@ -93,8 +95,17 @@ class DemoData:
     model_present: bool
 
 
-def prepare_demo(settings: Settings, *, patients: int, max_studies: int | None = None) -> DemoData:
-    """Generate the synthetic demo dataset when absent, migrate the database and import it (idempotent)."""
+def prepare_demo(
+    settings: Settings,
+    *,
+    patients: int,
+    max_studies: int | None = None,
+    say: Callable[[str], None] = log.info,
+) -> DemoData:
+    """Generate the synthetic demo dataset when absent, migrate the database and import it (idempotent).
+
+    `say` gets one line per step and one per result (results are indented), for the console story.
+    """
     from app.db.session import make_engine, make_session_factory, upgrade_database
     from app.review.importer import import_dataset
 
@@ -103,17 +114,29 @@ def prepare_demo(settings: Settings, *, patients: int, max_studies: int | None =
     if not (data_dir / "DL_info.csv").is_file():
         from app.deeplesion.synth import generate_dataset
 
-        log.info("generating the synthetic demo dataset (%d patients) in %s", patients, data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        generate_dataset(data_dir, patients=patients, seed=DEMO_SEED, progress=True, max_studies=max_studies)
+        say(f"generating the synthetic demo dataset ({patients} patients) in {data_dir}; first run only")
+        # Generated beside the folder and moved in at the end, DL_info.csv last: a run stopped half-way
+        # (Ctrl+C) leaves no DL_info.csv, so the next run generates again instead of serving half the slices.
+        partial = data_dir.with_name(data_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        made = generate_dataset(
+            partial, patients=patients, seed=DEMO_SEED, progress=True, max_studies=max_studies
+        )
+        _move_into(partial, data_dir, last="DL_info.csv")
+        say(f"    {replace(made, out_dir=str(data_dir)).describe()}")
         generated = True
+    else:
+        say(f"using the existing demo data in {data_dir} (delete that folder to generate it again)")
     url = settings.resolved_database_url()
+    say(f"migrating the database ({_printable_url(url)})")
     upgrade_database(url)
+    say("importing DL_info.csv and the list of stored slices")
     engine = make_engine(url)
     try:
         summary = import_dataset(data_dir=data_dir, session_factory=make_session_factory(engine))
     finally:
         engine.dispose()
+    say(f"    {summary.describe()}")
     model = settings.model_path
     return DemoData(
         data_dir=data_dir,
@@ -124,8 +147,28 @@ def prepare_demo(settings: Settings, *, patients: int, max_studies: int | None =
     )
 
 
+def _move_into(source: Path, target: Path, *, last: str) -> None:
+    """Move every entry of source into target (replacing same-named ones), `last` last; remove source."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(source.iterdir(), key=lambda p: p.name == last):
+        dest = target / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        entry.replace(dest)
+    source.rmdir()
+
+
+def _printable_url(url: str) -> str:
+    """The database URL without its password, for the console."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def demo_banner(demo: DemoData, settings: Settings) -> str:
     """The console message that says what to open and that nothing in the demo is real patient data."""
+    from app.review.users import LOCAL_ROLE, LOCAL_USER
+
     url = f"http://127.0.0.1:{settings.port}"
     model = (
         f"a detector trained on synthetic images only ({settings.model_path})"
@@ -141,7 +184,7 @@ def demo_banner(demo: DemoData, settings: Settings) -> str:
             f"  Data: SYNTHETIC CT slices in {demo.data_dir}",
             "        (generated, DeepLesion layout; not patient data, not the NIH dataset)",
             f"  Model: {model}",
-            "  Signed in automatically as the local reviewer (loopback only).",
+            f"  Signed in automatically as {LOCAL_USER} ({LOCAL_ROLE}) while no user exists (loopback only).",
             f"  API docs: {url}/docs     Stop: Ctrl+C",
             bar,
         ]

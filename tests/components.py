@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
 
 REQUIRE_ALL = os.environ.get("LESION_REVIEW_REQUIRE_ALL", "") not in ("", "0", "false", "no")
 
-# Filled while the run goes; printed as a banner at the end of the run.
+POSTGRES_ENV = "LESION_REVIEW_TEST_POSTGRES_URL"
+# Tried in this order when POSTGRES_ENV is unset: a local server that lets these users in without a
+# password (trust authentication), as on a developer machine or in the Docker image.
+LOCAL_POSTGRES_URLS = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    "postgresql+psycopg://root@127.0.0.1:5432/postgres",
+)
+PROBE_TIMEOUT_S = 2
+
+# Filled while the run goes; printed at the very end of the run (tests/conftest.py).
 SKIPPED_COMPONENTS: dict[str, str] = {}
+TESTED_COMPONENTS: dict[str, str] = {}
+
+
+def skip_reason(name: str, why: str) -> str:
+    """The skip message of a test whose component is absent (the end-of-run summary counts by it)."""
+    return f"{name} unavailable: {why}"
 
 
 def require_component(name: str, available: bool, why: str) -> None:
@@ -19,4 +35,54 @@ def require_component(name: str, available: bool, why: str) -> None:
     if REQUIRE_ALL:
         pytest.fail(f"{name} is required (LESION_REVIEW_REQUIRE_ALL=1) but unavailable: {why}", pytrace=False)
     SKIPPED_COMPONENTS[name] = why
-    pytest.skip(f"{name} unavailable: {why}")
+    pytest.skip(skip_reason(name, why))
+
+
+def _can_create_databases(url: str) -> str | None:
+    """None when the server at url answers and its user may create databases, else why not."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    try:
+        with psycopg.connect(
+            host=u.host or "127.0.0.1",
+            port=u.port or 5432,
+            user=u.username or "postgres",
+            password=u.password or None,
+            dbname=u.database or "postgres",
+            connect_timeout=PROBE_TIMEOUT_S,
+        ) as conn:
+            row = conn.execute(
+                "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not row or not row[0]:
+        return f"user {u.username} may not create databases"
+    return None
+
+
+@functools.cache
+def postgres_server() -> tuple[str | None, str]:
+    """The PostgreSQL server URL the tests create their scratch databases on, and how it was chosen.
+
+    POSTGRES_ENV names it (`off` skips the PostgreSQL tests); unset, a local server is used when one
+    answers on 127.0.0.1:5432 as user postgres or root. Without a server the URL is None and the text
+    says why.
+    """
+    named = os.environ.get(POSTGRES_ENV, "").strip()
+    if named.lower() == "off":
+        return None, f"{POSTGRES_ENV}=off"
+    if named:
+        return named, f"{POSTGRES_ENV}"
+    tried: list[str] = []
+    for url in LOCAL_POSTGRES_URLS:
+        problem = _can_create_databases(url)
+        if problem is None:
+            return url, f"found on 127.0.0.1:5432; set {POSTGRES_ENV} to choose another server, =off to skip"
+        tried.append(f"{url}: {problem}")
+    return None, (
+        f"no local server answered ({'; '.join(tried)}); "
+        f"set {POSTGRES_ENV}=postgresql+psycopg://user@host:port/db"
+    )

@@ -1,21 +1,55 @@
-"""Shared pytest setup: the loud banner for skipped components."""
+"""Shared pytest setup: the end-of-run summary of what was skipped and why, printed last."""
 
 from __future__ import annotations
 
-from tests.components import REQUIRE_ALL, SKIPPED_COMPONENTS
+from collections import Counter
+
+import pytest
+
+from tests.components import REQUIRE_ALL, SKIPPED_COMPONENTS, TESTED_COMPONENTS, skip_reason
+
+# Skip messages of this run's skipped tests, counted.
+_SKIPS: Counter[str] = Counter()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
-    """Say loudly which components were not tested."""
-    if not SKIPPED_COMPONENTS:
-        return
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count each skipped test by its skip message."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _SKIPS[reason.removeprefix("Skipped: ")] += 1
+
+
+def summary_lines() -> list[tuple[str, bool]]:
+    """The end-of-run summary as (line, alarming) pairs; empty when there is nothing to say."""
+    lines = [(f"Tested with {name}: {how}", False) for name, how in sorted(TESTED_COMPONENTS.items())]
+    if not _SKIPS:
+        return lines
     bar = "!" * 78
-    tr = terminalreporter
-    tr.write_line(bar, red=True, bold=True)
-    title = "SKIPPED COMPONENTS: these parts of Lesion Review were NOT tested in this run:"
-    tr.write_line(title, red=True, bold=True)
+    lines += [(bar, True), (f"SKIPPED: {sum(_SKIPS.values())} tests did NOT run in this run.", True)]
+    if SKIPPED_COMPONENTS:
+        lines.append(("These parts of Lesion Review were NOT tested:", True))
+    component_reasons = set()
     for name, why in sorted(SKIPPED_COMPONENTS.items()):
-        tr.write_line(f"  - {name}: {why}", red=True, bold=True)
-    if not REQUIRE_ALL:
-        tr.write_line("Set LESION_REVIEW_REQUIRE_ALL=1 (as .ci/run does) to make these failures.", red=True)
-    tr.write_line(bar, red=True, bold=True)
+        reason = skip_reason(name, why)
+        component_reasons.add(reason)
+        lines.append((f"  - {name} ({_SKIPS[reason]} tests): {why}", True))
+    others = [(reason, n) for reason, n in sorted(_SKIPS.items()) if reason not in component_reasons]
+    if others:
+        lines.append(("Other skips:", True))
+        lines += [(f"  - {n} test{'s' if n > 1 else ''}: {reason}", True) for reason, n in others]
+    if SKIPPED_COMPONENTS and not REQUIRE_ALL:
+        lines.append(("Set LESION_REVIEW_REQUIRE_ALL=1 (as .ci/run does) to make these failures.", True))
+    lines += [("Each skipped test: pytest -rs.", False), (bar, True)]
+    return lines
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Print the summary after pytest's last line ("N passed, M skipped"): it is what stays on screen."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    lines = summary_lines()
+    if reporter is None or not lines:
+        return
+    for line, alarming in lines:
+        reporter.write_line(line, red=alarming, bold=alarming)

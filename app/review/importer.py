@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import JSON, Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import KeySlice, Lesion, OriginalLesion, Patient, Series, Study
@@ -33,27 +33,46 @@ class ImportSummary:
     new_key_slices: int = 0
     new_lesions: int = 0
     skipped_key_slices: int = 0
+    # Key slices whose CSV rows differ in their lesion values from the imported originals (kept).
     changed_key_slices: list[str] = field(default_factory=list)
+    # Key slices whose metadata (window, spacing, size, slice range, patient, split) was brought up to date.
+    updated_key_slices: list[str] = field(default_factory=list)
+    # DL_info.csv column -> how many key slices it changed on.
+    updated_fields: dict[str, int] = field(default_factory=dict)
+    # "line N (file): columns" of every row whose lesion values were kept as imported.
+    kept_rows: list[str] = field(default_factory=list)
     series_updated: int = 0
     seconds: float = 0.0
 
     @property
     def changed_anything(self) -> bool:
         """True when the run wrote to the database."""
-        return bool(self.new_key_slices or self.new_lesions or self.series_updated)
+        return bool(self.new_key_slices or self.new_lesions or self.series_updated or self.updated_key_slices)
 
     def describe(self) -> str:
         """One line for the console."""
         text = (
             f"{self.rows} rows read: {self.new_key_slices} new key slices, {self.new_lesions} new lesions, "
-            f"{self.skipped_key_slices} already imported, {self.series_updated} series with "
-            f"new stored slices "
-            f"({self.seconds:.1f} s)"
+            f"{self.skipped_key_slices} already imported"
         )
+        # Only what happened: a first import should not read as if something had gone missing.
+        if self.updated_key_slices:
+            text += f", {len(self.updated_key_slices)} key slices updated"
+            if self.updated_fields:
+                text += " (" + ", ".join(f"{c} on {n}" for c, n in sorted(self.updated_fields.items())) + ")"
+        if self.series_updated:
+            text += f", {self.series_updated} series with new stored slices"
+        text += f" ({self.seconds:.1f} s)"
+        if "Spacing_mm_px_" in self.updated_fields:
+            text += "; stored lesion sizes in mm are not re-derived from a changed spacing"
         if not self.changed_anything:
             text += "; 0 new, nothing changed"
-        if self.changed_key_slices:
-            text += f"; {len(self.changed_key_slices)} key slices differ from the database, kept as stored"
+        if self.kept_rows:
+            more = f"; and {len(self.kept_rows) - 3} more" if len(self.kept_rows) > 3 else ""
+            text += (
+                f"; {len(self.kept_rows)} rows differ in their lesion values from the imported originals and "
+                f"were kept as imported (reviews refer to them): {'; '.join(self.kept_rows[:3])}{more}"
+            )
         return text
 
 
@@ -118,22 +137,53 @@ def _original_row(rec: LesionRecord, key_slice_id: int, row_number: int) -> dict
     }
 
 
-def _same_list(stored: Any, values: Sequence[float] | None) -> bool:
-    return (stored is None and values is None) or (
-        stored is not None and values is not None and list(stored) == list(values)
-    )
+def _key_slice_metadata(rec: LesionRecord) -> dict[str, Any]:
+    """The KeySlice columns that come from DL_info.csv fields a key slice's rows share (its first row)."""
+    return {
+        "split": rec.train_val_test,
+        "spacing_x": rec.spacing_mm[0],
+        "spacing_y": rec.spacing_mm[1],
+        "spacing_z": rec.spacing_mm[2],
+        "image_width": rec.image_size[0],
+        "image_height": rec.image_size[1],
+        "dicom_min": rec.dicom_window[0],
+        "dicom_max": rec.dicom_window[1],
+        "slice_first": rec.slice_range[0],
+        "slice_last": rec.slice_range[1],
+        "gender": rec.patient_gender,
+        "age": rec.patient_age,
+    }
 
 
-def _same_rows(stored: list[Any], records: list[LesionRecord]) -> bool:
-    if len(stored) != len(records):
-        return False
-    return all(
-        _same_list(s.measurement_coordinates, r.measurement_coordinates)
-        and list(s.bounding_box) == list(r.bounding_box)
-        and s.coarse_lesion_type == r.coarse_lesion_type
-        and s.possibly_noisy == r.possibly_noisy
-        for s, r in zip(stored, records, strict=True)
-    )
+# original_lesions columns (with their DL_info.csv names) that describe the key slice, its series or its
+# patient: a re-import brings them up to date.
+METADATA_COLUMNS = {
+    "slice_range": "Slice_range",
+    "spacing_mm": "Spacing_mm_px_",
+    "image_size": "Image_size",
+    "dicom_window": "DICOM_windows",
+    "patient_gender": "Patient_gender",
+    "patient_age": "Patient_age",
+    "train_val_test": "Train_Val_Test",
+}
+# The row's own lesion values: reviews were made against them, so a re-import keeps the imported values and
+# names the rows that differ (a fresh database takes the new file).
+LESION_COLUMNS = {
+    "measurement_coordinates": "Measurement_coordinates",
+    "bounding_box": "Bounding_boxes",
+    "lesion_diameters_px": "Lesion_diameters_Pixel_",
+    "normalized_location": "Normalized_lesion_location",
+    "coarse_lesion_type": "Coarse_lesion_type",
+    "possibly_noisy": "Possibly_noisy",
+}
+
+
+def _as_stored(row: dict[str, Any]) -> dict[str, Any]:
+    """An _original_row dict with its JSON text decoded, as the database hands the row back."""
+    columns = OriginalLesion.__table__.c
+    return {
+        k: json.loads(v) if isinstance(columns[k].type, JSON) else v for k, v in row.items() if k in columns
+    }
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -217,7 +267,7 @@ def import_records(
     new_files = [f for f in by_file if f not in existing_ks]
     summary.skipped_key_slices = len(by_file) - len(new_files)
     if existing_ks:
-        _note_changed(session, by_file, existing_ks, summary)
+        _refresh_existing(session, by_file, existing_ks, summary)
 
     existing_patients = set(session.execute(select(Patient.id)).scalars().all())
     existing_studies = {
@@ -292,18 +342,7 @@ def import_records(
                 "study_index": first.study_index,
                 "series_index": first.series_id,
                 "key_slice_index": first.key_slice_index,
-                "split": first.train_val_test,
-                "spacing_x": first.spacing_mm[0],
-                "spacing_y": first.spacing_mm[1],
-                "spacing_z": first.spacing_mm[2],
-                "image_width": first.image_size[0],
-                "image_height": first.image_size[1],
-                "dicom_min": first.dicom_window[0],
-                "dicom_max": first.dicom_window[1],
-                "slice_first": first.slice_range[0],
-                "slice_last": first.slice_range[1],
-                "gender": first.patient_gender,
-                "age": first.patient_age,
+                **_key_slice_metadata(first),
                 "version": 1,
                 "lesion_count": len(rows),
                 "max_size_mm": max(sizes),
@@ -368,35 +407,111 @@ def import_records(
     return summary
 
 
-def _note_changed(
+def _refresh_existing(
     session: Session,
     by_file: dict[str, list[tuple[int, LesionRecord]]],
     existing_ks: dict[str, int],
     summary: ImportSummary,
 ) -> None:
-    """Record key slices whose CSV rows differ from what was imported before (they are kept as stored)."""
-    stored: dict[int, list[Any]] = {}
-    rows = session.execute(
-        select(
-            OriginalLesion.key_slice_id,
-            OriginalLesion.measurement_coordinates,
-            OriginalLesion.bounding_box,
-            OriginalLesion.coarse_lesion_type,
-            OriginalLesion.possibly_noisy,
-        ).order_by(OriginalLesion.row_number)
-    ).all()
-    for row in rows:
-        stored.setdefault(row.key_slice_id, []).append(row)
+    """Bring already imported key slices, their original rows, patients and studies up to date with the CSV.
+
+    Metadata follows the file; a row's own lesion values stay as imported and the row is named in the
+    summary; the reviewers' lesions are never touched.
+    """
+    if not by_file:
+        return
+    table = OriginalLesion.__table__
+    imported: dict[int, list[Any]] = {}
+    brief = select(table.c.id, table.c.key_slice_id, table.c.raw)
+    for row in session.execute(brief.order_by(table.c.key_slice_id, table.c.row_number)):
+        imported.setdefault(row.key_slice_id, []).append(row)
+    # Rows whose cell texts are as imported need no closer look: the common case, and the cheap one.
+    suspects: dict[str, list[tuple[int, int, LesionRecord]]] = {}
     for file_name, csv_rows in by_file.items():
         ks_id = existing_ks.get(file_name)
-        if ks_id is not None and not _same_rows(stored.get(ks_id, []), [r for _, r in csv_rows]):
+        if ks_id is None:
+            continue
+        rows_db = imported.get(ks_id, [])
+        if len(rows_db) != len(csv_rows):
             summary.changed_key_slices.append(file_name)
-    if summary.changed_key_slices:
+            summary.kept_rows.append(
+                f"{file_name}: {len(csv_rows)} rows in DL_info.csv, {len(rows_db)} imported"
+            )
+        for i, db_row in enumerate(rows_db):
+            row_number, rec = csv_rows[min(i, len(csv_rows) - 1)]
+            if db_row.raw is None or db_row.raw != pack_raw(rec.raw):
+                suspects.setdefault(file_name, []).append((db_row.id, row_number, rec))
+    ids = [db_id for items in suspects.values() for db_id, _, _ in items]
+    full: dict[int, Any] = {}
+    for start in range(0, len(ids), 500):
+        chunk = select(table).where(table.c.id.in_(ids[start : start + 500]))
+        full.update((m["id"], m) for m in session.execute(chunk).mappings())
+    ks_table = KeySlice.__table__
+    meta_columns = list(_key_slice_metadata(next(iter(by_file.values()))[0][1]))
+    ks_meta = {
+        m["id"]: m
+        for m in session.execute(select(ks_table.c.id, *(ks_table.c[c] for c in meta_columns))).mappings()
+    }
+    updated_fields: dict[str, int] = {}
+    for file_name, csv_rows in by_file.items():
+        ks_id = existing_ks.get(file_name)
+        if ks_id is None:
+            continue
+        fields: set[str] = set()
+        kept = False
+        for db_id, row_number, rec in suspects.get(file_name, []):
+            db_row = full[db_id]
+            want = _as_stored(_original_row(rec, ks_id, row_number))
+            meta = {c: want[c] for c in METADATA_COLUMNS if db_row[c] != want[c]}
+            own = [name for c, name in LESION_COLUMNS.items() if db_row[c] != want[c]]
+            if own and file_name not in summary.changed_key_slices:
+                kept = True
+                summary.kept_rows.append(f"line {row_number} ({file_name}): {', '.join(own)}")
+            elif meta and not own:
+                # The raw cell texts follow the file only while the whole row does.
+                meta["raw"] = want["raw"]
+            if meta:
+                fields.update(METADATA_COLUMNS[c] for c in meta if c in METADATA_COLUMNS)
+                session.execute(update(OriginalLesion).where(table.c.id == db_id).values(**meta))
+        if kept:
+            summary.changed_key_slices.append(file_name)
+        want_ks = _key_slice_metadata(csv_rows[0][1])
+        ks_changes = {c: v for c, v in want_ks.items() if ks_meta[ks_id][c] != v}
+        if ks_changes:
+            session.execute(update(KeySlice).where(KeySlice.id == ks_id).values(**ks_changes))
+        if fields or ks_changes:
+            summary.updated_key_slices.append(file_name)
+            for name in fields:
+                updated_fields[name] = updated_fields.get(name, 0) + 1
+    summary.updated_fields = updated_fields
+    _refresh_patients_and_studies(session, by_file)
+    if summary.kept_rows:
         log.warning(
-            "%d key slices in DL_info.csv differ from the imported originals, left unchanged, e.g. %s",
-            len(summary.changed_key_slices),
-            summary.changed_key_slices[0],
+            "%d rows of DL_info.csv differ in their lesion values from the imported originals, kept as "
+            "imported: %s",
+            len(summary.kept_rows),
+            "; ".join(summary.kept_rows),
         )
+
+
+def _refresh_patients_and_studies(
+    session: Session, by_file: dict[str, list[tuple[int, LesionRecord]]]
+) -> None:
+    """Patient gender and study age as the CSV says now (each from the first row that names them)."""
+    genders: dict[int, str] = {}
+    ages: dict[tuple[int, int], int | None] = {}
+    for csv_rows in by_file.values():
+        rec = csv_rows[0][1]
+        genders.setdefault(rec.patient_index, rec.patient_gender)
+        ages.setdefault((rec.patient_index, rec.study_index), rec.patient_age)
+    for pid, gender in session.execute(select(Patient.id, Patient.gender)).all():
+        if pid in genders and genders[pid] != gender:
+            session.execute(update(Patient).where(Patient.id == pid).values(gender=genders[pid]))
+    for sid, pid, index, age in session.execute(
+        select(Study.id, Study.patient_id, Study.study_index, Study.age)
+    ):
+        if (pid, index) in ages and ages[(pid, index)] != age:
+            session.execute(update(Study).where(Study.id == sid).values(age=ages[(pid, index)]))
 
 
 def _stored_slices_reader(data_dir: Path) -> Callable[[str], list[int]]:

@@ -19,6 +19,8 @@ from app.review.errors import InvalidInputError, NotFoundError
 
 ROLES = ("reviewer", "admin")
 LOCAL_USER = "local"
+# The automatic user on loopback may do everything, so the local demo shows every page.
+LOCAL_ROLE = "admin"
 SESSION_LIFETIME = timedelta(days=14)
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _hasher = PasswordHasher()
@@ -52,7 +54,7 @@ def hash_password(password: str) -> str:
 
 
 def count_users(*, session: Session) -> int:
-    """Users who can sign in with a password (the automatic local reviewer does not count)."""
+    """Users who can sign in with a password (the automatic local admin does not count)."""
     return int(
         session.execute(select(func.count(User.id)).where(User.password_hash.is_not(None))).scalar_one()
     )
@@ -93,12 +95,12 @@ def authenticate(*, session: Session, name: str, password: str) -> UserInfo | No
 
 
 def ensure_local_user(*, session: Session) -> UserInfo:
-    """The automatic local reviewer used on loopback while no real user exists; created on first use."""
+    """The automatic local admin used on loopback while no real user exists; created on first use."""
     user = session.execute(select(User).where(User.name == LOCAL_USER)).scalar_one_or_none()
     if user is None:
         try:
             with session.begin_nested():
-                user = User(name=LOCAL_USER, password_hash=None, role="admin")
+                user = User(name=LOCAL_USER, password_hash=None, role=LOCAL_ROLE)
                 session.add(user)
         except IntegrityError:
             # The browser's first page load sends several requests at once; another one created it.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -20,9 +19,8 @@ from app.main import create_app
 from app.review.importer import import_dataset
 from app.review.users import create_user
 from tests.api.review_data import build_review_dataset
-from tests.components import require_component
+from tests.components import TESTED_COMPONENTS, postgres_server, require_component
 
-POSTGRES_ENV = "LESION_REVIEW_TEST_POSTGRES_URL"
 PASSWORD = "correct-horse-battery"
 
 
@@ -98,10 +96,10 @@ def db_template(
         engine.dispose()
         yield Template("sqlite", url)
         return
-    server = os.environ.get(POSTGRES_ENV, "")
-    require_component(
-        "postgresql", bool(server), f"set {POSTGRES_ENV}=postgresql+psycopg://user@host:port/db"
-    )
+    server, how = postgres_server()
+    require_component("postgresql", server is not None, how)
+    assert server is not None
+    TESTED_COMPONENTS["postgresql"] = f"{make_url(server).render_as_string(hide_password=True)} ({how})"
     name = f"lr_test_{uuid.uuid4().hex[:10]}"
     _pg_execute(server, f'CREATE DATABASE "{name}"')
     url = _pg_url(server, name)

@@ -13,23 +13,22 @@ from sqlalchemy import select, text
 
 from app.db.models import Lesion, UndoItem
 from app.db.session import _alembic_config, make_engine, make_session_factory
-from tests.api.conftest import POSTGRES_ENV, _pg_execute, _pg_url
-from tests.components import require_component
+from tests.api.conftest import _pg_execute, _pg_url
+from tests.components import postgres_server, require_component
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database migrated only up to 0005 (before the lesion facts)."""
-    import os
-
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
         make_engine(url).dispose()
         command.upgrade(_alembic_config(url), "0005")
         yield url
         return
-    server = os.environ.get(POSTGRES_ENV, "")
-    require_component("postgresql", bool(server), f"set {POSTGRES_ENV}")
+    server, how = postgres_server()
+    require_component("postgresql", server is not None, how)
+    assert server is not None
     name = f"lr_mig_{uuid.uuid4().hex[:10]}"
     _pg_execute(server, f'CREATE DATABASE "{name}"')
     try:

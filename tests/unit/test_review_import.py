@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +22,8 @@ from app.db.session import (
     upgrade_database,
 )
 from app.deeplesion.errors import CsvValidationError
-from app.review.importer import import_dataset
+from app.deeplesion.schema import LesionRecord
+from app.review.importer import ImportSummary, import_dataset
 from tests.api.review_data import STORED, build_review_dataset
 
 
@@ -217,3 +221,120 @@ def test_import_of_the_synthetic_dataset_records_its_stored_slices(tmp_path: Pat
         for folder, slices in s.execute(select(Series.folder, Series.stored_slices)):
             assert list(slices) == store.stored_slices(folder) and slices
     engine.dispose()
+
+
+def rewrite_csv(data_dir: Path, change: Callable[[LesionRecord], LesionRecord]) -> None:
+    """Apply `change` to every row of DL_info.csv (untouched cells keep their text)."""
+    from app.deeplesion.csvio import read_dl_info, write_dl_info
+
+    path = data_dir / "DL_info.csv"
+    write_dl_info(path, [change(rec) for rec in read_dl_info(path)])
+
+
+def table_rows(url: str, table: Any) -> list[tuple[Any, ...]]:
+    """Every row of a table, in id order."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))]
+    engine.dispose()
+    return rows
+
+
+def imported(data_dir: Path, tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    import_dataset(engine=engine, data_dir=data_dir)
+    engine.dispose()
+    return url
+
+
+def reimport(data_dir: Path, url: str) -> ImportSummary:
+    engine = make_engine(url)
+    try:
+        return import_dataset(engine=engine, data_dir=data_dir)
+    finally:
+        engine.dispose()
+
+
+KEY = "000001_01_01_108.png"
+
+
+def new_metadata(rec: LesionRecord) -> LesionRecord:
+    """Key slice KEY gets new DICOM window, spacing, size, slice range, age and split; patient 1 a gender."""
+    if rec.patient_index == 1:
+        rec = replace(rec, patient_gender="M")
+    if rec.file_name != KEY:
+        return rec
+    return replace(
+        rec,
+        dicom_window=(-1350.0, 150.0),
+        spacing_mm=(0.8, 0.8, 2.5),
+        image_size=(256, 256),
+        slice_range=(104, 112),
+        patient_age=62,
+        train_val_test=2,
+    )
+
+
+def test_reimport_updates_changed_key_slice_metadata_and_says_so(data_dir: Path, tmp_path: Path) -> None:
+    from app.db.models import Patient, Study
+
+    url = imported(data_dir, tmp_path)
+    lesions_before = table_rows(url, Lesion.__table__)
+    rewrite_csv(data_dir, new_metadata)
+    summary = reimport(data_dir, url)
+    assert summary.changed_anything
+    # KEY changed everything; the patient's two other key slices changed gender only.
+    assert sorted(summary.updated_key_slices) == [
+        "000001_01_01_108.png",
+        "000001_01_01_112.png",
+        "000001_02_01_020.png",
+    ]
+    assert "3 key slices updated" in summary.describe()
+    assert "DICOM_windows" in summary.describe() and "Patient_gender" in summary.describe()
+    engine = make_engine(url)
+    with make_session_factory(engine)() as s:
+        ks = s.execute(select(KeySlice).where(KeySlice.file_name == KEY)).scalar_one()
+        assert (ks.dicom_min, ks.dicom_max) == (-1350.0, 150.0)
+        assert (ks.spacing_x, ks.spacing_y, ks.spacing_z) == (0.8, 0.8, 2.5)
+        assert (ks.image_width, ks.image_height, ks.slice_first, ks.slice_last) == (256, 256, 104, 112)
+        assert (ks.age, ks.split, ks.gender) == (62, 2, "M")
+        assert s.get(Patient, 1).gender == "M"  # type: ignore[union-attr]
+        study = s.execute(select(Study).where(Study.patient_id == 1, Study.study_index == 1)).scalar_one()
+        assert study.age == 62
+    engine.dispose()
+    # Reviewers' state is never touched by an import.
+    assert table_rows(url, Lesion.__table__) == lesions_before
+    # The stored originals follow the file: an export of the original state reads back as the new CSV.
+    out = tmp_path / "original.csv"
+    args = ["export", str(data_dir), "--database-url", url, "--state", "original", "--out", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert out.read_bytes() == (data_dir / "DL_info.csv").read_bytes()
+    # Importing the same file again finds nothing to do.
+    again = reimport(data_dir, url)
+    assert not again.changed_anything and not again.updated_key_slices
+    assert "0 new, nothing changed" in again.describe()
+
+
+def test_reimport_keeps_an_original_whose_lesion_values_changed_and_names_its_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    url = imported(data_dir, tmp_path)
+    originals_before = table_rows(url, OriginalLesion.__table__)
+    lesions_before = table_rows(url, Lesion.__table__)
+
+    def moved(rec: LesionRecord) -> LesionRecord:
+        if rec.file_name != "000001_01_01_112.png":
+            return rec
+        shifted = tuple(v + 1.0 for v in rec.measurement_coordinates)
+        return replace(rec, measurement_coordinates=shifted, coarse_lesion_type=3)  # type: ignore[arg-type]
+
+    rewrite_csv(data_dir, moved)
+    summary = reimport(data_dir, url)
+    # 000001_01_01_112.png is line 4 of the file (header, then the two rows of 108).
+    assert summary.kept_rows == ["line 4 (000001_01_01_112.png): Measurement_coordinates, Coarse_lesion_type"]
+    assert "kept as imported" in summary.describe() and "line 4" in summary.describe()
+    assert not summary.updated_key_slices
+    assert table_rows(url, OriginalLesion.__table__) == originals_before
+    assert table_rows(url, Lesion.__table__) == lesions_before

@@ -88,6 +88,10 @@ def test_demo_no_serve_generates_migrates_and_imports_once(tmp_path: Path) -> No
     args = ["demo", "--data-dir", str(data_dir), "--patients", "2", "--max-studies", "1", "--no-serve"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
+    steps = [line for line in first.output.splitlines() if line.startswith("==> ")]
+    assert [s.split()[1] for s in steps] == ["generating", "migrating", "importing"], first.output
+    # Each step's result is said once (the app's own INFO log lines would repeat them).
+    assert first.output.count("new key slices") == 1, first.output
     assert (data_dir / "DL_info.csv").is_file() and (data_dir / "synth_truth.json").is_file()
     settings = Settings(data_dir=data_dir)
     key_slices, lesions = count_rows(settings)
@@ -96,7 +100,7 @@ def test_demo_no_serve_generates_migrates_and_imports_once(tmp_path: Path) -> No
     # A second run reuses the data and imports nothing new.
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0, second.output
-    assert "using existing" in second.output
+    assert "==> using the existing demo data" in second.output
     assert count_rows(settings) == (key_slices, lesions)
 
 
@@ -107,6 +111,21 @@ def test_demo_banner_says_what_to_open_and_that_data_is_synthetic(tmp_path: Path
     text = demo_banner(DemoData(tmp_path, True, 3, "3 rows", False), settings)
     assert "http://127.0.0.1:8123" in text
     assert "SYNTHETIC" in text and "no detector model" in text
+
+
+def test_demo_banner_names_the_automatic_user_as_the_page_header_shows_it(tmp_path: Path) -> None:
+    from app.review.users import ensure_local_user
+    from app.serving import DemoData
+
+    settings = migrated(tmp_path, "127.0.0.1")
+    engine = make_engine(settings.resolved_database_url())
+    with make_session_factory(engine)() as session, session.begin():
+        local = ensure_local_user(session=session)
+    engine.dispose()
+    text = demo_banner(DemoData(tmp_path, True, 3, "3 rows", False), settings)
+    header = Path(__file__).resolve().parents[2] / "static" / "js" / "api.js"
+    assert "`${me.user.name} (${me.user.role})`" in header.read_text(encoding="utf-8")
+    assert f"as {local.name} ({local.role})" in text
 
 
 def test_prepare_demo_on_existing_data_does_not_regenerate(tmp_path: Path) -> None:
@@ -120,6 +139,29 @@ def test_prepare_demo_on_existing_data_does_not_regenerate(tmp_path: Path) -> No
     first = prepare_demo(settings, patients=1)
     assert not first.generated and first.key_slices_added == 1
     assert prepare_demo(settings, patients=1).key_slices_added == 0
+
+
+def test_demo_stopped_while_generating_generates_again_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.deeplesion.synth as synth
+
+    real = synth.generate_dataset
+
+    def interrupted(out_dir: Path, **kwargs: object) -> None:
+        real(out_dir, **kwargs)  # type: ignore[arg-type]
+        (out_dir / "Images_png" / "000001_01_01").mkdir(parents=True, exist_ok=True)
+        raise KeyboardInterrupt  # Ctrl+C while the slices are still being written
+
+    settings = Settings(data_dir=tmp_path / "demo", model_path=None)
+    monkeypatch.setattr(synth, "generate_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_demo(settings, patients=1, max_studies=1)
+    assert not (settings.data_dir / "DL_info.csv").exists()
+    monkeypatch.setattr(synth, "generate_dataset", real)
+    again = prepare_demo(settings, patients=1, max_studies=1)
+    assert again.generated and again.key_slices_added > 0
+    assert not settings.data_dir.with_name("demo.partial").exists()
 
 
 def test_busy_port_is_refused_with_a_hint() -> None:

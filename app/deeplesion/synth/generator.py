@@ -659,7 +659,7 @@ def generate_dataset(
     jobs = list(_jobs(plans, images, seed))
     total = sum(len(j.indices) for j in jobs)
     n_workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-    written = _run_jobs(jobs, total, n_workers, progress)
+    written = _run_jobs(jobs, total, n_workers, progress, patients=len(plans))
     summary = SynthSummary(
         patients=patients,
         studies=sum(1 for p in plans for st in p.studies if any(o.annotated for o in st.observations)),
@@ -689,24 +689,37 @@ def _start_method() -> str | None:
     return None
 
 
-def _run_jobs(jobs: list[_Job], total: int, workers: int, progress: bool) -> int:
-    """Render the jobs in-process or on a process pool, with a progress bar."""
+def _run_jobs(jobs: list[_Job], total: int, workers: int, progress: bool, *, patients: int) -> int:
+    """Render the jobs in-process or on a process pool, with a progress bar (slices and patients done)."""
     from tqdm import tqdm
 
+    # Jobs come back in order, patient by patient, so a patient is done when its last job is.
+    left: dict[int, int] = {}
+    for job in jobs:
+        left[job.series.patient] = left.get(job.series.patient, 0) + 1
+    done = patients - len(left)
     written = 0
     with tqdm(total=total, unit="slice", desc="synth", disable=not progress) as bar:
+        bar.set_postfix_str(f"patients {done}/{patients}", refresh=False)
+
+        def finished(job: _Job, n: int) -> None:
+            nonlocal written, done
+            written += n
+            left[job.series.patient] -= 1
+            if left[job.series.patient] == 0:
+                done += 1
+                bar.set_postfix_str(f"patients {done}/{patients}", refresh=False)
+            bar.update(n)
+
         # Small runs (the tests' fast path) are quicker without starting processes.
         if workers <= 1 or total < 120:
             for job in jobs:
-                n = _render_job(job)
-                written += n
-                bar.update(n)
+                finished(job, _render_job(job))
             return written
         ctx = multiprocessing.get_context(_start_method())
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-            for n in pool.map(_render_job, jobs, chunksize=1):
-                written += n
-                bar.update(n)
+            for job, n in zip(jobs, pool.map(_render_job, jobs, chunksize=1), strict=True):
+                finished(job, n)
     return written
 
 
