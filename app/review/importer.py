@@ -63,8 +63,6 @@ class ImportSummary:
         if self.series_updated:
             text += f", {self.series_updated} series with new stored slices"
         text += f" ({self.seconds:.1f} s)"
-        if "Spacing_mm_px_" in self.updated_fields:
-            text += "; stored lesion sizes in mm are not re-derived from a changed spacing"
         if not self.changed_anything:
             text += "; 0 new, nothing changed"
         if self.kept_rows:
@@ -478,6 +476,14 @@ def _refresh_existing(
         want_ks = _key_slice_metadata(csv_rows[0][1])
         ks_changes = {c: v for c, v in want_ks.items() if ks_meta[ks_id][c] != v}
         if ks_changes:
+            old_spacing = ks_meta[ks_id].get("spacing_x")
+            if "spacing_x" in ks_changes and old_spacing:
+                # Sizes in mm are pixels times the spacing: scale them with it (the reviewers' marks stay).
+                ratio = float(ks_changes["spacing_x"]) / float(old_spacing)
+                session.execute(
+                    update(Lesion).where(Lesion.key_slice_id == ks_id).values(size_mm=Lesion.size_mm * ratio)
+                )
+                ks_changes["max_size_mm"] = ks_table.c.max_size_mm * ratio
             session.execute(update(KeySlice).where(KeySlice.id == ks_id).values(**ks_changes))
         if fields or ks_changes:
             summary.updated_key_slices.append(file_name)

@@ -303,9 +303,18 @@ def test_reimport_updates_changed_key_slice_metadata_and_says_so(data_dir: Path,
         assert s.get(Patient, 1).gender == "M"  # type: ignore[union-attr]
         study = s.execute(select(Study).where(Study.patient_id == 1, Study.study_index == 1)).scalar_one()
         assert study.age == 62
+        # Sizes in mm follow the new pixel spacing (0.7 -> 0.8 mm); nothing else of a lesion changes.
+        rows = s.execute(select(Lesion.id, Lesion.size_mm).where(Lesion.key_slice_id == ks.id)).all()
+        sizes = {int(i): float(v) for i, v in rows}
+        assert ks.max_size_mm == pytest.approx(max(sizes.values()))
     engine.dispose()
-    # Reviewers' state is never touched by an import.
-    assert table_rows(url, Lesion.__table__) == lesions_before
+    size_at = [c.name for c in Lesion.__table__.columns].index("size_mm")
+    after = table_rows(url, Lesion.__table__)
+    for old, new in zip(lesions_before, after, strict=True):
+        scale = 0.8 / 0.7 if new[0] in sizes else 1.0
+        assert new[size_at] == pytest.approx(old[size_at] * scale)
+        # Reviewers' state is never touched by an import.
+        assert new[:size_at] + new[size_at + 1 :] == old[:size_at] + old[size_at + 1 :]
     # The stored originals follow the file: an export of the original state reads back as the new CSV.
     out = tmp_path / "original.csv"
     args = ["export", str(data_dir), "--database-url", url, "--state", "original", "--out", str(out)]
