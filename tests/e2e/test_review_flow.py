@@ -89,7 +89,7 @@ def test_stale_edit_shows_who_changed_it_and_reapply_wins(
     name = server.key_slices[0]
     open_viewer(page, name)
     lesion = viewer_eval(
-        page, "v.state.ks.lesions.find(l => l.origin === 'original' && l.review !== 'deleted')"
+        page, "v.state.ks.lesions.find(l => l.origin === 'csv' && l.flag === null && l.confirmed === null)"
     )
     assert lesion is not None
 
@@ -100,7 +100,7 @@ def test_stale_edit_shows_who_changed_it_and_reapply_wins(
         data={"version": lesion["version"]},
         headers={"X-CSRF-Token": bob_csrf},
     )
-    assert response.ok, response.text()
+    assert response.ok and response.json()["entry"]["action"] == "confirm", response.text()
 
     page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
     page.focus("#viewport")
@@ -132,18 +132,26 @@ def test_moving_an_end_point_after_a_conflict_can_be_discarded(
     page: Any, server: LiveServer, bob: tuple[Any, str]
 ) -> None:
     api_login(page.context, REVIEWER)
-    name = server.key_slices[0]
-    open_viewer(page, name)
-    lesion = viewer_eval(
-        page,
-        "v.state.ks.lesions.find(l => l.origin === 'original' && l.current.recist && l.review !== 'deleted')",
+    # A measured, unflagged csv lesion Bob has not confirmed yet (the test before may have used one up).
+    name, lesion_id = next(
+        (ks_name, le["id"])
+        for ks_name in server.key_slices
+        for le in page.context.request.get(f"/api/key-slices/{ks_name}").json()["lesions"]
+        if le["origin"] == "csv"
+        and le["current"]["recist"]
+        and le["flag"] is None
+        and (le["confirmed"] or {}).get("by") != SECOND_REVIEWER[0]
     )
+    open_viewer(page, name)
+    lesion = viewer_eval(page, f"v.state.ks.lesions.find(l => l.id === {lesion_id})")
+    # Bob confirms it, so the page's version is stale (his confirming it again would change nothing).
     bob_ctx, bob_csrf = bob
-    bob_ctx.request.post(
+    response = bob_ctx.request.post(
         f"/api/lesions/{lesion['id']}/confirm",
         data={"version": lesion["version"]},
         headers={"X-CSRF-Token": bob_csrf},
     )
+    assert response.ok and response.json()["entry"]["action"] == "confirm", response.text()
     page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
     r = lesion["current"]["recist"]
     drag(page, image_point(page, r[2], r[3]), image_point(page, r[2] + 6, r[3] + 3))
