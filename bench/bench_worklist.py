@@ -37,7 +37,7 @@ def prepare(url: str, seed: int) -> tuple[int, int]:
     """Import-time state a real review has: statuses, flags and predictions on some key slices."""
     from sqlalchemy import insert, select, text, update
 
-    from app.db.models import KeySlice, KeySliceReview, Lesion
+    from app.db.models import KeySlice, KeySliceReview, Lesion, utcnow
     from app.db.session import make_engine, make_session_factory
     from app.review.users import create_user
 
@@ -57,7 +57,11 @@ def prepare(url: str, seed: int) -> tuple[int, int]:
         ]
         s.execute(insert(KeySliceReview), statuses)
         flagged = rng.sample(ids, 300)
-        s.execute(update(Lesion).where(Lesion.key_slice_id.in_(flagged)).values(review="flagged"))
+        s.execute(
+            update(Lesion)
+            .where(Lesion.key_slice_id.in_(flagged))
+            .values(flag_reason="duplicate", flagged_by_id=user.id, flagged_at=utcnow())
+        )
         s.execute(update(KeySlice).where(KeySlice.id.in_(flagged)).values(noisy=True))
         for i in rng.sample(ids, 2000):
             s.execute(
@@ -111,7 +115,9 @@ def time_pandas(url: str, user_id: int, patient: int, repeats: int) -> list[floa
             ),
             conn,
         )
-        les = pd.read_sql(text("SELECT key_slice_id, lesion_type, size_mm, noisy, review FROM lesions"), conn)
+        les = pd.read_sql(
+            text("SELECT key_slice_id, lesion_type, size_mm, flag_reason, deleted FROM lesions"), conn
+        )
         rev = pd.read_sql(
             text(f"SELECT key_slice_id, status FROM key_slice_reviews WHERE user_id = {user_id}"), conn
         )
@@ -122,18 +128,18 @@ def time_pandas(url: str, user_id: int, patient: int, repeats: int) -> list[floa
     for _ in range(repeats):
         for params, page in query_mix(patient):
             started = time.perf_counter()
-            live = les[les.review != "deleted"]
+            live = les[~les.deleted.astype(bool)]
             agg = live.groupby("key_slice_id").agg(
                 lesion_count=("lesion_type", "size"),
                 max_size_mm=("size_mm", "max"),
-                noisy=("noisy", "max"),
             )
-            flagged = live[live.review == "flagged"].key_slice_id.unique()
+            # Noisy: a lesion flagged by a reviewer or by the dataset (Possibly_noisy, reason "dataset").
+            flagged = live[live.flag_reason.notna()].key_slice_id.unique()
             df = ks.merge(agg, left_on="id", right_index=True, how="left").merge(
                 rev, left_on="id", right_on="key_slice_id", how="left"
             )
             df["status"] = df["status"].fillna("unreviewed")
-            df["noisy"] = df["noisy"].astype(bool) | df["id"].isin(flagged)
+            df["noisy"] = df["id"].isin(flagged)
             if "split" in params:
                 df = df[df.split == names[params["split"]]]
             if "lesion_types" in params:
