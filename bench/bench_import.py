@@ -28,6 +28,7 @@ def naive_import(url: str, csv_path: Path, rows: int) -> float:
     from app.db.session import make_engine, make_session_factory
     from app.deeplesion.csvio import read_dl_info
     from app.review.importer import pack_raw
+    from app.review.vocabulary import DATASET_FLAG_REASON, ORIGIN_CSV
 
     records = read_dl_info(csv_path)[:rows]
     engine = make_engine(url)
@@ -63,9 +64,13 @@ def naive_import(url: str, csv_path: Path, rows: int) -> float:
                 )  # fmt: skip
                 s.add(ks)
                 s.flush()
+            recist = r.measurement_coordinates
+            diameters = r.lesion_diameters_px
             orig = OriginalLesion(
-                key_slice_id=ks.id, row_number=n, measurement_coordinates=list(r.measurement_coordinates),
-                bounding_box=list(r.bounding_box), lesion_diameters_px=list(r.lesion_diameters_px),
+                key_slice_id=ks.id, row_number=n,
+                measurement_coordinates=None if recist is None else list(recist),
+                bounding_box=list(r.bounding_box),
+                lesion_diameters_px=None if diameters is None else list(diameters),
                 normalized_location=list(r.normalized_location),
                 coarse_lesion_type=r.coarse_lesion_type,
                 possibly_noisy=r.possibly_noisy, slice_range=list(r.slice_range),
@@ -80,13 +85,15 @@ def naive_import(url: str, csv_path: Path, rows: int) -> float:
                 Lesion(
                     key_slice_id=ks.id,
                     original_id=orig.id,
-                    origin="original",
-                    source="csv",
-                    recist=list(r.measurement_coordinates),
-                    box=list(r.bounding_box),
+                    origin=ORIGIN_CSV,
+                    # The app's 0-based frame, as the real importer stores it.
+                    recist=None if r.recist_px is None else list(r.recist_px),
+                    box=list(r.box_px),
                     lesion_type=r.coarse_lesion_type,
                     slice_index=r.key_slice_index,
-                    noisy=bool(r.possibly_noisy),
+                    size_mm=r.long_axis_mm,
+                    flag_reason=DATASET_FLAG_REASON if r.possibly_noisy else None,
+                    deleted=False,
                 )  # fmt: skip
             )
             s.flush()

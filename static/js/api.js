@@ -103,12 +103,12 @@ function summarise(thing) {
   if (thing.status !== undefined) out.status = thing.status;
   if (thing.version !== undefined) out.version = thing.version;
   if (thing.status_version !== undefined) out["status version"] = thing.status_version;
-  if (thing.flag !== undefined) out.flag = thing.flag ? `${thing.flag.reason}${thing.flag.text ? ": " + thing.flag.text : ""}` : "none";
+  if (thing.flag !== undefined) out.flag = thing.flag ? `${thing.flag.reason}${thing.flag.note ? ": " + thing.flag.note : ""}` : "none";
+  if (thing.confirmed !== undefined) out.confirmed = thing.confirmed ? `by ${thing.confirmed.by}` : "no";
   if (g.recist) out.recist = g.recist.map((v) => Number(v).toFixed(1)).join(", ");
   if (g.box) out.box = g.box.map((v) => Number(v).toFixed(1)).join(", ");
   if (g.diameters_mm) out["diameters mm"] = g.diameters_mm.map((v) => Number(v).toFixed(1)).join(" × ");
   if (g.lesion_type !== undefined) out.type = g.lesion_type;
-  if (g.noisy !== undefined) out.noisy = g.noisy ? "yes" : "no";
   return out;
 }
 

@@ -6,12 +6,39 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
-from tests.e2e.conftest import api_login, drag, image_point, open_viewer, shoot, viewer_eval
-from tests.e2e.live import ADMIN, REVIEWER, LiveServer
+import pytest
+
+from tests.e2e.conftest import (
+    DEFAULT_TIMEOUT_MS,
+    api_login,
+    drag,
+    image_point,
+    open_viewer,
+    shoot,
+    viewer_eval,
+)
+from tests.e2e.live import ADMIN, REVIEWER, LiveServer, live_server
 
 KS_STATE = "v.state.ks"
+
+
+@pytest.fixture(scope="module")
+def session_server(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of its own: this session's edits, flags and predictions would change what other tests find."""
+    with live_server(tmp_path_factory.mktemp("e2e-export-agreement")) as live:
+        yield live
+
+
+@pytest.fixture
+def context(browser: Any, session_server: LiveServer) -> Iterator[Any]:
+    """A fresh browser profile on this module's own server."""
+    ctx = browser.new_context(base_url=session_server.url, viewport={"width": 1280, "height": 800})
+    ctx.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    yield ctx
+    ctx.close()
 
 
 def _wait_version_above(page: Any, version: int) -> int:
@@ -29,10 +56,11 @@ def _csv(values: list[float]) -> list[float]:
 
 
 def test_edit_confirm_flag_context_add_accept_reject_undo_redo_reach_the_exports_as_shown(
-    page: Any, server: LiveServer, browser: Any
+    page: Any, session_server: LiveServer, browser: Any
 ) -> None:
     api_login(page.context, REVIEWER)
     page.on("dialog", lambda dialog: dialog.accept())  # a duplicate warning, should the model hit a lesion
+    server = session_server
     name = server.key_slices[0]
     open_viewer(page, name)
     ks = viewer_eval(page, KS_STATE)

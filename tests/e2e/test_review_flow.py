@@ -89,7 +89,7 @@ def test_stale_edit_shows_who_changed_it_and_reapply_wins(
     name = server.key_slices[0]
     open_viewer(page, name)
     lesion = viewer_eval(
-        page, "v.state.ks.lesions.find(l => l.origin === 'original' && l.review !== 'deleted')"
+        page, "v.state.ks.lesions.find(l => l.origin === 'csv' && l.flag === null && l.confirmed === null)"
     )
     assert lesion is not None
 
@@ -100,7 +100,7 @@ def test_stale_edit_shows_who_changed_it_and_reapply_wins(
         data={"version": lesion["version"]},
         headers={"X-CSRF-Token": bob_csrf},
     )
-    assert response.ok, response.text()
+    assert response.ok and response.json()["entry"]["action"] == "confirm", response.text()
 
     page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
     page.focus("#viewport")
@@ -132,22 +132,30 @@ def test_moving_an_end_point_after_a_conflict_can_be_discarded(
     page: Any, server: LiveServer, bob: tuple[Any, str]
 ) -> None:
     api_login(page.context, REVIEWER)
-    name = server.key_slices[0]
-    open_viewer(page, name)
-    lesion = viewer_eval(
-        page,
-        "v.state.ks.lesions.find(l => l.origin === 'original' && l.current.recist && l.review !== 'deleted')",
+    # A measured, unflagged csv lesion (so that Bob's flag changes it).
+    name, lesion_id = next(
+        (ks_name, le["id"])
+        for ks_name in server.key_slices
+        for le in page.context.request.get(f"/api/key-slices/{ks_name}").json()["lesions"]
+        if le["origin"] == "csv" and le["current"]["recist"] and le["flag"] is None
     )
+    open_viewer(page, name)
+    lesion = viewer_eval(page, f"v.state.ks.lesions.find(l => l.id === {lesion_id})")
+    # Bob flags it with a note, so the page's version is stale; the conflict dialog shows his note.
     bob_ctx, bob_csrf = bob
-    bob_ctx.request.post(
-        f"/api/lesions/{lesion['id']}/confirm",
-        data={"version": lesion["version"]},
+    note = "rim is calcified, not a lesion"
+    response = bob_ctx.request.post(
+        f"/api/lesions/{lesion['id']}/flag",
+        data={"version": lesion["version"], "reason": "other", "note": note},
         headers={"X-CSRF-Token": bob_csrf},
     )
+    assert response.ok and response.json()["entry"]["action"] == "flag", response.text()
     page.click(f"#lesion-list li[data-lesion-id='{lesion['id']}'] button")
     r = lesion["current"]["recist"]
     drag(page, image_point(page, r[2], r[3]), image_point(page, r[2] + 6, r[3] + 3))
     page.wait_for_selector("#conflict-dialog[open]")
+    assert SECOND_REVIEWER[0] in page.inner_text("#conflict-who")
+    assert note in page.inner_text("#conflict-rows")
     page.click("#conflict-discard")
     page.wait_for_selector("#conflict-dialog:not([open])", state="attached")
     saved = next(
@@ -156,7 +164,16 @@ def test_moving_an_end_point_after_a_conflict_can_be_discarded(
         if x["id"] == lesion["id"]
     )
     assert saved["current"]["recist"] == r
+    assert saved["flag"]["note"] == note and saved["flag"]["by"] == SECOND_REVIEWER[0]
     assert viewer_eval(page, f"v.state.ks.lesions.find(l => l.id === {lesion['id']}).current.recist") == r
+    assert viewer_eval(page, f"v.state.ks.lesions.find(l => l.id === {lesion['id']}).flag.note") == note
+    # Bob takes his flag back, so the later tests find the lesion as it was.
+    cleanup = bob_ctx.request.post(
+        f"/api/lesions/{lesion['id']}/unflag",
+        data={"version": saved["version"]},
+        headers={"X-CSRF-Token": bob_csrf},
+    )
+    assert cleanup.ok, cleanup.text()
 
 
 def test_overview_draws_the_body_map_and_a_click_on_a_point_opens_its_key_slice(
