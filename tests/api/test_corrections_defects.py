@@ -178,7 +178,7 @@ def test_a_lesion_drawn_on_a_context_slice_is_exported_and_evaluated_on_that_sli
     ann = _annotation_of(coco, drawn["id"])
     image = _image_of(coco, ann)
     assert image["file_name"] == f"Images_png/{ks['series_folder']}/{context:03d}.png"
-    assert image["key_slice"] == KS_A
+    assert image["key_slice"] == row["File_name"]  # the DL_info File_name the CSV gives the lesion
     assert ann["attributes"]["slice_index"] == context
 
     # `evaluate --against corrected` reads corrected_state: the lesion must be ground truth on its own slice.
@@ -528,3 +528,20 @@ def test_accepting_a_prediction_that_matches_a_lesion_is_refused_unless_allowed(
     assert prediction_in(allowed["key_slice"], pred["id"])["status"] == "accepted"
     assert len(allowed["key_slice"]["lesions"]) == len(ks["lesions"]) + 1
     assert _touched(allowed)["current"]["box"] == existing["current"]["box"]
+
+
+# --- contract checks the stateful test (test_corrections_stateful.py) ran into ----------------------
+
+
+@pytest.mark.parametrize("action", ["accept", "reject"])
+def test_a_stale_prediction_write_is_a_409_that_carries_the_current_key_slice(
+    predicting: Api, detector: ScriptedDetector, action: str
+) -> None:
+    detector.boxes[KS_A] = [(FREE_BOX, 0.9)]
+    pred = predict(predicting, KS_A)["predictions"][0]
+    stale = {**pred, "version": pred["version"] - 1}
+    r = accept(predicting, stale, lesion_type=3) if action == "accept" else reject(predicting, stale)
+    conflict = body(r, 409)
+    assert conflict["code"] == "edit_conflict" and conflict["current"]["id"] == pred["id"]
+    assert conflict["key_slice"] is not None, "docs/api.md: 409 bodies carry key_slice: KeySlice"
+    assert prediction_in(conflict["key_slice"], pred["id"])["status"] == "pending"

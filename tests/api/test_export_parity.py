@@ -121,7 +121,7 @@ def test_3dce_reads_the_corrected_export_as_the_apis_lesions(reviewed: Api, tmp_
         roidb = {r["image"]: sorted(_key(b) for b in r["boxes"]) for r in gt_roidb_3dce(info, split)}
         expected: dict[str, list[tuple[float, ...]]] = {}
         for le in lesions:
-            if SPLITS[le["split"]] == split and not le["noisy"]:
+            if le["split"] == split and not le["noisy"]:
                 expected.setdefault(_reader_name(le["file"]), []).append(_key(le["box"]))
         assert roidb == {k: sorted(v) for k, v in expected.items()}, split
 
@@ -147,13 +147,13 @@ def test_mulan_reads_the_corrected_export_as_the_apis_lesions(
             assert not np.isnan(info.diameter[i]).any()
         age = info.age[i]
         assert (math.isnan(age) and le["age"] is None) or age == le["age"]
-        assert SPLITS[int(info.train_val_test[i])] == SPLITS[le["split"]]
+        assert SPLITS[int(info.train_val_test[i])] == le["split"]
     for split in ("train", "val", "test"):
         names, grouped = split_index_mulan(info, split)
         got = {str(n): sorted(_key(info.boxes[i]) for i in g) for n, g in zip(names, grouped, strict=True)}
         expected: dict[str, list[tuple[float, ...]]] = {}
         for le in lesions:
-            if SPLITS[le["split"]] == split and not le["noisy"]:
+            if le["split"] == split and not le["noisy"]:
                 expected.setdefault(_reader_name(le["file"]), []).append(_key(le["box"]))
         assert got == {k: sorted(v) for k, v in expected.items()}, split
 
