@@ -5,7 +5,7 @@ corrected DL_info.csv export (with extras) re-imported into an empty database mu
 the COCO export must agree, and replaying the audit log must reproduce every lesion's final state.
 The model is written from docs/api.md alone: no app.review code computes an expected value here.
 
-Examples per backend: LESION_REVIEW_STATEFUL_EXAMPLES (default 15) of LESION_REVIEW_STATEFUL_STEPS steps
+Examples per backend: LESION_REVIEW_STATEFUL_EXAMPLES (default 10) of LESION_REVIEW_STATEFUL_STEPS steps
 (default 30); CI can raise both. The test also checks that every kind of write really ran (MIN_RUNS each).
 A failing example is printed as the list of steps; LESION_REVIEW_STATEFUL_SHRINK=1 shrinks it first (slow).
 """
@@ -56,7 +56,7 @@ from tests.api.lesion_api import (
 )
 from tests.api.review_data import review_records
 
-EXAMPLES = int(os.environ.get("LESION_REVIEW_STATEFUL_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("LESION_REVIEW_STATEFUL_EXAMPLES", "10"))
 STEPS = int(os.environ.get("LESION_REVIEW_STATEFUL_STEPS", "30"))
 MIN_RUNS = int(os.environ.get("LESION_REVIEW_STATEFUL_MIN_RUNS", "3"))
 # Shrinking a failing session of API calls can take many minutes: on when asked (=1), e.g. to debug locally.
