@@ -1063,8 +1063,10 @@ class ReviewMachine(RuleBasedStateMachine):
                 replay[entry["lesion_id"]] = _replayed(after)
             for lesion_id, state in replay.items():
                 le = self.lesions[lesion_id]
-                reason = le.flag[0] if le.flag else None
-                now = (le.box, le.recist, le.lesion_type, le.slice_index, reason) if le.alive else None
+                reason, note = (le.flag[0], le.flag[1]) if le.flag else (None, None)
+                confirmed = le.confirmed_by is not None
+                now = (le.box, le.recist, le.lesion_type, le.slice_index, reason, note, confirmed)
+                now = now if le.alive else None
                 assert state == now, f"audit replay of lesion {lesion_id}: {state} != {now}"
             for le in self.lesions.values():
                 if le.ks == name and le.id not in replay:
@@ -1111,7 +1113,10 @@ class ReviewMachine(RuleBasedStateMachine):
 
 
 def _replayed(after: Any) -> tuple[Any, ...] | None:
-    """A lesion snapshot from the audit log as (box, recist, type, slice, flag reason), None when deleted."""
+    """An audit `after` as (box, recist, type, slice, flag reason, flag note, confirmed); None: deleted.
+
+    Read either as a Lesion (docs/api.md's shape) or as flat fields (flag_reason, confirmed_by_id...).
+    """
     if after is None or not isinstance(after, dict):
         return None
     if after.get("deleted") or after.get("review") == "deleted" or after.get("alive") is False:
@@ -1119,12 +1124,16 @@ def _replayed(after: Any) -> tuple[Any, ...] | None:
     geometry = after.get("current", after)
     flag = after.get("flag")
     reason = flag.get("reason") if isinstance(flag, dict) else after.get("flag_reason")
+    note = flag.get("note") if isinstance(flag, dict) else after.get("flag_note")
+    confirmed = after.get("confirmed") is not None or after.get("confirmed_by_id") is not None
     return (
         _t(geometry["box"]),
         _t(geometry.get("recist")),
         geometry["lesion_type"],
         geometry["slice_index"],
         reason,
+        (note or "") if reason is not None else None,
+        confirmed,
     )
 
 
