@@ -59,13 +59,14 @@ def review_records() -> list[LesionRecord]:
         _lesion("000001_01_01_108.png", (30.0, 40.0, 70.0, 40.0, 50.0, 30.0, 50.0, 50.0), 4),
         _lesion("000001_01_01_108.png", (80.0, 80.0, 90.0, 80.0, 85.0, 76.0, 85.0, 84.0), 5, noisy=1),
         # Digits like the real file's: fractional end points, and diameters as the annotation tool measured
-        # them (not what recomputing them from the rounded end points gives: 9.999, 6.0105).
+        # them, not what recomputing them from the end points gives (9.999, 6.0105). (The long one is 10 so
+        # that the work list's 2-decimal size of it is exact: 7 mm.)
         _lesion(
             "000001_01_01_112.png",
             (20.537, 20.0204, 30.536, 20.0211, 25.5368, 17.0306, 25.5364, 23.0411),
             2,
             slice_range=(110, 114),
-            diameters=(9.9977, 6.0126),
+            diameters=(10.0, 6.0126),
         ),
         _lesion(
             "000001_02_01_020.png",

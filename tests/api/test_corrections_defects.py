@@ -353,7 +353,7 @@ def test_a_type_only_edit_keeps_every_other_cell_of_the_row_as_the_file_spelled_
     _result(edit(anna, lesion, lesion_type=5))
     after = _rows_of(export_csv(admin), KS_B)
     assert len(after) == 1
-    # e.g. the diameters as measured, "9.9977, 6.0126", not recomputed from the end points (9.999, 6.0105).
+    # e.g. the diameters as measured, "10, 6.0126", not recomputed from the end points (9.999, 6.0105).
     changed = {c for c in before[0] if before[0][c] != after[0][c]}
     assert changed == {"Coarse_lesion_type"}, {c: (before[0][c], after[0][c]) for c in changed}
     assert after[0]["Coarse_lesion_type"] == "5"
