@@ -40,6 +40,7 @@ from tests.api.lesion_api import (
     plus_one,
     predict,
     prediction_in,
+    redo,
     reject,
     undo,
 )
@@ -549,3 +550,30 @@ def test_a_stale_prediction_write_is_a_409_that_carries_the_current_key_slice(
     assert conflict["code"] == "edit_conflict" and conflict["current"]["id"] == pred["id"]
     assert conflict["key_slice"] is not None, "docs/api.md: 409 bodies carry key_slice: KeySlice"
     assert prediction_in(conflict["key_slice"], pred["id"])["status"] == "pending"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="corrections._restore checks only the lesion of an accept step, then overwrites its prediction",
+)
+@pytest.mark.parametrize("meanwhile", ["accept", "reject"])
+def test_redo_of_an_accept_is_a_409_once_someone_else_decided_the_prediction(
+    app_settings: Settings, database_url: str, detector: ScriptedDetector, predicting: Api, meanwhile: str
+) -> None:
+    detector.boxes[KS_A] = [(FREE_BOX, 0.9)]
+    pred = predict(predicting, KS_A)["predictions"][0]
+    mine = _result(accept(predicting, pred, lesion_type=5))["lesion_id"]
+    pending = prediction_in(_result(undo(predicting, KS_A))["key_slice"], pred["id"])
+    assert pending["status"] == "pending"
+    with open_api(app_settings, database_url, detector) as other:
+        other.login("otto")
+        decided = _result(
+            accept(other, pending, lesion_type=6) if meanwhile == "accept" else reject(other, pending)
+        )
+    theirs = prediction_in(decided["key_slice"], pred["id"])
+
+    r = redo(predicting, KS_A)
+    assert r.status_code == 409, r.text  # type: ignore[attr-defined]
+    now = key_slice(predicting, KS_A)
+    assert prediction_in(now, pred["id"]) == theirs, "the other reviewer's decision was overwritten"
+    assert mine not in [le["id"] for le in now["lesions"]]
