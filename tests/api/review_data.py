@@ -25,9 +25,10 @@ def _lesion(
     slice_range: tuple[int, int] = (106, 110),
     age: int | None = 61,
     gender: str = "F",
+    diameters: tuple[float, float] | None = None,
 ) -> LesionRecord:
     box = tuple(round(v, 3) for v in box_from_recist(recist))
-    diam = tuple(round(v, 3) for v in recist_diameters(recist))
+    diam = diameters or tuple(round(v, 3) for v in recist_diameters(recist))
     return LesionRecord(
         file_name=file_name,
         patient_index=int(file_name[0:6]),
@@ -47,6 +48,8 @@ def _lesion(
         patient_gender=gender,
         patient_age=age,
         train_val_test=split,
+        # The real file spells an unknown age NaN (MULAN's reader does float() on it; an empty cell raises).
+        raw=None if age is not None else {"Patient_age": "NaN"},
     )
 
 
@@ -55,11 +58,15 @@ def review_records() -> list[LesionRecord]:
     return [
         _lesion("000001_01_01_108.png", (30.0, 40.0, 70.0, 40.0, 50.0, 30.0, 50.0, 50.0), 4),
         _lesion("000001_01_01_108.png", (80.0, 80.0, 90.0, 80.0, 85.0, 76.0, 85.0, 84.0), 5, noisy=1),
+        # Digits like the real file's: fractional end points, and diameters as the annotation tool measured
+        # them, not what recomputing them from the end points gives (9.999, 6.0105). (The long one is 10 so
+        # that the work list's 2-decimal size of it is exact: 7 mm.)
         _lesion(
             "000001_01_01_112.png",
-            (20.0, 20.0, 30.0, 20.0, 25.0, 17.0, 25.0, 23.0),
+            (20.537, 20.0204, 30.536, 20.0211, 25.5368, 17.0306, 25.5364, 23.0411),
             2,
             slice_range=(110, 114),
+            diameters=(10.0, 6.0126),
         ),
         _lesion(
             "000001_02_01_020.png",
