@@ -120,6 +120,7 @@ def bump_version(session: Session, ks: KeySlice) -> None:
 
 def conflict(session: Session, lesion: Lesion, user: UserInfo, what: str) -> EditConflictError:
     """A 409 carrying the lesion's current state, who changed it, and the key slice as it is now."""
+    session.rollback()  # nothing of the refused step stays, its version bump included
     names = user_names(session, {lesion.updated_by_id})
     ks = session.get_one(KeySlice, lesion.key_slice_id)
     return EditConflictError(
@@ -419,6 +420,7 @@ def set_status(
         raise EditConflictError(
             "review status was changed in another window first",
             current={"status": review.status if review else "unreviewed", "status_version": current_version},
+            key_slice=key_slice_dict(session, ks, user.id),
             changed_by=user.name,
             changed_at=review.updated_at if review else None,
         )
@@ -433,7 +435,11 @@ def set_status(
         session.flush()
     except (StaleDataError, IntegrityError):  # another tab created or changed it first
         session.rollback()
-        raise EditConflictError("review status was changed in another window first", current={}) from None
+        raise EditConflictError(
+            "review status was changed in another window first",
+            current={},
+            key_slice=key_slice_dict(session, ks, user.id),
+        ) from None
     entry = record(
         session=session,
         user=user,
@@ -444,6 +450,12 @@ def set_status(
     )
     session.commit()
     return review_result(session, user, ks, entry=entry)
+
+
+def _key_slice_of(session: Session, entry: AuditEntry, user: UserInfo) -> dict[str, Any]:
+    """The key slice an audit entry belongs to, as the user sees it now (for a 409 body)."""
+    session.rollback()  # nothing of the refused step stays, its version bump included
+    return key_slice_dict(session, session.get_one(KeySlice, entry.key_slice_id), user.id)
 
 
 def _restore_status(
@@ -457,7 +469,11 @@ def _restore_status(
     review = own_review(session, entry.key_slice_id, user.id)
     now = review.status if review else "unreviewed"
     if expected is not None and now != expected["status"]:
-        raise EditConflictError("review status changed since", current={"status": now})
+        raise EditConflictError(
+            "review status changed since",
+            current={"status": now},
+            key_slice=_key_slice_of(session, entry, user),
+        )
     if review is None:
         review = KeySliceReview(key_slice_id=entry.key_slice_id, user_id=user.id, status="unreviewed")
         session.add(review)
@@ -468,7 +484,11 @@ def _restore_status(
 
 
 def _restore_prediction(
-    session: Session, entry: AuditEntry, target: dict[str, Any] | None, expected: dict[str, Any] | None
+    session: Session,
+    user: UserInfo,
+    entry: AuditEntry,
+    target: dict[str, Any] | None,
+    expected: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Undo or redo a reject: the prediction's status goes back, unless someone else changed it since."""
     pred = session.get(Prediction, entry.prediction_id)
@@ -478,13 +498,18 @@ def _restore_prediction(
         raise EditConflictError(
             f"prediction {pred.id} was changed since",
             current={"status": pred.status, "version": pred.version},
+            key_slice=_key_slice_of(session, entry, user),
         )
     pred.status = (target or {}).get("status", "pending")
     try:
         session.flush()
     except StaleDataError:
         session.rollback()
-        raise EditConflictError(f"prediction {entry.prediction_id} was changed since", current={}) from None
+        raise EditConflictError(
+            f"prediction {entry.prediction_id} was changed since",
+            current={},
+            key_slice=_key_slice_of(session, entry, user),
+        ) from None
     return {"status": pred.status, "version": pred.version}
 
 
@@ -504,7 +529,7 @@ def _restore(
     if entry.lesion_id is None:
         if entry.prediction_id is None:
             raise InvalidInputError(f"a {entry.action} cannot be undone")
-        return _restore_prediction(session, entry, target, expected)
+        return _restore_prediction(session, user, entry, target, expected)
     lesion = _get_lesion(session, entry.lesion_id)
     current = snapshot(lesion)
     if not _same_content(current, expected if expected is not None else {**current, "deleted": True}):
@@ -513,8 +538,19 @@ def _restore(
     lesion.updated_by_id = user.id
     lesion.updated_at = utcnow()
     if entry.prediction_id is not None:
+        # An accept step moves its prediction too; someone else may have decided that prediction since.
         pred = session.get(Prediction, entry.prediction_id)
         if pred is not None:
+            # Undoing the accept (the lesion goes) needs the prediction still accepted as this lesion;
+            # redoing it (the lesion comes back) needs the prediction still pending.
+            ours = pred.status == "accepted" and pred.lesion_id == lesion.id
+            if (not ours) if lesion.deleted else (pred.status != "pending"):
+                session.rollback()
+                raise EditConflictError(
+                    f"prediction {pred.id} was decided by someone else since",
+                    current={"id": pred.id, "status": pred.status, "version": pred.version},
+                    key_slice=_key_slice_of(session, entry, user),
+                )
             pred.status = "pending" if lesion.deleted else "accepted"
             pred.lesion_id = None if lesion.deleted else lesion.id
     _flush_or_conflict(session, lesion, user)

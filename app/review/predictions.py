@@ -125,30 +125,37 @@ def _lesion_boxes(session: Session, ks: KeySlice) -> list[list[float]]:
     return key_slice_boxes(_current_lesions(session, ks.id), ks.key_slice_index)
 
 
-def _get(session: Session, prediction_id: int, version: int) -> Prediction:
+def prediction_conflict(session: Session, user: UserInfo, pred: Prediction) -> EditConflictError:
+    """A 409 carrying the prediction as it is now and its key slice, like every review conflict."""
+    ks = session.get_one(KeySlice, pred.key_slice_id)
+    return EditConflictError(
+        f"prediction {pred.id} was changed by someone else first",
+        current=prediction_dict(pred),
+        key_slice=key_slice_dict(session, ks, user.id),
+    )
+
+
+def _get(session: Session, user: UserInfo, prediction_id: int, version: int) -> Prediction:
     pred = session.get(Prediction, prediction_id)
     if pred is None:
         raise NotFoundError(f"no prediction {prediction_id}")
     if pred.version != version:
-        raise EditConflictError(
-            f"prediction {prediction_id} was changed by someone else first", current=prediction_dict(pred)
-        )
+        raise prediction_conflict(session, user, pred)
     if pred.status != "pending":
         raise InvalidInputError(f"prediction {prediction_id} is already {pred.status}")
     return pred
 
 
-def _flush_or_conflict(session: Session, prediction_id: int) -> None:
+def _flush_or_conflict(session: Session, user: UserInfo, prediction_id: int) -> None:
     """Flush; when a racing writer won, roll back and raise a conflict carrying their state."""
     try:
         session.flush()
     except StaleDataError:
         session.rollback()
         winner = session.get(Prediction, prediction_id)
-        raise EditConflictError(
-            f"prediction {prediction_id} was changed by someone else first",
-            current=prediction_dict(winner) if winner is not None else {},
-        ) from None
+        if winner is None:
+            raise NotFoundError(f"no prediction {prediction_id}") from None
+        raise prediction_conflict(session, user, winner) from None
 
 
 def accept(
@@ -165,7 +172,7 @@ def accept(
     A prediction that hits a current lesion of the key slice would add it twice: refused unless
     allow_duplicate (the viewer asks the reviewer first).
     """
-    pred = _get(session, prediction_id, version)
+    pred = _get(session, user, prediction_id, version)
     ks = session.get_one(KeySlice, pred.key_slice_id)
     box = [float(v) for v in pred.box]
     if not allow_duplicate:
@@ -194,7 +201,7 @@ def accept(
     session.flush()
     pred.status = "accepted"
     pred.lesion_id = lesion.id
-    _flush_or_conflict(session, prediction_id)
+    _flush_or_conflict(session, user, prediction_id)
     return finish_step(
         session,
         user,
@@ -208,12 +215,12 @@ def accept(
 
 def reject(*, session: Session, user: UserInfo, prediction_id: int, version: int) -> dict[str, Any]:
     """Mark a prediction as wrong: an undoable step like any other."""
-    pred = _get(session, prediction_id, version)
+    pred = _get(session, user, prediction_id, version)
     ks = session.get_one(KeySlice, pred.key_slice_id)
     bump_version(session, ks)
     before = {"status": pred.status, "version": pred.version}
     pred.status = "rejected"
-    _flush_or_conflict(session, prediction_id)
+    _flush_or_conflict(session, user, prediction_id)
     after = {"status": pred.status, "version": pred.version}
     return finish_step(
         session, user, ks, action="reject_prediction", prediction_id=pred.id, before=before, after=after

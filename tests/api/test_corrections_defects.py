@@ -534,10 +534,6 @@ def test_accepting_a_prediction_that_matches_a_lesion_is_refused_unless_allowed(
 # --- contract checks the stateful test (test_corrections_stateful.py) ran into ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/review/predictions.py raises EditConflictError for a prediction without key_slice (null)",
-)
 @pytest.mark.parametrize("action", ["accept", "reject"])
 def test_a_stale_prediction_write_is_a_409_that_carries_the_current_key_slice(
     predicting: Api, detector: ScriptedDetector, action: str
@@ -552,10 +548,6 @@ def test_a_stale_prediction_write_is_a_409_that_carries_the_current_key_slice(
     assert prediction_in(conflict["key_slice"], pred["id"])["status"] == "pending"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="corrections._restore checks only the lesion of an accept step, then overwrites its prediction",
-)
 @pytest.mark.parametrize("meanwhile", ["accept", "reject"])
 def test_redo_of_an_accept_is_a_409_once_someone_else_decided_the_prediction(
     app_settings: Settings, database_url: str, detector: ScriptedDetector, predicting: Api, meanwhile: str
