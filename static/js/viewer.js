@@ -711,6 +711,12 @@ function lesionAction(action, extra = {}, label = action) {
   });
 }
 
+function confirmSelected() {
+  const lesion = selectedLesion();
+  if (lesion && lesion.flag !== null) return setMessage(`Lesion #${lesion.id} is flagged noisy: unflag it first (U).`);
+  return lesionAction("confirm");
+}
+
 function setSelectedType(lesionType) {
   const lesion = selectedLesion();
   if (!lesion || lesion.current.lesion_type === lesionType) return;
@@ -971,7 +977,9 @@ function updatePanels() {
   $("delete-lesion").disabled = !(lesion && lesion.origin !== "csv");
   $("lesion-type").disabled = !lesion;
   if (lesion) $("lesion-type").value = String(lesion.current.lesion_type);
-  $("confirm-lesion").disabled = !lesion;
+  // The server refuses to confirm a lesion flagged noisy (unflag first), so the button says so up front.
+  $("confirm-lesion").disabled = !lesion || lesion.flag !== null;
+  $("confirm-lesion").title = lesion && lesion.flag !== null ? "Flagged noisy: unflag it first (U)" : "";
   $("flag-lesion").disabled = !lesion;
   $("unflag-lesion").disabled = !(lesion && lesion.flag);
   $("accept-prediction").disabled = !selectedPrediction();
@@ -1284,7 +1292,7 @@ document.addEventListener("keydown", (e) => {
     if (selectedPrediction()) predictionAction(true);
     else handled = false;
   } else if (k === "Backspace" || k === "Delete") deleteSelected();
-  else if (k === "c" || k === "C") lesionAction("confirm");
+  else if (k === "c" || k === "C") confirmSelected();
   else if (k === "f" || k === "F") flagSelected();
   else if (k === "u" || k === "U") lesionAction("unflag");
   else if (k === "d" || k === "D") doneAndNext();
@@ -1315,7 +1323,7 @@ $("prev-key").addEventListener("click", () => gotoNeighbour(-1));
 $("next-key").addEventListener("click", () => gotoNeighbour(1));
 $("mark-done").addEventListener("click", doneAndNext);
 $("mark-in-progress").addEventListener("click", () => setStatus("in_progress"));
-$("confirm-lesion").addEventListener("click", () => lesionAction("confirm"));
+$("confirm-lesion").addEventListener("click", () => confirmSelected());
 $("flag-lesion").addEventListener("click", flagSelected);
 $("unflag-lesion").addEventListener("click", () => lesionAction("unflag"));
 $("delete-lesion").addEventListener("click", deleteSelected);
