@@ -227,7 +227,14 @@ def serve(
     model_path: Path | None,
 ) -> None:
     """Serve the review app (refuses an unmigrated database, and a public address while no user exists)."""
-    from app.serving import ServeRefusedError, check_can_serve, check_port_free, run_server, settings_with
+    from app.serving import (
+        ServeRefusedError,
+        check_can_serve,
+        check_port_free,
+        run_server,
+        serve_warnings,
+        settings_with,
+    )
 
     settings = settings_with(
         data_dir=data_dir, host=host, port=port, database_url=database_url, model_path=model_path
@@ -237,6 +244,8 @@ def serve(
         check_port_free(settings.host, settings.port)
     except ServeRefusedError as exc:
         raise click.ClickException(str(exc)) from exc
+    for warning in serve_warnings(settings):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"serving {settings.data_dir} at http://{settings.host}:{settings.port}")
     run_server(settings)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field
@@ -10,6 +11,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_DIR = PROJECT_ROOT / "data" / "demo"
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "lesion-detector.onnx"
+
+
+def is_loopback_name(host: str | None) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1), brackets allowed."""
+    if not host:
+        return False
+    name = host.strip().lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -25,15 +39,32 @@ class Settings(BaseSettings):
     device: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
-    # Empty means a random key per process (sessions then end with the process).
-    secret_key: str = ""
-    cookie_secure: bool = False
+    # Comma-separated Host names the server answers to besides the loopback names (DNS rebinding guard);
+    # "*" answers any. Empty on a non-loopback host also answers any (serve warns).
+    allowed_hosts: str = ""
+    # None: Secure cookies whenever the server listens off loopback (a team server sits behind HTTPS).
+    cookie_secure: bool | None = None
+    # Plain windowed images (never overlays, raw pixels or review data) without sign-in.
+    public_images: bool = False
+
     # Threads that run blocking handlers, and the database connections they share. Any sizes work: a request
     # holds a connection only while a thread runs its database work (see app.api.deps.get_db).
     worker_threads: int = Field(default=40, ge=1, le=1000)
     db_pool_size: int = Field(default=5, ge=1, le=1000)
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
     db_pool_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    def on_loopback(self) -> bool:
+        """True when the server listens on a loopback address only."""
+        return is_loopback_name(self.host)
+
+    def secure_cookies(self) -> bool:
+        """Whether the session cookie carries `Secure`: as configured, else whenever off loopback."""
+        return self.cookie_secure if self.cookie_secure is not None else not self.on_loopback()
+
+    def extra_allowed_hosts(self) -> tuple[str, ...]:
+        """The configured Host names (lower case, without port), besides the loopback ones."""
+        return tuple(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to an SQLite file in the data folder."""

@@ -29,6 +29,7 @@ from app.api import (
     worklist,
 )
 from app.api.errors import install_error_handlers
+from app.api.guards import install_guards
 from app.api.health import app_version
 from app.config import PROJECT_ROOT, Settings
 
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
     # The vocabulary block keeps the order its home modules define (menu order, rule order).
     app.state.templates.env.policies["json.dumps_kwargs"] = {"sort_keys": False}
     install_error_handlers(app)
+    install_guards(app, settings)
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR), check_dir=False), name="static")

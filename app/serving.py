@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import shutil
 import socket
@@ -11,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.config import Settings
+from app.config import is_loopback_name as is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +24,6 @@ class ServeRefusedError(RuntimeError):
 def settings_with(**overrides: object) -> Settings:
     """Settings from the environment with the given non-None values on top (command-line options)."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_can_serve(settings: Settings) -> int:
@@ -58,6 +48,31 @@ def check_can_serve(settings: Settings) -> int:
             "`lesion-review user add NAME --role admin`, or serve on 127.0.0.1"
         )
     return users
+
+
+def serve_warnings(settings: Settings) -> list[str]:
+    """Warnings `serve` prints about settings that weaken the security defaults (docs/reliability.md)."""
+    warnings: list[str] = []
+    if not settings.on_loopback():
+        if settings.cookie_secure is False:
+            warnings.append(
+                f"serving on {settings.host} with LESION_REVIEW_COOKIE_SECURE=false: session cookies travel "
+                "in clear text and anyone on the network path can take over a session; serve behind HTTPS "
+                "and unset it"
+            )
+        elif settings.secure_cookies():
+            warnings.append(
+                f"serving on {settings.host}: session cookies are Secure, so browsers sign in only over "
+                "HTTPS; put a TLS proxy in front (docs/deployment.md)"
+            )
+        if not settings.extra_allowed_hosts():
+            warnings.append(
+                f"serving on {settings.host} answers any Host name; set LESION_REVIEW_ALLOWED_HOSTS to the "
+                "name(s) users type, e.g. review.example.org"
+            )
+    if settings.public_images:
+        warnings.append("LESION_REVIEW_PUBLIC_IMAGES=true: plain slice images are served without sign-in")
+    return warnings
 
 
 def check_port_free(host: str, port: int) -> None:

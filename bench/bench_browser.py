@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine, record
+from tests.e2e.live import CONTEXT_OPTIONS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PERFORMANCE_MD = PROJECT_ROOT / "docs" / "performance.md"
@@ -33,7 +34,7 @@ def first_image_ms(
     png_times: list[float] = []
     for _ in range(runs):
         # A fresh context each run: empty HTTP cache, as when a reviewer opens a key slice the first time.
-        ctx = browser.new_context(base_url=base, viewport={"width": 1280, "height": 800})
+        ctx = browser.new_context(**CONTEXT_OPTIONS, base_url=base, viewport={"width": 1280, "height": 800})
         login(ctx)
         page = ctx.new_page()
         page.goto(f"/viewer/{file_name}")
@@ -42,7 +43,7 @@ def first_image_ms(
         ctx.close()
 
         # Baseline: the simplest viewer there is, the server-rendered PNG opened as the whole page.
-        ctx = browser.new_context(base_url=base, viewport={"width": 1280, "height": 800})
+        ctx = browser.new_context(**CONTEXT_OPTIONS, base_url=base, viewport={"width": 1280, "height": 800})
         login(ctx)
         page = ctx.new_page()
         page.goto(f"/api/slices/{file_name[:-4]}.png?preset=soft_tissue", wait_until="load")
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         figures["chromium"] = browser.version
         # The key slice with the most stored context slices makes the scroll test meaningful.
-        ctx = browser.new_context(base_url=live.url)
+        ctx = browser.new_context(**CONTEXT_OPTIONS, base_url=live.url)
         login(ctx)
         best = max(
             live.key_slices,
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["first_image_ms"] = statistics.median(viewer_times)
         figures["first_png_ms"] = statistics.median(png_times)
 
-        ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
+        ctx = browser.new_context(
+            **CONTEXT_OPTIONS, base_url=live.url, viewport={"width": 1280, "height": 800}
+        )
         login(ctx)
         page = ctx.new_page()
         page.goto(f"/viewer/{best}")
@@ -114,7 +117,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ctx.close()
 
         # Cold baseline: a fresh context (empty HTTP cache) with prefetching off, so slices load on demand.
-        ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
+        ctx = browser.new_context(
+            **CONTEXT_OPTIONS, base_url=live.url, viewport={"width": 1280, "height": 800}
+        )
         login(ctx)
         page = ctx.new_page()
         page.goto(f"/viewer/{best}?prefetch=0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
@@ -10,6 +11,10 @@ from tests.components import REQUIRE_ALL, SKIPPED_COMPONENTS, TESTED_COMPONENTS,
 
 # Skip messages of this run's skipped tests, counted.
 _SKIPS: Counter[str] = Counter()
+
+# Starlette's TestClient sends `Host: testserver`; the app answers only loopback names by default (tests of
+# that default pass allowed_hosts="" explicitly).
+os.environ["LESION_REVIEW_ALLOWED_HOSTS"] = "testserver"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

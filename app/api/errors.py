@@ -74,7 +74,7 @@ def relative_file(path: str | os.PathLike[str], data_dir: Path | None) -> str:
     return p.name
 
 
-def _without_paths(text: str, path: str | os.PathLike[str], shown: str, data_dir: Path | None) -> str:
+def without_paths(text: str, path: str | os.PathLike[str], shown: str, data_dir: Path | None) -> str:
     """A decoder message with the server's absolute paths replaced (they leak the disk layout)."""
     for absolute in sorted({str(path), os.path.realpath(path)}, key=len, reverse=True):
         text = text.replace(absolute, shown)
@@ -98,7 +98,7 @@ def deeplesion_error_response(exc: DeepLesionError, data_dir: Path | None) -> JS
         return error_response(404, "not_found", "not a DeepLesion slice name")
     if isinstance(exc, CorruptSliceError):
         file = relative_file(exc.path, data_dir)
-        reason = _without_paths(exc.reason, exc.path, file, data_dir)
+        reason = without_paths(exc.reason, exc.path, file, data_dir)
         return error_response(422, "corrupt_slice", f"corrupt slice {file}: {reason}", file=file)
     if isinstance(exc, InvalidWindowError):
         return error_response(422, "invalid_window", str(exc))

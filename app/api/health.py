@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import ReleasingRoute
+from app.api.errors import without_paths
 from app.api.schemas import DetectorHealth, Health
 
 router = APIRouter(prefix="/api", tags=["health"], route_class=ReleasingRoute)
@@ -42,13 +44,18 @@ def health(request: Request, response: Response) -> Health:
     state = request.app.state
     settings = state.settings
     data_dir = settings.data_dir
+    detector = detector_health(getattr(state, "detector", None), getattr(state, "detector_error", None))
+    if detector.error and settings.model_path is not None:
+        model = Path(settings.model_path)
+        detector.error = without_paths(detector.error, model, model.name, data_dir)
     body = Health(
         status="ok",
         version=app_version(),
         database=state.engine.dialect.name,
         synthetic=(data_dir / "synth_truth.json").is_file(),
-        data_dir=str(data_dir),
-        detector=detector_health(getattr(state, "detector", None), getattr(state, "detector_error", None)),
+        # The folder's name only: its absolute path tells an anonymous client the server's disk layout.
+        data_dir=Path(data_dir).name,
+        detector=detector,
     )
     response.headers["Cache-Control"] = "no-store"
     return body

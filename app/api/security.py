@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from typing import Annotated
 
@@ -11,23 +10,12 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import get_db, get_settings
 from app.config import Settings
+from app.config import is_loopback_name as is_loopback
 from app.review.users import UserInfo, count_users, ensure_local_user, resolve_session
 
 COOKIE_NAME = "lesion_review_session"
 CSRF_HEADER = "X-CSRF-Token"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and 'localhost'."""
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _local_csrf(request: Request) -> str:

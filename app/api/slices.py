@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import ReleasingRoute
 from app.api.rendering import RenderingParams, rendering_params
 from app.api.schemas import NotFoundOrNoFile, error_responses
+from app.api.security import current_user
 from app.deeplesion.csvio import format_number
 from app.deeplesion.errors import SliceNotFoundError, UnsafePathError
 from app.deeplesion.windowing import Window, apply_window
@@ -39,7 +40,9 @@ IMAGE_FORMATS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "webp": ("WEBP", "image/webp", {"quality": 90, "method": 0}),
     "jpg": ("JPEG", "image/jpeg", {"quality": 92}),
 }
-IMMUTABLE = "public, max-age=31536000, immutable"
+# Images need sign-in (a shared cache must not hand them to others) unless plain images are made public.
+IMMUTABLE = "private, max-age=31536000, immutable"
+IMMUTABLE_PUBLIC = "public, max-age=31536000, immutable"
 # Bump when the rendering itself changes, so that clients drop renders cached under old ETags.
 RENDER_VERSION = "1"
 
@@ -278,6 +281,15 @@ async def _series_info(images: SliceImages, file_name: str) -> SeriesInfo | None
     return info
 
 
+MaybeUser = Annotated[Any, Depends(current_user)]
+
+
+def _require_reader(user: Any, *, public: bool = False) -> None:
+    """401 for an anonymous client unless the image is public (LESION_REVIEW_PUBLIC_IMAGES, plain only)."""
+    if user is None and not public:
+        raise HTTPException(status_code=401, detail="sign in first (POST /api/auth/login)")
+
+
 def _not_modified(etag: str, cache_control: str) -> Response:
     return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache_control})
 
@@ -295,8 +307,10 @@ async def slice_raw(
     request: Request,
     name: SliceName,
     images: Annotated[SliceImages, Depends(get_slice_images)],
+    user: MaybeUser,
 ) -> Response:
     """Raw int16 little-endian HU, row-major, gzip Content-Encoding; X-Width/X-Height/X-Spacing headers."""
+    _require_reader(user)
     file_name = images.file_name(name)
     stat = images.stat(file_name)
     info = await _series_info(images, file_name)
@@ -338,8 +352,11 @@ async def slice_image(
     fmt: Annotated[str, Path(description="png, webp or jpg", max_length=8)],
     images: Annotated[SliceImages, Depends(get_slice_images)],
     params: Annotated[RenderingParams, Depends(rendering_params)],
+    user: MaybeUser,
 ) -> Response:
     """A windowed PNG/WebP/JPEG of a stored slice, optionally with the key slice's lesions burnt in."""
+    public = bool(request.app.state.settings.public_images) and not params.overlay
+    _require_reader(user, public=public)
     if fmt not in IMAGE_FORMATS:
         raise UnsafePathError(f"unknown image format: {fmt!r}")
     file_name = images.file_name(name)
@@ -353,7 +370,7 @@ async def slice_image(
         cache_control = "private, no-cache"
         etag = images.image_etag(file_name, stat, window, fmt, f"overlay:{state}")
     else:
-        marks, cache_control = None, IMMUTABLE
+        marks, cache_control = None, IMMUTABLE_PUBLIC if public else IMMUTABLE
         etag = images.image_etag(file_name, stat, window, fmt)
     if _if_none_match(request, etag):
         return _not_modified(etag, cache_control)

@@ -6,8 +6,14 @@ const errorEl = document.getElementById("login-error");
 
 function nextUrl() {
   const next = new URLSearchParams(location.search).get("next") || "/";
-  // Only same-site paths: an open redirect would let a link send users anywhere after sign-in.
-  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+  // Only this site: resolve the way the browser will (it reads "\\" as "/" and drops tabs and newlines, so
+  // "/\\evil.example" is another host) and keep the path of a same-origin result. Anything else goes home.
+  try {
+    const url = new URL(next, location.origin);
+    // A path that itself starts with "//" (e.g. from "/.//evil.example") would be read as a host again.
+    if (url.origin === location.origin) return "/" + url.pathname.replace(/^\/+/, "") + url.search + url.hash;
+  } catch { /* not a URL at all */ }
+  return "/";
 }
 
 async function start() {

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.db.session import SchemaOutdatedError
 from app.main import create_app
-from tests.api.conftest import Template
+from tests.api.conftest import Api, Template
 from tests.api.slice_data import build_slice_dataset
 
 
@@ -39,7 +39,7 @@ def test_health_without_model_reports_review_mode(tmp_path: Path) -> None:
     body = get_health(data.settings, None)
     assert body["status"] == "ok"
     assert body["database"] == "sqlite"
-    assert body["data_dir"] == str(data.root)
+    assert body["data_dir"] == data.root.name
     assert body["synthetic"] is False
     detector = body["detector"]
     assert isinstance(detector, dict)
@@ -120,7 +120,8 @@ def test_health_names_the_database_backend_in_use(client: TestClient, db_templat
     assert r.json()["database"] == db_template.kind
 
 
-def test_slices_serve_on_every_backend(client: TestClient, app_settings: Settings) -> None:
+def test_slices_serve_on_every_backend(api: Api, app_settings: Settings) -> None:
+    client = api.login("hugo").client
     stored = sorted((app_settings.data_dir / "Images_png").glob("*/*.png"))
     assert stored
     name = f"{stored[0].parent.name}_{stored[0].stem}"

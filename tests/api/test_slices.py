@@ -27,6 +27,7 @@ from tests.api.slice_data import (
 )
 
 KEY_URL = "/api/slices/" + KEY_SLICE.removesuffix(".png")
+LOOPBACK = ("127.0.0.1", 40000)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> SliceDataset:
 
 @pytest.fixture(scope="module")
 def client(data: SliceDataset) -> Iterator[TestClient]:
-    # raise_server_exceptions (the default) turns any unhandled error into a failing test.
-    with TestClient(create_app(data.settings, detector=None)) as c:
+    # raise_server_exceptions (the default) turns any unhandled error into a failing test. A client on the
+    # machine itself with no users in the database is the automatic local reviewer (images need sign-in).
+    with TestClient(create_app(data.settings, detector=None), client=LOOPBACK) as c:
         yield c
 
 
@@ -49,7 +51,7 @@ def own_data(tmp_path: Path) -> SliceDataset:
 
 @pytest.fixture()
 def own_client(own_data: SliceDataset) -> Iterator[TestClient]:
-    with TestClient(create_app(own_data.settings, detector=None)) as c:
+    with TestClient(create_app(own_data.settings, detector=None), client=LOOPBACK) as c:
         yield c
 
 
@@ -216,7 +218,8 @@ def test_raw_of_unimported_series_has_no_spacing_header(client: TestClient) -> N
 def test_images_are_immutable_with_an_etag(client: TestClient, suffix: str) -> None:
     r = client.get(f"{KEY_URL}.{suffix}")
     assert r.status_code == 200
-    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    # Private: images need sign-in, so a shared cache must not hand them on.
+    assert r.headers["cache-control"] == "private, max-age=31536000, immutable"
     assert r.headers["etag"].startswith('"') and len(r.headers["etag"]) > 8
 
 

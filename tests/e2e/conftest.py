@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from tests.components import require_component
-from tests.e2e.live import CHROMIUM, CHROMIUM_ARGS, REVIEWER, LiveServer, chromium_available, live_server
+from tests.e2e.live import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CONTEXT_OPTIONS,
+    REVIEWER,
+    LiveServer,
+    chromium_available,
+    live_server,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
 DEFAULT_TIMEOUT_MS = 15_000
@@ -38,6 +46,12 @@ def browser(server: LiveServer) -> Iterator[Any]:
 
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        real_new_context = chromium.new_context
+
+        def new_context(**kwargs: Any) -> Any:
+            return real_new_context(**{**CONTEXT_OPTIONS, **kwargs})
+
+        chromium.new_context = new_context
         yield chromium
         chromium.close()
 

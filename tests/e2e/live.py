@@ -26,6 +26,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Playwright's string predicates (wait_for_function) run through eval in the page, which the app's CSP
+# forbids (no 'unsafe-eval'). Functional tests therefore bypass the CSP; tests/e2e/test_security_browser.py
+# checks every page under the real policy in a context that does not.
+CONTEXT_OPTIONS: dict[str, Any] = {"bypass_csp": True}
 REVIEWER = ("alice", "alice-password-1")
 SECOND_REVIEWER = ("bob", "bob-password-2")
 ADMIN = ("carol", "carol-password-3")
@@ -146,7 +150,6 @@ def live_server(
         database_url=url,
         model_path=model_path,
         device="cpu",
-        secret_key="e2e-secret-key-not-for-production",
     )
     with serve(settings) as base_url:
         yield LiveServer(

@@ -8,7 +8,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.live import ADMIN, CHROMIUM, CHROMIUM_ARGS, REVIEWER, chromium_available, live_server
+from tests.e2e.live import (
+    ADMIN,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CONTEXT_OPTIONS,
+    REVIEWER,
+    chromium_available,
+    live_server,
+)
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
@@ -48,7 +56,9 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
         sync_playwright() as pw,
     ):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
+        ctx = browser.new_context(
+            **CONTEXT_OPTIONS, base_url=live.url, viewport={"width": 1280, "height": 800}
+        )
         reviewer_shots = {"ui_viewer", "ui_keymap", "ui_worklist", "ui_overview"}
         if only is None or only & reviewer_shots:
             csrf = _login(ctx, REVIEWER)
@@ -99,7 +109,9 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
             written.append(out / "ui_overview.png")
             ctx.close()
 
-        ctx = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800})
+        ctx = browser.new_context(
+            **CONTEXT_OPTIONS, base_url=live.url, viewport={"width": 1280, "height": 800}
+        )
         _login(ctx, ADMIN)
         page = ctx.new_page()
         if only is None or "ui_evaluation" in only:

@@ -80,7 +80,7 @@ def test_app_env_vars_are_real_settings_fields(compose: dict[str, Any]) -> None:
             if key.startswith(ENV_PREFIX):
                 assert key in fields, f"{name} sets {key}, which app.config.Settings does not read"
                 seen.add(key)
-    wanted = {"DATA_DIR", "DATABASE_URL", "HOST", "SECRET_KEY", "MODEL_PATH", "DEVICE"}
+    wanted = {"DATA_DIR", "DATABASE_URL", "HOST", "ALLOWED_HOSTS", "MODEL_PATH", "DEVICE"}
     assert {ENV_PREFIX + w for w in wanted} <= seen
 
 
