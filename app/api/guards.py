@@ -147,12 +147,12 @@ def _control_character_answer(scope: Scope) -> tuple[int, str, str] | None:
         return 404, "not_found", "no such name: control characters in the path"
     # In the query only NUL: a tab or newline there is plain (if odd) text, as in a sign-in page's `next=`.
     if b"%00" in scope.get("query_string", b""):
-        return 400, "bad_request", "NUL in the query"
+        return 422, "invalid_input", "NUL in the query"
     return None
 
 
 class PlainNames:
-    """404 for control characters (NUL, tab, newline...) in the path, 400 for NUL in the query.
+    """404 for control characters (NUL, tab, newline...) in the path, 422 for NUL in the query.
 
     No name, file or filter has one, and PostgreSQL refuses NUL in text (a 500 deep inside a query).
     """

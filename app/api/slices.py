@@ -299,7 +299,7 @@ def _not_modified(etag: str, cache_control: str) -> Response:
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "gzip int16 LE HU"},
-        **error_responses(404, 422, bodies={404: NotFoundOrNoFile}),
+        **error_responses(401, 404, 422, bodies={404: NotFoundOrNoFile}),
     },
     summary="Raw int16 HU pixels of a slice",
 )
@@ -342,7 +342,7 @@ async def slice_raw(
             "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
             "description": "The windowed 8-bit slice",
         },
-        **error_responses(404, 422, bodies={404: NotFoundOrNoFile}),
+        **error_responses(401, 404, 422, bodies={404: NotFoundOrNoFile}),
     },
     summary="Windowed 8-bit image of a slice",
 )

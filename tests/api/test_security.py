@@ -393,8 +393,8 @@ def test_no_route_that_takes_a_name_reads_outside_its_place(api: Api, app_settin
         ("/api/key-slices/000001_01_01_108%00.png", 404, "not_found"),
         ("/api/key-slices/000001_01_01_108.png%00/neighbours", 404, "not_found"),
         ("/viewer/000001_01_01_108.png%0A", 404, "not_found"),
-        ("/api/key-slices?reviewer=a%00b", 400, "bad_request"),
-        ("/api/key-slices?patient=1&split=te%00st", 400, "bad_request"),
+        ("/api/key-slices?reviewer=a%00b", 422, "invalid_input"),
+        ("/api/key-slices?patient=1&split=te%00st", 422, "invalid_input"),
     ],
 )
 def test_control_characters_in_names_are_refused_not_500(api: Api, url: str, status: int, code: str) -> None:
