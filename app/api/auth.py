@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from functools import partial
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,8 @@ from app.api.deps import ReleasingRoute, get_settings
 from app.api.schemas import SignedIn, SignedOut, error_responses
 from app.api.security import COOKIE_NAME, CurrentUser, Db, current_user, no_store
 from app.config import Settings
+from app.review.errors import TooManyAttemptsError
+from app.review.throttle import forget_failures, reserve_attempt
 from app.review.users import SESSION_LIFETIME, UserInfo, authenticate, end_session, start_session
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,6 @@ class LoginBody(BaseModel):
 
 
 # Password guessing: after this many failures for one name within the window, refuse for the rest of it.
-MAX_FAILURES = 5
-FAILURE_WINDOW_S = 300.0
-
-
 # Argon2 costs 64 MiB and ~0.1 s of a core per sign-in (also for unknown names, so timing tells nothing).
 # Hashing runs on its own few threads, so a flood of sign-ins queues here instead of taking every worker
 # thread (and the memory) that readers need; beyond the queue length it is refused at once.
@@ -54,17 +52,6 @@ def _password_limiter(request: Request) -> anyio.CapacityLimiter:
     return limiter
 
 
-def _recent_failures(request: Request, name: str) -> list[float]:
-    failures: dict[str, list[float]] | None = getattr(request.app.state, "login_failures", None)
-    if failures is None:
-        failures = {}
-        request.app.state.login_failures = failures
-    now = time.monotonic()
-    recent = [t for t in failures.get(name, []) if now - t < FAILURE_WINDOW_S]
-    failures[name] = recent
-    return recent
-
-
 @router.post("/login", response_model=SignedIn, responses=error_responses(401, 422, 429, 503))
 async def login(
     body: LoginBody,
@@ -75,11 +62,12 @@ async def login(
 ) -> Any:
     """Check the password, start a session and set the session cookie."""
     client = request.client.host if request.client else "?"
-    failures = _recent_failures(request, body.username)
-    if len(failures) >= MAX_FAILURES:
-        log.warning("sign-in refused for %r from %s: too many failures", body.username, client)
-        detail = "too many failed sign-ins for this name; wait a few minutes"
-        raise HTTPException(status_code=429, detail={"detail": detail, "code": "too_many_attempts"})
+    try:
+        # Counted in the database before the password check: atomic, and shared by every server process.
+        await run_in_threadpool(_reserve, db, body.username, client)
+    except TooManyAttemptsError:
+        log.warning("sign-in refused for %r from %s: too many attempts", body.username, client)
+        raise
     limiter = _password_limiter(request)
     if limiter.statistics().tasks_waiting >= PASSWORD_QUEUE_MAX:
         log.warning("sign-in refused for %r from %s: password check queue full", body.username, client)
@@ -91,15 +79,13 @@ async def login(
             detail={"detail": "too many sign-ins at once; try again shortly", "code": "busy"},
             headers={"Retry-After": "2"},
         )
-    check = partial(_sign_in, db, body.username, body.password)
+    check = partial(_sign_in, db, body.username, body.password, client)
     signed_in = await anyio.to_thread.run_sync(check, limiter=limiter)
     if signed_in is None:
-        failures.append(time.monotonic())
         log.warning("failed sign-in for %r from %s", body.username, client)
         raise HTTPException(
             status_code=401, detail={"detail": "wrong user name or password", "code": "bad_login"}
         )
-    failures.clear()
     user, token, csrf = signed_in
     log.info("signed in %r from %s", user.name, client)
     response.set_cookie(
@@ -114,7 +100,15 @@ async def login(
     return {"user": user.as_dict(), "csrf_token": csrf}
 
 
-def _sign_in(db: Session, name: str, password: str) -> tuple[UserInfo, str, str] | None:
+def _reserve(db: Session, name: str, client: str) -> None:
+    """Count the attempt (TooManyAttemptsError over a limit); the connection is back when it returns."""
+    try:
+        reserve_attempt(session=db, name=name, client=client)
+    finally:
+        db.close()
+
+
+def _sign_in(db: Session, name: str, password: str, client: str) -> tuple[UserInfo, str, str] | None:
     """Check the password and start a session in one worker thread; the connection is back when it returns."""
     try:
         user = authenticate(session=db, name=name, password=password)
@@ -122,6 +116,7 @@ def _sign_in(db: Session, name: str, password: str) -> tuple[UserInfo, str, str]
             return None
         token, csrf = start_session(session=db, user=user)
         db.commit()
+        forget_failures(session=db, name=name, client=client)
         return user, token, csrf
     finally:
         # Like ReleasingRoute: no connection may wait for another thread (app.api.deps).

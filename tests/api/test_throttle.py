@@ -59,3 +59,23 @@ def test_one_name_from_many_clients_is_capped_and_the_window_passes(factory) -> 
         )
         session.commit()
     assert _try(factory, "hana", "10.2.0.1")
+
+
+def test_sign_in_counts_attempts_across_server_processes(app_settings, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.api.conftest import add_user
+
+    add_user(database_url, "ivan")
+    bad = {"username": "ivan", "password": "not-his-password"}
+    # Two apps on one database stand for two worker processes: an in-memory counter would give 2 x 5 tries.
+    with (
+        TestClient(create_app(app_settings, detector=None)) as a,
+        TestClient(create_app(app_settings, detector=None)) as b,
+    ):
+        codes = [
+            (a if i % 2 else b).post("/api/auth/login", json=bad).status_code
+            for i in range(PAIR.attempts + 2)
+        ]
+    assert codes == [401] * PAIR.attempts + [429, 429]
