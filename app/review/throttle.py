@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete
+from sqlalchemy import case, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -67,6 +67,17 @@ def reserve_attempt(*, session: Session, name: str, client: str) -> None:
 
 
 def forget_failures(*, session: Session, name: str, client: str) -> None:
-    """After a good sign-in: this name from this client starts afresh (the spraying counters stay)."""
-    session.execute(delete(LoginAttempt).where(LoginAttempt.key == _keys(name, client)[0][1]))
+    """After a good sign-in: it no longer counts, so the counters hold failures (and attempts under way).
+
+    This name from this client starts afresh; the client's and the name's counts lose this one attempt, so
+    a team signing in from behind one address is never limited by its own good sign-ins.
+    """
+    (_, pair), *others = _keys(name, client)
+    session.execute(delete(LoginAttempt).where(LoginAttempt.key == pair))
+    keys = [key for _, key in others]
+    session.execute(
+        update(LoginAttempt)
+        .where(LoginAttempt.key.in_(keys), LoginAttempt.attempts > 0)
+        .values(attempts=LoginAttempt.attempts - 1)
+    )
     session.commit()
