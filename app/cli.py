@@ -219,12 +219,20 @@ def export(
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
 @click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Server processes (a team on PostgreSQL: one per core; docs/deployment.md).",
+)
 def serve(
     data_dir: Path | None,
     host: str | None,
     port: int | None,
     database_url: str | None,
     model_path: Path | None,
+    workers: int,
 ) -> None:
     """Serve the review app (refuses an unmigrated database, and a public address while no user exists)."""
     from app.serving import (
@@ -244,10 +252,11 @@ def serve(
         check_port_free(settings.host, settings.port)
     except ServeRefusedError as exc:
         raise click.ClickException(str(exc)) from exc
-    for warning in serve_warnings(settings):
+    for warning in serve_warnings(settings, workers=workers):
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"serving {settings.data_dir} at http://{settings.host}:{settings.port}")
-    run_server(settings)
+    processes = f" with {workers} worker processes" if workers > 1 else ""
+    click.echo(f"serving {settings.data_dir} at http://{settings.host}:{settings.port}{processes}")
+    run_server(settings, workers=workers)
 
 
 @main.command()

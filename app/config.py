@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=1000)
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
     db_pool_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("model_path", "cookie_secure", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # MODEL_PATH= means "no model" and COOKIE_SECURE=auto (or empty) means "decide by HOST".
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
 
     def on_loopback(self) -> bool:
         """True when the server listens on a loopback address only."""

@@ -50,9 +50,14 @@ def check_can_serve(settings: Settings) -> int:
     return users
 
 
-def serve_warnings(settings: Settings) -> list[str]:
+def serve_warnings(settings: Settings, *, workers: int = 1) -> list[str]:
     """Warnings `serve` prints about settings that weaken the security defaults (docs/reliability.md)."""
     warnings: list[str] = []
+    if workers > 1 and settings.resolved_database_url().startswith("sqlite"):
+        warnings.append(
+            f"{workers} worker processes on SQLite: they share one database file and take turns writing; "
+            "for a team use PostgreSQL (docs/deployment.md)"
+        )
     if not settings.on_loopback():
         if settings.cookie_secure is False:
             warnings.append(
@@ -90,13 +95,37 @@ def check_port_free(host: str, port: int) -> None:
             ) from exc
 
 
-def run_server(settings: Settings) -> None:
-    """Run uvicorn on settings.host:settings.port until interrupted."""
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The LESION_REVIEW_* variables from which each worker process rebuilds exactly these settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        key = f"LESION_REVIEW_{name.upper()}"
+        # None is "no model" for MODEL_PATH and "automatic" for COOKIE_SECURE; Settings reads both from "".
+        env[key] = "" if value is None else str(value)
+    return env
+
+
+def run_server(settings: Settings, *, workers: int = 1) -> None:
+    """Run uvicorn on settings.host:settings.port until interrupted, in `workers` processes."""
+    import os
+
     import uvicorn
 
-    from app.main import create_app
+    if workers == 1:
+        from app.main import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        return
+    # Worker processes import the app by name and read their settings from the environment.
+    os.environ.update(worker_environment(settings))
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level="info",
+    )
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.live import free_port
+from tests.server_process import start_server, stop_server
 
 KEY_SLICE = "000001_01_01_108.png"
 CLIENTS = 20
@@ -30,39 +29,6 @@ class RoundResult:
     missing: list[int] = field(default_factory=list)
     without_audit: list[int] = field(default_factory=list)
     integrity: str = "ok"
-
-
-def _start(data_dir: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
-    """`lesion-review serve` in its own process group, without a model, once it answers."""
-    command = [
-        sys.executable,
-        "-c",
-        "from app.cli import main; main()",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        str(port),
-        "--database-url",
-        database_url,
-        "--model",
-        str(data_dir / "no-model.onnx"),
-    ]
-    proc = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise RuntimeError("server did not answer within 60 s")
 
 
 def _sign_in(base: str, user: str, password: str) -> tuple[dict[str, str], str]:
@@ -97,7 +63,7 @@ def kill_round(
     """Start the server, let CLIENTS writers run, SIGKILL it, restart, check, stop."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start(data_dir, database_url, port)
+    proc = start_server(data_dir, database_url, port)
     acked: list[int] = []
     stop = threading.Event()
     # Sign in first (password hashing is slow on purpose), so the kill lands among writes, not logins.
@@ -121,7 +87,7 @@ def kill_round(
         stop.set()
         for t in threads:
             t.join(timeout=15)
-    proc = _start(data_dir, database_url, port)
+    proc = start_server(data_dir, database_url, port)
     try:
         result = RoundResult(acknowledged=len(acked))
         with httpx.Client(base_url=base, timeout=30) as c:
@@ -141,5 +107,4 @@ def kill_round(
                 result.integrity = str(db.execute("PRAGMA integrity_check").fetchone()[0])
         return result
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)

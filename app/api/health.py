@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from app.api.deps import ReleasingRoute
 from app.api.errors import without_paths
 from app.api.schemas import DetectorHealth, Health
+from app.review.jobs import this_worker
 
 router = APIRouter(prefix="/api", tags=["health"], route_class=ReleasingRoute)
 
@@ -58,4 +60,8 @@ def health(request: Request, response: Response) -> Health:
         detector=detector,
     )
     response.headers["Cache-Control"] = "no-store"
+    # Which worker process answered (an opaque per-process name), so operators and tests see the spread.
+    response.headers["X-Server-Process"] = hashlib.blake2b(
+        this_worker().token.encode(), digest_size=6
+    ).hexdigest()
     return body

@@ -11,20 +11,11 @@ from sqlalchemy.orm import Session
 from app.api.deps import get_db, get_settings
 from app.config import Settings
 from app.config import is_loopback_name as is_loopback
-from app.review.users import UserInfo, count_users, ensure_local_user, resolve_session
+from app.review.users import UserInfo, count_users, ensure_local_user, local_csrf_token, resolve_session
 
 COOKIE_NAME = "lesion_review_session"
 CSRF_HEADER = "X-CSRF-Token"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def _local_csrf(request: Request) -> str:
-    # One token per process for the automatic local reviewer; a cross-site page cannot read it.
-    token: str | None = getattr(request.app.state, "local_csrf_token", None)
-    if token is None:
-        token = secrets.token_urlsafe(24)
-        request.app.state.local_csrf_token = token
-    return token
 
 
 def current_user(
@@ -47,8 +38,8 @@ def current_user(
         client = request.client.host if request.client else None
         if is_loopback(client) and count_users(session=db) == 0:
             user = ensure_local_user(session=db)
-            db.commit()
-            csrf = _local_csrf(request)
+            # In the database, not the process: a cross-site page cannot read it, and every worker agrees.
+            csrf = local_csrf_token(session=db, user=user)
     request.state.user = user
     request.state.csrf_token = csrf
     # End the transaction: the connection goes back to the pool before the request waits for the next

@@ -108,6 +108,34 @@ def ensure_local_user(*, session: Session) -> UserInfo:
     return _info(user)
 
 
+# The automatic local admin's CSRF token lives in an auth_sessions row under this marker, so every server
+# process (and a restart) hands out the same token. A cookie can never match it: a cookie is looked up by
+# its SHA-256 hex digest, and the marker is not hex.
+LOCAL_SESSION_MARKER = "local-autologin"
+
+
+def local_csrf_token(*, session: Session, user: UserInfo) -> str:
+    """The automatic local admin's CSRF token, shared by every server process through the database."""
+    query = select(AuthSession.csrf_token).where(AuthSession.token_hash == LOCAL_SESSION_MARKER)
+    token = session.execute(query).scalar_one_or_none()
+    if token is not None:
+        return token
+    try:
+        with session.begin_nested():
+            session.add(
+                AuthSession(
+                    token_hash=LOCAL_SESSION_MARKER,
+                    user_id=user.id,
+                    csrf_token=secrets.token_urlsafe(24),
+                    expires_at=datetime.now(UTC) + SESSION_LIFETIME,
+                )
+            )
+    except IntegrityError:
+        # Another process (or a parallel first request) created it first.
+        pass
+    return session.execute(query).scalar_one()
+
+
 def get_user(*, session: Session, name: str) -> UserInfo:
     """A user by name, or NotFoundError."""
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()

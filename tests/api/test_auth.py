@@ -138,3 +138,28 @@ def test_repeated_wrong_passwords_are_throttled_even_for_the_right_one(api: Api)
         )
     r = api.client.post("/api/auth/login", json={"username": "mona", "password": PASSWORD})
     assert r.status_code == 429 and r.json()["code"] == "too_many_attempts"
+
+
+def test_two_server_processes_share_the_local_admins_csrf_token(app_settings: Settings) -> None:
+    # Two apps on one database stand for two worker processes: per-process tokens gave 403 on half the writes.
+    with (
+        TestClient(create_app(app_settings, detector=None), client=("127.0.0.1", 40000)) as a,
+        TestClient(create_app(app_settings, detector=None), client=("127.0.0.1", 40001)) as b,
+    ):
+        token_a = a.get("/api/auth/me").json()["csrf_token"]
+        token_b = b.get("/api/auth/me").json()["csrf_token"]
+        assert token_a == token_b
+        for version, client in enumerate((b, a, b)):
+            r = client.put(
+                f"/api/key-slices/{KS}/status",
+                json={"status": "done" if version % 2 == 0 else "unreviewed", "version": version},
+                headers={"X-CSRF-Token": token_a},
+            )
+            assert r.status_code == 200, r.text
+
+
+def test_the_local_admins_csrf_token_survives_a_restart(app_settings: Settings) -> None:
+    with TestClient(create_app(app_settings, detector=None), client=("127.0.0.1", 40000)) as a:
+        before = a.get("/api/auth/me").json()["csrf_token"]
+    with TestClient(create_app(app_settings, detector=None), client=("127.0.0.1", 40000)) as b:
+        assert b.get("/api/auth/me").json()["csrf_token"] == before
