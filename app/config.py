@@ -62,6 +62,10 @@ class Settings(BaseSettings):
             return None
         return value
 
+    # The two byte-bounded image caches (docs/reliability.md "Memory"): decoded HU arrays, encoded responses.
+    decoded_cache_mb: int = Field(default=256, ge=0, le=65536)
+    encoded_cache_mb: int = Field(default=192, ge=0, le=65536)
+
     def on_loopback(self) -> bool:
         """True when the server listens on a loopback address only."""
         return is_loopback_name(self.host)

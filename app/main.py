@@ -99,12 +99,14 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
             raise
         session_factory = make_session_factory(engine)
         # The only decoded-slice cache: the viewer and the detector both read through it.
-        store = SliceStore(settings.data_dir, cache_bytes=256 * 2**20)
+        store = SliceStore(settings.data_dir, cache_bytes=settings.decoded_cache_mb * 2**20)
         app.state.engine = engine
         app.state.session_factory = session_factory
         app.state.store = store
         app.state.slice_images = slices.SliceImages(
-            store, series_info=slices.database_series_info(session_factory)
+            store,
+            series_info=slices.database_series_info(session_factory),
+            encoded_cache_bytes=settings.encoded_cache_mb * 2**20,
         )
         if isinstance(detector, EllipsisType):
             app.state.detector, app.state.detector_error = load_detector_safely(settings)

@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deeplesion.errors import (
     CorruptSliceError,
@@ -213,17 +214,42 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("detector failed on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(503, "detector_failed", str(exc))
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal_error", "internal server error")
-
     handlers: list[tuple[type[Exception], Callable[[Request, Exception], Any]]] = [
         (DeepLesionError, on_deeplesion),
         (ReviewError, on_review),
         (DetectionError, on_detection),
         (RequestValidationError, on_validation),
         (StarletteHTTPException, on_http),
-        (Exception, on_unexpected),
     ]
     for exc_class, handler in handlers:
         app.add_exception_handler(exc_class, handler)
+    # Innermost of the middleware, so the 500 still passes the security headers and the other guards.
+    app.add_middleware(CrashAnswer)
+
+
+class CrashAnswer:
+    """Turn an unexpected exception into a JSON 500 (no details) inside the guards, then re-raise it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=True)
+            if not started:
+                response = error_response(500, "internal_error", "internal server error")
+                await response(scope, receive, send)
+            # As Starlette does: servers log it too, and test clients raise it instead of a quiet 500.
+            raise

@@ -43,6 +43,9 @@ IMAGE_FORMATS: dict[str, tuple[str, str, dict[str, Any]]] = {
 # Images need sign-in (a shared cache must not hand them to others) unless plain images are made public.
 IMMUTABLE = "private, max-age=31536000, immutable"
 IMMUTABLE_PUBLIC = "public, max-age=31536000, immutable"
+# Resolved paths kept per slice name (a realpath pair each saved); least recently used names go first. About
+# 300 bytes an entry: 20,000 entries hold every slice a team has open and stay under 10 MB whatever is asked.
+PATH_MEMO_ENTRIES = 20_000
 # Bump when the rendering itself changes, so that clients drop renders cached under old ETags.
 RENDER_VERSION = "1"
 
@@ -142,7 +145,8 @@ class SliceImages:
         self._series_lookup = series_info
         self.encoded: ByteLRU[tuple[Any, ...], Encoded] = ByteLRU(encoded_cache_bytes, lambda e: len(e.body))
         self._series: dict[str, SeriesInfo] = {}
-        self._paths: dict[str, Any] = {}
+        self._paths: OrderedDict[str, Any] = OrderedDict()
+        self._paths_lock = threading.Lock()
 
     # -- lookups -------------------------------------------------------------------------------
     @staticmethod
@@ -154,18 +158,31 @@ class SliceImages:
 
     def stat(self, file_name: str) -> tuple[int, int]:
         """(mtime_ns, size) of a stored slice; SliceNotFoundError when it is not stored."""
-        path = self._paths.get(file_name)
+        with self._paths_lock:
+            path = self._paths.get(file_name)
+            if path is not None:
+                self._paths.move_to_end(file_name)
         if path is None:
             # The store's containment check resolves symlinks (two realpath calls): do it once per name.
             # Safe to reuse: pixels are only ever read through store.read_hu, which checks again.
             path = self.store.path_for(file_name)
-            if len(self._paths) < 200_000:
+            with self._paths_lock:
                 self._paths[file_name] = path
+                while len(self._paths) > PATH_MEMO_ENTRIES:
+                    self._paths.popitem(last=False)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             raise SliceNotFoundError(str(path)) from None
         return st.st_mtime_ns, st.st_size
+
+    def memo_entries(self) -> int:
+        """How many slice names have a memoized path."""
+        return len(self._paths)
+
+    def is_memoized(self, file_name: str) -> bool:
+        """Whether a slice name's path is memoized (no recency change)."""
+        return file_name in self._paths
 
     def series_info_cached(self, series_folder: str) -> SeriesInfo | None:
         """The series' metadata when already looked up (no I/O)."""

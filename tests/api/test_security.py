@@ -486,3 +486,18 @@ def test_a_full_password_queue_is_refused_at_once(api: Api, monkeypatch: pytest.
     monkeypatch.setattr(auth_api, "BUSY_DELAY_S", 0.0)
     r = api.client.post("/api/auth/login", json={"username": "ghost", "password": "wrong-wrong"})
     assert r.status_code == 503 and r.json()["code"] == "busy" and r.headers["retry-after"]
+
+
+def test_an_unexpected_error_is_a_json_500_with_the_security_headers(app_settings: Settings) -> None:
+    app = create_app(app_settings, detector=None)
+
+    @app.get("/api/boom-for-test")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/api/boom-for-test")
+        assert r.status_code == 500
+        assert r.json()["code"] == "internal_error" and "a bug" not in r.text
+        _assert_security_headers(r)
+        assert c.get("/api/health").status_code == 200  # and the server keeps serving

@@ -420,3 +420,20 @@ def test_byte_lru_evicts_least_recently_used_beyond_its_budget() -> None:
     assert cache.get("huge") is None and len(cache) == 2
     cache.put("a", b"12")  # replacing a value accounts for the old size
     assert cache.nbytes == 6
+
+
+def test_the_memo_of_slice_paths_stays_bounded_and_keeps_recent_names(tmp_path: Path) -> None:
+    from app.api.slices import PATH_MEMO_ENTRIES, SliceImages
+    from app.deeplesion.errors import SliceNotFoundError
+    from app.deeplesion.store import SliceStore
+
+    images = SliceImages(SliceStore(tmp_path))
+    asked = PATH_MEMO_ENTRIES + 5_000
+    for n in range(asked):  # well-formed names of slices that are not stored, as a scanner would send
+        with pytest.raises(SliceNotFoundError):
+            images.stat(f"{n // 1000:06d}_01_01_{n % 1000:03d}.png")
+    assert images.memo_entries() == PATH_MEMO_ENTRIES
+    # Least recently used names go first, so the names in use now keep their memo.
+    last = f"{(asked - 1) // 1000:06d}_01_01_{(asked - 1) % 1000:03d}.png"
+    first = "000000_01_01_000.png"
+    assert images.is_memoized(last) and not images.is_memoized(first)
