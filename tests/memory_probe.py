@@ -69,6 +69,7 @@ def serve_many_slices(
     missing: int = 0,
     decoded_cache_mb: int,
     encoded_cache_mb: int,
+    env: dict[str, str] | None = None,
 ) -> MemoryResult:
     """Start a server (SQLite, automatic local sign-in), GET every slice once in order, sample its RSS."""
     subprocess.run(
@@ -80,6 +81,7 @@ def serve_many_slices(
     env = {
         "LESION_REVIEW_DECODED_CACHE_MB": str(decoded_cache_mb),
         "LESION_REVIEW_ENCODED_CACHE_MB": str(encoded_cache_mb),
+        **(env or {}),
     }
     proc = start_server(data_dir, f"sqlite:///{data_dir / 'lesion_review.db'}", port, env=env)
     result = MemoryResult(slices=len(names), missing=missing)
