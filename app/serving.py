@@ -153,6 +153,8 @@ def prepare_demo(
     from app.db.session import make_engine, make_session_factory, upgrade_database
     from app.review.importer import import_dataset
 
+    if isinstance(settings.data_dir, str):
+        raise ServeRefusedError("the demo makes its synthetic data in a local folder, not on object storage")
     data_dir = settings.data_dir
     generated = False
     if not (data_dir / "DL_info.csv").is_file():
