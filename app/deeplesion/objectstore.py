@@ -105,17 +105,26 @@ class DiskCache:
         self._bytes = 0
         self.hits = 0
         self.misses = 0
-        # A restarted server keeps what the last one fetched, oldest first so that it goes first.
+        # A restarted server keeps what the last one fetched.
+        with self._lock:
+            self._resync()
+            self._evict()
+
+    def _resync(self) -> None:
+        """Index the folder's files, least recently used (oldest mtime) first.
+
+        Other processes (serve --workers) share the folder: their files count against the bound too.
+        """
         found = []
         for entry in os.scandir(self.folder):
             if entry.is_file() and not entry.name.startswith("."):
-                st = entry.stat()
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
                 found.append((st.st_mtime_ns, entry.name, st.st_size))
-        for _, name, size in sorted(found):
-            self._index[name] = size
-            self._bytes += size
-        with self._lock:
-            self._evict()
+        self._index = OrderedDict((name, size) for _, name, size in sorted(found))
+        self._bytes = sum(self._index.values())
 
     def get(self, name: str) -> bytes | None:
         """The cached bytes, or None."""
@@ -126,8 +135,11 @@ class DiskCache:
         if not known:
             self.misses += 1
             return None
+        path = self.folder / name
         try:
-            data = (self.folder / name).read_bytes()
+            data = path.read_bytes()
+            # The mtime is the recency every process sharing the folder sees.
+            os.utime(path)
         except FileNotFoundError:
             # Another worker process sharing the folder removed it.
             with self._lock:
@@ -157,6 +169,8 @@ class DiskCache:
                 self._bytes -= old
             self._index[name] = len(data)
             self._bytes += len(data)
+            if self._bytes > self.max_bytes:
+                self._resync()
             self._evict()
 
     def _evict(self) -> None:
@@ -251,6 +265,8 @@ class ObjectBackend:
         self.heads = 0
         self.gets = 0
         self.lists = 0
+        # The settings configure_backend built it with (JSON), to tell whether a later call may reuse it.
+        self.signature = ""
 
     def __repr__(self) -> str:
         return f"ObjectBackend({display_name(self.url)!r})"
@@ -340,12 +356,15 @@ def backend_for(url: str) -> ObjectBackend:
 
 
 def configure_backend(url: str, **config: Any) -> ObjectBackend:
-    """Build the process's backend of a dataset URL with explicit settings (it replaces an earlier one)."""
+    """The process's backend of a dataset URL with these settings (a backend with others is replaced)."""
     url = url.rstrip("/")
-    backend = ObjectBackend(url, **config)
+    signature = json.dumps(config, sort_keys=True, default=str)
     with _BACKENDS_LOCK:
-        _BACKENDS[url] = backend
-    return backend
+        backend = _BACKENDS.get(url)
+        if backend is None or backend.signature != signature:
+            backend = _BACKENDS[url] = ObjectBackend(url, **config)
+            backend.signature = signature
+        return backend
 
 
 def data_file_exists(root: DataDir, name: str) -> bool:

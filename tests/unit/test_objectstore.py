@@ -82,7 +82,9 @@ def test_display_name_never_shows_credentials_hosts_or_queries() -> None:
 
 def test_settings_accept_urls_and_need_a_database_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LESION_REVIEW_DATA_DIR", "s3://bucket/deeplesion/")
-    monkeypatch.setenv("LESION_REVIEW_STORAGE_OPTIONS", '{"client_kwargs": {"endpoint_url": "http://x:9000"}}')
+    monkeypatch.setenv(
+        "LESION_REVIEW_STORAGE_OPTIONS", '{"client_kwargs": {"endpoint_url": "http://x:9000"}}'
+    )
     settings = Settings()
     assert settings.data_dir == "s3://bucket/deeplesion"
     assert settings.storage_options == {"client_kwargs": {"endpoint_url": "http://x:9000"}}
@@ -116,7 +118,13 @@ def test_reads_decode_to_the_written_hu_and_list_what_is_stored(remote: ObjectSl
 
 @pytest.mark.parametrize(
     "name",
-    ["../../etc/passwd", "000001_01_01/../../x.png", "000001_01_01_1.png", "000001_01_01_107.png/..", "%2e%2e"],
+    [
+        "../../etc/passwd",
+        "000001_01_01/../../x.png",
+        "000001_01_01_1.png",
+        "000001_01_01_107.png/..",
+        "%2e%2e",
+    ],
 )
 def test_unsafe_names_never_reach_the_backend(remote: ObjectSliceStore, name: str) -> None:
     heads = remote.backend.heads
@@ -128,9 +136,7 @@ def test_unsafe_names_never_reach_the_backend(remote: ObjectSliceStore, name: st
     assert remote.backend.heads == heads
 
 
-def test_a_rewritten_object_is_read_again_under_a_new_identity(
-    remote: ObjectSliceStore, url: str
-) -> None:
+def test_a_rewritten_object_is_read_again_under_a_new_identity(remote: ObjectSliceStore, url: str) -> None:
     before = remote.identity("000001_01_01_107.png")
     assert np.array_equal(remote.read_hu("000001_01_01_107.png"), hu_of(107))
     put(url, "Images_png/000001_01_01/107.png", encode_hu_png(hu_of(999)))
