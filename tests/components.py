@@ -114,9 +114,12 @@ def start_s3_server() -> tuple[Any | None, str]:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
         return None, f"moto's server mode is not installed ({exc}); pip install -e '.[test]'"
+    import logging
     import time
     import urllib.request
 
+    # The server's per-request log lines would drown a test run's or a benchmark's output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     try:

@@ -284,3 +284,55 @@ def test_import_of_an_empty_prefix_is_a_clear_error(dataset: S3Dataset, tmp_path
     assert result.exit_code != 0 and "DL_info.csv" in result.output
     no_db = CliRunner().invoke(cli, ["import", url, "--no-progress"], env=env)
     assert no_db.exit_code == 2 and "LESION_REVIEW_DATABASE_URL" in no_db.output
+
+
+def test_a_screen_job_reads_the_key_slices_from_s3_like_from_local_disk(
+    dataset: S3Dataset, s3_client: TestClient, tmp_path: Path
+) -> None:
+    import shutil
+
+    from sqlalchemy import select
+
+    from app.db.models import KeySlice, Prediction
+    from app.db.session import make_session_factory
+    from app.detection.runtime import Detector
+    from app.detection.testing import build_tiny_model
+    from app.review.screening import screen_key_slices
+
+    detector = Detector.load(build_tiny_model(tmp_path / "m.onnx"))
+    found = {}
+    for which, data_dir, db in (
+        ("local", dataset.local, dataset.local_db),
+        ("s3", dataset.url, dataset.remote_db),
+    ):
+        copy = tmp_path / f"{which}.db"
+        shutil.copy(db.removeprefix("sqlite:///"), copy)
+        engine = make_engine(f"sqlite:///{copy}")
+        factory = make_session_factory(engine)
+        result = screen_key_slices(session_factory=factory, data_dir=data_dir, detector=detector)
+        with factory() as session:
+            query = select(KeySlice.file_name, Prediction.score).join(
+                KeySlice, Prediction.key_slice_id == KeySlice.id
+            )
+            rows = [tuple(row) for row in session.execute(query)]
+        engine.dispose()
+        found[which] = ({k: result[k] for k in ("predicted", "missing")}, sorted(rows))
+    # Two imported key slices are stored (108, 050); the other two are not, on disk as in the bucket.
+    assert found["s3"][0] == found["local"][0] == {"predicted": 2, "missing": 2}
+    assert found["s3"][1] == found["local"][1]
+
+
+def test_an_evaluation_reads_the_csv_and_slices_from_s3_like_from_local_disk(
+    dataset: S3Dataset, s3_client: TestClient, tmp_path: Path
+) -> None:
+    from app.detection.pipeline import evaluate_dataset
+    from app.detection.runtime import Detector
+    from app.detection.testing import build_tiny_model
+
+    detector = Detector.load(build_tiny_model(tmp_path / "m.onnx"))
+    local = evaluate_dataset(dataset.local, detector, split=None)
+    remote = evaluate_dataset(dataset.url, detector, split=None)
+    for result in (local, remote):
+        for varies in ("data_dir", "created_at", "seconds"):
+            result.pop(varies)
+    assert remote == local
