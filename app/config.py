@@ -75,10 +75,10 @@ class Settings(BaseSettings):
         """True when data_dir is an object-store URL."""
         return isinstance(self.data_dir, str)
 
-    @field_validator("model_path", "cookie_secure", mode="before")
+    @field_validator("model_path", "cookie_secure", "cache_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        # MODEL_PATH= means "no model" and COOKIE_SECURE=auto (or empty) means "decide by HOST".
+        # MODEL_PATH= is "no model", COOKIE_SECURE=auto (or empty) "decide by HOST", CACHE_DIR= the default.
         if isinstance(value, str) and value.strip().lower() in ("", "auto"):
             return None
         return value

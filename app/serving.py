@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -100,8 +101,12 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
         key = f"LESION_REVIEW_{name.upper()}"
-        # None is "no model" for MODEL_PATH and "automatic" for COOKIE_SECURE; Settings reads both from "".
-        env[key] = "" if value is None else str(value)
+        # None is "no model" for MODEL_PATH, "automatic" for COOKIE_SECURE, "the default" for CACHE_DIR;
+        # Settings reads each from "". Dicts (STORAGE_OPTIONS) travel as JSON, as a user writes them.
+        if isinstance(value, dict):
+            env[key] = json.dumps(value)
+        else:
+            env[key] = "" if value is None else str(value)
     return env
 
 
