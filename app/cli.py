@@ -572,7 +572,7 @@ def evaluate(
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=DataDirParam(exists=True))
 @click.option("--split", type=click.Choice(_SPLIT_CHOICES), default="all", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many key slices.")
 @click.option(
@@ -588,7 +588,7 @@ def evaluate(
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
 def screen(
-    data_dir: Path,
+    data_dir: Path | str,
     split: str,
     limit: int | None,
     threshold: float,

@@ -336,3 +336,22 @@ def test_an_evaluation_reads_the_csv_and_slices_from_s3_like_from_local_disk(
         for varies in ("data_dir", "created_at", "seconds"):
             result.pop(varies)
     assert remote == local
+
+
+def test_the_screen_command_takes_an_s3_url(dataset: S3Dataset, tmp_path: Path) -> None:
+    import shutil
+
+    from app.detection.testing import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "m.onnx")
+    copy = tmp_path / "screen.db"
+    shutil.copy(dataset.remote_db.removeprefix("sqlite:///"), copy)
+    env = {
+        "LESION_REVIEW_STORAGE_OPTIONS": json.dumps(dataset.options),
+        "LESION_REVIEW_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    args = ["screen", dataset.url, "--model", str(model), "--database-url", f"sqlite:///{copy}"]
+    result = CliRunner().invoke(cli, [*args, "--json", "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.output[result.output.index("{") :])
+    assert (res["predicted"], res["missing"]) == (2, 2)
