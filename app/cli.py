@@ -14,6 +14,26 @@ from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES
 _SPLIT_CHOICES = [*SPLITS.values(), ALL_SPLITS]
 
 
+class DataDirParam(click.ParamType):
+    """A local dataset folder (Path), or an fsspec URL such as s3://bucket/prefix (kept as text)."""
+
+    name = "DATA_DIR"
+
+    def __init__(self, *, exists: bool) -> None:
+        self._local = click.Path(exists=exists, file_okay=False, path_type=Path)
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        from app.deeplesion.objectstore import is_url, local_path, normalize_data_dir
+
+        if is_url(value):
+            return normalize_data_dir(str(value))
+        if isinstance(value, str):
+            value = local_path(value)
+        assert isinstance(value, Path)
+        converted: Path = self._local.convert(value, param, ctx)
+        return converted
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def main(verbose: bool) -> None:
@@ -73,18 +93,21 @@ def _step(line: str) -> None:
     click.echo(line if line.startswith(" ") else f"\n==> {line}")
 
 
-def _database_url(data_dir: Path | None, database_url: str | None) -> str:
+def _database_url(data_dir: Path | str | None, database_url: str | None) -> str:
     """The URL from --database-url, else Settings (environment) with --data-dir applied."""
     if database_url:
         return database_url
     from app.config import Settings
 
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
-    return settings.resolved_database_url()
+    try:
+        return settings.resolved_database_url()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--data-dir", type=DataDirParam(exists=False), default=None)
 @click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
 def migrate(data_dir: Path | None, database_url: str | None) -> None:
     """Apply pending database migrations."""
@@ -96,10 +119,10 @@ def migrate(data_dir: Path | None, database_url: str | None) -> None:
 
 
 @main.command(name="import")
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=DataDirParam(exists=True))
 @click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def import_(data_dir: Path, database_url: str | None, no_progress: bool) -> None:
+def import_(data_dir: Path | str, database_url: str | None, no_progress: bool) -> None:
     """Migrate the database, then import DATA_DIR/DL_info.csv and the list of stored slices."""
     from app.db.session import make_engine, upgrade_database
     from app.deeplesion.errors import CsvValidationError
@@ -131,7 +154,7 @@ def user() -> None:
 @click.argument("name")
 @click.option("--role", type=click.Choice(["reviewer", "admin"]), default="reviewer", show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--data-dir", type=DataDirParam(exists=False), default=None)
 @click.option("--database-url", default=None)
 def user_add(
     name: str, role: str, password_stdin: bool, data_dir: Path | None, database_url: str | None
@@ -160,7 +183,7 @@ def user_add(
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=DataDirParam(exists=True))
 @click.option("--format", "fmt", type=click.Choice(["csv", "coco", "nifti"]), default="csv")
 @click.option("--state", type=click.Choice(list(EXPORT_STATES)), default="corrected", show_default=True)
 @click.option("--series", default=None, help="With --format nifti: the series folder, e.g. 000001_01_01.")
@@ -175,7 +198,7 @@ def user_add(
     help="CSV: lesions known only by a box get NaN measurements, or are left out.",
 )
 def export(
-    data_dir: Path,
+    data_dir: Path | str,
     fmt: str,
     state: str,
     series: str | None,
@@ -214,7 +237,7 @@ def export(
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--data-dir", type=DataDirParam(exists=False), default=None)
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
 @click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
@@ -227,7 +250,7 @@ def export(
     help="Server processes (a team on PostgreSQL: one per core; docs/deployment.md).",
 )
 def serve(
-    data_dir: Path | None,
+    data_dir: Path | str | None,
     host: str | None,
     port: int | None,
     database_url: str | None,
@@ -549,7 +572,7 @@ def evaluate(
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=DataDirParam(exists=True))
 @click.option("--split", type=click.Choice(_SPLIT_CHOICES), default="all", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many key slices.")
 @click.option(
@@ -565,7 +588,7 @@ def evaluate(
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
 def screen(
-    data_dir: Path,
+    data_dir: Path | str,
     split: str,
     limit: int | None,
     threshold: float,

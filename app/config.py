@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +32,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LESION_REVIEW_", env_file=None, extra="ignore")
 
-    data_dir: Path = DEFAULT_DEMO_DIR
+    # A local folder, or an fsspec URL (s3://bucket/prefix, gs://..., memory://...): docs/deployment.md.
+    data_dir: Path | str = DEFAULT_DEMO_DIR
     # Empty means an SQLite file inside the data folder.
     database_url: str = ""
     model_path: Path | None = DEFAULT_MODEL
@@ -54,10 +56,29 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
     db_pool_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
-    @field_validator("model_path", "cookie_secure", mode="before")
+    # Object storage: fsspec storage options (JSON, e.g. {"client_kwargs": {"endpoint_url": ...}}; AWS_*
+    # variables give credentials), the local disk cache of fetched objects, and how long an object's identity
+    # (HEAD) or a folder listing is trusted.
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    cache_dir: Path | None = None
+    cache_mb: float = Field(default=2048, ge=0, le=16 * 2**20)
+    object_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: object) -> object:
+        from app.deeplesion.objectstore import normalize_data_dir
+
+        return normalize_data_dir(value) if isinstance(value, str | Path) else value
+
+    def data_on_object_storage(self) -> bool:
+        """True when data_dir is an object-store URL."""
+        return isinstance(self.data_dir, str)
+
+    @field_validator("model_path", "cookie_secure", "cache_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        # MODEL_PATH= means "no model" and COOKIE_SECURE=auto (or empty) means "decide by HOST".
+        # MODEL_PATH= is "no model", COOKIE_SECURE=auto (or empty) "decide by HOST", CACHE_DIR= the default.
         if isinstance(value, str) and value.strip().lower() in ("", "auto"):
             return None
         return value
@@ -82,4 +103,9 @@ class Settings(BaseSettings):
         """The database URL, defaulting to an SQLite file in the data folder."""
         if self.database_url:
             return self.database_url
+        if isinstance(self.data_dir, str):
+            raise ValueError(
+                "a dataset on object storage needs LESION_REVIEW_DATABASE_URL (or --database-url): "
+                "the default SQLite file lives in a local data folder"
+            )
         return f"sqlite:///{(self.data_dir / 'lesion_review.db').resolve()}"

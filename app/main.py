@@ -98,6 +98,17 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
             engine.dispose()
             raise
         session_factory = make_session_factory(engine)
+        if isinstance(settings.data_dir, str):
+            from app.deeplesion.objectstore import configure_backend
+
+            # One backend (disk cache, identity memo) per process: every SliceStore of this URL shares it.
+            configure_backend(
+                settings.data_dir,
+                storage_options=settings.storage_options or None,
+                cache_dir=settings.cache_dir,
+                cache_bytes=int(settings.cache_mb * 2**20),
+                ttl_s=settings.object_ttl_s,
+            )
         # The only decoded-slice cache: the viewer and the detector both read through it.
         store = SliceStore(settings.data_dir, cache_bytes=settings.decoded_cache_mb * 2**20)
         app.state.engine = engine
@@ -116,7 +127,7 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
         runner = JobRunner(session_factory=session_factory, data_dir=settings.data_dir)
         runner.recover()
         app.state.job_runner = runner
-        log.info("serving %s with database %s", settings.data_dir, engine.dialect.name)
+        log.info("serving %s with database %s", store, engine.dialect.name)
         try:
             yield
         finally:

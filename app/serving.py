@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -100,8 +101,12 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
         key = f"LESION_REVIEW_{name.upper()}"
-        # None is "no model" for MODEL_PATH and "automatic" for COOKIE_SECURE; Settings reads both from "".
-        env[key] = "" if value is None else str(value)
+        # None is "no model" for MODEL_PATH, "automatic" for COOKIE_SECURE, "the default" for CACHE_DIR;
+        # Settings reads each from "". Dicts (STORAGE_OPTIONS) travel as JSON, as a user writes them.
+        if isinstance(value, dict):
+            env[key] = json.dumps(value)
+        else:
+            env[key] = "" if value is None else str(value)
     return env
 
 
@@ -153,6 +158,8 @@ def prepare_demo(
     from app.db.session import make_engine, make_session_factory, upgrade_database
     from app.review.importer import import_dataset
 
+    if isinstance(settings.data_dir, str):
+        raise ServeRefusedError("the demo makes its synthetic data in a local folder, not on object storage")
     data_dir = settings.data_dir
     generated = False
     if not (data_dir / "DL_info.csv").is_file():

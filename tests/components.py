@@ -1,9 +1,10 @@
-"""Optional test components (PostgreSQL, Chromium, torch): skip loudly on a laptop, fail in CI."""
+"""Optional test components (PostgreSQL, Chromium, torch, S3 server): skip loudly on a laptop, fail in CI."""
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,53 @@ def postgres_server() -> tuple[str | None, str]:
         f"no local server answered ({'; '.join(tried)}); "
         f"set {POSTGRES_ENV}=postgresql+psycopg://user@host:port/db"
     )
+
+
+S3_ENV = "LESION_REVIEW_TEST_S3"
+S3_START_TIMEOUT_S = 20
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_s3_server() -> tuple[Any | None, str]:
+    """A local S3-compatible server (moto's server mode on 127.0.0.1, a free port) and its endpoint URL.
+
+    `LESION_REVIEW_TEST_S3=off` skips the object-store tests. Without a server the first value is None and
+    the text says why; the caller stops a started server with `.stop()`.
+    """
+    if os.environ.get(S3_ENV, "").strip().lower() == "off":
+        return None, f"{S3_ENV}=off"
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        return None, f"moto's server mode is not installed ({exc}); pip install -e '.[test]'"
+    import logging
+    import time
+    import urllib.request
+
+    # The server's per-request log lines would drown a test run's or a benchmark's output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    try:
+        server.start()
+    except Exception as exc:  # any failure to start is the component being unavailable
+        return None, f"moto server did not start: {exc}"
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + S3_START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                return server, endpoint
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                server.stop()
+                return None, f"moto server on {endpoint} did not answer: {exc}"
+            time.sleep(0.1)

@@ -87,7 +87,9 @@ def without_paths(text: str, path: str | os.PathLike[str], shown: str, data_dir:
 
 def _data_dir(request: Request) -> Path | None:
     settings = getattr(request.app.state, "settings", None)
-    return getattr(settings, "data_dir", None)
+    data_dir = getattr(settings, "data_dir", None)
+    # Object-store errors name keys relative to the dataset root already.
+    return data_dir if isinstance(data_dir, Path) else None
 
 
 def deeplesion_error_response(exc: DeepLesionError, data_dir: Path | None) -> JSONResponse:

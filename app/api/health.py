@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from app.api.deps import ReleasingRoute
 from app.api.errors import without_paths
 from app.api.schemas import DetectorHealth, Health
+from app.deeplesion.objectstore import data_file_exists, display_name
 from app.review.jobs import this_worker
 
 router = APIRouter(prefix="/api", tags=["health"], route_class=ReleasingRoute)
@@ -49,14 +50,15 @@ def health(request: Request, response: Response) -> Health:
     detector = detector_health(getattr(state, "detector", None), getattr(state, "detector_error", None))
     if detector.error and settings.model_path is not None:
         model = Path(settings.model_path)
-        detector.error = without_paths(detector.error, model, model.name, data_dir)
+        local = data_dir if isinstance(data_dir, Path) else None
+        detector.error = without_paths(detector.error, model, model.name, local)
     body = Health(
         status="ok",
         version=app_version(),
         database=state.engine.dialect.name,
-        synthetic=(data_dir / "synth_truth.json").is_file(),
-        # The folder's name only: its absolute path tells an anonymous client the server's disk layout.
-        data_dir=Path(data_dir).name,
+        synthetic=data_file_exists(data_dir, "synth_truth.json"),
+        # The folder's name only: its absolute path (or a bucket URL) tells an anonymous client too much.
+        data_dir=display_name(data_dir),
         detector=detector,
     )
     response.headers["Cache-Control"] = "no-store"

@@ -158,6 +158,10 @@ class SliceImages:
 
     def stat(self, file_name: str) -> tuple[int, int]:
         """(mtime_ns, size) of a stored slice; SliceNotFoundError when it is not stored."""
+        if getattr(self.store, "remote", False):
+            # Object storage: the store memoises identities (HEAD) for a short time itself.
+            identity: tuple[int, int] = self.store.identity(file_name)
+            return identity
         with self._paths_lock:
             path = self._paths.get(file_name)
             if path is not None:

@@ -401,13 +401,17 @@ def parse_dl_info_text(text: str, source: str = "DL_info.csv") -> list[LesionRec
 def read_dl_info(path: Path | str) -> list[LesionRecord]:
     """Read and validate a DL_info.csv file into typed records."""
     p = Path(path)
-    data = p.read_bytes()
+    return parse_dl_info_bytes(p.read_bytes(), source=p.name)
+
+
+def parse_dl_info_bytes(data: bytes, *, source: str) -> list[LesionRecord]:
+    """Validate the bytes of a DL_info.csv file (read from disk or object storage) into typed records."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise CsvValidationError([f"{p.name} line {line}: not UTF-8 text ({exc.reason})"]) from None
-    return parse_dl_info_text(text, source=p.name)
+        raise CsvValidationError([f"{source} line {line}: not UTF-8 text ({exc.reason})"]) from None
+    return parse_dl_info_text(text, source=source)
 
 
 # Cells that hold several numbers, and how many: a None value there is written as that many NaNs.

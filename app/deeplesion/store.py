@@ -10,13 +10,15 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from app.deeplesion.errors import CorruptSliceError, SliceNotFoundError, UnsafePathError
+from app.deeplesion.objectstore import DataDir, ObjectBackend, backend_for, is_url, local_path
 from app.deeplesion.schema import HU_OFFSET
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,9 @@ def slice_png_name(slice_index: int) -> str:
     return f"{check_slice_index(slice_index):03d}.png"
 
 
-def decode_hu_png(data_or_path: bytes | Path | str, label: str | None = None) -> npt.NDArray[np.int16]:
+def decode_hu_png(
+    data_or_path: bytes | os.PathLike[str] | str, label: str | None = None
+) -> npt.NDArray[np.int16]:
     """Decode a 16-bit grayscale PNG (path or bytes) into int16 HU; CorruptSliceError when it is not one."""
     label = label or str(data_or_path if not isinstance(data_or_path, bytes) else "<bytes>")
     try:
@@ -146,11 +150,23 @@ def _hu_to_image(hu: npt.ArrayLike) -> Image.Image:
 
 
 class SliceStore:
-    """Slices of a DeepLesion dataset; `root` is the folder holding `Images_png/` (and DL_info.csv)."""
+    """Slices of a DeepLesion dataset; `root` is the folder holding `Images_png/` (and DL_info.csv).
 
-    def __init__(self, root: Path | str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self.root = Path(root)
-        self.images_dir = self.root / IMAGES_DIR
+    An fsspec URL (s3://bucket/prefix, memory://...) as root gives an ObjectSliceStore instead.
+    """
+
+    # True for datasets on object storage: no local paths, identities come from the backend.
+    remote = False
+
+    def __new__(cls, root: DataDir | None = None, *args: Any, **kwargs: Any) -> SliceStore:
+        # Unpickling calls __new__ without arguments; __setstate__ then rebuilds from the state.
+        if cls is SliceStore and is_url(root):
+            return super().__new__(ObjectSliceStore)
+        return super().__new__(cls)
+
+    def __init__(self, root: DataDir, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.root: Any = local_path(root)
+        self.images_dir: PurePath = self.root / IMAGES_DIR
         self._cache: OrderedDict[tuple[str, int, int], npt.NDArray[np.int16]] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = max(0, int(cache_bytes))
@@ -178,7 +194,7 @@ class SliceStore:
         """Real path of Images_png (it may itself be a symlink to another disk)."""
         return os.path.realpath(self.images_dir)
 
-    def _contained(self, path: Path, what: str) -> Path:
+    def _contained(self, path: PurePath, what: str) -> PurePath:
         """Refuse `path` when its real location leaves Images_png (e.g. through a symlink)."""
         base = self._base()
         real = os.path.realpath(path)
@@ -186,18 +202,18 @@ class SliceStore:
             raise UnsafePathError(f"{what} resolves outside the data root {self.images_dir}")
         return path
 
-    def path_for(self, file_name: str) -> Path:
+    def path_for(self, file_name: str) -> PurePath:
         """`000001_01_01_109.png` -> `root/Images_png/000001_01_01/109.png`; refuses unsafe names."""
         series, index = parse_file_name(file_name)
         return self._contained(self.images_dir / series / f"{index:03d}.png", file_name)
 
-    def slice_path(self, series_folder: str, slice_index: int) -> Path:
+    def slice_path(self, series_folder: str, slice_index: int) -> PurePath:
         """Path of slice `slice_index` of a series folder (refuses unsafe names)."""
         folder = check_series_folder(series_folder)
         name = slice_png_name(slice_index)
         return self._contained(self.images_dir / folder / name, f"{folder}/{name}")
 
-    def series_dir(self, series_folder: str) -> Path:
+    def series_dir(self, series_folder: str) -> PurePath:
         """Path of a series folder inside Images_png (refuses unsafe names)."""
         folder = check_series_folder(series_folder)
         return self._contained(self.images_dir / folder, folder)
@@ -206,7 +222,7 @@ class SliceStore:
     def exists(self, file_name: str) -> bool:
         """True when the slice PNG is stored (False for names that are unsafe or not DeepLesion names)."""
         try:
-            return self.path_for(file_name).is_file()
+            return os.path.isfile(self.path_for(file_name))
         except UnsafePathError:
             return False
 
@@ -246,7 +262,7 @@ class SliceStore:
         """Slice `slice_index` of a series folder as int16 HU (read-only array)."""
         return self._read(self.slice_path(series_folder, slice_index))
 
-    def _read(self, path: Path) -> npt.NDArray[np.int16]:
+    def _read(self, path: PurePath) -> npt.NDArray[np.int16]:
         """Decode through the LRU cache; the key includes mtime and size so rewritten files are re-read."""
         try:
             st = os.stat(path)
@@ -290,7 +306,153 @@ class SliceStore:
     def write_hu(self, name_or_path: str | Path, hu: npt.ArrayLike, compress_level: int = 1) -> Path:
         """Write int16 HU as a 16-bit PNG (+32768); a slice name goes to Images_png, a Path is used as is."""
         path = name_or_path if isinstance(name_or_path, Path) else self.path_for(name_or_path)
-        return write_hu_png(path, hu, compress_level=compress_level)
+        return write_hu_png(Path(path), hu, compress_level=compress_level)
+
+    def identity(self, file_name: str) -> tuple[int, int]:
+        """(mtime_ns, size) of a stored slice, what ETags and caches key on; SliceNotFoundError if absent."""
+        path = self.path_for(file_name)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise SliceNotFoundError(str(path)) from None
+        return st.st_mtime_ns, st.st_size
+
+    def stored_index(self) -> dict[str, list[int]]:
+        """Every series folder with its sorted stored slice indices."""
+        return {folder: self.stored_slices(folder) for folder in self.series_folders()}
+
+
+class ObjectSliceStore(SliceStore):
+    """Slices on object storage: names are checked before any key is built; bytes come through a disk cache.
+
+    Paths it hands out (path_for, slice_path, series_dir) are object keys relative to the dataset root, for
+    messages only. The decoded-slice LRU is the same as for local folders, keyed by the object's identity.
+    """
+
+    remote = True
+
+    def __init__(self, root: DataDir, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.root = str(root).rstrip("/")
+        self.backend: ObjectBackend = backend_for(self.root)
+        self.images_dir = PurePosixPath(IMAGES_DIR)
+        self._cache = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = max(0, int(cache_bytes))
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"ObjectSliceStore({self.backend!r})"
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        root = state["root"]
+        limit = state["cache_bytes"]
+        assert isinstance(root, str) and isinstance(limit, int)
+        self.__init__(root, cache_bytes=limit)  # type: ignore[misc]
+
+    def _key(self, rel: PurePath) -> str:
+        return self.backend.key(*rel.parts)
+
+    def _contained(self, path: PurePath, what: str) -> PurePath:
+        # Keys are built only from names the regexes accepted: nothing to resolve, nothing to escape.
+        return path
+
+    def path_for(self, file_name: str) -> PurePath:
+        """`000001_01_01_109.png` -> `Images_png/000001_01_01/109.png` (object key under the root)."""
+        series, index = parse_file_name(file_name)
+        return self.images_dir / series / f"{index:03d}.png"
+
+    def slice_path(self, series_folder: str, slice_index: int) -> PurePath:
+        """Key of slice `slice_index` of a series folder, relative to the root."""
+        return self.images_dir / check_series_folder(series_folder) / slice_png_name(slice_index)
+
+    def series_dir(self, series_folder: str) -> PurePath:
+        """Key of a series folder, relative to the root."""
+        return self.images_dir / check_series_folder(series_folder)
+
+    def exists(self, file_name: str) -> bool:
+        """True when the slice object is stored (False for unsafe names)."""
+        try:
+            return self.backend.exists(self._key(self.path_for(file_name)))
+        except UnsafePathError:
+            return False
+
+    def identity(self, file_name: str) -> tuple[int, int]:
+        """(identity stamp, size) of a stored slice object; SliceNotFoundError if absent."""
+        rel = self.path_for(file_name)
+        ident = self.backend.identity(self._key(rel))
+        if ident is None:
+            raise SliceNotFoundError(str(rel))
+        return ident.stamp(), ident.size
+
+    def stored_slices(self, series_folder: str) -> list[int]:
+        """Sorted slice indices stored for a series (one listing, memoised briefly); [] when absent."""
+        names = self.backend.listdir(self._key(self.series_dir(series_folder)))
+        return sorted(_slice_indices(names))
+
+    def series_folders(self) -> list[str]:
+        """Sorted names of the series folders under Images_png."""
+        names = self.backend.listdir(self._key(self.images_dir))
+        return sorted(n for n in names if SERIES_RE.match(n))
+
+    def stored_index(self) -> dict[str, list[int]]:
+        """Every series folder with its stored slices, from one recursive listing (the importer's)."""
+        index: dict[str, list[int]] = {}
+        for rel in self.backend.find(self._key(self.images_dir)):
+            folder, _, name = rel.partition("/")
+            if SERIES_RE.match(folder) and "/" not in name:
+                for i in _slice_indices([name]):
+                    index.setdefault(folder, []).append(i)
+        return {folder: sorted(indices) for folder, indices in sorted(index.items())}
+
+    def _read(self, path: PurePath) -> npt.NDArray[np.int16]:
+        """Decode through the LRU; the key holds the object's identity so a rewritten object is re-read."""
+        key = self._key(path)
+        ident = self.backend.identity(key)
+        if ident is None:
+            raise SliceNotFoundError(str(path))
+        cache_key = (key, ident.stamp(), ident.size)
+        if self._cache_limit:
+            with self._lock:
+                cached = self._cache.get(cache_key)
+                if cached is not None:
+                    self._cache.move_to_end(cache_key)
+                    self.hits += 1
+                    return cached
+        try:
+            data = self.backend.read(key)
+        except FileNotFoundError:
+            raise SliceNotFoundError(str(path)) from None
+        hu = decode_hu_png(data, label=str(path))
+        hu.setflags(write=False)
+        if self._cache_limit and hu.nbytes <= self._cache_limit:
+            with self._lock:
+                self.misses += 1
+                if cache_key not in self._cache:
+                    self._cache[cache_key] = hu
+                    self._cache_bytes += hu.nbytes
+                while self._cache_bytes > self._cache_limit:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_bytes -= old.nbytes
+        return hu
+
+    def write_hu(self, name_or_path: str | Path, hu: npt.ArrayLike, compress_level: int = 1) -> Path:
+        """Not supported: the app never writes images, and object storage is read-only to it."""
+        raise NotImplementedError("writing slices to object storage is not supported")
+
+
+def _slice_indices(names: list[str]) -> list[int]:
+    """Slice indices of `NNN.png` names (zero padded as in DL_info.csv); other names are ignored."""
+    indices = []
+    for name in names:
+        match = SLICE_FILE_RE.match(name)
+        if match is not None:
+            digits = match.group("slice")
+            index = int(digits)
+            if digits == f"{index:03d}":
+                indices.append(index)
+    return indices
 
 
 def write_hu_png(path: Path | str, hu: npt.ArrayLike, compress_level: int = 1) -> Path:

@@ -114,7 +114,7 @@ def evaluate_truths(
 
 
 def evaluate_dataset(
-    data_dir: Path,
+    data_dir: Path | str,
     detector: Any,
     *,
     split: str | None = "test",
@@ -126,24 +126,27 @@ def evaluate_dataset(
     pool_with: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """FROC of a Detector on a split; `truths` replaces the CSV; `pool_with` pools more datasets' split."""
-    from app.deeplesion.csvio import read_dl_info
+    from app.deeplesion.csvio import parse_dl_info_bytes, read_dl_info
+    from app.deeplesion.objectstore import normalize_data_dir, read_data_file
     from app.deeplesion.store import SliceStore
 
     if against not in AGAINST:
         raise ValueError(f"against must be one of {AGAINST}, got {against!r}")
     if pool_with and against != "original":
         raise ValueError("pooling datasets scores against their original CSVs only")
-    dirs = [Path(data_dir), *(Path(d) for d in pool_with)]
+    # The dataset itself may be on object storage (a URL); pooled ones are local folders.
+    dirs: list[Path | str] = [normalize_data_dir(data_dir), *(Path(d) for d in pool_with)]
     if truths is None:
-        truths = truth_from_records(read_dl_info(dirs[0] / "DL_info.csv"), split)
+        csv = read_data_file(dirs[0], "DL_info.csv")
+        truths = truth_from_records(parse_dl_info_bytes(csv, source="DL_info.csv"), split)
     # Key slice names repeat across datasets, so a pooled run labels each with its folder.
     where: dict[str, tuple[Any, str]] = {}
     labelled: list[KeySliceTruth] = []
     for i, folder in enumerate(dirs):
         store = SliceStore(folder)
-        part = truths if i == 0 else truth_from_records(read_dl_info(folder / "DL_info.csv"), split)
+        part = truths if i == 0 else truth_from_records(read_dl_info(Path(folder) / "DL_info.csv"), split)
         for t in part:
-            label = f"{folder.name}/{t.file_name}" if pool_with else t.file_name
+            label = f"{Path(folder).name}/{t.file_name}" if pool_with else t.file_name
             where[label] = (store, t.file_name)
             labelled.append(KeySliceTruth(label, t.spacing_mm, t.lesions))
 

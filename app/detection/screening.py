@@ -91,12 +91,13 @@ def queue_ranks(queue: Sequence[QueueItem], hidden: Sequence[HiddenLesion], iou:
     return ranks
 
 
-def load_hidden_lesions(data_dir: Path) -> list[HiddenLesion] | None:
+def load_hidden_lesions(data_dir: Path | str) -> list[HiddenLesion] | None:
     """Deliberately unannotated lesions from synth_truth.json, or None when the file is absent."""
-    path = Path(data_dir) / "synth_truth.json"
-    if not path.is_file():
+    from app.deeplesion.objectstore import data_file_exists, read_data_file
+
+    if not data_file_exists(data_dir, "synth_truth.json"):
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(read_data_file(data_dir, "synth_truth.json").decode("utf-8"))
     entries = data.get("unannotated") if isinstance(data, dict) else None
     if entries is None and isinstance(data, dict):
         entries = [e for e in data.get("lesions", []) if not e.get("annotated", True)]

@@ -7,13 +7,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import KeySlice, Lesion, OriginalLesion, Patient, Series, Study
+from app.deeplesion.objectstore import DataDir, display_name, is_url, local_path, read_data_file
 from app.deeplesion.schema import COLUMNS, LesionRecord
 from app.review.summary import type_mask
 from app.review.vocabulary import ALL_FLAG_REASONS, DATASET_FLAG_REASON, ORIGIN_CSV
@@ -520,7 +520,10 @@ def _refresh_patients_and_studies(
             session.execute(update(Study).where(Study.id == sid).values(age=ages[(pid, index)]))
 
 
-def _stored_slices_reader(data_dir: Path) -> Callable[[str], list[int]]:
+def _stored_slices_reader(data_dir: DataDir) -> Callable[[str], list[int]]:
+    if is_url(data_dir):
+        return _stored_objects_reader(str(data_dir))
+    data_dir = local_path(data_dir)
     images = data_dir / "Images_png"
     if not images.is_dir():
         log.info("no Images_png folder in %s: every slice is recorded as missing", data_dir)
@@ -539,15 +542,25 @@ def _stored_slices_reader(data_dir: Path) -> Callable[[str], list[int]]:
     return read
 
 
+def _stored_objects_reader(url: str) -> Callable[[str], list[int]]:
+    """Stored slices of a dataset on object storage, from one recursive listing of Images_png/."""
+    from app.deeplesion.store import SliceStore
+
+    # The database keeps what this finds: requests never list the bucket.
+    index = SliceStore(url).stored_index()
+    log.info("import: %d series folders with stored slices in %s", len(index), display_name(url))
+    return lambda folder: list(index.get(folder, []))
+
+
 def import_dataset(
     *,
-    data_dir: Path,
+    data_dir: DataDir,
     session_factory: sessionmaker[Session] | None = None,
     engine: Engine | None = None,
     progress: bool = False,
 ) -> ImportSummary:
     """Import DATA_DIR/DL_info.csv in one transaction; CsvValidationError imports nothing."""
-    from app.deeplesion.csvio import read_dl_info
+    from app.deeplesion.csvio import parse_dl_info_bytes
 
     if session_factory is None:
         if engine is None:
@@ -555,8 +568,8 @@ def import_dataset(
         from app.db.session import make_session_factory
 
         session_factory = make_session_factory(engine)
-    records = read_dl_info(Path(data_dir) / "DL_info.csv")
-    reader = _stored_slices_reader(Path(data_dir))
+    records = parse_dl_info_bytes(read_data_file(data_dir, "DL_info.csv"), source="DL_info.csv")
+    reader = _stored_slices_reader(data_dir)
     with session_factory() as session, session.begin():
         summary = import_records(session=session, records=records, stored_slices=reader, progress=progress)
     log.info("import: %s", summary.describe())

@@ -52,7 +52,7 @@ class JobContext:
     detector: Any
     requested_by: str
     session_factory: sessionmaker[Session]
-    data_dir: Path
+    data_dir: Path | str
     # on_progress(done, total): records progress and the heartbeat; raises to stop the work.
     on_progress: ProgressFn
     progress: bool = False  # a progress bar on the terminal (jobs run from the CLI)
@@ -219,7 +219,7 @@ class _Stopped(ReviewError):
 class JobRunner:
     """Starts the detector jobs of one app in worker threads and stops the running one on shutdown."""
 
-    def __init__(self, *, session_factory: sessionmaker[Session], data_dir: Path) -> None:
+    def __init__(self, *, session_factory: sessionmaker[Session], data_dir: Path | str) -> None:
         self._factory = session_factory
         self._data_dir = data_dir
         self._stop = threading.Event()

@@ -69,7 +69,7 @@ def missed_queue(
 def screen_key_slices(
     *,
     session_factory: sessionmaker[Session],
-    data_dir: Path,
+    data_dir: Path | str,
     detector: Any,
     split: str | None = None,
     limit: int | None = None,
@@ -158,7 +158,7 @@ def screen_key_slices(
 def run_screen(
     *,
     database_url: str,
-    data_dir: Path,
+    data_dir: Path | str,
     detector: Any,
     split: str | None = None,
     limit: int | None = None,

@@ -42,6 +42,25 @@ def test_settings_reach_worker_processes_unchanged(tmp_path: Path, monkeypatch: 
     assert Settings() == settings
 
 
+def test_object_storage_settings_reach_worker_processes_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        data_dir="s3://bucket/deeplesion",
+        database_url="postgresql+psycopg://u@db:5432/x",
+        storage_options={"client_kwargs": {"endpoint_url": "http://minio:9000"}, "anon": False},
+        cache_dir=tmp_path / "cache",
+        cache_mb=0.5,
+        object_ttl_s=2.5,
+    )
+    for name in list(os.environ):
+        if name.startswith("LESION_REVIEW_"):
+            monkeypatch.delenv(name)
+    for name, value in worker_environment(settings).items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == settings
+
+
 def test_default_settings_also_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("LESION_REVIEW_"):
