@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,67 @@ def test_dockerfile_builds_from_python_slim_and_installs_the_package() -> None:
     assert re.search(r"pip install (-e )?\.", text)
     for needed in ("app", "migrations", "templates", "static", "alembic.ini"):
         assert re.search(rf"^COPY .*\b{re.escape(needed)}\b", text, re.M), needed
+
+
+# -- the team layout: replicas sharing PostgreSQL and an object store ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def team() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "deploy" / "compose.team.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_team_layout_runs_two_app_replicas_with_several_workers(team: dict[str, Any]) -> None:
+    app = team["services"]["app"]
+    assert app["deploy"]["replicas"] >= 2
+    command = app["command"]
+    assert command[:2] == ["lesion-review", "serve"] and int(command[command.index("--workers") + 1]) >= 2
+    assert "ports" not in app, "replicas are reached through the proxy, not one host port each"
+
+
+def test_team_replicas_share_one_database_and_one_object_store(team: dict[str, Any]) -> None:
+    services = team["services"]
+    env = env_of(services["app"])
+    db_env = services["db"]["environment"]
+    url = env[f"{ENV_PREFIX}DATABASE_URL"]
+    assert (
+        url.startswith("postgresql+psycopg://") and "@db:5432/" in url and url.endswith(db_env["POSTGRES_DB"])
+    )
+    data_dir = env[f"{ENV_PREFIX}DATA_DIR"]
+    assert data_dir.startswith("s3://")
+    options = json.loads(env[f"{ENV_PREFIX}STORAGE_OPTIONS"])
+    assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    assert {k for k in env if k.startswith(ENV_PREFIX)} <= fields
+
+
+def test_team_migrates_once_before_any_replica_starts(team: dict[str, Any]) -> None:
+    services = team["services"]
+    assert services["migrate"]["command"] == ["lesion-review", "migrate"]
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "migrate" not in " ".join(services["app"]["command"])
+    assert env_of(services["migrate"]) == env_of(services["app"])
+
+
+def test_team_connections_fit_postgres_default_limit(team: dict[str, Any]) -> None:
+    app = team["services"]["app"]
+    env = env_of(app)
+    settings = Settings(
+        db_pool_size=int(env[f"{ENV_PREFIX}DB_POOL_SIZE"]),
+        db_max_overflow=int(env[f"{ENV_PREFIX}DB_MAX_OVERFLOW"]),
+    )
+    workers = int(app["command"][app["command"].index("--workers") + 1])
+    most = app["deploy"]["replicas"] * workers * (settings.db_pool_size + settings.db_max_overflow)
+    assert most <= 100 - 10, f"{most} connections could exceed PostgreSQL's default max_connections"
+
+
+def test_team_proxy_balances_over_the_replicas(team: dict[str, Any]) -> None:
+    proxy = team["services"]["proxy"]
+    mount = next(v for v in proxy["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
+    caddyfile = (ROOT / "deploy" / mount.split(":")[0]).read_text()
+    assert re.search(r"dynamic a app 8000", caddyfile) and "health_uri /api/health" in caddyfile
+    assert any(p.endswith(":443:443") for p in proxy["ports"])
