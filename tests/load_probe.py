@@ -125,6 +125,16 @@ def _review_one(rec: _Recorder, c: httpx.Client, csrf: str, file_name: str, rng:
         if index in body["stored_slices"]:
             rec.call(c, "GET slice png", "GET", f"/api/slices/{series}_{index:03d}.png")
     headers = {"X-CSRF-Token": csrf}
+    # Status first: a correction starts the key slice for its reviewer, which moves status_version.
+    status = "done" if body["status"] != "done" else "in_progress"
+    rec.call(
+        c,
+        "PUT status",
+        "PUT",
+        f"/api/key-slices/{file_name}/status",
+        json={"status": status, "version": body["status_version"]},
+        headers=headers,
+    )
     lesions = body["lesions"]
     if lesions and rng.random() < 0.5:
         lesion = rng.choice(lesions)
@@ -146,15 +156,6 @@ def _review_one(rec: _Recorder, c: httpx.Client, csrf: str, file_name: str, rng:
                 json={"version": lesion["version"]},
                 headers=headers,
             )
-    status = "done" if body["status"] != "done" else "in_progress"
-    rec.call(
-        c,
-        "PUT status",
-        "PUT",
-        f"/api/key-slices/{file_name}/status",
-        json={"status": status, "version": body["status_version"]},
-        headers=headers,
-    )
 
 
 def reviewers(
