@@ -98,7 +98,7 @@ def _tracks(rng: np.random.Generator, n_studies: int, body: tuple[float, float, 
             )
         else:
             ltype = int(pick_type(rng))
-            centre: tuple[float, float, float] = (
+            centre = (
                 float(rng.uniform(-0.38, 0.38) * width),
                 float(rng.uniform(-0.35, 0.35) * depth),
                 float(rng.uniform(0.05, 0.95) * height),
