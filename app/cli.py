@@ -31,6 +31,9 @@ def main(verbose: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=click.Choice(["512", "768", "1024"]), default="512", show_default=True)
 @click.option("--metadata-only", is_flag=True, help="Write DL_info.csv only, no images.")
+@click.option(
+    "--followup", is_flag=True, help="With --metadata-only: patients followed over studies, tracks known."
+)
 @click.option("--lesions", type=click.IntRange(min=1), default=None, help="--metadata-only rows [32735].")
 @click.option("--max-studies", type=click.IntRange(min=1), default=None, help="Cap on studies per patient.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Render processes [min(2, CPUs)].")
@@ -41,6 +44,7 @@ def synth(
     seed: int,
     size: str,
     metadata_only: bool,
+    followup: bool,
     lesions: int | None,
     max_studies: int | None,
     workers: int | None,
@@ -49,11 +53,15 @@ def synth(
     """Generate a CT-realistic synthetic dataset in the DeepLesion layout."""
     from app.deeplesion.synth import generate_dataset, generate_metadata_only
 
-    if lesions is not None and not metadata_only:
-        raise click.UsageError("--lesions only applies with --metadata-only")
+    if (lesions is not None or followup) and not metadata_only:
+        raise click.UsageError("--lesions and --followup only apply with --metadata-only")
     if (out_dir / "DL_info.csv").exists():
         raise click.ClickException(f"{out_dir / 'DL_info.csv'} already exists; choose an empty folder")
-    if metadata_only:
+    if metadata_only and followup:
+        from app.deeplesion.synth.followup import generate_followup_metadata
+
+        summary = generate_followup_metadata(out_dir, lesions=lesions or 32735, seed=seed)
+    elif metadata_only:
         summary = generate_metadata_only(out_dir, lesions=lesions or 32735, seed=seed)
     else:
         summary = generate_dataset(
@@ -101,8 +109,9 @@ def migrate(data_dir: Path | None, database_url: str | None) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def import_(data_dir: Path, database_url: str | None, no_progress: bool) -> None:
     """Migrate the database, then import DATA_DIR/DL_info.csv and the list of stored slices."""
-    from app.db.session import make_engine, upgrade_database
+    from app.db.session import make_engine, make_session_factory, upgrade_database
     from app.deeplesion.errors import CsvValidationError
+    from app.review.followup import run_matching
     from app.review.importer import import_dataset
 
     url = _database_url(data_dir, database_url)
@@ -110,6 +119,10 @@ def import_(data_dir: Path, database_url: str | None, no_progress: bool) -> None
     engine = make_engine(url)
     try:
         summary = import_dataset(engine=engine, data_dir=data_dir, progress=not no_progress)
+        click.echo(summary.describe())
+        # Matching runs with every import: new studies get linked, reviewer decisions stay.
+        with make_session_factory(engine)() as session:
+            found = run_matching(session=session)
     except CsvValidationError as exc:
         for line in exc.errors:
             click.echo(line, err=True)
@@ -119,7 +132,32 @@ def import_(data_dir: Path, database_url: str | None, no_progress: bool) -> None
         raise click.ClickException(f"cannot import: {exc}") from exc
     finally:
         engine.dispose()
-    click.echo(summary.describe())
+    click.echo(f"follow-up: {found['proposed']} links proposed between the patients' studies")
+
+
+@main.command(name="match-followup")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
+@click.option("--patient", type=click.IntRange(min=1), default=None, help="Only this patient.")
+def match_followup(data_dir: Path | None, database_url: str | None, patient: int | None) -> None:
+    """Link each lesion to the same lesion in the patient's other studies (reviewer decisions are kept)."""
+    from app.db.session import assert_schema_current, make_engine, make_session_factory
+    from app.review.followup import run_matching
+
+    engine = make_engine(_database_url(data_dir, database_url))
+    try:
+        assert_schema_current(engine)
+        with make_session_factory(engine)() as session:
+            result = run_matching(session=session, patient=patient)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    click.echo(
+        f"follow-up matching: {result['lesions']} lesions of {result['patients']} patients, "
+        f"{result['proposed']} links proposed, {result['kept']} reviewer decisions kept, "
+        f"{result['seconds']} s"
+    )
 
 
 @main.group()
