@@ -225,3 +225,19 @@ def test_graph_json_and_csv_agree_with_the_patient_view_and_are_admin_only(api: 
     second_api.login("rita")
     assert second_api.client.get("/api/followup/graph.json").status_code == 403
     assert second_api.client.get("/api/followup/graph.csv").status_code == 403
+
+
+def test_corrected_exports_carry_each_lesions_track(api: Api) -> None:
+    view = matched(api)
+    link = the_link(view)
+    _ok(api.write("POST", f"/api/followup/links/{link['id']}/confirm", json={"version": link["version"]}))
+    tracks = {le["lesion_id"]: le["track_id"] for le in patient(api)["lesions"]}
+    text = api.client.get("/api/exports/dl_info.csv?extras=true").text
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r["Patient_index"] == "1"]
+    assert rows and all(r["Track_id"] == tracks[int(r["Lesion_id"])] for r in rows)
+    coco = _ok(api.client.get("/api/exports/coco.json"))
+    attrs = [a["attributes"] for a in coco["annotations"] if a["attributes"]["lesion_id"] in tracks]
+    assert len(attrs) == len(tracks)
+    assert all(a["track_id"] == tracks[a["lesion_id"]] for a in attrs)
+    a, b = lesion_of(view, FIRST, 4), lesion_of(view, LATER, 4)
+    assert tracks[a["lesion_id"]] == tracks[b["lesion_id"]]
