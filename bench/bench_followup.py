@@ -154,7 +154,8 @@ def main(argv: list[str]) -> int:
             "## Follow-up matching",
             "`python -m bench.bench_followup --record` on the SYNTHETIC follow-up set "
             "(app/deeplesion/synth/followup.py, metadata only, identities known); not patient data. "
-            "Baseline = greedy nearest normalised location between consecutive studies. Centre error = distance between a lesion's true "
+            "Baseline = greedy nearest normalised location between consecutive studies. "
+            "Centre error = distance between a lesion's true "
             "centre and the earlier lesion's true centre carried by the estimated study shift, over right "
             "links.\n\n"
             "| date | machine | lesions | seconds | precision | recall | centre error mean / p95 mm "
