@@ -1,7 +1,7 @@
 // Follow-up view: one tracked lesion in each of the patient's studies side by side (one window for all,
 // each panel centred on the lesion), its axes over time, the RECIST 1.1 response, and link corrections.
 import { ConflictError, describeError, get, hideError, initShell, post, showError } from "./api.js";
-import { DEFAULT_PRESET, LESION_TYPES, TYPE_COLORS, vocabulary } from "./vocabulary.js";
+import { DEFAULT_PRESET, LESION_TYPES, PALETTE, TYPE_COLORS, vocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
 const root = $("followup");
@@ -31,7 +31,7 @@ async function load() {
 
 function trackLabel(t) {
   const studies = t.points.map((p) => p.study_index).join(", ");
-  return `${t.track_id} · ${LESION_TYPES[t.lesion_type] ?? "unlabelled"} · studies ${studies}`;
+  return `${t.track_id} · ${LESION_TYPES[t.lesion_type] ?? t.lesion_type} · studies ${studies}`;
 }
 
 function fillSelects() {
@@ -134,7 +134,7 @@ function absentPanel(study, members) {
     row.className = "fu-link";
     const sel = document.createElement("select");
     sel.setAttribute("aria-label", `Lesion of study ${study} to link`);
-    sel.append(...candidates.map((c) => new Option(`${LESION_TYPES[c.lesion_type] ?? "unlabelled"} ${c.long_mm.toFixed(1)} mm (${c.file_name})`, String(c.lesion_id))));
+    sel.append(...candidates.map((c) => new Option(`${LESION_TYPES[c.lesion_type] ?? c.lesion_type} ${c.long_mm.toFixed(1)} mm (${c.file_name})`, String(c.lesion_id))));
     row.append(sel, button("Link", `Link a lesion of study ${study} to this lesion`, () => addLink(anchor, Number(sel.value))));
     panel.append(row);
   }
@@ -159,7 +159,7 @@ function drawSlice(canvas, lesion) {
     ctx.fillRect(0, 0, PANEL_PX, PANEL_PX);
     ctx.drawImage(img, sx, sy, side, side, 0, 0, PANEL_PX, PANEL_PX);
     const k = PANEL_PX / side;
-    ctx.strokeStyle = TYPE_COLORS[lesion.lesion_type] || "#ffd400";
+    ctx.strokeStyle = TYPE_COLORS[lesion.lesion_type] || PALETTE.original;
     ctx.lineWidth = 1.5;
     ctx.strokeRect((x1 - sx) * k, (y1 - sy) * k, (x2 - x1) * k, (y2 - y1) * k);
     canvas.dataset.loaded = "true";
@@ -210,7 +210,7 @@ function drawChart(track) {
   const parts = [svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }), svg("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#999" })];
   for (const s of studies) parts.push(svg("text", { x: x(s), y: H - 10, "text-anchor": "middle", "font-size": 11 }, `study ${s}`));
   for (const mm of [0, top / 2, top]) parts.push(svg("text", { x: L - 4, y: y(mm) + 4, "text-anchor": "end", "font-size": 10 }, mm.toFixed(0)));
-  const colour = TYPE_COLORS[track.lesion_type] || "#1f6feb";
+  const colour = TYPE_COLORS[track.lesion_type] || PALETTE.corrected;
   for (const [key, dash] of [["long_mm", ""], ["short_mm", "4 3"]]) {
     const pts = track.points.map((p) => `${x(p.study_index)},${y(p[key])}`).join(" ");
     parts.push(svg("polyline", { points: pts, fill: "none", stroke: colour, "stroke-width": 2, "stroke-dasharray": dash }));

@@ -1,4 +1,4 @@
-"""Follow-up from the command line: synth --followup, matching at import, match-followup; DB agrees with pure."""
+"""Follow-up from the command line: synth --followup, matching at import, match-followup (DB = pure)."""
 
 from __future__ import annotations
 
