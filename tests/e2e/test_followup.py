@@ -144,3 +144,24 @@ def test_the_viewer_opens_the_follow_up_of_its_key_slice(page: Any, matched: dic
     page.wait_for_selector("body[data-ready='true']")
     assert page.url.endswith(f"/followup/{first['file_name']}")
     assert Path(shoot(page, "followup-from-viewer")).exists()
+
+
+def test_the_follow_up_page_keeps_the_content_security_policy(browser: Any, fu_server: LiveServer) -> None:
+    from tests.e2e.test_security_browser import COLLECT_CSP_VIOLATIONS
+
+    ctx = browser.new_context(
+        base_url=fu_server.url, viewport={"width": 1280, "height": 800}, bypass_csp=False
+    )
+    try:
+        ctx.add_init_script(COLLECT_CSP_VIOLATIONS)
+        api_login(ctx, REVIEWER)
+        page = ctx.new_page()
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(msg.text))
+        name = fu_server.key_slices[0]
+        page.goto(f"/followup/{name}")
+        page.wait_for_selector("body[data-ready='true']")
+        assert page.evaluate("window.__csp") == []
+        assert not [line for line in console if "Content Security Policy" in line]
+    finally:
+        ctx.close()
