@@ -32,7 +32,7 @@ def main(verbose: bool) -> None:
 @click.option("--size", type=click.Choice(["512", "768", "1024"]), default="512", show_default=True)
 @click.option("--metadata-only", is_flag=True, help="Write DL_info.csv only, no images.")
 @click.option(
-    "--followup", is_flag=True, help="With --metadata-only: patients followed over studies, tracks known."
+    "--followup", is_flag=True, help="Patients followed over studies: lesions appear, resolve; tracks known."
 )
 @click.option("--lesions", type=click.IntRange(min=1), default=None, help="--metadata-only rows [32735].")
 @click.option("--max-studies", type=click.IntRange(min=1), default=None, help="Cap on studies per patient.")
@@ -53,8 +53,8 @@ def synth(
     """Generate a CT-realistic synthetic dataset in the DeepLesion layout."""
     from app.deeplesion.synth import generate_dataset, generate_metadata_only
 
-    if (lesions is not None or followup) and not metadata_only:
-        raise click.UsageError("--lesions and --followup only apply with --metadata-only")
+    if lesions is not None and not metadata_only:
+        raise click.UsageError("--lesions only applies with --metadata-only")
     if (out_dir / "DL_info.csv").exists():
         raise click.ClickException(f"{out_dir / 'DL_info.csv'} already exists; choose an empty folder")
     if metadata_only and followup:
@@ -72,6 +72,7 @@ def synth(
             progress=not no_progress,
             workers=workers,
             max_studies=max_studies,
+            followup=followup,
         )
     click.echo(f"synthetic dataset written: {summary.describe()}")
 

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from app.deeplesion.csvio import read_dl_info
+from app.deeplesion.followup import match_all
 from app.deeplesion.synth.followup import FollowupPlan, generate_followup_metadata, plan_followup
+from app.deeplesion.synth.generator import DatasetPlan, _truth, plan_dataset
+from bench.bench_followup import observations, scores, true_links
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,45 @@ def test_written_set_reads_back_and_truth_says_synthetic(tmp_path: Path) -> None
     assert len(records) == summary.lesions_annotated == 500
     assert truth["synthetic"] is True and truth["followup"] is True
     assert [r.file_name for r in records] == [row["file_name"] for row in truth["rows"]]
+
+
+# -- the image generator's follow-up mode ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_plan() -> DatasetPlan:
+    return plan_dataset(patients=12, seed=3, followup=True)
+
+
+def test_image_follow_up_mode_lesions_appear_resolve_and_the_body_scales(image_plan: DatasetPlan) -> None:
+    late = resolved = 0
+    for plan in image_plan.plans:
+        assert len(plan.studies) >= 2
+        seen = [{ob.lesion.index for ob in st.observations} for st in plan.studies]
+        for les in plan.lesions:
+            where = [les.index in s for s in seen]
+            if True in where:
+                late += where.index(True) > 0
+                resolved += where[-1] is False and True in where
+        scales = {st.phantom.scale for st in plan.studies if st.phantom is not None}
+        assert len(scales) == len(plan.studies)
+    assert late > 0 and resolved > 0
+    truth = _truth(image_plan.plans, 3, 512)
+    assert all("body_scale" in st for p in truth["patients"] for st in p["studies"])
+
+
+def test_default_mode_is_what_it_was(image_plan: DatasetPlan) -> None:
+    plain = plan_dataset(patients=3, seed=3)
+    again = plan_dataset(patients=3, seed=3, followup=False)
+    assert plain.records() == again.records()
+    assert all(st.phantom is None for p in plain.plans for st in p.studies)
+    assert "body_scale" not in _truth(plain.plans, 3, 512)["patients"][0]["studies"][0]
+
+
+def test_matching_the_image_follow_up_csv_finds_the_true_identities(image_plan: DatasetPlan) -> None:
+    records = image_plan.records()
+    identity = [f"{plan.index}-{ob.lesion.index}" for plan, ob in image_plan.rows]
+    obs = observations(records)
+    res = match_all(obs)
+    precision, recall = scores({(lk.a, lk.b) for lk in res.links}, true_links(identity, obs))
+    assert precision >= 0.9 and recall >= 0.9
