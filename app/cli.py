@@ -140,16 +140,24 @@ def import_(data_dir: Path, database_url: str | None, no_progress: bool) -> None
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
 @click.option("--patient", type=click.IntRange(min=1), default=None, help="Only this patient.")
-def match_followup(data_dir: Path | None, database_url: str | None, patient: int | None) -> None:
+@click.option("--appearance", is_flag=True, help="Also compare each lesion's patch on its stored slice.")
+def match_followup(
+    data_dir: Path | None, database_url: str | None, patient: int | None, appearance: bool
+) -> None:
     """Link each lesion to the same lesion in the patient's other studies (reviewer decisions are kept)."""
+    from app.config import Settings
     from app.db.session import assert_schema_current, make_engine, make_session_factory
+    from app.deeplesion.store import SliceStore
     from app.review.followup import run_matching
 
+    store = None
+    if appearance:
+        store = SliceStore(data_dir if data_dir is not None else Settings().data_dir)
     engine = make_engine(_database_url(data_dir, database_url))
     try:
         assert_schema_current(engine)
         with make_session_factory(engine)() as session:
-            result = run_matching(session=session, patient=patient)
+            result = run_matching(session=session, patient=patient, store=store)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -98,3 +98,5 @@ class MatchBody(BaseModel):
     """Run follow-up matching for one patient, or for all when patient_index is null."""
 
     patient_index: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
+    # Also compare the lesions' appearance on their stored slices (one PNG read per lesion).
+    appearance: bool = False

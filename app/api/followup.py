@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from app.api.bodies import LinkBody, MatchBody, VersionBody
-from app.api.deps import ReleasingRoute
+from app.api.deps import ReleasingRoute, get_store
 from app.api.schemas import FollowupGraph, FollowupMatchRun, FollowupPatient, ReviewResult, error_responses
 from app.api.security import AdminUser, CurrentUser, Db, no_store
+from app.deeplesion.store import SliceStore
 from app.review import followup
 
 router = APIRouter(
@@ -57,9 +58,13 @@ def post_break(link_id: Id, body: VersionBody, user: CurrentUser, db: Db) -> Any
 
 
 @router.post("/match", response_model=FollowupMatchRun, responses=error_responses(401, 403, 422))
-def post_match(body: MatchBody, user: AdminUser, db: Db) -> Any:
+def post_match(
+    body: MatchBody, user: AdminUser, db: Db, store: Annotated[SliceStore, Depends(get_store)]
+) -> Any:
     """Run matching again (one patient or all): proposed links are replaced, reviewer decisions kept."""
-    return followup.run_matching(session=db, patient=body.patient_index)
+    return followup.run_matching(
+        session=db, patient=body.patient_index, store=store if body.appearance else None
+    )
 
 
 @router.get("/graph.json", response_model=FollowupGraph, responses=error_responses(401, 403))

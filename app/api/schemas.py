@@ -373,6 +373,7 @@ class FollowupMatchRun(Out):
     lesions: int
     proposed: int
     kept: int
+    appearance: int  # lesions also compared by their patch (slice on disk, appearance asked for)
     seconds: float
 
 

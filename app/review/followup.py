@@ -16,11 +16,13 @@ from app.deeplesion.followup import (
     LesionObs,
     choose_targets,
     match_patient,
+    patch_descriptor,
     recist_response,
     scan_position,
     tracks_from_links,
 )
 from app.deeplesion.geometry import lesion_diameters
+from app.deeplesion.store import SliceStore
 from app.review.corrections import bump_version, finish_step, review_result
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
 from app.review.serialize import key_slice_dict
@@ -63,7 +65,18 @@ def _rows(session: Session, patient: int | None = None) -> list[_Row]:
     return out
 
 
-def _obs(row: _Row) -> LesionObs:
+def _descriptor(row: _Row, store: SliceStore) -> tuple[float, ...] | None:
+    """The appearance of the lesion's box on its slice, when that slice is stored."""
+    name = f"{row.ks.file_name.rsplit('_', 1)[0]}_{row.lesion.slice_index:03d}.png"
+    if not store.exists(name):
+        return None
+    hu = store.read_hu(name)
+    x1, y1, x2, y2 = (int(round(v)) for v in row.lesion.box)
+    patch = hu[max(0, y1) : y2 + 1, max(0, x1) : x2 + 1]
+    return patch_descriptor(patch.astype(float)) if patch.size else None
+
+
+def _obs(row: _Row, store: SliceStore | None = None) -> LesionObs:
     ks, lesion = row.ks, row.lesion
     return LesionObs(
         key=lesion.id,
@@ -73,16 +86,24 @@ def _obs(row: _Row) -> LesionObs:
         scan_mm=scan_position(lesion.box, (ks.spacing_x, ks.spacing_y, ks.spacing_z), lesion.slice_index),
         long_mm=row.diameters_mm[0],
         lesion_type=lesion.lesion_type,
+        descriptor=_descriptor(row, store) if store is not None else None,
     )
 
 
-def run_matching(*, session: Session, patient: int | None = None) -> dict[str, Any]:
-    """Replace the matcher's proposed links (of one patient or all); reviewer decisions stay and win."""
+def run_matching(
+    *, session: Session, patient: int | None = None, store: SliceStore | None = None
+) -> dict[str, Any]:
+    """Replace the matcher's proposed links (of one patient or all); reviewer decisions stay and win.
+
+    With a store, each lesion whose slice is on disk also gets its appearance descriptor (reads one PNG per
+    lesion: minutes for the whole real dataset, so import leaves it out).
+    """
     start = time.perf_counter()
     rows = _rows(session, patient)
     by_patient: dict[int, list[LesionObs]] = {}
     for row in rows:
-        by_patient.setdefault(row.ks.patient_index, []).append(_obs(row))
+        by_patient.setdefault(row.ks.patient_index, []).append(_obs(row, store))
+    seen = sum(1 for obs in by_patient.values() for o in obs if o.descriptor is not None)
     q = select(LesionLink)
     if patient is not None:
         q = q.where(LesionLink.patient_index == patient)
@@ -114,6 +135,7 @@ def run_matching(*, session: Session, patient: int | None = None) -> dict[str, A
         "lesions": len(rows),
         "proposed": added,
         "kept": len(kept),
+        "appearance": seen,
         "seconds": round(time.perf_counter() - start, 3),
     }
 

@@ -241,3 +241,13 @@ def test_corrected_exports_carry_each_lesions_track(api: Api) -> None:
     assert all(a["track_id"] == tracks[a["lesion_id"]] for a in attrs)
     a, b = lesion_of(view, FIRST, 4), lesion_of(view, LATER, 4)
     assert tracks[a["lesion_id"]] == tracks[b["lesion_id"]]
+
+
+def test_matching_with_appearance_reads_exactly_the_lesions_whose_slice_the_server_has(api: Api) -> None:
+    api.login("ada", "admin")
+    run = _ok(api.write("POST", "/api/followup/match", json={"appearance": True}))
+    lesions = [le for p in (1, 2) for le in _ok(api.client.get(f"/api/followup/patients/{p}"))["lesions"]]
+    on_disk = [api.client.get(f"/api/slices/{le['slice_name']}.png").status_code == 200 for le in lesions]
+    assert run["appearance"] == sum(on_disk) and 0 < sum(on_disk) < len(lesions)
+    assert _ok(api.write("POST", "/api/followup/match", json={}))["appearance"] == 0
+    assert [lk["status"] for lk in patient(api)["links"]] == ["proposed"]
