@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -45,6 +46,12 @@ def test_synth_import_and_match_followup_give_the_pure_matchers_links(tmp_path: 
     assert _db_pairs(url) == expected
 
 
-def test_followup_needs_metadata_only(tmp_path: Path) -> None:
-    r = CliRunner().invoke(main, ["synth", str(tmp_path / "x"), "--followup"])
-    assert r.exit_code == 2 and "--metadata-only" in r.output
+def test_synth_followup_with_images_writes_every_study_and_the_body_scale(tmp_path: Path) -> None:
+    out = tmp_path / "img"
+    args = ["synth", str(out), "--patients", "1", "--max-studies", "2", "--followup", "--no-progress"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    truth = json.loads((out / "synth_truth.json").read_text())
+    studies = truth["patients"][0]["studies"]
+    assert len(studies) == 2 and all("body_scale" in st for st in studies)
+    assert {rec.study_index for rec in read_dl_info(out / "DL_info.csv")} == {1, 2}
