@@ -125,6 +125,7 @@ def test_breaking_a_link_in_the_view_splits_the_track_and_undo_joins_it(
     _open(page, first)
     link = page.locator(".fu-link[data-link-id]").first
     link_id = int(link.get_attribute("data-link-id"))
+    before = link.get_attribute("data-link-status")
     link.get_by_role("button", name=f"Break link {link_id}").click()
     page.wait_for_function(f"!document.querySelector(\".fu-panel[data-lesion-id='{second}']\")")
     after = context.request.get("/api/followup/patients/1").json()
@@ -134,7 +135,7 @@ def test_breaking_a_link_in_the_view_splits_the_track_and_undo_joins_it(
     page.click("#fu-undo")
     page.wait_for_selector(f".fu-panel[data-lesion-id='{second}']")
     back = context.request.get("/api/followup/patients/1").json()
-    assert next(lk for lk in back["links"] if lk["id"] == link_id)["status"] == "proposed"
+    assert next(lk for lk in back["links"] if lk["id"] == link_id)["status"] == before
 
 
 def test_the_viewer_opens_the_follow_up_of_its_key_slice(page: Any, matched: dict[str, Any]) -> None:
@@ -165,3 +166,28 @@ def test_the_follow_up_page_keeps_the_content_security_policy(browser: Any, fu_s
         assert not [line for line in console if "Content Security Policy" in line]
     finally:
         ctx.close()
+
+
+def test_a_reviewer_links_the_lesion_again_from_the_study_where_it_went_missing(
+    page: Any, context: Any, matched: dict[str, Any]
+) -> None:
+    track = _multi_study_track(matched)
+    first = next(le for le in matched["lesions"] if le["lesion_id"] == track["points"][0]["lesion_id"])
+    second = next(le for le in matched["lesions"] if le["lesion_id"] == track["points"][1]["lesion_id"])
+    _open(page, first)
+    link_id = int(page.locator(".fu-link[data-link-id]").first.get_attribute("data-link-id"))
+    page.get_by_role("button", name=f"Break link {link_id}").click()
+    absent = page.locator(f".fu-panel.fu-absent[data-study='{second['study_index']}']")
+    absent.wait_for()
+    absent.locator("select").select_option(str(second["lesion_id"]))
+    absent.get_by_role(
+        "button", name=f"Link a lesion of study {second['study_index']} to this lesion"
+    ).click()
+    page.wait_for_selector(f".fu-panel[data-lesion-id='{second['lesion_id']}']")
+    after = context.request.get("/api/followup/patients/1").json()
+    link = next(lk for lk in after["links"] if lk["id"] == link_id)
+    assert link["status"] == "confirmed"  # re-adding a broken link confirms it
+    tracks = {le["lesion_id"]: le["track_id"] for le in after["lesions"]}
+    assert tracks[first["lesion_id"]] == tracks[second["lesion_id"]]
+    history = context.request.get(f"/api/key-slices/{first['file_name']}/history").json()
+    assert [e["action"] for e in history[-2:]] == ["link_break", "link_add"]
