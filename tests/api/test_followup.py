@@ -251,3 +251,18 @@ def test_matching_with_appearance_reads_exactly_the_lesions_whose_slice_the_serv
     assert run["appearance"] == sum(on_disk) and 0 < sum(on_disk) < len(lesions)
     assert _ok(api.write("POST", "/api/followup/match", json={}))["appearance"] == 0
     assert [lk["status"] for lk in patient(api)["links"]] == ["proposed"]
+
+
+def test_undo_of_a_link_someone_changed_since_is_a_409(api: Api, second_api: Api) -> None:
+    view = matched(api)
+    link = the_link(view)
+    _ok(api.write("POST", f"/api/followup/links/{link['id']}/break", json={"version": link["version"]}))
+    second_api.login("ben")
+    now = the_link(patient(second_api))
+    _ok(
+        second_api.write("POST", f"/api/followup/links/{now['id']}/confirm", json={"version": now["version"]})
+    )
+    r = api.write("POST", f"/api/key-slices/{FIRST}/undo")
+    assert r.status_code == 409  # type: ignore[attr-defined]
+    assert r.json()["current"]["status"] == "confirmed"  # type: ignore[attr-defined]
+    assert the_link(patient(api))["status"] == "confirmed"
