@@ -93,11 +93,9 @@ def _obs(row: _Row, store: SliceStore | None = None) -> LesionObs:
 def run_matching(
     *, session: Session, patient: int | None = None, store: SliceStore | None = None
 ) -> dict[str, Any]:
-    """Replace the matcher's proposed links (of one patient or all); reviewer decisions stay and win.
-
-    With a store, each lesion whose slice is on disk also gets its appearance descriptor (reads one PNG per
-    lesion: minutes for the whole real dataset, so import leaves it out).
-    """
+    """Replace the matcher's proposed links (of one patient or all); reviewer decisions stay and win."""
+    # With a store, each lesion whose slice is on disk also gets its appearance descriptor: one PNG read per
+    # lesion, minutes for the whole real dataset, so import leaves it out.
     start = time.perf_counter()
     rows = _rows(session, patient)
     by_patient: dict[int, list[LesionObs]] = {}

@@ -258,11 +258,9 @@ def plan_patient(
     max_lesions: int | None = None,
     followup: bool = False,
 ) -> PatientPlan:
-    """Draw one patient's anatomy, lesions, studies and series, and measure every lesion.
-
-    followup=True: at least two studies, lesions appear and resolve, the body scales and the scan start
-    moves a little between studies (drawn from a stream of its own, so the default mode is unchanged).
-    """
+    """Draw one patient's anatomy, lesions, studies and series, and measure every lesion."""
+    # followup=True: at least two studies, lesions appear and resolve, the body scales and the scan start
+    # moves a little between studies, drawn from a stream of its own so that the default mode is unchanged.
     ph_ss, les_ss, st_ss = np.random.SeedSequence([seed, index]).spawn(3)
     rng = np.random.default_rng(st_ss)
     gender = "M" if rng.random() < 0.52 else "F"
@@ -716,10 +714,7 @@ def generate_dataset(
     max_lesions: int | None = None,
     followup: bool = False,
 ) -> SynthSummary:
-    """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`.
-
-    followup=True: patients followed over 2-4 studies, lesions appearing and resolving (see plan_patient).
-    """
+    """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`."""
     start = time.perf_counter()
     plan = plan_dataset(
         patients=patients,
