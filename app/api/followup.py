@@ -57,7 +57,7 @@ def post_break(link_id: Id, body: VersionBody, user: CurrentUser, db: Db) -> Any
     return followup.break_link(session=db, user=user, link_id=link_id, version=body.version)
 
 
-@router.post("/match", response_model=FollowupMatchRun, responses=error_responses(401, 403, 422))
+@router.post("/match", response_model=FollowupMatchRun, responses=error_responses(401, 403, 409, 422))
 def post_match(
     body: MatchBody, user: AdminUser, db: Db, store: Annotated[SliceStore, Depends(get_store)]
 ) -> Any:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -28,8 +29,6 @@ from app.review.errors import EditConflictError, InvalidInputError, NotFoundErro
 from app.review.serialize import key_slice_dict
 from app.review.users import UserInfo
 from app.review.vocabulary import LINK_ACTIVE
-
-LINK_ACTIONS = ("link_confirm", "link_break", "link_add")
 
 
 @dataclass(frozen=True)
@@ -94,6 +93,19 @@ def run_matching(
     *, session: Session, patient: int | None = None, store: SliceStore | None = None
 ) -> dict[str, Any]:
     """Replace the matcher's proposed links (of one patient or all); reviewer decisions stay and win."""
+    for attempt in range(2):
+        try:
+            return _run_matching(session, patient, store)
+        except (StaleDataError, IntegrityError):
+            # A reviewer decided a proposed link while it was being replaced: start again from their state.
+            session.rollback()
+            if attempt:
+                raise EditConflictError("links changed during matching; run it again", current={}) from None
+    raise AssertionError("unreachable")
+
+
+def _run_matching(session: Session, patient: int | None, store: SliceStore | None) -> dict[str, Any]:
+    """One matching run (see run_matching)."""
     # With a store, each lesion whose slice is on disk also gets its appearance descriptor: one PNG read per
     # lesion, minutes for the whole real dataset, so import leaves it out.
     start = time.perf_counter()
@@ -258,7 +270,11 @@ def add_link(*, session: Session, user: UserInfo, from_lesion_id: int, to_lesion
         status="removed",
     )
     session.add(lk)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # the same pair was added (or proposed) by someone else a moment ago
+        session.rollback()
+        raise EditConflictError("this link was just added by someone else", current={}) from None
     return _set_status(session, user, lk, "confirmed", "link_add", {**_snap(lk), "status": "removed"})
 
 
@@ -275,7 +291,11 @@ def restore_link(
         )
     lk.status = target["status"]
     lk.updated_at = utcnow()
-    session.flush()
+    try:
+        session.flush()
+    except StaleDataError:
+        session.rollback()
+        raise EditConflictError(f"link {lk.id} was changed since", current={}) from None
     return _snap(lk)
 
 
