@@ -255,6 +255,7 @@ def add_link(*, session: Session, user: UserInfo, from_lesion_id: int, to_lesion
         raise InvalidInputError("the two lesions are in the same study; a link joins different studies")
     if ka.study_index > kb.study_index:
         a, b = b, a
+    _check_one_lesion_per_study(session, ka.patient_index, a.id, b.id)
     lk = session.execute(
         select(LesionLink).where(LesionLink.from_lesion_id == a.id, LesionLink.to_lesion_id == b.id)
     ).scalar_one_or_none()
@@ -276,6 +277,23 @@ def add_link(*, session: Session, user: UserInfo, from_lesion_id: int, to_lesion
         session.rollback()
         raise EditConflictError("this link was just added by someone else", current={}) from None
     return _set_status(session, user, lk, "confirmed", "link_add", {**_snap(lk), "status": "removed"})
+
+
+def _check_one_lesion_per_study(session: Session, patient: int, a: int, b: int) -> None:
+    """Joining two tracks must not give one track two lesions of a study: break the wrong link first."""
+    rows = {r.lesion.id: r for r in _rows(session, patient)}
+    tracks = track_ids(session, patient)
+    if tracks[a] == tracks[b]:
+        return
+    studies_a = {r.ks.study_index: lid for lid, r in rows.items() if tracks[lid] == tracks[a]}
+    for lid, r in rows.items():
+        other = studies_a.get(r.ks.study_index)
+        if tracks[lid] == tracks[b] and other is not None:
+            raise InvalidInputError(
+                f"study {r.ks.study_index} would hold two lesions of one track ({other} and {lid}): "
+                "break the wrong link first",
+                code="track_conflict",
+            )
 
 
 def restore_link(

@@ -158,9 +158,22 @@ def test_rerunning_matching_keeps_a_broken_link_broken(api: Api) -> None:
     assert [lk["status"] for lk in again["links"]] == ["broken"]
 
 
+def test_a_link_that_would_put_two_lesions_of_a_study_in_one_track_is_refused(api: Api) -> None:
+    view = matched(api)
+    lung, later = lesion_of(view, FIRST, 5), lesion_of(view, LATER, 4)
+    # `later` is in the liver lesion's track, which has a lesion in study 1 already.
+    body = {"from_lesion_id": lung["lesion_id"], "to_lesion_id": later["lesion_id"]}
+    r = api.write("POST", "/api/followup/links", json=body)
+    assert r.status_code == 422 and r.json()["code"] == "track_conflict"  # type: ignore[attr-defined]
+    assert all(lk["origin"] != "reviewer" for lk in patient(api)["links"])
+
+
 def test_a_reviewer_adds_a_link_and_undo_takes_it_back(api: Api) -> None:
     view = matched(api)
+    link = the_link(view)
     api.login("rita")
+    # The matcher's link is wrong in this story: break it, then link the lung lesion instead.
+    _ok(api.write("POST", f"/api/followup/links/{link['id']}/break", json={"version": link["version"]}))
     lung, later = lesion_of(view, FIRST, 5), lesion_of(view, LATER, 4)
     # Given later study first: the link is stored earlier -> later.
     result = _ok(
