@@ -10,10 +10,12 @@ import argparse
 import datetime
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from app.deeplesion.followup import LesionObs, MatchResult, match_all, scan_position
+from app.deeplesion.followup import LesionObs, MatchResult, match_all, patch_descriptor, scan_position
 from app.deeplesion.schema import LesionRecord
 from app.deeplesion.synth.followup import plan_followup
 from bench.common import machine, record
@@ -96,7 +98,9 @@ def scores(pred: set[tuple[int, int]], truth: set[tuple[int, int]]) -> tuple[flo
     return tp / len(pred) if pred else 1.0, tp / len(truth) if truth else 1.0
 
 
-def centre_errors(res: MatchResult, truth_rows: list[dict[str, object]], tracks: Sequence[str]) -> np.ndarray:
+def centre_errors(
+    res: MatchResult, truth_rows: Sequence[dict[str, Any]], tracks: Sequence[str]
+) -> np.ndarray:
     """mm from b's true centre to a's true centre moved by the estimated shift, over right links."""
     errs = []
     for link in res.links:
@@ -108,12 +112,61 @@ def centre_errors(res: MatchResult, truth_rows: list[dict[str, object]], tracks:
     return np.asarray(errs)
 
 
+def image_set(patients: int, seed: int) -> dict[str, Any]:
+    """The image generator's follow-up mode: links with and without the patch descriptor, centre error."""
+    from app.deeplesion.synth.generator import plan_dataset
+
+    plan = plan_dataset(patients=patients, seed=seed, followup=True)
+    records = plan.records()
+    identity = [f"{p.index}-{ob.lesion.index}" for p, ob in plan.rows]
+    rows_truth = []
+    descriptors: list[tuple[float, ...]] = []
+    for (patient, ob), rec in zip(plan.rows, records, strict=True):
+        s = ob.series
+        col, row = s.grid.to_px(ob.shape.centre[0], ob.shape.centre[1])
+        rows_truth.append(
+            {"scan_mm": [col * s.spacing_mm, row * s.spacing_mm, ob.shape.centre[2] - s.z_first]}
+        )
+        study = next(st for st in patient.studies if st.index == ob.study)
+        shapes = tuple(o.shape for o in study.observations)
+        hu, _ = (study.phantom or patient.phantom).render(
+            s.z_of(ob.key_index),
+            s.grid,
+            shapes,
+            rng=np.random.default_rng([seed, len(descriptors)]),
+            noise_sd=s.noise_sd,
+        )
+        x1, y1, x2, y2 = (int(round(v)) for v in rec.box_px)
+        descriptors.append(
+            patch_descriptor(np.asarray(hu, dtype=float)[max(0, y1) : y2 + 1, max(0, x1) : x2 + 1])
+        )
+    obs = observations(records)
+    truth = true_links(identity, obs)
+    out: dict[str, Any] = {"lesions": len(obs), "patients": patients, "true_links": len(truth)}
+    for name, o in (
+        ("metadata", obs),
+        ("appearance", [replace(x, descriptor=d) for x, d in zip(obs, descriptors, strict=True)]),
+    ):
+        res = match_all(o)
+        p, r = scores({(lk.a, lk.b) for lk in res.links}, truth)
+        err = centre_errors(res, rows_truth, identity)
+        out[name] = {
+            "precision": p,
+            "recall": r,
+            "centre_mean_mm": float(err.mean()) if err.size else float("nan"),
+        }
+    return out
+
+
 def main(argv: list[str]) -> int:
     """Generate, match, score, print; record in docs/performance.md with --record. 0 when targets are met."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lesions", type=int, default=32735)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--record", action="store_true")
+    parser.add_argument(
+        "--images", type=int, default=0, help="Also the image follow-up mode with N patients."
+    )
     args = parser.parse_args(argv)
     plan = plan_followup(args.lesions, args.seed)
     obs = observations(plan.records)
@@ -149,6 +202,15 @@ def main(argv: list[str]) -> int:
     )
     print(f"ratio: link errors (1 - F1) baseline / ours = {_err(bp, br) / max(_err(p, r), 1e-9):.1f}x")
     print(f"machine: {machine()}  result: {'PASS' if ok else 'FAIL'}")
+    if args.images:
+        img = image_set(args.images, args.seed)
+        m, a = img["metadata"], img["appearance"]
+        print(
+            f"image follow-up mode: {img['lesions']} lesions of {img['patients']} patients, "
+            f"{img['true_links']} true links; metadata only: precision {m['precision']:.4f} recall "
+            f"{m['recall']:.4f} centre {m['centre_mean_mm']:.2f} mm; with the patch descriptor: precision "
+            f"{a['precision']:.4f} recall {a['recall']:.4f} centre {a['centre_mean_mm']:.2f} mm"
+        )
     if args.record:
         record(
             "## Follow-up matching",
