@@ -121,7 +121,11 @@ def study_shift(a: Sequence[LesionObs], b: Sequence[LesionObs]) -> npt.NDArray[n
     """Median scan-frame shift b - a over the pairs a location-only assignment trusts (zeros when none)."""
     cost = pair_cost(a, b, None)
     rows, cols = linear_sum_assignment(cost)
-    good = cost[rows, cols] <= FIRST_PASS_GATE
+    # A lesion without a body location (drawn by a reviewer) would be trusted on its size alone.
+    located = np.array(
+        [None not in a[i].norm and None not in b[j].norm for i, j in zip(rows, cols, strict=True)]
+    )
+    good = (cost[rows, cols] <= FIRST_PASS_GATE) & located.astype(bool).reshape(-1)
     if not good.any():
         return np.zeros(3)
     sa = np.array([a[i].scan_mm for i in rows[good]])

@@ -143,3 +143,11 @@ def test_targets_are_the_largest_measurable_at_most_five_and_two_per_organ() -> 
     assert len(chosen) == MAX_TARGETS
     assert chosen == [1, 2, 7, 6, 8]
     assert 3 not in chosen and 4 not in chosen
+
+
+def test_a_lesion_without_body_location_does_not_steer_the_study_shift() -> None:
+    from app.deeplesion.followup import study_shift
+
+    a = [_obs(1, 1, (0.4, 0.5, 0.4), (100, 100, 200)), _obs(2, 1, (None, None, None), (300, 300, 100), 50)]  # type: ignore[arg-type]
+    b = [_obs(3, 2, (0.4, 0.5, 0.4), (110, 95, 230)), _obs(4, 2, (None, None, None), (10, 10, 10), 50)]  # type: ignore[arg-type]
+    assert study_shift(a, b).tolist() == [10.0, -5.0, 30.0]
