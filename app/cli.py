@@ -51,6 +51,9 @@ def main(verbose: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=click.Choice(["512", "768", "1024"]), default="512", show_default=True)
 @click.option("--metadata-only", is_flag=True, help="Write DL_info.csv only, no images.")
+@click.option(
+    "--followup", is_flag=True, help="Patients followed over studies: lesions appear, resolve; tracks known."
+)
 @click.option("--lesions", type=click.IntRange(min=1), default=None, help="--metadata-only rows [32735].")
 @click.option("--max-studies", type=click.IntRange(min=1), default=None, help="Cap on studies per patient.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Render processes [min(2, CPUs)].")
@@ -61,6 +64,7 @@ def synth(
     seed: int,
     size: str,
     metadata_only: bool,
+    followup: bool,
     lesions: int | None,
     max_studies: int | None,
     workers: int | None,
@@ -73,7 +77,11 @@ def synth(
         raise click.UsageError("--lesions only applies with --metadata-only")
     if (out_dir / "DL_info.csv").exists():
         raise click.ClickException(f"{out_dir / 'DL_info.csv'} already exists; choose an empty folder")
-    if metadata_only:
+    if metadata_only and followup:
+        from app.deeplesion.synth.followup import generate_followup_metadata
+
+        summary = generate_followup_metadata(out_dir, lesions=lesions or 32735, seed=seed)
+    elif metadata_only:
         summary = generate_metadata_only(out_dir, lesions=lesions or 32735, seed=seed)
     else:
         summary = generate_dataset(
@@ -84,6 +92,7 @@ def synth(
             progress=not no_progress,
             workers=workers,
             max_studies=max_studies,
+            followup=followup,
         )
     click.echo(f"synthetic dataset written: {summary.describe()}")
 
@@ -124,8 +133,9 @@ def migrate(data_dir: Path | None, database_url: str | None) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def import_(data_dir: Path | str, database_url: str | None, no_progress: bool) -> None:
     """Migrate the database, then import DATA_DIR/DL_info.csv and the list of stored slices."""
-    from app.db.session import make_engine, upgrade_database
+    from app.db.session import make_engine, make_session_factory, upgrade_database
     from app.deeplesion.errors import CsvValidationError
+    from app.review.followup import run_matching
     from app.review.importer import import_dataset
 
     url = _database_url(data_dir, database_url)
@@ -133,6 +143,10 @@ def import_(data_dir: Path | str, database_url: str | None, no_progress: bool) -
     engine = make_engine(url)
     try:
         summary = import_dataset(engine=engine, data_dir=data_dir, progress=not no_progress)
+        click.echo(summary.describe())
+        # Matching runs with every import: new studies get linked, reviewer decisions stay.
+        with make_session_factory(engine)() as session:
+            found = run_matching(session=session)
     except CsvValidationError as exc:
         for line in exc.errors:
             click.echo(line, err=True)
@@ -142,7 +156,40 @@ def import_(data_dir: Path | str, database_url: str | None, no_progress: bool) -
         raise click.ClickException(f"cannot import: {exc}") from exc
     finally:
         engine.dispose()
-    click.echo(summary.describe())
+    click.echo(f"follow-up: {found['proposed']} links proposed between the patients' studies")
+
+
+@main.command(name="match-followup")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
+@click.option("--patient", type=click.IntRange(min=1), default=None, help="Only this patient.")
+@click.option("--appearance", is_flag=True, help="Also compare each lesion's patch on its stored slice.")
+def match_followup(
+    data_dir: Path | None, database_url: str | None, patient: int | None, appearance: bool
+) -> None:
+    """Link each lesion to the same lesion in the patient's other studies (reviewer decisions are kept)."""
+    from app.config import Settings
+    from app.db.session import assert_schema_current, make_engine, make_session_factory
+    from app.deeplesion.store import SliceStore
+    from app.review.followup import run_matching
+
+    store = None
+    if appearance:
+        store = SliceStore(data_dir if data_dir is not None else Settings().data_dir)
+    engine = make_engine(_database_url(data_dir, database_url))
+    try:
+        assert_schema_current(engine)
+        with make_session_factory(engine)() as session:
+            result = run_matching(session=session, patient=patient, store=store)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    click.echo(
+        f"follow-up matching: {result['lesions']} lesions of {result['patients']} patients, "
+        f"{result['proposed']} links proposed, {result['kept']} reviewer decisions kept, "
+        f"{result['seconds']} s"
+    )
 
 
 @main.group()

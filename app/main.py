@@ -17,6 +17,7 @@ from app.api import (
     auth,
     evaluation,
     exports,
+    followup,
     health,
     jobs,
     keyslices,
@@ -52,6 +53,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     screen.router,
     jobs.router,
     exports.router,
+    followup.router,
     pages.router,
 )
 

@@ -185,9 +185,16 @@ def prepare_demo(
     engine = make_engine(url)
     try:
         summary = import_dataset(data_dir=data_dir, session_factory=make_session_factory(engine))
+        say(f"    {summary.describe()}")
+        from app.deeplesion.store import SliceStore
+        from app.review.followup import run_matching
+
+        with make_session_factory(engine)() as session:
+            # The demo is small: its matching also compares the lesions' appearance on their slices.
+            found = run_matching(session=session, store=SliceStore(data_dir))
+        say(f"    follow-up: {found['proposed']} links proposed between the patients' studies")
     finally:
         engine.dispose()
-    say(f"    {summary.describe()}")
     model = settings.model_path
     return DemoData(
         data_dir=data_dir,

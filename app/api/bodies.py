@@ -85,3 +85,18 @@ class AcceptBody(BaseModel):
     lesion_type: LesionType | None = None
     # Accept a prediction that marks a lesion already there (the viewer asks the reviewer first).
     allow_duplicate: bool = False
+
+
+class LinkBody(BaseModel):
+    """Link two lesions of one patient's different studies as the same lesion."""
+
+    from_lesion_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    to_lesion_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class MatchBody(BaseModel):
+    """Run follow-up matching for one patient, or for all when patient_index is null."""
+
+    patient_index: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
+    # Also compare the lesions' appearance on their stored slices (one PNG read per lesion).
+    appearance: bool = False

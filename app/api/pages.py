@@ -68,6 +68,16 @@ def viewer_page(request: Request, file_name: str, user: MaybeUser) -> Response:
     return _render(request, "viewer.html", "viewer", title=f"Viewer {file_name}", file_name=file_name)
 
 
+@router.get("/followup/{file_name}", response_class=HTMLResponse)
+def followup_page(request: Request, file_name: str, user: MaybeUser) -> Response:
+    """Follow-up view: the key slice's lesions in every study of the patient, axes over time, response."""
+    if not KEY_SLICE_RE.match(file_name):
+        raise HTTPException(status_code=404, detail=f"not a key slice name: {file_name!r}")
+    if user is None:
+        return _login_redirect(request)
+    return _render(request, "followup.html", "followup", title=f"Follow-up {file_name}", file_name=file_name)
+
+
 @router.get("/overview", response_class=HTMLResponse)
 def overview_page(request: Request, user: MaybeUser) -> Response:
     """Dataset overview: body map, progress and histograms."""

@@ -285,6 +285,115 @@ class ReviewResult(Out):
     entry: AuditEntry | None
 
 
+class FollowupLink(Out):
+    """An edge of the follow-up lesion graph (status: LINK_STATUSES)."""
+
+    id: int
+    patient_index: int
+    from_lesion_id: int
+    to_lesion_id: int
+    origin: str
+    status: str
+    cost: float | None
+    version: int
+
+
+class FollowupLesion(Out):
+    """A lesion of the patient with its track, axes (mm) and where it lies on its slice."""
+
+    lesion_id: int
+    file_name: str
+    study_index: int
+    slice_index: int
+    slice_name: str
+    lesion_type: int
+    long_mm: float
+    short_mm: float
+    centre_px: list[float]
+    box: list[float]
+    image_size: list[int]
+    track_id: str
+
+
+class FollowupPoint(Out):
+    """A track in one study: its axes and % change from the track's first study."""
+
+    study_index: int
+    lesion_id: int
+    long_mm: float
+    short_mm: float
+    long_change_pct: float | None
+    short_change_pct: float | None
+
+
+class FollowupTrack(Out):
+    """One lesion over time."""
+
+    track_id: str
+    lesion_type: int
+    points: list[FollowupPoint]
+
+
+class FollowupResponseStudy(Out):
+    """Sum of target diameters in one study and, after the baseline, its RECIST 1.1 category and rule."""
+
+    study_index: int
+    sum_mm: float
+    category: str | None = None
+    rule: str | None = None
+    change_from_baseline_pct: float | None = None
+    change_from_nadir_pct: float | None = None
+    nadir_mm: float | None = None
+
+
+class FollowupResponse(Out):
+    """RECIST 1.1 response against a baseline study."""
+
+    baseline_study: int
+    targets: list[str]
+    studies: list[FollowupResponseStudy]
+    note: str | None = None
+
+
+class FollowupPatient(Out):
+    """Everything the follow-up view shows of one patient."""
+
+    patient_index: int
+    studies: list[int]
+    lesions: list[FollowupLesion]
+    links: list[FollowupLink]
+    tracks: list[FollowupTrack]
+    response: FollowupResponse
+
+
+class FollowupMatchRun(Out):
+    """What a matching run did."""
+
+    patients: int
+    lesions: int
+    proposed: int
+    kept: int
+    appearance: int  # lesions also compared by their patch (slice on disk, appearance asked for)
+    seconds: float
+
+
+class FollowupGraphNode(Out):
+    """A lesion of the graph with its track."""
+
+    lesion_id: int
+    file_name: str
+    patient_index: int
+    study_index: int
+    track_id: str
+
+
+class FollowupGraph(Out):
+    """The lesion graph: nodes and same-lesion edges."""
+
+    nodes: list[FollowupGraphNode]
+    edges: list[FollowupLink]
+
+
 class PredictRun(Out):
     """How a predict request was served."""
 

@@ -209,6 +209,25 @@ class Lesion(Base):
         return cls.flag_reason.is_not(None)
 
 
+class LesionLink(Base):
+    """An edge of the follow-up lesion graph: two lesions of one patient's studies are the same lesion."""
+
+    __tablename__ = "lesion_links"
+    __table_args__ = (UniqueConstraint("from_lesion_id", "to_lesion_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_index: Mapped[int] = mapped_column(Integer, index=True)
+    from_lesion_id: Mapped[int] = mapped_column(ForeignKey("lesions.id"), index=True)  # the earlier study
+    to_lesion_id: Mapped[int] = mapped_column(ForeignKey("lesions.id"), index=True)
+    origin: Mapped[str] = mapped_column(String(16))  # app.review.vocabulary.LINK_ORIGINS
+    status: Mapped[str] = mapped_column(String(16))  # app.review.vocabulary.LINK_STATUSES
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, default=None)
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+
+
 class User(Base):
     """A reviewer or admin; the automatic local reviewer has no password hash."""
 

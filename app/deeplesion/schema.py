@@ -64,6 +64,7 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "Reviewed_at",
     "Model_version",
     "Score",
+    "Track_id",  # follow-up: the same lesion across the patient's studies (app/review/followup.py)
 )
 
 # COCO category ids must be positive: the dataset's types 1..8 keep their number, unlabelled (-1) becomes 9.

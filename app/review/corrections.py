@@ -526,6 +526,10 @@ def _restore(
     """
     if entry.action == "status":
         return _restore_status(session, user, entry, target, expected)
+    if entry.action.startswith("link_"):  # follow-up link steps (app/review/followup.py imports this module)
+        from app.review.followup import restore_link
+
+        return restore_link(session, entry, target, expected)
     if entry.lesion_id is None:
         if entry.prediction_id is None:
             raise InvalidInputError(f"a {entry.action} cannot be undone")

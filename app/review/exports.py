@@ -26,6 +26,7 @@ from app.deeplesion.schema import (
 )
 from app.deeplesion.store import IMAGES_DIR
 from app.review.errors import InvalidInputError, NotFoundError
+from app.review.followup import track_ids
 from app.review.importer import unpack_raw
 from app.review.lesion_state import geometry_edited, review_state
 from app.review.serialize import iso, original_facts
@@ -96,7 +97,7 @@ def _on_slice(template: LesionRecord, slice_index: int) -> dict[str, Any]:
     }
 
 
-def _extras(lesion: Lesion, state: str, names: dict[int, str]) -> dict[str, str]:
+def _extras(lesion: Lesion, state: str, names: dict[int, str], track: str = "") -> dict[str, str]:
     """The EXTRA_COLUMNS cells of a lesion: who did what, and why."""
 
     def name(user_id: int | None) -> str:
@@ -113,11 +114,17 @@ def _extras(lesion: Lesion, state: str, names: dict[int, str]) -> dict[str, str]
         "Reviewed_at": iso(lesion.updated_at) or "",
         "Model_version": lesion.model_version or "",
         "Score": "" if lesion.score is None else format_number(lesion.score),
+        "Track_id": track,
     }
 
 
 def _current(
-    lesion: Lesion, ks: KeySlice, orig: OriginalLesion | None, template: LesionRecord, names: dict[int, str]
+    lesion: Lesion,
+    ks: KeySlice,
+    orig: OriginalLesion | None,
+    template: LesionRecord,
+    names: dict[int, str],
+    tracks: dict[int, str],
 ) -> ExportedLesion:
     """A current lesion's row: unchanged cells keep the original texts, changed ones are written anew."""
     original = original_facts(orig, ks) if orig is not None else None
@@ -134,7 +141,7 @@ def _current(
         changes.update(_geometry_cells(lesion, template, edited=True))
     else:
         changes.update(_geometry_cells(lesion, template, edited=geometry_edited(lesion, original)))
-    record = replace(template, **changes, extras=_extras(lesion, state, names))
+    record = replace(template, **changes, extras=_extras(lesion, state, names, tracks.get(lesion.id, "")))
     return ExportedLesion(record=record, lesion=lesion, review_state=state)
 
 
@@ -144,6 +151,7 @@ def corrected_lesions(*, session: Session) -> list[ExportedLesion]:
     key_slices = {ks.id: ks for ks in session.execute(select(KeySlice)).scalars()}
     lesions = session.execute(select(Lesion).where(Lesion.is_current).order_by(Lesion.id)).scalars().all()
     names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
+    tracks = track_ids(session)
     by_original = {le.original_id: le for le in lesions if le.original_id is not None}
     added: dict[int, list[Lesion]] = {}
     for le in lesions:
@@ -157,9 +165,9 @@ def corrected_lesions(*, session: Session) -> list[ExportedLesion]:
         template = _record(orig, ks)
         current = by_original.get(orig.id)
         if current is not None:
-            out.append(_current(current, ks, orig, template, names))
+            out.append(_current(current, ks, orig, template, names, tracks))
         if last_row[ks.id] == orig.id:
-            out.extend(_current(le, ks, None, template, names) for le in added.get(ks.id, []))
+            out.extend(_current(le, ks, None, template, names, tracks) for le in added.get(ks.id, []))
     return out
 
 
@@ -237,6 +245,7 @@ def _coco_annotation(
             "score": float(score) if score else None,
             "slice_index": record.key_slice_index,
             "diameters_px": None if record.lesion_diameters_px is None else list(record.lesion_diameters_px),
+            "track_id": extras.get("Track_id") or None,
         },
     }
 

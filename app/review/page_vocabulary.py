@@ -51,4 +51,5 @@ def page_vocabulary() -> dict[str, Any]:
         "hit_iou": HIT_IOU,
         # The FROC curve's reporting points, false positives per image.
         "froc_fp_rates": list(FP_RATES),
+        "link_statuses": v.LINK_STATUSES,
     }

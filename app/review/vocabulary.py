@@ -80,3 +80,14 @@ LESION_TYPE_COLOURS: dict[int, str] = {
 EXPORT_STATES: dict[str, str] = {"original": "as imported", "corrected": "as reviewed"}
 # What a corrected DL_info.csv does with a lesion known only by its box: NaN measurements, or leave it out.
 BOX_ONLY_CHOICES: tuple[str, ...] = ("nan", "omit")
+
+# A follow-up link (same lesion in two studies): proposed by matching, confirmed or broken by a reviewer;
+# "removed" is a reviewer-added link taken back (undo). Only proposed and confirmed links join a track.
+LINK_STATUSES: dict[str, str] = {
+    "proposed": "proposed by matching",
+    "confirmed": "confirmed by a reviewer",
+    "broken": "broken by a reviewer",
+    "removed": "removed",
+}
+LINK_ACTIVE: tuple[str, ...] = ("proposed", "confirmed")
+LINK_ORIGINS: dict[str, str] = {"matched": "matching", "reviewer": "added by a reviewer"}

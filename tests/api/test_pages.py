@@ -14,7 +14,14 @@ from app.review.page_vocabulary import page_vocabulary
 from app.review.vocabulary import FLAG_REASONS, LAYERS, STATUSES
 from tests.api.conftest import Api
 
-PAGES = ["/", "/viewer/000001_01_01_109.png", "/overview", "/evaluation", "/screening"]
+PAGES = [
+    "/",
+    "/viewer/000001_01_01_109.png",
+    "/followup/000001_01_01_109.png",
+    "/overview",
+    "/evaluation",
+    "/screening",
+]
 
 
 @pytest.mark.parametrize("path", PAGES)

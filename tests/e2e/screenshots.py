@@ -112,8 +112,26 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
         ctx = browser.new_context(
             **CONTEXT_OPTIONS, base_url=live.url, viewport={"width": 1280, "height": 800}
         )
-        _login(ctx, ADMIN)
+        admin_csrf = _login(ctx, ADMIN)
         page = ctx.new_page()
+        if only is None or "ui_followup" in only:
+            # Matching once, then the first lesion seen in two studies: side by side, its curve, the response.
+            ctx.request.post("/api/followup/match", data={}, headers={"X-CSRF-Token": admin_csrf})
+            for patient in sorted({int(n[:6]) for n in live.key_slices}):
+                view = ctx.request.get(f"/api/followup/patients/{patient}").json()
+                track = next((t for t in view["tracks"] if len(t["points"]) >= 2), None)
+                if track is not None:
+                    lesion = next(
+                        le for le in view["lesions"] if le["lesion_id"] == track["points"][0]["lesion_id"]
+                    )
+                    page.goto(f"/followup/{lesion['file_name']}?lesion={lesion['lesion_id']}")
+                    page.wait_for_selector("body[data-ready='true']")
+                    page.wait_for_function(
+                        "[...document.querySelectorAll('.fu-panel canvas')].every(c => c.dataset.loaded)"
+                    )
+                    page.screenshot(path=str(out / "ui_followup.png"), full_page=True)
+                    written.append(out / "ui_followup.png")
+                    break
         if only is None or "ui_evaluation" in only:
             page.goto("/evaluation")
             page.wait_for_selector("body[data-ready='1']")

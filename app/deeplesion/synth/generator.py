@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,13 @@ SOFT_WINDOWS = (
 )
 LUNG_WINDOWS = (((-1500.0, 500.0), 0.5), ((-1350.0, 150.0), 0.3), ((-175.0, 275.0), 0.2))
 BONE_WINDOWS = (((-450.0, 1050.0), 0.35), ((-175.0, 275.0), 0.65))
+# Follow-up mode (followup=True): studies per patient, the chance a lesion is first seen in a later study,
+# the chance per later study that one resolves for good, the body's scale change and the scan start shift.
+FOLLOWUP_STUDIES = ((2, 0.4), (3, 0.35), (4, 0.25))
+FOLLOWUP_APPEAR_LATE = 0.25
+FOLLOWUP_RESOLVE = 0.12
+FOLLOWUP_SCALE_SD = 0.02
+FOLLOWUP_Z_SHIFT_SD_MM = 12.0
 TRUTH_DESCRIPTION = (
     "SYNTHETIC data made by Lesion Review's generator (app/deeplesion/synth): an analytic CT phantom with "
     "ellipsoid lesions, not patient data. Every lesion is listed, including those deliberately left out "
@@ -161,6 +168,8 @@ class Observation:
     noisy: dict[str, Any] | None = None
     true_recist: tuple[float, ...] = ()
     dicom_window: tuple[float, float] = (-175.0, 275.0)
+    # Follow-up mode: the body as scanned in this study (scaled a little); None = the patient's phantom.
+    phantom: Phantom | None = None
 
     @property
     def file_name(self) -> str:
@@ -177,6 +186,7 @@ class StudyPlan:
     protocol: str
     series: list[SeriesPlan]
     observations: list[Observation]
+    phantom: Phantom | None = None  # follow-up mode: this study's body (see Observation.phantom)
 
 
 @dataclass
@@ -222,10 +232,35 @@ def _dicom_window(rng: np.random.Generator, lesion_type: int) -> tuple[float, fl
     return _choice(rng, SOFT_WINDOWS)
 
 
+def _presence(rng: np.random.Generator, n_lesions: int, n_studies: int) -> list[list[bool]]:
+    """Follow-up mode: in which studies each lesion exists (appears late, resolves for good); none empty."""
+    out: list[list[bool]] = []
+    for _ in range(n_lesions):
+        first = 0 if rng.random() >= FOLLOWUP_APPEAR_LATE else int(rng.integers(0, n_studies))
+        row, gone = [], False
+        for k in range(n_studies):
+            gone = gone or (k > first and rng.random() < FOLLOWUP_RESOLVE)
+            row.append(k >= first and not gone)
+        out.append(row)
+    for k in range(n_studies):
+        if not any(row[k] for row in out):
+            out[0][k] = True
+    return out
+
+
 def plan_patient(
-    index: int, *, seed: int, size: int, split: int, max_studies: int | None, max_lesions: int | None = None
+    index: int,
+    *,
+    seed: int,
+    size: int,
+    split: int,
+    max_studies: int | None,
+    max_lesions: int | None = None,
+    followup: bool = False,
 ) -> PatientPlan:
     """Draw one patient's anatomy, lesions, studies and series, and measure every lesion."""
+    # followup=True: at least two studies, lesions appear and resolve, the body scales and the scan start
+    # moves a little between studies, drawn from a stream of its own so that the default mode is unchanged.
     ph_ss, les_ss, st_ss = np.random.SeedSequence([seed, index]).spawn(3)
     rng = np.random.default_rng(st_ss)
     gender = "M" if rng.random() < 0.52 else "F"
@@ -237,8 +272,13 @@ def plan_patient(
         n_lesions = max(1, min(n_lesions, max_lesions))
     lesions = place_lesions(phantom, les_rng, n_lesions, sibling_rate=0.45)
     n_studies = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    fu_rng = np.random.default_rng([seed, index, 14])
+    if followup:
+        weights = np.array([w for _, w in FOLLOWUP_STUDIES])
+        n_studies = FOLLOWUP_STUDIES[int(fu_rng.choice(len(weights), p=weights / weights.sum()))][0]
     if max_studies is not None:
         n_studies = max(1, min(n_studies, max_studies))
+    present = _presence(fu_rng, len(lesions), n_studies) if followup else None
     months = [0.0]
     for _ in range(n_studies - 1):
         months.append(months[-1] + float(rng.uniform(2.0, 9.0)))
@@ -247,6 +287,10 @@ def plan_patient(
     lz = [les.centre[2] for les in lesions] or [300.0 * zs]
     studies: list[StudyPlan] = []
     for k in range(1, n_studies + 1):
+        body = phantom
+        if followup and k > 1:
+            f = float(fu_rng.normal(1.0, FOLLOWUP_SCALE_SD))
+            body = replace(phantom, scale=phantom.scale * f, z_scale=phantom.z_scale * f)
         covering = [
             name for name, (a, b) in PROTOCOLS.items() if a * zs <= min(lz) - 40 and max(lz) + 40 <= b * zs
         ]
@@ -261,15 +305,25 @@ def plan_patient(
             dz = float(_choice(rng, INTERVALS))
             z0, z1 = PROTOCOLS[protocol]
             z_first = z0 * zs + float(rng.uniform(-4.0, 4.0))
+            if followup:
+                z_first += float(fu_rng.normal(0.0, FOLLOWUP_Z_SHIFT_SD_MM))
             n = min(MAX_SLICES, int((z1 * zs - z_first) // dz) + 1)
             noise = {1.0: 17.0, 2.0: 14.0, 5.0: 11.0}[dz] * float(rng.uniform(0.9, 1.15))
             series.append(SeriesPlan(index, k, sid, dz, spacing, size, z_first, n, centre_px, noise))
         obs: list[Observation] = []
-        for les in lesions:
+        for i, les in enumerate(lesions):
             scale = les.scale_at(months[k - 1])
             chosen = series[int(rng.integers(len(series)))]
-            obs.append(Observation(les, k, months[k - 1], chosen, les.at_scale(scale), True))
-        studies.append(StudyPlan(k, months[k - 1], protocol, series, obs))
+            if present is not None and not present[i][k - 1]:
+                continue
+            shape = les.at_scale(scale)
+            if body is not phantom:
+                f = body.scale / phantom.scale
+                shape = replace(shape, centre=(shape.centre[0] * f, shape.centre[1] * f, shape.centre[2] * f))
+            obs.append(
+                Observation(les, k, months[k - 1], chosen, shape, True, phantom=body if followup else None)
+            )
+        studies.append(StudyPlan(k, months[k - 1], protocol, series, obs, phantom=body if followup else None))
     plan = PatientPlan(index, gender, age, split, phantom, lesions, studies)
     for study in studies:
         _measure_study(plan, study, rng)
@@ -362,8 +416,9 @@ def _make_noisy(ob: Observation, rng: np.random.Generator) -> None:
 def _normalized_location(plan: PatientPlan, ob: Observation) -> tuple[float, float, float]:
     """Lesion centre relative to the body's extent in x and y at its height, and z along the whole body."""
     x, y, z = ob.shape.centre
-    xmin, xmax, ymin, ymax = plan.phantom.body_extent(z)
-    ztop, zbottom = plan.phantom.z_range_mm()
+    body = ob.phantom or plan.phantom
+    xmin, xmax, ymin, ymax = body.body_extent(z)
+    ztop, zbottom = body.z_range_mm()
     return (
         round((x - xmin) / (xmax - xmin), 5),
         round((y - ymin) / (ymax - ymin), 5),
@@ -422,6 +477,8 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                         "study_index": st.index,
                         "months_after_first": round(st.months, 2),
                         "protocol": st.protocol,
+                        # Follow-up mode only: the body's in-plane scale in this study.
+                        **({"body_scale": round(st.phantom.scale, 4)} if st.phantom is not None else {}),
                         "series": [
                             {
                                 "series_id": s.series_id,
@@ -580,7 +637,13 @@ def _jobs(plans: list[PatientPlan], images_dir: Path, seed: int, chunk: int = 24
                 idx = sorted(s.stored)
                 for i in range(0, len(idx), chunk):
                     yield _Job(
-                        str(images_dir), s.folder, plan.phantom, shapes, s, tuple(idx[i : i + chunk]), seed
+                        str(images_dir),
+                        s.folder,
+                        st.phantom or plan.phantom,
+                        shapes,
+                        s,
+                        tuple(idx[i : i + chunk]),
+                        seed,
                     )
 
 
@@ -603,6 +666,7 @@ def plan_dataset(
     size: int = 512,
     max_studies: int | None = None,
     max_lesions: int | None = None,
+    followup: bool = False,
 ) -> DatasetPlan:
     """Draw every patient, measure every lesion and pick the noisy rows; renders no slices."""
     if patients < 1:
@@ -615,7 +679,13 @@ def plan_dataset(
     splits = patient_splits(patients, seed)
     plans = [
         plan_patient(
-            p, seed=seed, size=size, split=splits[p], max_studies=max_studies, max_lesions=max_lesions
+            p,
+            seed=seed,
+            size=size,
+            split=splits[p],
+            max_studies=max_studies,
+            max_lesions=max_lesions,
+            followup=followup,
         )
         for p in range(1, patients + 1)
     ]
@@ -642,11 +712,17 @@ def generate_dataset(
     workers: int | None = None,
     max_studies: int | None = None,
     max_lesions: int | None = None,
+    followup: bool = False,
 ) -> SynthSummary:
     """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`."""
     start = time.perf_counter()
     plan = plan_dataset(
-        patients=patients, seed=seed, size=size, max_studies=max_studies, max_lesions=max_lesions
+        patients=patients,
+        seed=seed,
+        size=size,
+        max_studies=max_studies,
+        max_lesions=max_lesions,
+        followup=followup,
     )
     plans, rows = plan.plans, plan.rows
     out = Path(out_dir)
