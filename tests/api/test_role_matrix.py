@@ -62,6 +62,15 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/exports/nifti/{series_folder}.zip"): ADMIN,
     ("POST", "/api/evaluation"): ADMIN,
     ("POST", "/api/screen"): ADMIN,
+    # Follow-up (#14): reading and correcting links is review work; matching and the graph export are admin.
+    ("GET", "/followup/{file_name}"): REVIEWER,
+    ("GET", "/api/followup/patients/{patient_index}"): REVIEWER,
+    ("POST", "/api/followup/links"): REVIEWER,
+    ("POST", "/api/followup/links/{link_id}/confirm"): REVIEWER,
+    ("POST", "/api/followup/links/{link_id}/break"): REVIEWER,
+    ("POST", "/api/followup/match"): ADMIN,
+    ("GET", "/api/followup/graph.json"): ADMIN,
+    ("GET", "/api/followup/graph.csv"): ADMIN,
 }
 
 
