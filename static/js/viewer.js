@@ -1,7 +1,7 @@
 // Slice viewer: raw int16 HU pixels windowed in the browser, context scrolling, overlays and review tools.
 import {
   ApiError, ConflictError, NetworkError, del, describeError, get, hideError,
-  initShell, isTypingTarget, post, put, showConflict, showError, wireKeymap,
+  initShell, isTypingTarget, post, put, showConflict, showError, user, wireKeymap,
 } from "./api.js";
 import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
 import {
@@ -16,6 +16,8 @@ const root = document.getElementById("viewer");
 const fileName = root.dataset.fileName;
 const seriesFolder = fileName.slice(0, fileName.lastIndexOf("_"));
 const keyIndex = parseInt(fileName.slice(fileName.lastIndexOf("_") + 1, -4), 10);
+// The page knows from the database whether the key slice's image is on disk; no request is made when not.
+const keyStored = root.dataset.keyStored !== "false";
 const viewport = document.getElementById("viewport");
 const imageCanvas = document.getElementById("image-canvas");
 const overlayCanvas = document.getElementById("overlay-canvas");
@@ -36,6 +38,7 @@ const state = {
   selected: null, // {kind: "lesion"|"prediction", id}
   layers: Object.fromEntries(Object.keys(LAYERS).map((layer) => [layer, true])),
   threshold: 0.5,
+  smooth: false,
   drawing: null,
   dragging: null,
   pending: null,
@@ -43,6 +46,10 @@ const state = {
   // ?prefetch=0 turns neighbour prefetching off: the benchmark's cold baseline.
   prefetch: new URLSearchParams(location.search).get("prefetch") !== "0",
 };
+
+// The pointer's last client position over the viewport (null when outside): the HU readout is recomputed
+// from it on every frame, so scrolling or zooming under a still pointer never leaves a stale number.
+let lastPointer = null;
 
 const stats = {
   renders: 0,
@@ -63,16 +70,33 @@ function sliceName(index) {
   return `${seriesFolder}_${String(index).padStart(3, "0")}`;
 }
 
-// The scrollable range: the lesion's Slice_range widened to every slice stored for the series.
-function sliceRange() {
-  if (!state.ks) return [keyIndex, keyIndex];
-  const stored = state.ks.stored_slices || [];
-  const [first, last] = state.ks.slice_range || [keyIndex, keyIndex];
-  return [Math.min(first, keyIndex, ...stored), Math.max(last, keyIndex, ...stored)];
+// The scroll path: the slices stored for the series (and the key slice, shown as missing when it is not).
+// An index between far-apart stored slices is never visited, so it is never requested.
+let sliceListCache = { ks: null, list: [keyIndex] };
+function sliceList() {
+  if (!state.ks) return [keyIndex];
+  if (sliceListCache.ks !== state.ks) {
+    const list = [...new Set([...(state.ks.stored_slices || []), keyIndex])].sort((a, b) => a - b);
+    sliceListCache = { ks: state.ks, list };
+  }
+  return sliceListCache.list;
 }
 
-function isMissing(index) {
-  return !!(state.ks && state.ks.missing_slices && state.ks.missing_slices.includes(index));
+function sliceRange() {
+  const list = sliceList();
+  return [list[0], list[list.length - 1]];
+}
+
+// The stored slice nearest to `index` (ties go to the lower one).
+function nearestListed(index) {
+  let best = keyIndex;
+  for (const i of sliceList()) if (Math.abs(i - index) < Math.abs(best - index)) best = i;
+  return best;
+}
+
+function isStored(index) {
+  if (!state.ks) return index !== keyIndex || keyStored;
+  return (state.ks.stored_slices || []).includes(index);
 }
 
 async function fetchSlice(index) {
@@ -94,7 +118,7 @@ async function fetchSlice(index) {
 function loadSlice(index) {
   if (cache.has(index)) return Promise.resolve(cache.get(index));
   if (inflight.has(index)) return inflight.get(index);
-  if (isMissing(index)) {
+  if (!isStored(index)) {
     const entry = { status: "missing" };
     cache.set(index, entry);
     return Promise.resolve(entry);
@@ -115,9 +139,7 @@ function loadSlice(index) {
 // Nearest slices first, so scrolling away from the key finds its neighbours already decoded.
 function schedulePrefetch() {
   if (!state.prefetch) return;
-  const [first, last] = sliceRange();
-  const wanted = [];
-  for (let i = first; i <= last; i++) if (!cache.has(i) && !inflight.has(i)) wanted.push(i);
+  const wanted = sliceList().filter((i) => isStored(i) && !cache.has(i) && !inflight.has(i));
   wanted.sort((a, b) => Math.abs(a - state.current) - Math.abs(b - state.current));
   prefetchQueue = wanted;
   pumpPrefetch();
@@ -185,15 +207,18 @@ function windowIntoNaive(data) {
   imageCtx.putImageData(imageData, 0, 0);
 }
 
-function drawPlaceholder(text) {
+// A plain grey frame: the words go in the #missing label only, so there is one message, never two on top.
+function drawPlaceholder() {
   const [w, h] = (state.ks && state.ks.image_size) || [512, 512];
   ensureImageSize(w, h);
   imageCtx.fillStyle = "#3a3a3a";
   imageCtx.fillRect(0, 0, w, h);
-  imageCtx.fillStyle = "#bdbdbd";
-  imageCtx.font = `${Math.round(w / 20)}px sans-serif`;
-  imageCtx.textAlign = "center";
-  imageCtx.fillText(text, w / 2, h / 2);
+}
+
+function showMissing(text) {
+  const el = $("missing");
+  el.textContent = text;
+  el.hidden = false;
 }
 
 let renderQueued = false;
@@ -227,12 +252,12 @@ function render() {
       root.dataset.firstImage = "1";
     }
   } else if (entry.status === "missing") {
-    drawPlaceholder(`slice ${index} missing on disk`);
-    $("missing").hidden = false;
-    $("missing").textContent = `slice ${index} missing on disk`;
+    drawPlaceholder();
+    showMissing(`${index === keyIndex ? "key " : ""}slice ${index} missing on disk`);
     stats.shown = { index, status: "missing" };
   } else {
-    drawPlaceholder(`slice ${index}: ${entry.error}`);
+    drawPlaceholder();
+    showMissing(`slice ${index}: ${entry.error}`);
     stats.shown = { index, status: "error" };
   }
   const dt = performance.now() - t0;
@@ -243,6 +268,7 @@ function render() {
   root.dataset.shownSlice = String(index);
   drawOverlay();
   updateReadouts();
+  updateHu();
 }
 
 // ---------------------------------------------------------------- view transform
@@ -276,9 +302,11 @@ function transform() {
 function applyTransform() {
   const { s, tx, ty } = transform();
   imageCanvas.style.transform = `translate(${tx}px, ${ty}px) scale(${s})`;
-  imageCanvas.classList.toggle("pixelated", s > 2);
+  // Above 2x the pixels show as blocks (what a reader measures on) unless smooth interpolation is chosen.
+  imageCanvas.classList.toggle("pixelated", s > 2 && !state.smooth);
   drawOverlay();
   updateReadouts();
+  updateHu();
 }
 
 function toImage(clientX, clientY) {
@@ -446,7 +474,7 @@ function drawOverlay() {
     const dup = prediction.matches_annotation ? " · = a marked lesion" : "";
     drawGeometry(ctx, { box: prediction.box }, PALETTE.predicted, {
       selected, dashed: prediction.matches_annotation, labelBelow: true,
-      label: `AI ${prediction.score.toFixed(2)}${dup}${selected ? " · Enter accept · Esc reject" : ""}`,
+      label: `AI ${prediction.score.toFixed(2)}${dup}${selected ? " · Enter accept · Del reject" : ""}`,
     });
   }
   if (state.pending && state.pending.newGeometry) {
@@ -646,7 +674,7 @@ async function runEdit(edit) {
       return edit.onDuplicate(err);
     }
     if (err instanceof ConflictError) {
-      const choice = await showConflict(err, edit.before, edit.label);
+      const choice = await showConflict(err, edit.before, edit.label, edit.change);
       const current = err.body.current || {};
       if (choice === "reapply") {
         edit.version = current.status_version ?? current.version ?? edit.version;
@@ -693,17 +721,26 @@ function updateGeometry(lesion, geometry) {
     label: `edit lesion #${lesion.id}`,
     lesionId: lesion.id,
     geometry,
+    change: geometry.recist ? { recist: geometry.recist } : { box: geometry.box },
     version: lesion.version,
     before: lesion,
     request: (version) => put(`/api/lesions/${lesion.id}/geometry`, { version, ...body }),
   });
 }
 
+// What each lesion action sets, for the conflict dialog's "Your change" column.
+const ACTION_CHANGES = {
+  confirm: () => ({ confirmed: { by: user()?.name ?? "you" } }),
+  flag: (extra) => ({ flag: { reason: extra.reason, note: extra.note } }),
+  unflag: () => ({ flag: null }),
+};
+
 function lesionAction(action, extra = {}, label = action) {
   const lesion = selectedLesion();
   if (!lesion) return setMessage("Select a lesion first (click it, or Tab).");
   return runEdit({
     label: `${label} lesion #${lesion.id}`,
+    change: ACTION_CHANGES[action] ? ACTION_CHANGES[action](extra) : null,
     lesionId: lesion.id,
     version: lesion.version,
     before: lesion,
@@ -721,7 +758,8 @@ function setSelectedType(lesionType) {
   const lesion = selectedLesion();
   if (!lesion || lesion.current.lesion_type === lesionType) return;
   runEdit({
-    label: `set the type of lesion #${lesion.id}`,
+    label: `set the type of lesion #${lesion.id} to ${LESION_TYPES[lesionType] ?? lesionType}`,
+    change: { lesion_type: lesionType },
     lesionId: lesion.id,
     version: lesion.version,
     before: lesion,
@@ -735,6 +773,7 @@ function deleteSelected() {
   if (lesion.origin === "csv") return setMessage("DL_info.csv lesions cannot be deleted; flag them as noisy instead (F).");
   runEdit({
     label: `delete lesion #${lesion.id}`,
+    change: { review: "deleted" },
     lesionId: lesion.id,
     version: lesion.version,
     before: lesion,
@@ -755,6 +794,7 @@ function predictionAction(accept, allowDuplicate = false) {
   if (accept && allowDuplicate) body.allow_duplicate = true;
   runEdit({
     label: `${accept ? "accept" : "reject"} prediction #${prediction.id}`,
+    change: { status: accept ? "accepted" : "rejected" },
     version: prediction.version,
     before: prediction,
     request: (version) => post(`/api/predictions/${prediction.id}/${accept ? "accept" : "reject"}`, { version, ...body }),
@@ -768,9 +808,10 @@ function predictionAction(accept, allowDuplicate = false) {
       return undefined;
     },
     after: async (result) => {
+      // Nothing is selected after a reject: a second key press must not reject the next prediction.
       state.selected = accept && result.lesion_id !== null ? { kind: "lesion", id: result.lesion_id } : null;
+      updatePanels();
       drawOverlay();
-      if (!accept) selectNext(1, "prediction");
     },
   });
   return undefined;
@@ -798,6 +839,7 @@ async function setStatus(status) {
   let ok = false;
   await runEdit({
     label: `mark ${STATUSES[status] ?? status}`,
+    change: { status },
     version: state.ks.status_version,
     before: { status: state.ks.status, status_version: state.ks.status_version },
     request: (version) => put(ksPath("/status"), { status, version }),
@@ -825,6 +867,7 @@ async function predict() {
   const spinner = $("predict-spinner");
   const button = $("predict");
   spinner.hidden = false;
+  predicting = true;
   button.disabled = true;
   $("predict-time").textContent = "running…";
   const t0 = performance.now();
@@ -838,6 +881,7 @@ async function predict() {
     $("predict-time").textContent = `${found} found in ${Math.round(elapsed)} ms` +
       ` (model ${Math.round(run.elapsed_ms)} ms${run.cached ? ", cached" : ""}, ${run.provider || "?"})`;
     applyKeySlice(result.key_slice);
+    showContextNotice(run.context_missing || []);
     if (!selectedPrediction()) selectNext(1, "prediction");
     root.dataset.predicted = "1";
   } catch (err) {
@@ -848,9 +892,33 @@ async function predict() {
     }
   } finally {
     spinner.hidden = true;
-    button.disabled = false;
+    predicting = false;
+    updatePredictButton();
     updateReadouts();
   }
+}
+
+// The detector's 3-slice input repeats a nearer slice where a context slice is not stored: say so.
+function showContextNotice(missing) {
+  const el = $("predict-context");
+  el.hidden = !missing.length;
+  el.textContent = missing.length
+    ? `Ran with repeated neighbours: context slice${missing.length > 1 ? "s" : ""} ${missing.join(", ")} ` +
+      "not on disk, the nearest stored slice stood in."
+    : "";
+}
+
+// Predict needs a detector and the key slice's image; without either the button says why instead of failing.
+let predicting = false;
+function updatePredictButton() {
+  const button = $("predict");
+  const h = window.__health;
+  let why = "";
+  if (state.ks && !state.ks.key_slice_stored) why = "The key slice's image is not on disk: nothing to run the detector on.";
+  else if (h && h.detector && !h.detector.loaded) why = "No detector loaded (review mode).";
+  button.disabled = predicting || !!why;
+  button.title = why || (h && h.detector && h.detector.error) || "";
+  if (why) $("predict-time").textContent = why;
 }
 
 // ---------------------------------------------------------------- queue navigation
@@ -1036,8 +1104,7 @@ function applyPreset(key) {
 }
 
 function setSlice(index) {
-  const [first, last] = sliceRange();
-  const clamped = Math.max(first, Math.min(last, index));
+  const clamped = nearestListed(index);
   if (clamped === state.current) return;
   state.current = clamped;
   if (state.drawing) state.drawing = null;
@@ -1045,9 +1112,12 @@ function setSlice(index) {
   schedulePrefetch();
 }
 
-function storedBounds() {
-  const stored = (state.ks && state.ks.stored_slices) || [keyIndex];
-  return [Math.min(...stored), Math.max(...stored)];
+// Moves `steps` places along the scroll path (stored slices only), stopping at its ends.
+function stepSlice(steps) {
+  const list = sliceList();
+  const at = list.indexOf(state.current);
+  const next = Math.max(0, Math.min(list.length - 1, (at < 0 ? list.indexOf(nearestListed(state.current)) : at) + steps));
+  setSlice(list[next]);
 }
 
 function resetView() {
@@ -1076,14 +1146,24 @@ function setTool(tool) {
   drawOverlay();
 }
 
+// Pans so that image point `p` is drawn at client (clientX, clientY).
+function pinImagePoint(p, clientX, clientY) {
+  const after = toScreen(p.x, p.y);
+  const rect = viewport.getBoundingClientRect();
+  state.panX += clientX - rect.left - after.x;
+  state.panY += clientY - rect.top - after.y;
+}
+
 function zoomAt(factor, clientX, clientY) {
   const before = toImage(clientX, clientY);
   state.zoom = Math.max(0.25, Math.min(16, state.zoom * factor));
-  const after = toScreen(before.x, before.y);
-  const rect = viewport.getBoundingClientRect();
-  // Keep the image point under the cursor fixed while zooming.
-  state.panX += clientX - rect.left - after.x;
-  state.panY += clientY - rect.top - after.y;
+  pinImagePoint(before, clientX, clientY);
+  applyTransform();
+}
+
+function toggleSmooth() {
+  state.smooth = !state.smooth;
+  $("smooth").setAttribute("aria-pressed", String(state.smooth));
   applyTransform();
 }
 
@@ -1097,7 +1177,8 @@ viewport.addEventListener("pointerdown", (e) => {
   const start = { x: e.clientX, y: e.clientY };
   viewport.setPointerCapture(e.pointerId);
   if (e.button === 2) {
-    state.gesture = { kind: "zoom", start, zoom: state.zoom };
+    // Zoom about the point under the pointer, as Ctrl+wheel does, so the lesion stays where the reader looks.
+    state.gesture = { kind: "zoom", start, zoom: state.zoom, anchor: pos };
   } else if (e.button === 1 || (e.button === 0 && e.shiftKey)) {
     e.preventDefault();
     state.gesture = { kind: "pan", start, panX: state.panX, panY: state.panY };
@@ -1133,7 +1214,8 @@ viewport.addEventListener("pointerdown", (e) => {
 
 viewport.addEventListener("pointermove", (e) => {
   const pos = toImage(e.clientX, e.clientY);
-  updateHu(pos);
+  lastPointer = { x: e.clientX, y: e.clientY };
+  updateHu();
   const g = state.gesture;
   if (!g) {
     viewport.classList.toggle("over-handle", !!handleAt(e.clientX, e.clientY));
@@ -1150,6 +1232,7 @@ viewport.addEventListener("pointermove", (e) => {
     applyTransform();
   } else if (g.kind === "zoom") {
     state.zoom = Math.max(0.25, Math.min(16, g.zoom * Math.exp(-dy * 0.01)));
+    pinImagePoint(g.anchor, g.start.x, g.start.y);
     applyTransform();
   } else if (g.kind === "draw" && state.drawing) {
     const d = state.drawing;
@@ -1223,13 +1306,17 @@ viewport.addEventListener("pointercancel", () => {
   state.dragging = null;
   drawOverlay();
 });
-viewport.addEventListener("pointerleave", () => { $("sb-hu").textContent = "HU –"; });
+viewport.addEventListener("pointerleave", () => {
+  lastPointer = null;
+  updateHu();
+});
 
 // Trackpads send many small pixel deltas: add them up so one slice step needs a real notch's worth.
 let wheelPixels = 0;
 const WHEEL_STEP_PX = 50;
 viewport.addEventListener("wheel", (e) => {
   e.preventDefault();
+  lastPointer = { x: e.clientX, y: e.clientY };
   if (e.ctrlKey) {
     zoomAt(Math.exp(-e.deltaY * 0.002), e.clientX, e.clientY);
     return;
@@ -1237,25 +1324,37 @@ viewport.addEventListener("wheel", (e) => {
   if (e.deltaMode !== 0 || Math.abs(e.deltaY) >= WHEEL_STEP_PX) {
     // A mouse notch (line mode, or about 100 px) is one slice, however the platform scales it.
     wheelPixels = 0;
-    setSlice(state.current + Math.sign(e.deltaY));
+    stepSlice(Math.sign(e.deltaY));
     return;
   }
   wheelPixels += e.deltaY;
   if (Math.abs(wheelPixels) < WHEEL_STEP_PX) return;
   const steps = Math.trunc(wheelPixels / WHEEL_STEP_PX);
   wheelPixels -= steps * WHEEL_STEP_PX;
-  setSlice(state.current + steps);
+  stepSlice(steps);
 }, { passive: false });
 
-function updateHu(pos) {
-  const entry = cache.get(stats.shown ? stats.shown.index : state.current);
-  const x = Math.floor(pos.x);
-  const y = Math.floor(pos.y);
-  if (!entry || entry.status !== "ok" || x < 0 || y < 0 || x >= entry.w || y >= entry.h) {
-    $("sb-hu").textContent = "HU –";
+function updateHu() {
+  const el = $("sb-hu");
+  const shown = stats.shown;
+  // Only a slice that is on screen has a value; a missing, failed or still-loading slice has none.
+  const entry = shown && shown.status === "ok" && shown.index === state.current ? cache.get(shown.index) : null;
+  if (!lastPointer || !entry || entry.status !== "ok") {
+    el.textContent = "HU –";
+    delete root.dataset.hu;
     return;
   }
-  $("sb-hu").textContent = `HU ${entry.data[y * entry.w + x]} at (${x}, ${y})`;
+  const pos = toImage(lastPointer.x, lastPointer.y);
+  const x = Math.floor(pos.x);
+  const y = Math.floor(pos.y);
+  if (x < 0 || y < 0 || x >= entry.w || y >= entry.h) {
+    el.textContent = "HU –";
+    delete root.dataset.hu;
+    return;
+  }
+  const hu = entry.data[y * entry.w + x];
+  el.textContent = `HU ${hu} at (${x}, ${y})`;
+  root.dataset.hu = `${state.current},${x},${y},${hu}`;
 }
 
 // ---------------------------------------------------------------- keyboard
@@ -1273,10 +1372,10 @@ document.addEventListener("keydown", (e) => {
   else if (ctrl && k === "ArrowRight") gotoNeighbour(1);
   else if (ctrl && k === "ArrowLeft") gotoNeighbour(-1);
   else if (ctrl) handled = false;
-  else if (k === "ArrowUp") setSlice(state.current - 1);
-  else if (k === "ArrowDown") setSlice(state.current + 1);
-  else if (k === "Home") setSlice(storedBounds()[0]);
-  else if (k === "End") setSlice(storedBounds()[1]);
+  else if (k === "ArrowUp") stepSlice(-1);
+  else if (k === "ArrowDown") stepSlice(1);
+  else if (k === "Home") setSlice(sliceRange()[0]);
+  else if (k === "End") setSlice(sliceRange()[1]);
   else if (k === "k" || k === "K") setSlice(keyIndex);
   else if (Object.hasOwn(PRESETS, k)) applyPreset(k);
   else if (k === "i" || k === "I") toggleInvert();
@@ -1284,14 +1383,17 @@ document.addEventListener("keydown", (e) => {
   else if (k === "r" || k === "R") setTool("recist");
   else if (k === "b" || k === "B") setTool("box");
   else if (k === "Escape") {
+    // As in OHIF, Esc cancels: the drawing, then the tool, then the selection. It never decides anything.
     if (state.drawing) { state.drawing = null; drawOverlay(); }
     else if (state.tool !== "pointer") setTool("pointer");
-    else if (selectedPrediction()) predictionAction(false);
     else select(null);
   } else if (k === "Enter") {
     if (selectedPrediction()) predictionAction(true);
     else handled = false;
-  } else if (k === "Backspace" || k === "Delete") deleteSelected();
+  } else if (k === "Backspace" || k === "Delete") {
+    if (selectedPrediction()) predictionAction(false);
+    else deleteSelected();
+  } else if (k === "s" || k === "S") toggleSmooth();
   else if (k === "c" || k === "C") confirmSelected();
   else if (k === "f" || k === "F") flagSelected();
   else if (k === "u" || k === "U") lesionAction("unflag");
@@ -1315,6 +1417,7 @@ for (const cb of document.querySelectorAll("[data-layer]")) {
   });
 }
 $("invert").addEventListener("click", toggleInvert);
+$("smooth").addEventListener("click", toggleSmooth);
 $("reset").addEventListener("click", resetView);
 $("undo").addEventListener("click", () => undoRedo("undo"));
 $("redo").addEventListener("click", () => undoRedo("redo"));
@@ -1350,6 +1453,7 @@ function applyKeySlice(ks) {
     if (!still || (state.selected.kind === "prediction" && still.status !== "pending")) state.selected = null;
   }
   updatePanels();
+  updatePredictButton();
   drawOverlay();
   updateReadouts();
 }
@@ -1388,12 +1492,8 @@ async function start() {
   root.dataset.ready = "1";
   shell.then((h) => {
     window.__health = h;
-    if (h && h.detector && !h.detector.loaded) {
-      // Review mode without a model: say so instead of offering a button that can only fail.
-      $("predict").disabled = true;
-      $("predict").title = h.detector.error || "no detector model is loaded";
-      $("predict-time").textContent = "No detector loaded (review mode).";
-    }
+    // Review mode without a model: the button says so instead of offering what can only fail.
+    updatePredictButton();
     updateReadouts();
   });
 }
@@ -1443,25 +1543,25 @@ window.__viewer = {
   },
   // Scroll through the stored range at `rate` slices/s; counts frames where the slice was not yet decoded.
   async benchScroll(rate = 30, steps = 60) {
-    const stored = (state.ks && state.ks.stored_slices) || [keyIndex];
-    const first = Math.min(...stored);
-    const last = Math.max(...stored);
-    let index = first;
+    const list = sliceList();
+    let at = 0;
     let dir = 1;
     let blank = 0;
-    setSlice(index);
+    setSlice(list[0]);
     const t0 = performance.now();
     for (let i = 0; i < steps; i++) {
-      index += dir;
-      if (index > last || index < first) { dir = -dir; index += 2 * dir; }
-      index = Math.max(first, Math.min(last, index));
+      if (list.length > 1) {
+        at += dir;
+        if (at >= list.length || at < 0) { dir = -dir; at += 2 * dir; }
+      }
+      const index = list[Math.max(0, Math.min(list.length - 1, at))];
       setSlice(index);
       if (!cache.has(index)) blank++;
       render();
       await new Promise((r) => setTimeout(r, rate > 0 ? 1000 / rate : 0));
     }
     const seconds = (performance.now() - t0) / 1000;
-    return { steps, blank, seconds, slicesPerSecond: steps / seconds, range: [first, last] };
+    return { steps, blank, seconds, slicesPerSecond: steps / seconds, range: [list[0], list[list.length - 1]] };
   },
   // Fastest possible scroll over decoded slices: render-bound throughput.
   maxScrollRate(steps = 200) {
