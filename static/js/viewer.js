@@ -3,12 +3,18 @@ import {
   ApiError, ConflictError, NetworkError, del, describeError, get, hideError,
   initShell, isTypingTarget, post, put, showConflict, showError, user, wireKeymap,
 } from "./api.js";
+import {
+  boxCorners, boxOfPoints, compose, decompose, dot, len, normBox, pointsToRecist, recistPoints, segmentDistance, sub,
+} from "./geometry.js";
 import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
+import { roiStats } from "./roi.js";
 import {
   ALL_FLAG_REASONS, BOX_PADDING_PX, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS, STATUSES,
+  vocabulary,
 } from "./vocabulary.js";
 
 const HU_PER_PX = 4;
+const REVIEW_STATES = vocabulary.review_states;
 const PREFETCH_CONCURRENCY = 4;
 const HANDLE_PX = 8;
 
@@ -39,6 +45,8 @@ const state = {
   layers: Object.fromEntries(Object.keys(LAYERS).map((layer) => [layer, true])),
   threshold: 0.5,
   smooth: false,
+  // The reader's own measurements, kept in the browser only: {id, kind: ellipse|rectangle|probe, slice, box|point}.
+  measures: [],
   drawing: null,
   dragging: null,
   pending: null,
@@ -269,6 +277,7 @@ function render() {
   drawOverlay();
   updateReadouts();
   updateHu();
+  if (state.measures.length) updateMeasures();
 }
 
 // ---------------------------------------------------------------- view transform
@@ -328,44 +337,6 @@ function imageToClient(x, y) {
 
 // ---------------------------------------------------------------- geometry helpers
 
-const sub = (a, b) => ({ x: a.x - b.x, y: a.y - b.y });
-const dot = (a, b) => a.x * b.x + a.y * b.y;
-const len = (a) => Math.hypot(a.x, a.y);
-
-function recistPoints(r) {
-  return [{ x: r[0], y: r[1] }, { x: r[2], y: r[3] }, { x: r[4], y: r[5] }, { x: r[6], y: r[7] }];
-}
-
-function pointsToRecist(p) {
-  return [p[0].x, p[0].y, p[1].x, p[1].y, p[2].x, p[2].y, p[3].x, p[3].y];
-}
-
-// Short axis described relative to the long one: position t along it and signed offsets d1, d2.
-function decompose(p) {
-  const L = sub(p[1], p[0]);
-  const l = len(L) || 1;
-  const u = { x: L.x / l, y: L.y / l };
-  const n = { x: -u.y, y: u.x };
-  const mid = { x: (p[2].x + p[3].x) / 2, y: (p[2].y + p[3].y) / 2 };
-  return { t: dot(sub(mid, p[0]), u) / l, d1: dot(sub(p[2], p[0]), n), d2: dot(sub(p[3], p[0]), n) };
-}
-
-function compose(p1, p2, { t, d1, d2 }) {
-  const L = sub(p2, p1);
-  const l = len(L) || 1;
-  const u = { x: L.x / l, y: L.y / l };
-  const n = { x: -u.y, y: u.x };
-  const f = { x: p1.x + t * L.x, y: p1.y + t * L.y };
-  return [p1, p2, { x: f.x + d1 * n.x, y: f.y + d1 * n.y }, { x: f.x + d2 * n.x, y: f.y + d2 * n.y }];
-}
-
-// The dataset's box rule (app/deeplesion/geometry.py box_from_recist); the server recomputes it on save.
-function boxOfPoints(points, pad = BOX_PADDING_PX) {
-  const xs = points.map((p) => p.x);
-  const ys = points.map((p) => p.y);
-  return [Math.min(...xs) - pad, Math.min(...ys) - pad, Math.max(...xs) + pad, Math.max(...ys) + pad];
-}
-
 function spacingX() {
   const s = state.ks && state.ks.spacing_mm;
   return s && s[0] > 0 ? s[0] : null;
@@ -384,13 +355,6 @@ function diametersLabel(geometry) {
   }
   const b = geometry.box;
   return `box ${lengthLabel(b[2] - b[0])} × ${lengthLabel(b[3] - b[1])}`;
-}
-
-function segmentDistance(p, a, b) {
-  const ab = sub(b, a);
-  const l2 = dot(ab, ab) || 1;
-  const t = Math.max(0, Math.min(1, dot(sub(p, a), ab) / l2));
-  return len(sub(p, { x: a.x + t * ab.x, y: a.y + t * ab.y }));
 }
 
 // ---------------------------------------------------------------- marks
@@ -480,10 +444,11 @@ function drawOverlay() {
   if (state.pending && state.pending.newGeometry) {
     drawGeometry(ctx, state.pending.newGeometry, PALETTE.pending, { dashed: true, label: "saving…" });
   }
+  drawMeasures(ctx);
   if (state.drawing) drawInProgress(ctx, state.drawing);
 }
 
-function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected = false, label = "", handles = false, labelBelow = false } = {}) {
+function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected = false, label = "", handles = false, labelBelow = false, anchor: at = null } = {}) {
   ctx.save();
   ctx.strokeStyle = color;
   ctx.fillStyle = color;
@@ -492,7 +457,7 @@ function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected =
   ctx.shadowColor = "rgba(0,0,0,0.9)";
   ctx.shadowBlur = 2;
   const widthBoost = selected ? 1 : 0;
-  let anchor = null;
+  let anchor = at;
   if (g.box) {
     const a = toScreen(g.box[0], g.box[1]);
     const b = toScreen(g.box[2], g.box[3]);
@@ -550,11 +515,15 @@ function drawHandle(ctx, p) {
   ctx.restore();
 }
 
-function boxCorners(b) {
-  return [{ x: b[0], y: b[1] }, { x: b[2], y: b[1] }, { x: b[2], y: b[3] }, { x: b[0], y: b[3] }];
-}
-
 function drawInProgress(ctx, d) {
+  if (d.kind === "roi") {
+    ctx.save();
+    ctx.strokeStyle = PALETTE.measure;
+    ctx.setLineDash([6, 4]);
+    strokeRoi(ctx, d.shape, normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]));
+    ctx.restore();
+    return;
+  }
   if (d.kind === "box") {
     drawGeometry(ctx, { box: normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]) }, PALETTE.added, { dashed: true, label: "box" });
     return;
@@ -577,10 +546,6 @@ function drawInProgress(ctx, d) {
   drawGeometry(ctx, { recist: pointsToRecist(pts) }, PALETTE.added, {
     dashed: true, label: `${lengthLabel(long)} × ${lengthLabel(Math.abs(d.short.d2 - d.short.d1))}`,
   });
-}
-
-function normBox(b) {
-  return [Math.min(b[0], b[2]), Math.min(b[1], b[3]), Math.max(b[0], b[2]), Math.max(b[1], b[3])];
 }
 
 // Nearest visible mark under the pointer, in screen pixels; lesions win over predictions.
@@ -648,7 +613,7 @@ function moveHandle(drag, pos) {
       pts = compose(p[0], p[1], parts);
     }
     const recist = pointsToRecist(pts);
-    return { ...g, recist, box: boxOfPoints(pts), diameters_mm: null };
+    return { ...g, recist, box: boxOfPoints(pts, BOX_PADDING_PX), diameters_mm: null };
   }
   const c = boxCorners(g.box);
   const opposite = c[(drag.index + 2) % 4];
@@ -984,30 +949,7 @@ function updatePanels() {
 
   const lesionList = $("lesion-list");
   lesionList.replaceChildren();
-  for (const lesion of ks.lesions) {
-    const li = document.createElement("li");
-    const layer = layerOf(lesion);
-    const g = lesion.current;
-    li.dataset.lesionId = String(lesion.id);
-    li.className = `item layer-${layer}${state.selected?.kind === "lesion" && state.selected.id === lesion.id ? " selected" : ""}`;
-    const slice = lesionSlice(lesion);
-    li.innerHTML = "";
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "item-button";
-    button.setAttribute("aria-label", `Select lesion ${lesion.id}`);
-    button.textContent = `#${lesion.id} ${LESION_TYPES[g.lesion_type] ?? g.lesion_type} · ${diametersLabel(g)} · ${lesion.review}` +
-      `${lesion.flag ? ` · ⚑ noisy: ${flagLabel(lesion.flag)}` : ""}` +
-      `${slice !== keyIndex ? ` · slice ${slice}` : ""}${lesion.prediction ? ` · AI ${lesion.prediction.score?.toFixed(2) ?? ""}` : ""}`;
-    button.addEventListener("click", () => {
-      if (slice !== state.current) setSlice(slice);
-      select({ kind: "lesion", id: lesion.id });
-    });
-    const sw = document.createElement("span");
-    sw.className = `swatch sw-${layer}`;
-    li.append(sw, button);
-    lesionList.appendChild(li);
-  }
+  for (const row of panelRows(ks)) lesionList.appendChild(panelItem(row));
 
   const predList = $("prediction-list");
   predList.replaceChildren();
@@ -1052,6 +994,131 @@ function updatePanels() {
   $("unflag-lesion").disabled = !(lesion && lesion.flag);
   $("accept-prediction").disabled = !selectedPrediction();
   $("reject-prediction").disabled = !selectedPrediction();
+}
+
+// ---------------------------------------------------------------- measurement panel (the key slice's lesions)
+
+// One row per lesion, exactly the API's values: the panel shows them and the CSV download writes them.
+const PANEL_COLUMNS = [
+  "lesion_id", "slice", "type", "long_mm", "short_mm", "state", "flag_reason", "flag_note", "by", "at",
+];
+
+function lastChange(lesion) {
+  const candidates = [
+    lesion.updated_by ? { by: lesion.updated_by, at: lesion.updated_at } : null,
+    lesion.flag && lesion.flag.by ? lesion.flag : null,
+    lesion.confirmed,
+    lesion.created,
+  ].filter((c) => c && c.at);
+  candidates.sort((a, b) => String(b.at).localeCompare(String(a.at)));
+  return candidates[0] || { by: null, at: null };
+}
+
+function panelRows(ks) {
+  return ks.lesions.map((lesion) => {
+    const g = lesion.current;
+    const d = g.diameters_mm;
+    const who = lastChange(lesion);
+    return {
+      lesion,
+      values: {
+        lesion_id: lesion.id,
+        slice: lesionSlice(lesion),
+        type: LESION_TYPES[g.lesion_type] ?? String(g.lesion_type),
+        long_mm: d ? d[0] : null,
+        short_mm: d ? d[1] : null,
+        state: REVIEW_STATES[lesion.review] ?? lesion.review,
+        flag_reason: lesion.flag ? (ALL_FLAG_REASONS[lesion.flag.reason] ?? lesion.flag.reason) : "",
+        flag_note: lesion.flag ? lesion.flag.note || "" : "",
+        by: who.by || "",
+        at: who.at || "",
+      },
+    };
+  });
+}
+
+function panelItem({ lesion, values: v }) {
+  const li = document.createElement("li");
+  const layer = layerOf(lesion);
+  li.dataset.lesionId = String(lesion.id);
+  for (const key of PANEL_COLUMNS) li.dataset[key.replace(/_(.)/g, (_, c) => c.toUpperCase())] = v[key] ?? "";
+  li.className = `item layer-${layer}${state.selected?.kind === "lesion" && state.selected.id === lesion.id ? " selected" : ""}`;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "item-button";
+  button.setAttribute("aria-label", `Select lesion ${lesion.id}`);
+  const size = v.long_mm === null ? diametersLabel(lesion.current) : `${v.long_mm.toFixed(1)} × ${v.short_mm.toFixed(1)} mm`;
+  const line1 = document.createElement("span");
+  line1.className = "panel-main";
+  line1.textContent = `#${lesion.id} ${v.type} · ${size} · ${v.state}` +
+    `${v.flag_reason ? ` · ⚑ ${v.flag_reason}${v.flag_note ? `: ${v.flag_note}` : ""}` : ""}` +
+    `${v.slice !== keyIndex ? ` · slice ${v.slice}` : ""}${lesion.prediction ? ` · AI ${lesion.prediction.score?.toFixed(2) ?? ""}` : ""}`;
+  const line2 = document.createElement("span");
+  line2.className = "panel-who muted small";
+  line2.textContent = v.by ? `${v.by} · ${new Date(v.at).toLocaleString()}` : "as imported";
+  button.append(line1, line2);
+  button.addEventListener("click", () => {
+    if (v.slice !== state.current) setSlice(v.slice);
+    select({ kind: "lesion", id: lesion.id });
+    centreOn(lesion.current);
+  });
+  const sw = document.createElement("span");
+  sw.className = `swatch sw-${layer}`;
+  li.append(sw, button);
+  return li;
+}
+
+// Pans (zoom unchanged) so that the mark's box centre is in the middle of the viewport.
+function centreOn(g) {
+  const b = g.box;
+  const rect = viewport.getBoundingClientRect();
+  pinImagePoint({ x: (b[0] + b[2]) / 2, y: (b[1] + b[3]) / 2 }, rect.left + rect.width / 2, rect.top + rect.height / 2);
+  applyTransform();
+}
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+// The panel's rows as CSV, made in the browser: what the reader sees is what the file holds.
+function downloadPanelCsv() {
+  if (!state.ks) return;
+  const lines = [["file_name", ...PANEL_COLUMNS].join(",")];
+  for (const { values } of panelRows(state.ks)) lines.push([fileName, ...PANEL_COLUMNS.map((k) => values[k])].map(csvCell).join(","));
+  const blob = new Blob([`${lines.join("\n")}\n`], { type: "text/csv" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `${fileName.slice(0, -4)}_marks.csv`;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+// The key slice's audit trail, newest first: who did what to which lesion, and when.
+async function showHistory() {
+  const dialog = $("history-dialog");
+  const body = $("history-rows");
+  body.replaceChildren();
+  try {
+    const entries = await get(ksPath("/history"));
+    for (const e of [...entries].reverse()) {
+      const tr = document.createElement("tr");
+      tr.dataset.entryId = String(e.id);
+      for (const text of [e.at ? new Date(e.at).toLocaleString() : "–", e.user || "–", e.action.replace(/_/g, " "),
+        e.lesion_id !== null ? `#${e.lesion_id}` : e.prediction_id !== null ? `AI #${e.prediction_id}` : "key slice"]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    $("history-empty").hidden = entries.length > 0;
+    dialog.showModal();
+  } catch (err) {
+    showError(`Could not load the history: ${describeError(err)}`, showHistory);
+  }
 }
 
 function select(selection) {
@@ -1167,6 +1234,133 @@ function toggleSmooth() {
   applyTransform();
 }
 
+// ---------------------------------------------------------------- measurement tools (one object per tool)
+
+let measureSeq = 0;
+
+function shownEntry(index) {
+  const entry = cache.get(index);
+  return entry && entry.status === "ok" ? entry : null;
+}
+
+// A measurement's numbers on the slice it was made on (null while that slice is not decoded).
+function measureValues(m) {
+  const entry = shownEntry(m.slice);
+  if (!entry) return null;
+  if (m.kind === "probe") {
+    const x = Math.floor(m.point.x);
+    const y = Math.floor(m.point.y);
+    if (x < 0 || y < 0 || x >= entry.w || y >= entry.h) return null;
+    return { hu: entry.data[y * entry.w + x], x, y };
+  }
+  return roiStats(entry.data, entry.w, entry.h, m.kind, m.box, state.ks && state.ks.spacing_mm);
+}
+
+function measureLabel(m) {
+  const v = measureValues(m);
+  if (!v) return m.kind === "probe" ? "HU –" : "no pixels";
+  if (m.kind === "probe") return `HU ${v.hu} at (${v.x}, ${v.y})`;
+  const area = v.areaMm2 === null ? `${v.n} px` : `${v.areaMm2.toFixed(1)} mm²`;
+  return `mean ${v.mean.toFixed(1)} SD ${v.sd.toFixed(1)} min ${v.min} max ${v.max} HU · ${area}`;
+}
+
+function addMeasure(m) {
+  state.measures.push({ id: ++measureSeq, slice: state.current, ...m });
+  updateMeasures();
+  drawOverlay();
+}
+
+function roiTool(shape) {
+  return {
+    down(pos) { state.drawing = { kind: "roi", shape, p1: pos, p2: pos }; },
+    move(pos) { if (state.drawing) state.drawing.p2 = pos; },
+    up() {
+      const d = state.drawing;
+      state.drawing = null;
+      if (!d) return;
+      const box = normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]);
+      if (box[2] - box[0] < 1 || box[3] - box[1] < 1) { drawOverlay(); return; }
+      addMeasure({ kind: shape, box });
+    },
+  };
+}
+
+const probeTool = {
+  down() {},
+  move() {},
+  up(pos) { addMeasure({ kind: "probe", point: pos }); },
+};
+
+// Left-button tools that only measure; the drawing tools (RECIST, box) and W/L keep their own branches.
+const MEASURE_TOOLS = { ellipse: roiTool("ellipse"), rectangle: roiTool("rectangle"), probe: probeTool };
+
+function updateMeasures() {
+  const list = $("measure-list");
+  list.replaceChildren();
+  for (const m of state.measures) {
+    const li = document.createElement("li");
+    li.className = "item";
+    li.dataset.measureId = String(m.id);
+    const v = measureValues(m);
+    if (v && m.kind !== "probe") {
+      li.dataset.mean = String(v.mean);
+      li.dataset.sd = String(v.sd);
+      li.dataset.min = String(v.min);
+      li.dataset.max = String(v.max);
+      li.dataset.n = String(v.n);
+      li.dataset.area = String(v.areaMm2);
+    }
+    const text = document.createElement("span");
+    text.textContent = `${m.kind} · slice ${m.slice} · ${measureLabel(m)}`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "✕";
+    remove.setAttribute("aria-label", `Remove measurement ${m.id}`);
+    remove.addEventListener("click", () => {
+      state.measures = state.measures.filter((x) => x.id !== m.id);
+      updateMeasures();
+      drawOverlay();
+    });
+    li.append(text, remove);
+    list.appendChild(li);
+  }
+  $("measures").hidden = !state.measures.length;
+}
+
+function drawMeasures(ctx) {
+  for (const m of state.measures) {
+    if (m.slice !== state.current) continue;
+    ctx.save();
+    ctx.strokeStyle = PALETTE.measure;
+    ctx.lineWidth = 1.5;
+    ctx.shadowColor = "rgba(0,0,0,0.9)";
+    ctx.shadowBlur = 2;
+    let anchor;
+    if (m.kind === "probe") {
+      const p = toScreen(m.point.x, m.point.y);
+      ctx.beginPath();
+      ctx.arc(p.x, p.y, 4, 0, 2 * Math.PI);
+      ctx.stroke();
+      anchor = { x: p.x + 6, y: p.y - 6 };
+    } else {
+      strokeRoi(ctx, m.kind, m.box);
+      const a = toScreen(m.box[0], m.box[1]);
+      anchor = { x: a.x, y: a.y };
+    }
+    ctx.restore();
+    drawGeometry(ctx, {}, PALETTE.measure, { label: measureLabel(m), anchor });
+  }
+}
+
+function strokeRoi(ctx, shape, box) {
+  const a = toScreen(box[0], box[1]);
+  const b = toScreen(box[2], box[3]);
+  ctx.beginPath();
+  if (shape === "rectangle") ctx.rect(a.x, a.y, b.x - a.x, b.y - a.y);
+  else ctx.ellipse((a.x + b.x) / 2, (a.y + b.y) / 2, Math.abs(b.x - a.x) / 2, Math.abs(b.y - a.y) / 2, 0, 0, 2 * Math.PI);
+  ctx.stroke();
+}
+
 // ---------------------------------------------------------------- mouse
 
 viewport.addEventListener("contextmenu", (e) => e.preventDefault());
@@ -1197,6 +1391,9 @@ viewport.addEventListener("pointerdown", (e) => {
       state.drawing = { kind: "recist", phase: 1, p1: pos, p2: pos };
     }
     state.gesture = { kind: "draw", start };
+  } else if (e.button === 0 && MEASURE_TOOLS[state.tool]) {
+    MEASURE_TOOLS[state.tool].down(pos);
+    state.gesture = { kind: "measure", start, tool: MEASURE_TOOLS[state.tool] };
   } else if (e.button === 0 && state.tool === "box") {
     state.drawing = { kind: "box", p1: pos, p2: pos };
     state.gesture = { kind: "draw", start };
@@ -1247,6 +1444,9 @@ viewport.addEventListener("pointermove", (e) => {
   } else if (g.kind === "handle" && state.dragging) {
     state.dragging.geometry = moveHandle(state.dragging, pos);
     drawOverlay();
+  } else if (g.kind === "measure") {
+    g.tool.move(pos);
+    drawOverlay();
   }
 });
 
@@ -1254,7 +1454,9 @@ function finishGesture(e) {
   const g = state.gesture;
   state.gesture = null;
   if (!g) return;
-  if (g.kind === "wl" && !g.moved) {
+  if (g.kind === "measure") {
+    g.tool.up(toImage(e.clientX, e.clientY));
+  } else if (g.kind === "wl" && !g.moved) {
     const hit = hitTest(e.clientX, e.clientY);
     select(hit ? { kind: hit.kind, id: hit.id } : null);
   } else if (g.kind === "draw" && state.drawing) {
@@ -1382,6 +1584,9 @@ document.addEventListener("keydown", (e) => {
   else if (k === " ") resetView();
   else if (k === "r" || k === "R") setTool("recist");
   else if (k === "b" || k === "B") setTool("box");
+  else if (k === "e" || k === "E") setTool("ellipse");
+  else if (k === "g" || k === "G") setTool("rectangle");
+  else if (k === "h" || k === "H") setTool("probe");
   else if (k === "Escape") {
     // As in OHIF, Esc cancels: the drawing, then the tool, then the selection. It never decides anything.
     if (state.drawing) { state.drawing = null; drawOverlay(); }
@@ -1432,6 +1637,9 @@ $("unflag-lesion").addEventListener("click", () => lesionAction("unflag"));
 $("delete-lesion").addEventListener("click", deleteSelected);
 $("lesion-type").addEventListener("change", () => setSelectedType(parseInt($("lesion-type").value, 10)));
 $("predict").addEventListener("click", predict);
+$("download-csv").addEventListener("click", downloadPanelCsv);
+$("show-history").addEventListener("click", showHistory);
+$("history-close").addEventListener("click", () => $("history-dialog").close());
 $("accept-prediction").addEventListener("click", () => predictionAction(true));
 $("reject-prediction").addEventListener("click", () => predictionAction(false));
 $("threshold").addEventListener("input", () => {
@@ -1513,6 +1721,7 @@ window.__viewer = {
   imageToClient,
   setSlice,
   setWindow,
+  measureValues,
   loadSlice,
   pixelChecksum() {
     const d = imageCtx.getImageData(0, 0, imageCanvas.width, imageCanvas.height).data;
