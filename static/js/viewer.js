@@ -6,6 +6,7 @@ import {
 import {
   boxCorners, boxOfPoints, compose, decompose, dot, len, normBox, pointsToRecist, recistPoints, segmentDistance, sub,
 } from "./geometry.js";
+import { buildKeyIndex, eventKeyId, renderKeymap } from "./keymap.js";
 import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
 import { roiStats } from "./roi.js";
 import {
@@ -1563,52 +1564,77 @@ function updateHu() {
 
 const toggleKeymap = wireKeymap();
 
+function zoomCentre(factor) {
+  const rect = viewport.getBoundingClientRect();
+  zoomAt(factor, rect.left + rect.width / 2, rect.top + rect.height / 2);
+}
+
+function escape() {
+  // As in OHIF, Esc cancels: the drawing, then the tool, then the selection. It never decides anything.
+  if (state.drawing) { state.drawing = null; drawOverlay(); }
+  else if (state.tool !== "pointer") setTool("pointer");
+  else select(null);
+}
+
+function deleteOrReject() {
+  if (selectedPrediction()) predictionAction(false);
+  else deleteSelected();
+}
+
+const fixedPresets = Object.values(PRESETS).filter((p) => p !== DICOM_PRESET);
+
+// The one table of the viewer's keys and gestures: the keydown handler and the `?` dialog both read it.
+// Where OHIF has the same action its default key is used (I invert, Space reset, + / - zoom, Esc cancel,
+// 1-n presets).
+const COMMANDS = [
+  { label: "Left drag", what: "Window / level (horizontal = width, vertical = centre, 4 HU/px)" },
+  { label: "Wheel / ↑ ↓", keys: ["ArrowUp", "ArrowDown"], what: "Previous / next stored slice",
+    run: (e) => stepSlice(e.key === "ArrowUp" ? -1 : 1) },
+  { label: "Home / End", keys: ["Home", "End"], what: "First / last stored slice",
+    run: (e) => setSlice(sliceRange()[e.key === "Home" ? 0 : 1]) },
+  { keys: ["K"], what: "Back to the key slice", run: () => setSlice(keyIndex) },
+  { label: "Right drag / Ctrl+wheel / + -", keys: ["+", "=", "-"], what: "Zoom about the pointer (+ / - about the centre)",
+    run: (e) => zoomCentre(e.key === "-" ? 1 / 1.25 : 1.25) },
+  { label: "Middle drag / Shift+left drag", what: "Pan" },
+  ...fixedPresets.map((p) => ({ keys: [p.key], label: p.key, run: () => applyPreset(p.key) })),
+  { label: fixedPresets.map((p) => p.key).join(" "), what: `${fixedPresets.map((p) => p.label).join(", ")} windows` },
+  { keys: [DICOM_PRESET.key], what: `The slice's ${DICOM_PRESET.label} window`, run: () => applyPreset(DICOM_PRESET.key) },
+  { keys: ["I"], what: "Invert", run: toggleInvert },
+  { keys: ["Space"], label: "Space", what: "Reset view", run: resetView },
+  { keys: ["S"], what: "Smooth interpolation above 2x zoom (on / off)", run: toggleSmooth },
+  { keys: ["R"], what: "RECIST tool (drawing takes the left button)", run: () => setTool("recist") },
+  { keys: ["B"], what: "Box tool", run: () => setTool("box") },
+  { keys: ["E"], what: "Ellipse ROI: mean, SD, min, max HU and area in mm²", run: () => setTool("ellipse") },
+  { keys: ["G"], what: "Rectangle ROI: mean, SD, min, max HU and area in mm²", run: () => setTool("rectangle") },
+  { keys: ["O"], what: "HU probe: pins the HU of a pixel", run: () => setTool("probe") },
+  { keys: ["Escape"], label: "Esc", what: "Cancel the drawing / leave the tool / deselect (never rejects)", run: escape },
+  { label: "Click a mark, drag a handle", what: "Select a mark and move its end points" },
+  { keys: ["Tab", "Shift+Tab"], label: "Tab / Shift+Tab", what: "Select the next / previous mark or prediction",
+    run: (e) => (e.target === document.body || e.target === viewport ? selectNext(e.shiftKey ? -1 : 1) : false) },
+  { keys: ["C"], what: "Confirm the selected lesion", run: confirmSelected },
+  { keys: ["F"], what: "Flag the selected lesion as noisy", run: flagSelected },
+  { keys: ["U"], what: "Unflag", run: () => lesionAction("unflag") },
+  { keys: ["Backspace", "Delete"], label: "Backspace / Delete", what: "Delete the selected added lesion / reject the selected prediction",
+    run: deleteOrReject },
+  { keys: ["Enter"], what: "Accept the selected prediction",
+    run: () => (selectedPrediction() ? predictionAction(true) : false) },
+  { keys: ["Ctrl+Z", "Ctrl+Y", "Ctrl+Shift+Z"], label: "Ctrl+Z / Ctrl+Y / Ctrl+Shift+Z", what: "Undo / redo / redo",
+    run: (e) => undoRedo(e.key.toLowerCase() === "z" && !e.shiftKey ? "undo" : "redo") },
+  { keys: ["D"], what: "Mark done and open the next key slice", run: doneAndNext },
+  { keys: ["N", "P", "Ctrl+ArrowRight", "Ctrl+ArrowLeft"], label: "N / P, Ctrl+→ / Ctrl+←", what: "Next / previous key slice in the queue",
+    run: (e) => gotoNeighbour(e.key === "n" || e.key === "N" || e.key === "ArrowRight" ? 1 : -1) },
+  { keys: ["?"], what: "This key map", run: () => toggleKeymap() },
+];
+const KEYS = buildKeyIndex(COMMANDS);
+renderKeymap(document.getElementById("keymap-rows"), COMMANDS);
+
 document.addEventListener("keydown", (e) => {
   if (isTypingTarget(e.target) || document.querySelector("dialog[open]")) return;
-  const ctrl = e.ctrlKey || e.metaKey;
-  const k = e.key;
-  let handled = true;
-  if (ctrl && (k === "z" || k === "Z") && e.shiftKey) undoRedo("redo");
-  else if (ctrl && (k === "z" || k === "Z")) undoRedo("undo");
-  else if (ctrl && (k === "y" || k === "Y")) undoRedo("redo");
-  else if (ctrl && k === "ArrowRight") gotoNeighbour(1);
-  else if (ctrl && k === "ArrowLeft") gotoNeighbour(-1);
-  else if (ctrl) handled = false;
-  else if (k === "ArrowUp") stepSlice(-1);
-  else if (k === "ArrowDown") stepSlice(1);
-  else if (k === "Home") setSlice(sliceRange()[0]);
-  else if (k === "End") setSlice(sliceRange()[1]);
-  else if (k === "k" || k === "K") setSlice(keyIndex);
-  else if (Object.hasOwn(PRESETS, k)) applyPreset(k);
-  else if (k === "i" || k === "I") toggleInvert();
-  else if (k === " ") resetView();
-  else if (k === "r" || k === "R") setTool("recist");
-  else if (k === "b" || k === "B") setTool("box");
-  else if (k === "e" || k === "E") setTool("ellipse");
-  else if (k === "g" || k === "G") setTool("rectangle");
-  else if (k === "h" || k === "H") setTool("probe");
-  else if (k === "Escape") {
-    // As in OHIF, Esc cancels: the drawing, then the tool, then the selection. It never decides anything.
-    if (state.drawing) { state.drawing = null; drawOverlay(); }
-    else if (state.tool !== "pointer") setTool("pointer");
-    else select(null);
-  } else if (k === "Enter") {
-    if (selectedPrediction()) predictionAction(true);
-    else handled = false;
-  } else if (k === "Backspace" || k === "Delete") {
-    if (selectedPrediction()) predictionAction(false);
-    else deleteSelected();
-  } else if (k === "s" || k === "S") toggleSmooth();
-  else if (k === "c" || k === "C") confirmSelected();
-  else if (k === "f" || k === "F") flagSelected();
-  else if (k === "u" || k === "U") lesionAction("unflag");
-  else if (k === "d" || k === "D") doneAndNext();
-  else if (k === "n" || k === "N") gotoNeighbour(1);
-  else if (k === "p" || k === "P") gotoNeighbour(-1);
-  else if (k === "?") toggleKeymap();
-  else if (k === "Tab" && (e.target === document.body || e.target === viewport)) selectNext(e.shiftKey ? -1 : 1);
-  else handled = false;
-  if (handled) e.preventDefault();
+  if (e.altKey) return;
+  const command = KEYS.get(eventKeyId(e));
+  if (!command) return;
+  if (command.run(e) === false) return;
+  e.preventDefault();
 });
 
 // ---------------------------------------------------------------- buttons
@@ -1722,6 +1748,7 @@ window.__viewer = {
   setSlice,
   setWindow,
   measureValues,
+  commands: COMMANDS,
   loadSlice,
   pixelChecksum() {
     const d = imageCtx.getImageData(0, 0, imageCanvas.width, imageCanvas.height).data;

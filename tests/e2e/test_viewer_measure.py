@@ -75,7 +75,7 @@ def test_probe_shows_the_hu_of_the_clicked_pixel_and_stays_with_its_slice(
     ks = page.context.request.get(f"/api/key-slices/{name}").json()
     hu = SliceStore(server.data_dir).read_hu_slice(ks["series_folder"], ks["key_slice_index"])
     open_viewer(page, name)
-    page.keyboard.press("h")
+    page.keyboard.press("o")
     x, y = 201, 233
     page.mouse.click(*image_point(page, x + 0.5, y + 0.5))
     page.wait_for_selector("#measure-list li[data-measure-id]")
