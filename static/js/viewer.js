@@ -445,7 +445,16 @@ function drawOverlay() {
   if (state.pending && state.pending.newGeometry) {
     drawGeometry(ctx, state.pending.newGeometry, PALETTE.pending, { dashed: true, label: "saving…" });
   }
+  const extent = extentLesions();
+  const rel = state.current - keyIndex;
+  for (const lesion of extent) {
+    drawGeometry(ctx, { box: lesion.current.box }, PALETTE[layerOf(lesion)], {
+      dashed: true, faint: true, label: `#${lesion.id} extent (key ${rel > 0 ? "+" : ""}${rel})`,
+    });
+  }
+  root.dataset.extent = extent.map((l) => l.id).join(",");
   drawMeasures(ctx);
+  drawScaleBar(ctx);
   if (state.drawing) drawInProgress(ctx, state.drawing);
 }
 
@@ -921,18 +930,73 @@ function setMessage(text) {
   messageTimer = setTimeout(() => { el.textContent = ""; }, 4000);
 }
 
+// Position along the series relative to the key slice, from the slice interval (Spacing_mm_px_ z).
+function slicePositionLabel() {
+  const dz = state.ks && state.ks.spacing_mm ? state.ks.spacing_mm[2] : null;
+  const rel = state.current - keyIndex;
+  if (!dz) return rel === 0 ? "z 0" : `z ${rel > 0 ? "+" : ""}${rel} slices`;
+  const mm = rel * dz;
+  return `z ${mm > 0 ? "+" : ""}${mm.toFixed(1)} mm`;
+}
+
+// The longest round length that fits the bar's room: 5, 10, 20, 50 or 100 mm.
+const SCALE_STEPS_MM = [5, 10, 20, 50, 100];
+function scaleBar() {
+  const sx = spacingX();
+  if (!sx) return null;
+  const pxPerMm = transform().s / sx;
+  let mm = SCALE_STEPS_MM[0];
+  for (const step of SCALE_STEPS_MM) if (step * pxPerMm <= 160) mm = step;
+  return { mm, px: mm * pxPerMm };
+}
+
+function drawScaleBar(ctx) {
+  const bar = scaleBar();
+  if (!bar) return;
+  const rect = viewport.getBoundingClientRect();
+  const x1 = rect.width / 2 + bar.px / 2;
+  const x0 = x1 - bar.px;
+  const y = rect.height - 14;
+  ctx.save();
+  ctx.strokeStyle = "#fff";
+  ctx.fillStyle = "#fff";
+  ctx.shadowColor = "rgba(0,0,0,0.9)";
+  ctx.shadowBlur = 2;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ctx.moveTo(x0, y - 5);
+  ctx.lineTo(x0, y);
+  ctx.lineTo(x1, y);
+  ctx.lineTo(x1, y - 5);
+  ctx.stroke();
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.textAlign = "center";
+  ctx.fillText(`${bar.mm} mm`, (x0 + x1) / 2, y - 4);
+  ctx.restore();
+}
+
+// While scrolling through the key slice's Slice_range, its lesions' boxes show faint and dashed on the
+// neighbouring slices: where the lesion still is, as the dataset records it.
+function extentLesions() {
+  if (!state.ks || state.current === keyIndex) return [];
+  const [first, last] = state.ks.slice_range || [keyIndex, keyIndex];
+  if (state.current < first || state.current > last) return [];
+  return state.ks.lesions.filter((l) => state.layers[layerOf(l)] && lesionSlice(l) === keyIndex);
+}
+
 function updateReadouts() {
   const { center, width } = state.window;
   $("sb-wl").textContent = `W ${Math.round(width)} / L ${Math.round(center)} (${state.windowName})${state.invert ? " inverted" : ""}`;
   const [first, last] = sliceRange();
   const rel = state.current - keyIndex;
-  $("sb-slice").textContent = `slice ${state.current} [${first}–${last}]${rel === 0 ? " KEY" : ` (${rel > 0 ? "+" : ""}${rel})`}`;
+  const z = slicePositionLabel();
+  $("sb-slice").textContent = `slice ${state.current} [${first}–${last}]${rel === 0 ? " KEY" : ` (${rel > 0 ? "+" : ""}${rel}, ${z})`}`;
   const sp = state.ks && state.ks.spacing_mm;
   $("sb-spacing").textContent = sp ? `${sp[0]} × ${sp[1]} mm/px, ${sp[2]} mm slices` : "spacing unknown";
   $("sb-zoom").textContent = `zoom ${(transform().s).toFixed(2)}×`;
   const provider = state.provider || (window.__health && window.__health.detector && window.__health.detector.provider);
   $("sb-provider").textContent = provider ? `detector ${provider}` : "no detector";
-  $("info-tl").textContent = `${seriesFolder} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current}`;
+  $("info-tl").textContent = `${seriesFolder} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current} · ${slicePositionLabel()}`;
   $("info-tr").textContent = `W ${Math.round(width)} L ${Math.round(center)}`;
   const shown = stats.shown;
   root.dataset.window = `${Math.round(center)},${Math.round(width)}`;
@@ -1749,6 +1813,7 @@ window.__viewer = {
   setWindow,
   measureValues,
   commands: COMMANDS,
+  scaleBar,
   loadSlice,
   pixelChecksum() {
     const d = imageCtx.getImageData(0, 0, imageCanvas.width, imageCanvas.height).data;

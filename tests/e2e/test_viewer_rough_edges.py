@@ -170,11 +170,14 @@ def test_hu_readout_follows_the_shown_slice_under_a_still_pointer(
     next_hu = store.read_hu_slice(series, after)
     h, w = key_hu.shape
     # A pixel near the centre whose value differs between the two slices, so a stale number shows.
-    ys, xs = np.nonzero(
-        key_hu[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] != next_hu[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
-    )
-    x, y = int(xs[len(xs) // 2]) + w // 4, int(ys[len(ys) // 2]) + h // 4
+    lo_y, hi_y, lo_x, hi_x = 3 * h // 8, 5 * h // 8, 3 * w // 8, 5 * w // 8
+    ys, xs = np.nonzero(key_hu[lo_y:hi_y, lo_x:hi_x] != next_hu[lo_y:hi_y, lo_x:hi_x])
+    x, y = int(xs[len(xs) // 2]) + lo_x, int(ys[len(ys) // 2]) + lo_y
     open_viewer(page, name)
+    page.focus("#viewport")
+    for _ in range(4):  # + zooms about the centre (OHIF's key): several screen pixels per image pixel
+        page.keyboard.press("+")
+    assert viewer_eval(page, "v.state.zoom") > 2
     page.mouse.move(*image_point(page, x + 0.5, y + 0.5))
     page.wait_for_function(f"(document.getElementById('viewer').dataset.hu || '').startsWith('{key},')")
     assert page.inner_text("#sb-hu") == f"HU {int(key_hu[y, x])} at ({x}, {y})"
