@@ -7,7 +7,7 @@ import {
   boxCorners, boxOfPoints, compose, decompose, dot, len, normBox, pointsToRecist, recistPoints, segmentDistance, sub,
 } from "./geometry.js";
 import { buildKeyIndex, eventKeyId, renderKeymap } from "./keymap.js";
-import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
+import { INT16_OFFSET, buildLut } from "./lut.js";
 import { roiStats } from "./roi.js";
 import {
   ALL_FLAG_REASONS, BOX_PADDING_PX, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS, STATUSES,
@@ -198,21 +198,6 @@ function windowInto(data) {
   const out = imageData32;
   const n = data.length;
   for (let i = 0; i < n; i++) out[i] = lut[data[i] + INT16_OFFSET];
-  imageCtx.putImageData(imageData, 0, 0);
-}
-
-// The baseline the benchmark compares against: per-pixel arithmetic, four byte writes, no table.
-function windowIntoNaive(data) {
-  const px = imageData.data;
-  const [lo, hi] = windowBounds(state.window.center, state.window.width);
-  for (let i = 0; i < data.length; i++) {
-    let g = windowGrey(data[i], lo, hi);
-    if (state.invert) g = 255 - g;
-    px[i * 4] = g;
-    px[i * 4 + 1] = g;
-    px[i * 4 + 2] = g;
-    px[i * 4 + 3] = 255;
-  }
   imageCtx.putImageData(imageData, 0, 0);
 }
 
@@ -1798,11 +1783,6 @@ async function start() {
 
 // ---------------------------------------------------------------- hooks for the e2e tests and the benchmark
 
-function percentile(values, p) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
 window.__viewer = {
   state,
   stats,
@@ -1821,60 +1801,18 @@ window.__viewer = {
     for (let i = 0; i < d.length; i += 4) sum = (sum + d[i] * ((i >> 2) % 251 + 1)) % 1e9;
     return sum;
   },
-  // Times `frames` synchronous W/L frames of the current slice, as a drag would produce them.
-  benchWindowLevel(frames = 200, naive = false) {
-    const entry = cache.get(state.current);
-    if (!entry || entry.status !== "ok") return null;
-    const times = [];
-    const base = { ...state.window };
-    for (let i = 0; i < frames; i++) {
-      state.window = { center: base.center + (i % 50) * HU_PER_PX, width: Math.max(1, base.width + (i % 37) * HU_PER_PX) };
-      const t0 = performance.now();
-      if (naive) windowIntoNaive(entry.data);
-      else windowInto(entry.data);
-      times.push(performance.now() - t0);
-    }
-    state.window = base;
-    render();
-    return { frames, median: percentile(times, 50), p95: percentile(times, 95), width: entry.w, height: entry.h };
-  },
-  clearCache() {
-    cache.clear();
-    prefetchQueue = [];
-  },
-  // Scroll through the stored range at `rate` slices/s; counts frames where the slice was not yet decoded.
-  async benchScroll(rate = 30, steps = 60) {
-    const list = sliceList();
-    let at = 0;
-    let dir = 1;
-    let blank = 0;
-    setSlice(list[0]);
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) {
-      if (list.length > 1) {
-        at += dir;
-        if (at >= list.length || at < 0) { dir = -dir; at += 2 * dir; }
-      }
-      const index = list[Math.max(0, Math.min(list.length - 1, at))];
-      setSlice(index);
-      if (!cache.has(index)) blank++;
-      render();
-      await new Promise((r) => setTimeout(r, rate > 0 ? 1000 / rate : 0));
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    return { steps, blank, seconds, slicesPerSecond: steps / seconds, range: [list[0], list[list.length - 1]] };
-  },
-  // Fastest possible scroll over decoded slices: render-bound throughput.
-  maxScrollRate(steps = 200) {
-    const ready = [...cache.entries()].filter(([, e]) => e.status === "ok").map(([i]) => i).sort((a, b) => a - b);
-    if (!ready.length) return null;
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) {
-      state.current = ready[i % ready.length];
-      render();
-    }
-    return { steps, slicesPerSecond: steps / ((performance.now() - t0) / 1000) };
-  },
 };
+
+// The benchmark's helpers (bench/bench_browser.py) load only when a page asks with ?bench=1.
+if (new URLSearchParams(location.search).has("bench")) {
+  import("./viewer-bench.js").then(({ installBench }) => {
+    installBench(window.__viewer, {
+      render, windowInto, sliceList, huPerPx: HU_PER_PX,
+      frame: () => ({ ctx: imageCtx, imageData }),
+      clearPrefetch: () => { prefetchQueue = []; },
+    });
+    root.dataset.bench = "1";
+  });
+}
 
 start();
