@@ -511,6 +511,14 @@ function drawHandle(ctx, p) {
 }
 
 function drawInProgress(ctx, d) {
+  if (d.kind === "line") {
+    ctx.save();
+    ctx.strokeStyle = PALETTE.measure;
+    ctx.setLineDash([6, 4]);
+    strokeLine(ctx, d.line, d.p1, d.p2);
+    ctx.restore();
+    return;
+  }
   if (d.kind === "roi") {
     ctx.save();
     ctx.strokeStyle = PALETTE.measure;
@@ -582,6 +590,14 @@ function handleAt(clientX, clientY) {
     if (Math.abs(s.x - m.x) <= HANDLE_PX && Math.abs(s.y - m.y) <= HANDLE_PX) return { lesion, index: i, recist: !!g.recist };
   }
   return null;
+}
+
+function moveWhole(drag, pos) {
+  const dx = pos.x - drag.from.x;
+  const dy = pos.y - drag.from.y;
+  const g = drag.start;
+  const shift = (v, i) => v + (i % 2 ? dy : dx);
+  return { ...g, recist: g.recist ? g.recist.map(shift) : null, box: g.box.map(shift) };
 }
 
 function moveHandle(drag, pos) {
@@ -1035,6 +1051,7 @@ function updatePanels() {
   root.dataset.pendingPredictions = String(preds.length);
   const lesion = selectedLesion();
   $("delete-lesion").disabled = !(lesion && lesion.origin !== "csv");
+  $("measure-lesion").disabled = !(lesion && !lesion.current.recist);
   $("lesion-type").disabled = !lesion;
   if (lesion) $("lesion-type").value = String(lesion.current.lesion_type);
   // The server refuses to confirm a lesion flagged noisy (unflag first), so the button says so up front.
@@ -1237,6 +1254,13 @@ function stepSlice(steps) {
   setSlice(list[next]);
 }
 
+function fitView() {
+  state.zoom = 1;
+  state.panX = 0;
+  state.panY = 0;
+  applyTransform();
+}
+
 function resetView() {
   state.zoom = 1;
   state.panX = 0;
@@ -1255,7 +1279,18 @@ function toggleInvert() {
   requestRender();
 }
 
+// Measures the selected box-only lesion: the next RECIST drawing becomes its long and short axes.
+function measureSelected() {
+  const lesion = selectedLesion();
+  if (!lesion || lesion.current.recist) return setMessage("Select a box-only lesion to measure it (M).");
+  setTool("recist");
+  state.measureTarget = lesion.id;
+  setMessage(`Draw the long axis, then the short axis, of lesion #${lesion.id}.`);
+  return undefined;
+}
+
 function setTool(tool) {
+  state.measureTarget = null;
   state.tool = tool;
   state.drawing = null;
   for (const b of document.querySelectorAll(".tool")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
@@ -1294,7 +1329,16 @@ function shownEntry(index) {
 }
 
 // A measurement's numbers on the slice it was made on (null while that slice is not decoded).
+// Length in mm of an image-space segment (pixel spacing may differ in x and y).
+function lengthMm(a, b) {
+  const sp = state.ks && state.ks.spacing_mm;
+  if (!sp) return null;
+  return Math.hypot((b.x - a.x) * sp[0], (b.y - a.y) * sp[1]);
+}
+
 function measureValues(m) {
+  if (m.kind === "length") return { mm: lengthMm(m.p1, m.p2), px: len(sub(m.p2, m.p1)) };
+  if (m.kind === "arrow") return { text: m.text };
   const entry = shownEntry(m.slice);
   if (!entry) return null;
   if (m.kind === "probe") {
@@ -1308,6 +1352,8 @@ function measureValues(m) {
 
 function measureLabel(m) {
   const v = measureValues(m);
+  if (m.kind === "length") return v.mm === null ? `${v.px.toFixed(1)} px` : `${v.mm.toFixed(1)} mm`;
+  if (m.kind === "arrow") return v.text;
   if (!v) return m.kind === "probe" ? "HU –" : "no pixels";
   if (m.kind === "probe") return `HU ${v.hu} at (${v.x}, ${v.y})`;
   const area = v.areaMm2 === null ? `${v.n} px` : `${v.areaMm2.toFixed(1)} mm²`;
@@ -1335,6 +1381,23 @@ function roiTool(shape) {
   };
 }
 
+// A segment tool (length, arrow): drag from p1 to p2. The arrow's head is at p1, where the drag began, and
+// its text label at p2, as in OHIF.
+function lineTool(kind) {
+  return {
+    down(pos) { state.drawing = { kind: "line", line: kind, p1: pos, p2: pos }; },
+    move(pos) { if (state.drawing) state.drawing.p2 = pos; },
+    up() {
+      const d = state.drawing;
+      state.drawing = null;
+      if (!d || len(sub(d.p2, d.p1)) < 1) { drawOverlay(); return; }
+      if (kind === "length") { addMeasure({ kind, p1: d.p1, p2: d.p2 }); return; }
+      const text = window.prompt("Label for the arrow", "") ?? "";
+      addMeasure({ kind, p1: d.p1, p2: d.p2, text: text.trim() });
+    },
+  };
+}
+
 const probeTool = {
   down() {},
   move() {},
@@ -1342,7 +1405,9 @@ const probeTool = {
 };
 
 // Left-button tools that only measure; the drawing tools (RECIST, box) and W/L keep their own branches.
-const MEASURE_TOOLS = { ellipse: roiTool("ellipse"), rectangle: roiTool("rectangle"), probe: probeTool };
+const MEASURE_TOOLS = {
+  ellipse: roiTool("ellipse"), rectangle: roiTool("rectangle"), probe: probeTool, length: lineTool("length"), arrow: lineTool("arrow"),
+};
 
 function updateMeasures() {
   const list = $("measure-list");
@@ -1386,7 +1451,11 @@ function drawMeasures(ctx) {
     ctx.shadowColor = "rgba(0,0,0,0.9)";
     ctx.shadowBlur = 2;
     let anchor;
-    if (m.kind === "probe") {
+    if (m.kind === "length" || m.kind === "arrow") {
+      strokeLine(ctx, m.line ?? m.kind, m.p1, m.p2);
+      const b = toScreen(m.p2.x, m.p2.y);
+      anchor = { x: b.x + 6, y: b.y + 4 };
+    } else if (m.kind === "probe") {
       const p = toScreen(m.point.x, m.point.y);
       ctx.beginPath();
       ctx.arc(p.x, p.y, 4, 0, 2 * Math.PI);
@@ -1400,6 +1469,27 @@ function drawMeasures(ctx) {
     ctx.restore();
     drawGeometry(ctx, {}, PALETTE.measure, { label: measureLabel(m), anchor });
   }
+}
+
+function strokeLine(ctx, kind, p1, p2) {
+  const a = toScreen(p1.x, p1.y);
+  const b = toScreen(p2.x, p2.y);
+  ctx.beginPath();
+  ctx.moveTo(a.x, a.y);
+  ctx.lineTo(b.x, b.y);
+  const angle = Math.atan2(b.y - a.y, b.x - a.x);
+  if (kind === "arrow") {
+    for (const side of [-1, 1]) {
+      ctx.moveTo(a.x, a.y);
+      ctx.lineTo(a.x + 10 * Math.cos(angle + side * 0.45), a.y + 10 * Math.sin(angle + side * 0.45));
+    }
+  } else {
+    for (const p of [a, b]) {
+      ctx.moveTo(p.x - 4 * Math.sin(angle), p.y + 4 * Math.cos(angle));
+      ctx.lineTo(p.x + 4 * Math.sin(angle), p.y - 4 * Math.cos(angle));
+    }
+  }
+  ctx.stroke();
 }
 
 function strokeRoi(ctx, shape, box) {
@@ -1449,8 +1539,14 @@ viewport.addEventListener("pointerdown", (e) => {
     state.gesture = { kind: "draw", start };
   } else if (e.button === 0) {
     const handle = handleAt(e.clientX, e.clientY);
+    const hit = handle ? null : hitTest(e.clientX, e.clientY);
+    const selected = selectedLesion();
     if (handle) {
       state.dragging = { lesionId: handle.lesion.id, index: handle.index, recist: handle.recist, start: handle.lesion.current, geometry: handle.lesion.current };
+      state.gesture = { kind: "handle", start };
+    } else if (hit && selected && hit.kind === "lesion" && hit.id === selected.id && lesionSlice(selected) === state.current) {
+      // Dragging the selected mark's outline moves the whole mark (RECIST and box together).
+      state.dragging = { lesionId: selected.id, whole: true, from: pos, start: selected.current, geometry: selected.current };
       state.gesture = { kind: "handle", start };
     } else {
       state.gesture = { kind: "wl", start, window: { ...state.window }, moved: false };
@@ -1492,7 +1588,7 @@ viewport.addEventListener("pointermove", (e) => {
     }
     drawOverlay();
   } else if (g.kind === "handle" && state.dragging) {
-    state.dragging.geometry = moveHandle(state.dragging, pos);
+    state.dragging.geometry = state.dragging.whole ? moveWhole(state.dragging, pos) : moveHandle(state.dragging, pos);
     drawOverlay();
   } else if (g.kind === "measure") {
     g.tool.move(pos);
@@ -1548,6 +1644,14 @@ function finishDrawing() {
   // RECIST lists the longer axis first; swap when the user drew the short one longer.
   if (shortLen > len(sub(d.p2, d.p1))) pts = [pts[2], pts[3], pts[0], pts[1]];
   state.drawing = null;
+  const target = state.measureTarget ? findLesion(state.measureTarget) : null;
+  state.measureTarget = null;
+  if (target && !target.current.recist && lesionSlice(target) === state.current) {
+    // A box-only lesion (an accepted prediction, say) gets its RECIST measurement; it stays the same lesion.
+    updateGeometry(target, { ...target.current, recist: pointsToRecist(pts), box: boxOfPoints(pts, BOX_PADDING_PX) });
+    setTool("pointer");
+    return undefined;
+  }
   addLesion({ recist: pointsToRecist(pts) }, "add RECIST mark");
   return undefined;
 }
@@ -1642,8 +1746,9 @@ const COMMANDS = [
   { label: "Home / End", keys: ["Home", "End"], what: "First / last stored slice",
     run: (e) => setSlice(sliceRange()[e.key === "Home" ? 0 : 1]) },
   { keys: ["K"], what: "Back to the key slice", run: () => setSlice(keyIndex) },
-  { label: "Right drag / Ctrl+wheel / + -", keys: ["+", "=", "-"], what: "Zoom about the pointer (+ / - about the centre)",
+  { label: "Right drag / Ctrl+wheel / + -", keys: ["+", "-"], what: "Zoom about the pointer (+ / - about the centre)",
     run: (e) => zoomCentre(e.key === "-" ? 1 / 1.25 : 1.25) },
+  { keys: ["="], what: "Fit the image to the viewport (zoom and pan only)", run: fitView },
   { label: "Middle drag / Shift+left drag", what: "Pan" },
   ...fixedPresets.map((p) => ({ keys: [p.key], label: p.key, run: () => applyPreset(p.key) })),
   { label: fixedPresets.map((p) => p.key).join(" "), what: `${fixedPresets.map((p) => p.label).join(", ")} windows` },
@@ -1656,6 +1761,10 @@ const COMMANDS = [
   { keys: ["E"], what: "Ellipse ROI: mean, SD, min, max HU and area in mm²", run: () => setTool("ellipse") },
   { keys: ["G"], what: "Rectangle ROI: mean, SD, min, max HU and area in mm²", run: () => setTool("rectangle") },
   { keys: ["O"], what: "HU probe: pins the HU of a pixel", run: () => setTool("probe") },
+  { keys: ["T"], what: "Length in mm (a measurement, not saved)", run: () => setTool("length") },
+  { keys: ["A"], what: "Arrow with a text label (not saved)", run: () => setTool("arrow") },
+  { keys: ["M"], what: "Measure the selected box-only lesion: draw its RECIST axes", run: measureSelected },
+  { label: "Drag a selected mark", what: "Move the whole mark" },
   { keys: ["Escape"], label: "Esc", what: "Cancel the drawing / leave the tool / deselect (never rejects)", run: escape },
   { label: "Click a mark, drag a handle", what: "Select a mark and move its end points" },
   { keys: ["Tab", "Shift+Tab"], label: "Tab / Shift+Tab", what: "Select the next / previous mark or prediction",
@@ -1713,6 +1822,7 @@ $("delete-lesion").addEventListener("click", deleteSelected);
 $("lesion-type").addEventListener("change", () => setSelectedType(parseInt($("lesion-type").value, 10)));
 $("predict").addEventListener("click", predict);
 $("download-csv").addEventListener("click", downloadPanelCsv);
+$("measure-lesion").addEventListener("click", measureSelected);
 $("show-history").addEventListener("click", showHistory);
 $("history-close").addEventListener("click", () => $("history-dialog").close());
 $("accept-prediction").addEventListener("click", () => predictionAction(true));
