@@ -310,7 +310,7 @@ def test_conflict_dialog_shows_type_names_and_my_own_change(
 ) -> None:
     from app.deeplesion.schema import LESION_TYPES
 
-    name = server.key_slices[2]
+    name = server.key_slices[3]  # [2] must stay untouched for test_parity
     lesion = key_slice(page.context, name)["lesions"][0]
     original = lesion["current"]["lesion_type"]
     theirs, mine = [t for t in LESION_TYPES if t not in (original, -1)][:2]
