@@ -1135,10 +1135,16 @@ function panelItem({ lesion, values: v }) {
   return li;
 }
 
-// Pans (zoom unchanged) so that the mark's box centre is in the middle of the viewport.
+// Pans (zoom unchanged) so that the mark's box centre is in the middle of the viewport, when the mark is not
+// wholly in view already: a mark the reader can see stays where it is.
 function centreOn(g) {
   const b = g.box;
   const rect = viewport.getBoundingClientRect();
+  const inView = boxCorners(b).every((c) => {
+    const p = toScreen(c.x, c.y);
+    return p.x >= 0 && p.y >= 0 && p.x <= rect.width && p.y <= rect.height;
+  });
+  if (inView) return;
   pinImagePoint({ x: (b[0] + b[2]) / 2, y: (b[1] + b[3]) / 2 }, rect.left + rect.width / 2, rect.top + rect.height / 2);
   applyTransform();
 }

@@ -133,9 +133,16 @@ def test_measurement_panel_matches_the_api_centres_a_lesion_and_its_csv_matches_
     assert flagged["by"] == "alice" and flagged["at"] in (flag_write["flag"]["at"], flag_write["updated_at"])
     assert "alice" in page.locator(f"#lesion-list li[data-lesion-id='{target['id']}']").inner_text()
 
-    # Clicking a lesion centres it.
-    page.click(f"#lesion-list li[data-lesion-id='{target['id']}'] button")
+    # Clicking a lesion out of view centres it (one in view stays where it is).
     b = target["current"]["box"]
+    vp = page.locator("#viewport").bounding_box()
+    centre = image_point(page, (b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    # Shift+drag the lesion's centre past the viewport's right edge: it is out of view now.
+    page.keyboard.down("Shift")
+    drag(page, centre, (vp["x"] + vp["width"] + 200, centre[1]))
+    page.keyboard.up("Shift")
+    assert image_point(page, b[0], b[1])[0] > vp["x"] + vp["width"]
+    page.click(f"#lesion-list li[data-lesion-id='{target['id']}'] button")
     cx, cy = image_point(page, (b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
     box = page.locator("#viewport").bounding_box()
     assert abs(cx - (box["x"] + box["width"] / 2)) < 1.5 and abs(cy - (box["y"] + box["height"] / 2)) < 1.5
