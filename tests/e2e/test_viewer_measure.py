@@ -16,6 +16,12 @@ from tests.e2e.conftest import drag, image_point, open_viewer, viewer_eval
 from tests.e2e.live import LiveServer
 
 
+def key_slice_json(page: Any, name: str) -> dict[str, Any]:
+    """The key slice as the API sees it now."""
+    body: dict[str, Any] = page.context.request.get(f"/api/key-slices/{name}").json()
+    return body
+
+
 def members(shape: str, box: list[float], h: int, w: int) -> np.ndarray:
     """The roi.js membership rule in numpy: pixel centres inside the rectangle or its inscribed ellipse."""
     x0, y0, x1, y1 = box
@@ -103,7 +109,8 @@ def test_measurement_panel_matches_the_api_centres_a_lesion_and_its_csv_matches_
     name = server.key_slices[0]
     ks = page.context.request.get(f"/api/key-slices/{name}").json()
     target = ks["lesions"][0]
-    if target["flag"] is None:  # a flagged lesion shows its reason and who flagged it
+    flagged_here = target["flag"] is None
+    if flagged_here:  # a flagged lesion shows its reason and who flagged it
         r = page.context.request.post(
             f"/api/lesions/{target['id']}/flag",
             data={"version": target["version"], "reason": "other", "note": "panel check"},
@@ -174,3 +181,11 @@ def test_measurement_panel_matches_the_api_centres_a_lesion_and_its_csv_matches_
     assert page.locator("#history-rows tr").first.get_attribute("data-entry-id") == str(newest["id"])
     assert newest["action"].replace("_", " ") in page.locator("#history-rows tr").first.inner_text()
     page.click("#history-close")
+    if flagged_here:  # leave the shared server's key slice as found (other files look for unflagged lesions)
+        now = next(x for x in key_slice_json(page, name)["lesions"] if x["id"] == target["id"])
+        r = page.context.request.post(
+            f"/api/lesions/{target['id']}/unflag",
+            data={"version": now["version"]},
+            headers={"X-CSRF-Token": signed_in["csrf_token"]},
+        )
+        assert r.ok, r.text()
