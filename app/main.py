@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
 import anyio.to_thread
+import fastapi_offline
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -35,6 +37,8 @@ from app.api.health import app_version
 from app.config import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
+# Swagger UI's bundle and stylesheet as the fastapi-offline package ships them (its only data files).
+SWAGGER_UI_DIR = Path(fastapi_offline.__file__).parent / "static"
 
 STATIC_DIR = PROJECT_ROOT / "static"
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
@@ -141,7 +145,9 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
         version=app_version(),
         description="Review, correct and extend DeepLesion annotations.",
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs is served by app/api/pages.py from the swagger-ui-bundle package, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
@@ -153,4 +159,5 @@ def create_app(settings: Settings | None = None, *, detector: object | None | El
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR), check_dir=False), name="static")
+    app.mount("/docs/assets", StaticFiles(directory=str(SWAGGER_UI_DIR)), name="swagger-ui")
     return app

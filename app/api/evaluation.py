@@ -11,7 +11,7 @@ from app.api.bodies import ExportState, SplitOrAll
 from app.api.deps import ReleasingRoute, get_job_runner, require_detector
 from app.api.schemas import DetectorJob, Evaluation, JobRunning, Jobs, error_responses
 from app.api.security import AdminUser, CurrentUser, Db, no_store
-from app.review.evaluations import EVALUATION, job_evaluation, latest_evaluation
+from app.review.evaluations import EVALUATION, job_evaluation, latest_evaluation, require_lesions
 from app.review.jobs import JobRunner, get_job, list_jobs
 
 router = APIRouter(tags=["evaluation"], dependencies=[Depends(no_store)], route_class=ReleasingRoute)
@@ -62,6 +62,7 @@ def post_evaluation(
 ) -> Any:
     """Start a DeepLesion FROC of the loaded detector in the background; 202 with the job to poll."""
     req = body or EvaluationRequest()
+    require_lesions(session=db, split=req.split)
     job = runner.start(
         session=db, kind=EVALUATION, params=req.model_dump(), detector=detector, requested_by=user.name
     )

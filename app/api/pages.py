@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import ReleasingRoute
-from app.api.security import current_user
+from app.api.security import Db, current_user
 from app.review.page_vocabulary import page_vocabulary
+from app.review.series import key_image_stored
 from app.review.users import UserInfo
 
 router = APIRouter(include_in_schema=False, route_class=ReleasingRoute)
@@ -33,12 +34,14 @@ def _login_redirect(request: Request) -> Response:
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
 
-def _render(request: Request, template: str, page: str, **context: Any) -> Response:
+def _render(
+    request: Request, template: str, page: str, *, status_code: int = 200, **context: Any
+) -> Response:
     """Render one page template with the shared context (nav, csrf meta, vocabulary, page module name)."""
     templates = request.app.state.templates
     csrf = getattr(request.state, "csrf_token", "") or ""
     context = {"page": page, "nav": NAV, "csrf_token": csrf, "vocab": page_vocabulary(), **context}
-    response: Response = templates.TemplateResponse(request, template, context)
+    response: Response = templates.TemplateResponse(request, template, context, status_code=status_code)
     # Pages hold no data (the JS reads the API), but a stale shell after a deploy would load old modules.
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -59,13 +62,27 @@ def worklist_page(request: Request, user: MaybeUser) -> Response:
 
 
 @router.get("/viewer/{file_name}", response_class=HTMLResponse)
-def viewer_page(request: Request, file_name: str, user: MaybeUser) -> Response:
-    """Slice viewer for one key slice."""
+def viewer_page(request: Request, file_name: str, user: MaybeUser, db: Db) -> Response:
+    """Slice viewer for one key slice; a well-formed name the database lacks gets a 404 page, not a viewer."""
     if not KEY_SLICE_RE.match(file_name):
         raise HTTPException(status_code=404, detail=f"not a key slice name: {file_name!r}")
     if user is None:
         return _login_redirect(request)
-    return _render(request, "viewer.html", "viewer", title=f"Viewer {file_name}", file_name=file_name)
+    stored = key_image_stored(session=db, file_name=file_name)
+    if stored is None:
+        return _render(
+            request, "notfound.html", "notfound", status_code=404, title="Not found", file_name=file_name
+        )
+    return _render(
+        request, "viewer.html", "viewer", title=f"Viewer {file_name}", file_name=file_name, key_stored=stored
+    )
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs_page(request: Request) -> Response:
+    """Swagger UI for /openapi.json, from files the app serves itself (works offline; no inline script)."""
+    response: Response = request.app.state.templates.TemplateResponse(request, "docs.html", {})
+    return response
 
 
 @router.get("/followup/{file_name}", response_class=HTMLResponse)

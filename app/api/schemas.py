@@ -136,6 +136,8 @@ class KeySliceSummary(Out):
     prediction_count: int
     unreviewed_predictions: int
     missed_score: float | None
+    # Whether the key slice's own image is stored on disk (null where not looked up).
+    image_on_disk: bool | None = None
 
 
 # {total, unreviewed, in_progress, done}: one count per status word.
@@ -402,6 +404,8 @@ class PredictRun(Out):
     elapsed_ms: float
     cached: bool
     threshold: float
+    # Context slices the detector wanted that are not stored: a nearer slice was repeated in their place.
+    context_missing: list[int] = []
 
 
 class PredictResult(Out):

@@ -28,6 +28,7 @@ def worklist_filter(
     max_size_mm: Annotated[float | None, Query(ge=0, le=1e6)] = None,
     has_predictions: bool | None = None,
     possible_missed: bool | None = None,
+    on_disk: bool | None = None,
     sort: Literal["file_name", "patient", "size", "lesion_count", "status", "missed_score"] = "file_name",
     order: Literal["asc", "desc"] = "asc",
 ) -> WorklistFilter:
@@ -43,6 +44,7 @@ def worklist_filter(
         max_size_mm=max_size_mm,
         has_predictions=has_predictions,
         possible_missed=possible_missed,
+        on_disk=on_disk,
         sort=sort,
         order=order,
     )

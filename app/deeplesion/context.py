@@ -91,6 +91,24 @@ def context_indices(
     return (above, key, below)
 
 
+def missing_context(
+    key_index: int,
+    slice_interval_mm: float | None,
+    stored: Sequence[int],
+    offset_mm: float = DEFAULT_OFFSET_MM,
+) -> list[int]:
+    """The neighbours context_indices wants that are not stored: for each, a nearer slice stands in."""
+    dz = _usable_interval(slice_interval_mm)
+    if dz is None or not (math.isfinite(offset_mm) and offset_mm > 0):
+        return []
+    rel = offset_mm / dz
+    whole = abs(rel - round(rel)) < _WHOLE_TOLERANCE
+    steps = {int(round(rel))} if whole else {math.floor(rel), math.ceil(rel)}
+    stored_set = set(int(s) for s in stored)
+    wanted = {key_index + sign * step for step in steps if step > 0 for sign in (-1, 1)}
+    return sorted(i for i in wanted if i not in stored_set)
+
+
 def build_context(
     read_slice: Callable[[int], npt.NDArray[np.generic] | None],
     key_index: int,

@@ -7,15 +7,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from app.db.models import EvaluationRun, utcnow
+from app.db.models import EvaluationRun, KeySlice, utcnow
 from app.db.session import SchemaOutdatedError, assert_schema_current, make_engine, make_session_factory
 from app.deeplesion.schema import LesionRecord
 from app.detection.pipeline import evaluate_dataset, truth_from_records
+from app.review.errors import InvalidInputError
 from app.review.jobs import JobContext, JobKind
+from app.review.serialize import SPLIT_IDS
 
 
 def _created_at(value: Any) -> datetime:
@@ -98,6 +100,15 @@ def corrected_state(database_url: str) -> list[LesionRecord]:
         engine.dispose()
 
 
+def require_lesions(*, session: Session, split: str) -> None:
+    """Refuse (InvalidInputError) a split without any lesion: its FROC would be a meaningless 0 %."""
+    query = select(func.count(KeySlice.id)).where(KeySlice.lesion_count > 0)
+    if split != "all":
+        query = query.where(KeySlice.split == SPLIT_IDS[split])
+    if not session.execute(query).scalar_one():
+        raise InvalidInputError(f"no lesions in the {split} split: nothing to evaluate", code="empty_split")
+
+
 def _evaluate(ctx: JobContext) -> dict[str, Any]:
     """An evaluation job's work: the FROC of the detector on its split, against original or corrected."""
     split, against = str(ctx.params["split"]), str(ctx.params["against"])
@@ -110,6 +121,9 @@ def _evaluate(ctx: JobContext) -> dict[str, Any]:
     result = evaluate_dataset(
         ctx.data_dir, ctx.detector, split=split, truths=truths, against=against, on_progress=ctx.on_progress
     )
+    if not result.get("lesions"):
+        # Every lesion left out (noisy, or key slices not on disk): failing the job stores no 0 % result.
+        raise InvalidInputError(f"no lesions to evaluate in the {split} split", code="empty_split")
     result["run_by"] = ctx.requested_by
     return result
 

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.db.models import KeySlice, Lesion, Prediction, PredictionRun, utcnow
+from app.deeplesion.context import missing_context
 from app.deeplesion.errors import DeepLesionError
+from app.deeplesion.store import parse_file_name
 from app.detection.errors import DetectionError, InferenceError
 from app.review.corrections import (
     bump_version,
@@ -264,7 +266,9 @@ def predict(
             detections=detections,
             threshold=floor,
         )
+    series, key_index = parse_file_name(file_name)
     run = {
+        "context_missing": missing_context(key_index, ks.spacing_z, store.stored_slices(series)),
         "model_version": model_version,
         "provider": getattr(detector, "provider", None),
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),

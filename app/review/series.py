@@ -26,3 +26,16 @@ def series_display_info(
         return None
     sx, sy, sz, lo, hi = row
     return (float(sx), float(sy), float(sz)), (float(lo), float(hi))
+
+
+def key_image_stored(*, session: Session, file_name: str) -> bool | None:
+    """Whether a key slice's own image is on disk (the import's stored_slices); None for an unknown name."""
+    row = session.execute(
+        select(KeySlice.key_slice_index, Series.stored_slices)
+        .join(Series, KeySlice.series_id == Series.id)
+        .where(KeySlice.file_name == file_name)
+    ).first()
+    if row is None:
+        return None
+    index, stored = row
+    return int(index) in {int(i) for i in (stored or [])}

@@ -52,6 +52,8 @@ PALETTE: dict[str, str] = {
     "selected": "#ffffff",
     # A mark drawn but not yet saved (the viewer's "saving…" outline).
     "pending": "#ffffff",
+    # The viewer's own measurements (ROI statistics, probes): never saved, never exported.
+    "measure": "#ffa94d",
 }
 
 

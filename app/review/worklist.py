@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, String, and_, cast, func, literal, select
 from sqlalchemy.orm import Session
 
-from app.db.models import KeySlice, KeySliceReview, User
+from app.db.models import KeySlice, KeySliceReview, Series, User
 from app.review.errors import InvalidInputError, NotFoundError
 from app.review.serialize import SPLIT_IDS, SPLIT_NAMES
 from app.review.summary import type_bit, types_from_mask
@@ -32,6 +32,7 @@ class WorklistFilter:
     max_size_mm: float | None = None
     has_predictions: bool | None = None
     possible_missed: bool | None = None
+    on_disk: bool | None = None
     sort: str = "file_name"
     order: str = "asc"
 
@@ -75,9 +76,22 @@ def _conditions(flt: WorklistFilter) -> list[Any]:
         conds.append(
             KeySlice.missed_score.is_not(None) if flt.possible_missed else KeySlice.missed_score.is_(None)
         )
+    if flt.on_disk is not None:
+        conds.append(_key_image_stored() if flt.on_disk else ~_key_image_stored())
     if flt.status is not None and flt.status not in STATUS_RANK:
         raise InvalidInputError(f"status must be one of {', '.join(STATUS_RANK)}, got {flt.status!r}")
     return conds
+
+
+def _key_image_stored() -> Any:
+    """EXISTS: the key slice's index is in its series' stored_slices (the import's list of files on disk)."""
+    # Portable over SQLite and PostgreSQL: the JSON list as text ",1,2,3," searched for ",N,".
+    text: Any = cast(Series.stored_slices, String)
+    for char in (" ", "[", "]"):
+        text = func.replace(text, char, "")
+    haystack = literal(",") + text + literal(",")
+    needle = literal("%,") + cast(KeySlice.key_slice_index, String) + literal(",%")
+    return select(Series.id).where(Series.id == KeySlice.series_id, haystack.like(needle)).exists()
 
 
 def _order(flt: WorklistFilter) -> list[Any]:
@@ -181,8 +195,17 @@ def _statuses(session: Session, reviewer_id: int | None, ids: list[int]) -> dict
     return {k: st for k, st in rows}
 
 
-def summary_dict(ks: KeySlice, status: str) -> dict[str, Any]:
-    """The KeySliceSummary of docs/api.md."""
+def _stored_sets(session: Session, items: list[KeySlice]) -> dict[int, set[int]]:
+    """Series id -> the slice indices stored on disk, for the series of `items`."""
+    ids = {ks.series_id for ks in items}
+    if not ids:
+        return {}
+    rows = session.execute(select(Series.id, Series.stored_slices).where(Series.id.in_(ids))).all()
+    return {sid: {int(i) for i in (stored or [])} for sid, stored in rows}
+
+
+def summary_dict(ks: KeySlice, status: str, stored: set[int] | None = None) -> dict[str, Any]:
+    """The KeySliceSummary of docs/api.md; `stored` is the series' stored slices (None: not known)."""
     return {
         "file_name": ks.file_name,
         "patient_index": ks.patient_index,
@@ -198,6 +221,7 @@ def summary_dict(ks: KeySlice, status: str) -> dict[str, Any]:
         "prediction_count": ks.prediction_count,
         "unreviewed_predictions": ks.unreviewed_predictions,
         "missed_score": ks.missed_score,
+        "image_on_disk": None if stored is None else ks.key_slice_index in stored,
     }
 
 
@@ -225,9 +249,12 @@ def list_key_slices(
     counts["unreviewed"] = counts["total"] - counts["in_progress"] - counts["done"]
     items = _page_items(session, flt, reviewer_id, counts, (page - 1) * page_size, page_size)
     statuses = _statuses(session, reviewer_id, [ks.id for ks in items])
+    stored = _stored_sets(session, items)
     total = counts["total"] if flt.status is None else counts[flt.status]
     return {
-        "items": [summary_dict(ks, statuses.get(ks.id, "unreviewed")) for ks in items],
+        "items": [
+            summary_dict(ks, statuses.get(ks.id, "unreviewed"), stored.get(ks.series_id)) for ks in items
+        ],
         "total": total,
         "page": page,
         "page_size": page_size,

@@ -1,4 +1,5 @@
 // Shared by every page: fetch wrapper (CSRF, 401 redirect, 409 conflicts), the shell banners and dialogs.
+import { ALL_FLAG_REASONS, LESION_TYPES } from "./vocabulary.js";
 
 let csrfToken = document.querySelector('meta[name="csrf-token"]')?.content || "";
 let currentUser = null;
@@ -103,17 +104,18 @@ function summarise(thing) {
   if (thing.status !== undefined) out.status = thing.status;
   if (thing.version !== undefined) out.version = thing.version;
   if (thing.status_version !== undefined) out["status version"] = thing.status_version;
-  if (thing.flag !== undefined) out.flag = thing.flag ? `${thing.flag.reason}${thing.flag.note ? ": " + thing.flag.note : ""}` : "none";
+  if (thing.flag !== undefined) out.flag = thing.flag ? `${ALL_FLAG_REASONS[thing.flag.reason] ?? thing.flag.reason}${thing.flag.note ? ": " + thing.flag.note : ""}` : "none";
   if (thing.confirmed !== undefined) out.confirmed = thing.confirmed ? `by ${thing.confirmed.by}` : "no";
   if (g.recist) out.recist = g.recist.map((v) => Number(v).toFixed(1)).join(", ");
   if (g.box) out.box = g.box.map((v) => Number(v).toFixed(1)).join(", ");
   if (g.diameters_mm) out["diameters mm"] = g.diameters_mm.map((v) => Number(v).toFixed(1)).join(" × ");
-  if (g.lesion_type !== undefined) out.type = g.lesion_type;
+  // Type names, never codes: a reviewer compares "lung" with "liver", not 5 with 4.
+  if (g.lesion_type !== undefined) out.type = LESION_TYPES[g.lesion_type] ?? String(g.lesion_type);
   return out;
 }
 
-// Resolves to "reapply" or "discard".
-export function showConflict(err, before, mine) {
+// Resolves to "reapply" or "discard". `change` holds the fields the user's own edit sets (its own column).
+export function showConflict(err, before, mine, change = null) {
   const dialog = document.getElementById("conflict-dialog");
   const body = err.body || {};
   document.getElementById("conflict-who").textContent = body.changed_by || "another reviewer";
@@ -121,13 +123,15 @@ export function showConflict(err, before, mine) {
   document.getElementById("conflict-mine").textContent = mine || "";
   const a = summarise(before);
   const b = summarise(body.current);
+  const c = summarise(change);
   const rows = document.getElementById("conflict-rows");
   rows.replaceChildren();
-  for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
+  for (const key of new Set([...Object.keys(a), ...Object.keys(b), ...Object.keys(c)])) {
     const tr = document.createElement("tr");
+    tr.dataset.field = key;
     const changed = String(a[key]) !== String(b[key]);
     if (changed) tr.className = "changed";
-    for (const text of [key, a[key] ?? "–", b[key] ?? "–"]) {
+    for (const text of [key, a[key] ?? "–", b[key] ?? "–", c[key] ?? ""]) {
       const td = document.createElement(text === key ? "th" : "td");
       td.textContent = String(text);
       tr.appendChild(td);

@@ -1,5 +1,5 @@
 // Evaluation page: starts a background FROC job, shows its progress, then draws the curve (log x) it stored.
-import { ApiError, ConflictError, describeError, get, hideError, initShell, post, showError } from "./api.js";
+import { ApiError, ConflictError, describeError, get, hideError, initShell, post, showError, user } from "./api.js";
 import { svg } from "./charts.js";
 import { ACTIVE, pollJob, showProgress, waitForOtherJob } from "./jobs.js";
 import { vocabulary } from "./vocabulary.js";
@@ -91,7 +91,10 @@ function show(result) {
   meta.replaceChildren();
   const fields = [
     ["model", result.model_version], ["split", result.split], ["against", result.against], ["run by", result.run_by], ["images", result.images ?? result.n_images],
-    ["lesions", result.lesions ?? result.n_lesions], ["IoU", result.iou_threshold ?? result.iou],
+    ["lesions", result.lesions ?? result.n_lesions],
+    // What was left out, so a low count is never a mystery: noisy lesions and key slices not on disk.
+    ["noisy lesions left out", result.noisy_excluded], ["key slices not on disk", result.missing_key_slices],
+    ["IoU", result.iou_threshold ?? result.iou],
     ["provider", result.provider], ["run at", result.created_at ?? result.at], ["job", result.job_id != null ? `#${result.job_id}` : null], ["elapsed", result.seconds != null ? `${Number(result.seconds).toFixed(1)} s` : result.elapsed_s != null ? `${Number(result.elapsed_s).toFixed(1)} s` : result.elapsed_ms != null ? `${Math.round(result.elapsed_ms)} ms` : null],
   ];
   for (const [k, v] of fields) {
@@ -198,5 +201,10 @@ async function run() {
 }
 
 $("run-eval").addEventListener("click", run);
-initShell();
+// Only admins may start an evaluation (the API answers 403 otherwise): reviewers get no button to press.
+initShell().then(() => {
+  const admin = user()?.role === "admin";
+  $("run-eval").hidden = !admin;
+  $("run-eval-note").hidden = admin;
+});
 load();

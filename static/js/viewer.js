@@ -1,14 +1,21 @@
 // Slice viewer: raw int16 HU pixels windowed in the browser, context scrolling, overlays and review tools.
 import {
   ApiError, ConflictError, NetworkError, del, describeError, get, hideError,
-  initShell, isTypingTarget, post, put, showConflict, showError, wireKeymap,
+  initShell, isTypingTarget, post, put, showConflict, showError, user, wireKeymap,
 } from "./api.js";
-import { INT16_OFFSET, buildLut, windowBounds, windowGrey } from "./lut.js";
+import {
+  boxCorners, boxOfPoints, compose, decompose, dot, len, normBox, pointsToRecist, recistPoints, segmentDistance, sub,
+} from "./geometry.js";
+import { buildKeyIndex, eventKeyId, renderKeymap } from "./keymap.js";
+import { INT16_OFFSET, buildLut } from "./lut.js";
+import { roiStats } from "./roi.js";
 import {
   ALL_FLAG_REASONS, BOX_PADDING_PX, DEFAULT_PRESET, DICOM_PRESET, LAYERS, LESION_TYPES, PALETTE, PRESETS, STATUSES,
+  vocabulary,
 } from "./vocabulary.js";
 
 const HU_PER_PX = 4;
+const REVIEW_STATES = vocabulary.review_states;
 const PREFETCH_CONCURRENCY = 4;
 const HANDLE_PX = 8;
 
@@ -16,6 +23,8 @@ const root = document.getElementById("viewer");
 const fileName = root.dataset.fileName;
 const seriesFolder = fileName.slice(0, fileName.lastIndexOf("_"));
 const keyIndex = parseInt(fileName.slice(fileName.lastIndexOf("_") + 1, -4), 10);
+// The page knows from the database whether the key slice's image is on disk; no request is made when not.
+const keyStored = root.dataset.keyStored !== "false";
 const viewport = document.getElementById("viewport");
 const imageCanvas = document.getElementById("image-canvas");
 const overlayCanvas = document.getElementById("overlay-canvas");
@@ -36,6 +45,9 @@ const state = {
   selected: null, // {kind: "lesion"|"prediction", id}
   layers: Object.fromEntries(Object.keys(LAYERS).map((layer) => [layer, true])),
   threshold: 0.5,
+  smooth: false,
+  // The reader's own measurements, kept in the browser only: {id, kind: ellipse|rectangle|probe, slice, box|point}.
+  measures: [],
   drawing: null,
   dragging: null,
   pending: null,
@@ -43,6 +55,10 @@ const state = {
   // ?prefetch=0 turns neighbour prefetching off: the benchmark's cold baseline.
   prefetch: new URLSearchParams(location.search).get("prefetch") !== "0",
 };
+
+// The pointer's last client position over the viewport (null when outside): the HU readout is recomputed
+// from it on every frame, so scrolling or zooming under a still pointer never leaves a stale number.
+let lastPointer = null;
 
 const stats = {
   renders: 0,
@@ -63,16 +79,33 @@ function sliceName(index) {
   return `${seriesFolder}_${String(index).padStart(3, "0")}`;
 }
 
-// The scrollable range: the lesion's Slice_range widened to every slice stored for the series.
-function sliceRange() {
-  if (!state.ks) return [keyIndex, keyIndex];
-  const stored = state.ks.stored_slices || [];
-  const [first, last] = state.ks.slice_range || [keyIndex, keyIndex];
-  return [Math.min(first, keyIndex, ...stored), Math.max(last, keyIndex, ...stored)];
+// The scroll path: the slices stored for the series (and the key slice, shown as missing when it is not).
+// An index between far-apart stored slices is never visited, so it is never requested.
+let sliceListCache = { ks: null, list: [keyIndex] };
+function sliceList() {
+  if (!state.ks) return [keyIndex];
+  if (sliceListCache.ks !== state.ks) {
+    const list = [...new Set([...(state.ks.stored_slices || []), keyIndex])].sort((a, b) => a - b);
+    sliceListCache = { ks: state.ks, list };
+  }
+  return sliceListCache.list;
 }
 
-function isMissing(index) {
-  return !!(state.ks && state.ks.missing_slices && state.ks.missing_slices.includes(index));
+function sliceRange() {
+  const list = sliceList();
+  return [list[0], list[list.length - 1]];
+}
+
+// The stored slice nearest to `index` (ties go to the lower one).
+function nearestListed(index) {
+  let best = keyIndex;
+  for (const i of sliceList()) if (Math.abs(i - index) < Math.abs(best - index)) best = i;
+  return best;
+}
+
+function isStored(index) {
+  if (!state.ks) return index !== keyIndex || keyStored;
+  return (state.ks.stored_slices || []).includes(index);
 }
 
 async function fetchSlice(index) {
@@ -94,7 +127,7 @@ async function fetchSlice(index) {
 function loadSlice(index) {
   if (cache.has(index)) return Promise.resolve(cache.get(index));
   if (inflight.has(index)) return inflight.get(index);
-  if (isMissing(index)) {
+  if (!isStored(index)) {
     const entry = { status: "missing" };
     cache.set(index, entry);
     return Promise.resolve(entry);
@@ -115,9 +148,7 @@ function loadSlice(index) {
 // Nearest slices first, so scrolling away from the key finds its neighbours already decoded.
 function schedulePrefetch() {
   if (!state.prefetch) return;
-  const [first, last] = sliceRange();
-  const wanted = [];
-  for (let i = first; i <= last; i++) if (!cache.has(i) && !inflight.has(i)) wanted.push(i);
+  const wanted = sliceList().filter((i) => isStored(i) && !cache.has(i) && !inflight.has(i));
   wanted.sort((a, b) => Math.abs(a - state.current) - Math.abs(b - state.current));
   prefetchQueue = wanted;
   pumpPrefetch();
@@ -170,30 +201,18 @@ function windowInto(data) {
   imageCtx.putImageData(imageData, 0, 0);
 }
 
-// The baseline the benchmark compares against: per-pixel arithmetic, four byte writes, no table.
-function windowIntoNaive(data) {
-  const px = imageData.data;
-  const [lo, hi] = windowBounds(state.window.center, state.window.width);
-  for (let i = 0; i < data.length; i++) {
-    let g = windowGrey(data[i], lo, hi);
-    if (state.invert) g = 255 - g;
-    px[i * 4] = g;
-    px[i * 4 + 1] = g;
-    px[i * 4 + 2] = g;
-    px[i * 4 + 3] = 255;
-  }
-  imageCtx.putImageData(imageData, 0, 0);
-}
-
-function drawPlaceholder(text) {
+// A plain grey frame: the words go in the #missing label only, so there is one message, never two on top.
+function drawPlaceholder() {
   const [w, h] = (state.ks && state.ks.image_size) || [512, 512];
   ensureImageSize(w, h);
   imageCtx.fillStyle = "#3a3a3a";
   imageCtx.fillRect(0, 0, w, h);
-  imageCtx.fillStyle = "#bdbdbd";
-  imageCtx.font = `${Math.round(w / 20)}px sans-serif`;
-  imageCtx.textAlign = "center";
-  imageCtx.fillText(text, w / 2, h / 2);
+}
+
+function showMissing(text) {
+  const el = $("missing");
+  el.textContent = text;
+  el.hidden = false;
 }
 
 let renderQueued = false;
@@ -227,12 +246,12 @@ function render() {
       root.dataset.firstImage = "1";
     }
   } else if (entry.status === "missing") {
-    drawPlaceholder(`slice ${index} missing on disk`);
-    $("missing").hidden = false;
-    $("missing").textContent = `slice ${index} missing on disk`;
+    drawPlaceholder();
+    showMissing(`${index === keyIndex ? "key " : ""}slice ${index} missing on disk`);
     stats.shown = { index, status: "missing" };
   } else {
-    drawPlaceholder(`slice ${index}: ${entry.error}`);
+    drawPlaceholder();
+    showMissing(`slice ${index}: ${entry.error}`);
     stats.shown = { index, status: "error" };
   }
   const dt = performance.now() - t0;
@@ -243,6 +262,8 @@ function render() {
   root.dataset.shownSlice = String(index);
   drawOverlay();
   updateReadouts();
+  updateHu();
+  if (state.measures.length) updateMeasures();
 }
 
 // ---------------------------------------------------------------- view transform
@@ -276,9 +297,11 @@ function transform() {
 function applyTransform() {
   const { s, tx, ty } = transform();
   imageCanvas.style.transform = `translate(${tx}px, ${ty}px) scale(${s})`;
-  imageCanvas.classList.toggle("pixelated", s > 2);
+  // Above 2x the pixels show as blocks (what a reader measures on) unless smooth interpolation is chosen.
+  imageCanvas.classList.toggle("pixelated", s > 2 && !state.smooth);
   drawOverlay();
   updateReadouts();
+  updateHu();
 }
 
 function toImage(clientX, clientY) {
@@ -300,44 +323,6 @@ function imageToClient(x, y) {
 
 // ---------------------------------------------------------------- geometry helpers
 
-const sub = (a, b) => ({ x: a.x - b.x, y: a.y - b.y });
-const dot = (a, b) => a.x * b.x + a.y * b.y;
-const len = (a) => Math.hypot(a.x, a.y);
-
-function recistPoints(r) {
-  return [{ x: r[0], y: r[1] }, { x: r[2], y: r[3] }, { x: r[4], y: r[5] }, { x: r[6], y: r[7] }];
-}
-
-function pointsToRecist(p) {
-  return [p[0].x, p[0].y, p[1].x, p[1].y, p[2].x, p[2].y, p[3].x, p[3].y];
-}
-
-// Short axis described relative to the long one: position t along it and signed offsets d1, d2.
-function decompose(p) {
-  const L = sub(p[1], p[0]);
-  const l = len(L) || 1;
-  const u = { x: L.x / l, y: L.y / l };
-  const n = { x: -u.y, y: u.x };
-  const mid = { x: (p[2].x + p[3].x) / 2, y: (p[2].y + p[3].y) / 2 };
-  return { t: dot(sub(mid, p[0]), u) / l, d1: dot(sub(p[2], p[0]), n), d2: dot(sub(p[3], p[0]), n) };
-}
-
-function compose(p1, p2, { t, d1, d2 }) {
-  const L = sub(p2, p1);
-  const l = len(L) || 1;
-  const u = { x: L.x / l, y: L.y / l };
-  const n = { x: -u.y, y: u.x };
-  const f = { x: p1.x + t * L.x, y: p1.y + t * L.y };
-  return [p1, p2, { x: f.x + d1 * n.x, y: f.y + d1 * n.y }, { x: f.x + d2 * n.x, y: f.y + d2 * n.y }];
-}
-
-// The dataset's box rule (app/deeplesion/geometry.py box_from_recist); the server recomputes it on save.
-function boxOfPoints(points, pad = BOX_PADDING_PX) {
-  const xs = points.map((p) => p.x);
-  const ys = points.map((p) => p.y);
-  return [Math.min(...xs) - pad, Math.min(...ys) - pad, Math.max(...xs) + pad, Math.max(...ys) + pad];
-}
-
 function spacingX() {
   const s = state.ks && state.ks.spacing_mm;
   return s && s[0] > 0 ? s[0] : null;
@@ -356,13 +341,6 @@ function diametersLabel(geometry) {
   }
   const b = geometry.box;
   return `box ${lengthLabel(b[2] - b[0])} × ${lengthLabel(b[3] - b[1])}`;
-}
-
-function segmentDistance(p, a, b) {
-  const ab = sub(b, a);
-  const l2 = dot(ab, ab) || 1;
-  const t = Math.max(0, Math.min(1, dot(sub(p, a), ab) / l2));
-  return len(sub(p, { x: a.x + t * ab.x, y: a.y + t * ab.y }));
 }
 
 // ---------------------------------------------------------------- marks
@@ -446,16 +424,26 @@ function drawOverlay() {
     const dup = prediction.matches_annotation ? " · = a marked lesion" : "";
     drawGeometry(ctx, { box: prediction.box }, PALETTE.predicted, {
       selected, dashed: prediction.matches_annotation, labelBelow: true,
-      label: `AI ${prediction.score.toFixed(2)}${dup}${selected ? " · Enter accept · Esc reject" : ""}`,
+      label: `AI ${prediction.score.toFixed(2)}${dup}${selected ? " · Enter accept · Del reject" : ""}`,
     });
   }
   if (state.pending && state.pending.newGeometry) {
     drawGeometry(ctx, state.pending.newGeometry, PALETTE.pending, { dashed: true, label: "saving…" });
   }
+  const extent = extentLesions();
+  const rel = state.current - keyIndex;
+  for (const lesion of extent) {
+    drawGeometry(ctx, { box: lesion.current.box }, PALETTE[layerOf(lesion)], {
+      dashed: true, faint: true, label: `#${lesion.id} extent (key ${rel > 0 ? "+" : ""}${rel})`,
+    });
+  }
+  root.dataset.extent = extent.map((l) => l.id).join(",");
+  drawMeasures(ctx);
+  drawScaleBar(ctx);
   if (state.drawing) drawInProgress(ctx, state.drawing);
 }
 
-function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected = false, label = "", handles = false, labelBelow = false } = {}) {
+function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected = false, label = "", handles = false, labelBelow = false, anchor: at = null } = {}) {
   ctx.save();
   ctx.strokeStyle = color;
   ctx.fillStyle = color;
@@ -464,7 +452,7 @@ function drawGeometry(ctx, g, color, { dashed = false, faint = false, selected =
   ctx.shadowColor = "rgba(0,0,0,0.9)";
   ctx.shadowBlur = 2;
   const widthBoost = selected ? 1 : 0;
-  let anchor = null;
+  let anchor = at;
   if (g.box) {
     const a = toScreen(g.box[0], g.box[1]);
     const b = toScreen(g.box[2], g.box[3]);
@@ -522,11 +510,23 @@ function drawHandle(ctx, p) {
   ctx.restore();
 }
 
-function boxCorners(b) {
-  return [{ x: b[0], y: b[1] }, { x: b[2], y: b[1] }, { x: b[2], y: b[3] }, { x: b[0], y: b[3] }];
-}
-
 function drawInProgress(ctx, d) {
+  if (d.kind === "line") {
+    ctx.save();
+    ctx.strokeStyle = PALETTE.measure;
+    ctx.setLineDash([6, 4]);
+    strokeLine(ctx, d.line, d.p1, d.p2);
+    ctx.restore();
+    return;
+  }
+  if (d.kind === "roi") {
+    ctx.save();
+    ctx.strokeStyle = PALETTE.measure;
+    ctx.setLineDash([6, 4]);
+    strokeRoi(ctx, d.shape, normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]));
+    ctx.restore();
+    return;
+  }
   if (d.kind === "box") {
     drawGeometry(ctx, { box: normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]) }, PALETTE.added, { dashed: true, label: "box" });
     return;
@@ -549,10 +549,6 @@ function drawInProgress(ctx, d) {
   drawGeometry(ctx, { recist: pointsToRecist(pts) }, PALETTE.added, {
     dashed: true, label: `${lengthLabel(long)} × ${lengthLabel(Math.abs(d.short.d2 - d.short.d1))}`,
   });
-}
-
-function normBox(b) {
-  return [Math.min(b[0], b[2]), Math.min(b[1], b[3]), Math.max(b[0], b[2]), Math.max(b[1], b[3])];
 }
 
 // Nearest visible mark under the pointer, in screen pixels; lesions win over predictions.
@@ -596,6 +592,14 @@ function handleAt(clientX, clientY) {
   return null;
 }
 
+function moveWhole(drag, pos) {
+  const dx = pos.x - drag.from.x;
+  const dy = pos.y - drag.from.y;
+  const g = drag.start;
+  const shift = (v, i) => v + (i % 2 ? dy : dx);
+  return { ...g, recist: g.recist ? g.recist.map(shift) : null, box: g.box.map(shift) };
+}
+
 function moveHandle(drag, pos) {
   const g = drag.start;
   if (drag.recist) {
@@ -620,7 +624,7 @@ function moveHandle(drag, pos) {
       pts = compose(p[0], p[1], parts);
     }
     const recist = pointsToRecist(pts);
-    return { ...g, recist, box: boxOfPoints(pts), diameters_mm: null };
+    return { ...g, recist, box: boxOfPoints(pts, BOX_PADDING_PX), diameters_mm: null };
   }
   const c = boxCorners(g.box);
   const opposite = c[(drag.index + 2) % 4];
@@ -646,7 +650,7 @@ async function runEdit(edit) {
       return edit.onDuplicate(err);
     }
     if (err instanceof ConflictError) {
-      const choice = await showConflict(err, edit.before, edit.label);
+      const choice = await showConflict(err, edit.before, edit.label, edit.change);
       const current = err.body.current || {};
       if (choice === "reapply") {
         edit.version = current.status_version ?? current.version ?? edit.version;
@@ -693,17 +697,26 @@ function updateGeometry(lesion, geometry) {
     label: `edit lesion #${lesion.id}`,
     lesionId: lesion.id,
     geometry,
+    change: geometry.recist ? { recist: geometry.recist } : { box: geometry.box },
     version: lesion.version,
     before: lesion,
     request: (version) => put(`/api/lesions/${lesion.id}/geometry`, { version, ...body }),
   });
 }
 
+// What each lesion action sets, for the conflict dialog's "Your change" column.
+const ACTION_CHANGES = {
+  confirm: () => ({ confirmed: { by: user()?.name ?? "you" } }),
+  flag: (extra) => ({ flag: { reason: extra.reason, note: extra.note } }),
+  unflag: () => ({ flag: null }),
+};
+
 function lesionAction(action, extra = {}, label = action) {
   const lesion = selectedLesion();
   if (!lesion) return setMessage("Select a lesion first (click it, or Tab).");
   return runEdit({
     label: `${label} lesion #${lesion.id}`,
+    change: ACTION_CHANGES[action] ? ACTION_CHANGES[action](extra) : null,
     lesionId: lesion.id,
     version: lesion.version,
     before: lesion,
@@ -721,7 +734,8 @@ function setSelectedType(lesionType) {
   const lesion = selectedLesion();
   if (!lesion || lesion.current.lesion_type === lesionType) return;
   runEdit({
-    label: `set the type of lesion #${lesion.id}`,
+    label: `set the type of lesion #${lesion.id} to ${LESION_TYPES[lesionType] ?? lesionType}`,
+    change: { lesion_type: lesionType },
     lesionId: lesion.id,
     version: lesion.version,
     before: lesion,
@@ -735,6 +749,7 @@ function deleteSelected() {
   if (lesion.origin === "csv") return setMessage("DL_info.csv lesions cannot be deleted; flag them as noisy instead (F).");
   runEdit({
     label: `delete lesion #${lesion.id}`,
+    change: { review: "deleted" },
     lesionId: lesion.id,
     version: lesion.version,
     before: lesion,
@@ -755,6 +770,7 @@ function predictionAction(accept, allowDuplicate = false) {
   if (accept && allowDuplicate) body.allow_duplicate = true;
   runEdit({
     label: `${accept ? "accept" : "reject"} prediction #${prediction.id}`,
+    change: { status: accept ? "accepted" : "rejected" },
     version: prediction.version,
     before: prediction,
     request: (version) => post(`/api/predictions/${prediction.id}/${accept ? "accept" : "reject"}`, { version, ...body }),
@@ -768,9 +784,10 @@ function predictionAction(accept, allowDuplicate = false) {
       return undefined;
     },
     after: async (result) => {
+      // Nothing is selected after a reject: a second key press must not reject the next prediction.
       state.selected = accept && result.lesion_id !== null ? { kind: "lesion", id: result.lesion_id } : null;
+      updatePanels();
       drawOverlay();
-      if (!accept) selectNext(1, "prediction");
     },
   });
   return undefined;
@@ -798,6 +815,7 @@ async function setStatus(status) {
   let ok = false;
   await runEdit({
     label: `mark ${STATUSES[status] ?? status}`,
+    change: { status },
     version: state.ks.status_version,
     before: { status: state.ks.status, status_version: state.ks.status_version },
     request: (version) => put(ksPath("/status"), { status, version }),
@@ -825,6 +843,7 @@ async function predict() {
   const spinner = $("predict-spinner");
   const button = $("predict");
   spinner.hidden = false;
+  predicting = true;
   button.disabled = true;
   $("predict-time").textContent = "running…";
   const t0 = performance.now();
@@ -838,6 +857,7 @@ async function predict() {
     $("predict-time").textContent = `${found} found in ${Math.round(elapsed)} ms` +
       ` (model ${Math.round(run.elapsed_ms)} ms${run.cached ? ", cached" : ""}, ${run.provider || "?"})`;
     applyKeySlice(result.key_slice);
+    showContextNotice(run.context_missing || []);
     if (!selectedPrediction()) selectNext(1, "prediction");
     root.dataset.predicted = "1";
   } catch (err) {
@@ -848,9 +868,33 @@ async function predict() {
     }
   } finally {
     spinner.hidden = true;
-    button.disabled = false;
+    predicting = false;
+    updatePredictButton();
     updateReadouts();
   }
+}
+
+// The detector's 3-slice input repeats a nearer slice where a context slice is not stored: say so.
+function showContextNotice(missing) {
+  const el = $("predict-context");
+  el.hidden = !missing.length;
+  el.textContent = missing.length
+    ? `Ran with repeated neighbours: context slice${missing.length > 1 ? "s" : ""} ${missing.join(", ")} ` +
+      "not on disk, the nearest stored slice stood in."
+    : "";
+}
+
+// Predict needs a detector and the key slice's image; without either the button says why instead of failing.
+let predicting = false;
+function updatePredictButton() {
+  const button = $("predict");
+  const h = window.__health;
+  let why = "";
+  if (state.ks && !state.ks.key_slice_stored) why = "The key slice's image is not on disk: nothing to run the detector on.";
+  else if (h && h.detector && !h.detector.loaded) why = "No detector loaded (review mode).";
+  button.disabled = predicting || !!why;
+  button.title = why || (h && h.detector && h.detector.error) || "";
+  if (why) $("predict-time").textContent = why;
 }
 
 // ---------------------------------------------------------------- queue navigation
@@ -887,18 +931,73 @@ function setMessage(text) {
   messageTimer = setTimeout(() => { el.textContent = ""; }, 4000);
 }
 
+// Position along the series relative to the key slice, from the slice interval (Spacing_mm_px_ z).
+function slicePositionLabel() {
+  const dz = state.ks && state.ks.spacing_mm ? state.ks.spacing_mm[2] : null;
+  const rel = state.current - keyIndex;
+  if (!dz) return rel === 0 ? "z 0" : `z ${rel > 0 ? "+" : ""}${rel} slices`;
+  const mm = rel * dz;
+  return `z ${mm > 0 ? "+" : ""}${mm.toFixed(1)} mm`;
+}
+
+// The longest round length that fits the bar's room: 5, 10, 20, 50 or 100 mm.
+const SCALE_STEPS_MM = [5, 10, 20, 50, 100];
+function scaleBar() {
+  const sx = spacingX();
+  if (!sx) return null;
+  const pxPerMm = transform().s / sx;
+  let mm = SCALE_STEPS_MM[0];
+  for (const step of SCALE_STEPS_MM) if (step * pxPerMm <= 160) mm = step;
+  return { mm, px: mm * pxPerMm };
+}
+
+function drawScaleBar(ctx) {
+  const bar = scaleBar();
+  if (!bar) return;
+  const rect = viewport.getBoundingClientRect();
+  const x1 = rect.width / 2 + bar.px / 2;
+  const x0 = x1 - bar.px;
+  const y = rect.height - 14;
+  ctx.save();
+  ctx.strokeStyle = "#fff";
+  ctx.fillStyle = "#fff";
+  ctx.shadowColor = "rgba(0,0,0,0.9)";
+  ctx.shadowBlur = 2;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ctx.moveTo(x0, y - 5);
+  ctx.lineTo(x0, y);
+  ctx.lineTo(x1, y);
+  ctx.lineTo(x1, y - 5);
+  ctx.stroke();
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.textAlign = "center";
+  ctx.fillText(`${bar.mm} mm`, (x0 + x1) / 2, y - 4);
+  ctx.restore();
+}
+
+// While scrolling through the key slice's Slice_range, its lesions' boxes show faint and dashed on the
+// neighbouring slices: where the lesion still is, as the dataset records it.
+function extentLesions() {
+  if (!state.ks || state.current === keyIndex) return [];
+  const [first, last] = state.ks.slice_range || [keyIndex, keyIndex];
+  if (state.current < first || state.current > last) return [];
+  return state.ks.lesions.filter((l) => state.layers[layerOf(l)] && lesionSlice(l) === keyIndex);
+}
+
 function updateReadouts() {
   const { center, width } = state.window;
   $("sb-wl").textContent = `W ${Math.round(width)} / L ${Math.round(center)} (${state.windowName})${state.invert ? " inverted" : ""}`;
   const [first, last] = sliceRange();
   const rel = state.current - keyIndex;
-  $("sb-slice").textContent = `slice ${state.current} [${first}–${last}]${rel === 0 ? " KEY" : ` (${rel > 0 ? "+" : ""}${rel})`}`;
+  const z = slicePositionLabel();
+  $("sb-slice").textContent = `slice ${state.current} [${first}–${last}]${rel === 0 ? " KEY" : ` (${rel > 0 ? "+" : ""}${rel}, ${z})`}`;
   const sp = state.ks && state.ks.spacing_mm;
   $("sb-spacing").textContent = sp ? `${sp[0]} × ${sp[1]} mm/px, ${sp[2]} mm slices` : "spacing unknown";
   $("sb-zoom").textContent = `zoom ${(transform().s).toFixed(2)}×`;
   const provider = state.provider || (window.__health && window.__health.detector && window.__health.detector.provider);
   $("sb-provider").textContent = provider ? `detector ${provider}` : "no detector";
-  $("info-tl").textContent = `${seriesFolder} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current}`;
+  $("info-tl").textContent = `${seriesFolder} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current} · ${slicePositionLabel()}`;
   $("info-tr").textContent = `W ${Math.round(width)} L ${Math.round(center)}`;
   const shown = stats.shown;
   root.dataset.window = `${Math.round(center)},${Math.round(width)}`;
@@ -916,30 +1015,7 @@ function updatePanels() {
 
   const lesionList = $("lesion-list");
   lesionList.replaceChildren();
-  for (const lesion of ks.lesions) {
-    const li = document.createElement("li");
-    const layer = layerOf(lesion);
-    const g = lesion.current;
-    li.dataset.lesionId = String(lesion.id);
-    li.className = `item layer-${layer}${state.selected?.kind === "lesion" && state.selected.id === lesion.id ? " selected" : ""}`;
-    const slice = lesionSlice(lesion);
-    li.innerHTML = "";
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "item-button";
-    button.setAttribute("aria-label", `Select lesion ${lesion.id}`);
-    button.textContent = `#${lesion.id} ${LESION_TYPES[g.lesion_type] ?? g.lesion_type} · ${diametersLabel(g)} · ${lesion.review}` +
-      `${lesion.flag ? ` · ⚑ noisy: ${flagLabel(lesion.flag)}` : ""}` +
-      `${slice !== keyIndex ? ` · slice ${slice}` : ""}${lesion.prediction ? ` · AI ${lesion.prediction.score?.toFixed(2) ?? ""}` : ""}`;
-    button.addEventListener("click", () => {
-      if (slice !== state.current) setSlice(slice);
-      select({ kind: "lesion", id: lesion.id });
-    });
-    const sw = document.createElement("span");
-    sw.className = `swatch sw-${layer}`;
-    li.append(sw, button);
-    lesionList.appendChild(li);
-  }
+  for (const row of panelRows(ks)) lesionList.appendChild(panelItem(row));
 
   const predList = $("prediction-list");
   predList.replaceChildren();
@@ -975,6 +1051,7 @@ function updatePanels() {
   root.dataset.pendingPredictions = String(preds.length);
   const lesion = selectedLesion();
   $("delete-lesion").disabled = !(lesion && lesion.origin !== "csv");
+  $("measure-lesion").disabled = !(lesion && !lesion.current.recist);
   $("lesion-type").disabled = !lesion;
   if (lesion) $("lesion-type").value = String(lesion.current.lesion_type);
   // The server refuses to confirm a lesion flagged noisy (unflag first), so the button says so up front.
@@ -984,6 +1061,137 @@ function updatePanels() {
   $("unflag-lesion").disabled = !(lesion && lesion.flag);
   $("accept-prediction").disabled = !selectedPrediction();
   $("reject-prediction").disabled = !selectedPrediction();
+}
+
+// ---------------------------------------------------------------- measurement panel (the key slice's lesions)
+
+// One row per lesion, exactly the API's values: the panel shows them and the CSV download writes them.
+const PANEL_COLUMNS = [
+  "lesion_id", "slice", "type", "long_mm", "short_mm", "state", "flag_reason", "flag_note", "by", "at",
+];
+
+function lastChange(lesion) {
+  const candidates = [
+    lesion.updated_by ? { by: lesion.updated_by, at: lesion.updated_at } : null,
+    lesion.flag && lesion.flag.by ? lesion.flag : null,
+    lesion.confirmed,
+    lesion.created,
+  ].filter((c) => c && c.at);
+  candidates.sort((a, b) => String(b.at).localeCompare(String(a.at)));
+  return candidates[0] || { by: null, at: null };
+}
+
+function panelRows(ks) {
+  return ks.lesions.map((lesion) => {
+    const g = lesion.current;
+    const d = g.diameters_mm;
+    const who = lastChange(lesion);
+    return {
+      lesion,
+      values: {
+        lesion_id: lesion.id,
+        slice: lesionSlice(lesion),
+        type: LESION_TYPES[g.lesion_type] ?? String(g.lesion_type),
+        long_mm: d ? d[0] : null,
+        short_mm: d ? d[1] : null,
+        state: REVIEW_STATES[lesion.review] ?? lesion.review,
+        flag_reason: lesion.flag ? (ALL_FLAG_REASONS[lesion.flag.reason] ?? lesion.flag.reason) : "",
+        flag_note: lesion.flag ? lesion.flag.note || "" : "",
+        by: who.by || "",
+        at: who.at || "",
+      },
+    };
+  });
+}
+
+function panelItem({ lesion, values: v }) {
+  const li = document.createElement("li");
+  const layer = layerOf(lesion);
+  li.dataset.lesionId = String(lesion.id);
+  for (const key of PANEL_COLUMNS) li.dataset[key.replace(/_(.)/g, (_, c) => c.toUpperCase())] = v[key] ?? "";
+  li.className = `item layer-${layer}${state.selected?.kind === "lesion" && state.selected.id === lesion.id ? " selected" : ""}`;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "item-button";
+  button.setAttribute("aria-label", `Select lesion ${lesion.id}`);
+  const size = v.long_mm === null ? diametersLabel(lesion.current) : `${v.long_mm.toFixed(1)} × ${v.short_mm.toFixed(1)} mm`;
+  const line1 = document.createElement("span");
+  line1.className = "panel-main";
+  line1.textContent = `#${lesion.id} ${v.type} · ${size} · ${v.state}` +
+    `${v.flag_reason ? ` · ⚑ ${v.flag_reason}${v.flag_note ? `: ${v.flag_note}` : ""}` : ""}` +
+    `${v.slice !== keyIndex ? ` · slice ${v.slice}` : ""}${lesion.prediction ? ` · AI ${lesion.prediction.score?.toFixed(2) ?? ""}` : ""}`;
+  const line2 = document.createElement("span");
+  line2.className = "panel-who muted small";
+  line2.textContent = v.by ? `${v.by} · ${new Date(v.at).toLocaleString()}` : "as imported";
+  button.append(line1, line2);
+  button.addEventListener("click", () => {
+    if (v.slice !== state.current) setSlice(v.slice);
+    select({ kind: "lesion", id: lesion.id });
+    centreOn(lesion.current);
+  });
+  const sw = document.createElement("span");
+  sw.className = `swatch sw-${layer}`;
+  li.append(sw, button);
+  return li;
+}
+
+// Pans (zoom unchanged) so that the mark's box centre is in the middle of the viewport, when the mark is not
+// wholly in view already: a mark the reader can see stays where it is.
+function centreOn(g) {
+  const b = g.box;
+  const rect = viewport.getBoundingClientRect();
+  const inView = boxCorners(b).every((c) => {
+    const p = toScreen(c.x, c.y);
+    return p.x >= 0 && p.y >= 0 && p.x <= rect.width && p.y <= rect.height;
+  });
+  if (inView) return;
+  pinImagePoint({ x: (b[0] + b[2]) / 2, y: (b[1] + b[3]) / 2 }, rect.left + rect.width / 2, rect.top + rect.height / 2);
+  applyTransform();
+}
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+// The panel's rows as CSV, made in the browser: what the reader sees is what the file holds.
+function downloadPanelCsv() {
+  if (!state.ks) return;
+  const lines = [["file_name", ...PANEL_COLUMNS].join(",")];
+  for (const { values } of panelRows(state.ks)) lines.push([fileName, ...PANEL_COLUMNS.map((k) => values[k])].map(csvCell).join(","));
+  const blob = new Blob([`${lines.join("\n")}\n`], { type: "text/csv" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `${fileName.slice(0, -4)}_marks.csv`;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+// The key slice's audit trail, newest first: who did what to which lesion, and when.
+async function showHistory() {
+  const dialog = $("history-dialog");
+  const body = $("history-rows");
+  body.replaceChildren();
+  try {
+    const entries = await get(ksPath("/history"));
+    for (const e of [...entries].reverse()) {
+      const tr = document.createElement("tr");
+      tr.dataset.entryId = String(e.id);
+      for (const text of [e.at ? new Date(e.at).toLocaleString() : "–", e.user || "–", e.action.replace(/_/g, " "),
+        e.lesion_id !== null ? `#${e.lesion_id}` : e.prediction_id !== null ? `AI #${e.prediction_id}` : "key slice"]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    $("history-empty").hidden = entries.length > 0;
+    dialog.showModal();
+  } catch (err) {
+    showError(`Could not load the history: ${describeError(err)}`, showHistory);
+  }
 }
 
 function select(selection) {
@@ -1036,8 +1244,7 @@ function applyPreset(key) {
 }
 
 function setSlice(index) {
-  const [first, last] = sliceRange();
-  const clamped = Math.max(first, Math.min(last, index));
+  const clamped = nearestListed(index);
   if (clamped === state.current) return;
   state.current = clamped;
   if (state.drawing) state.drawing = null;
@@ -1045,9 +1252,19 @@ function setSlice(index) {
   schedulePrefetch();
 }
 
-function storedBounds() {
-  const stored = (state.ks && state.ks.stored_slices) || [keyIndex];
-  return [Math.min(...stored), Math.max(...stored)];
+// Moves `steps` places along the scroll path (stored slices only), stopping at its ends.
+function stepSlice(steps) {
+  const list = sliceList();
+  const at = list.indexOf(state.current);
+  const next = Math.max(0, Math.min(list.length - 1, (at < 0 ? list.indexOf(nearestListed(state.current)) : at) + steps));
+  setSlice(list[next]);
+}
+
+function fitView() {
+  state.zoom = 1;
+  state.panX = 0;
+  state.panY = 0;
+  applyTransform();
 }
 
 function resetView() {
@@ -1068,7 +1285,18 @@ function toggleInvert() {
   requestRender();
 }
 
+// Measures the selected box-only lesion: the next RECIST drawing becomes its long and short axes.
+function measureSelected() {
+  const lesion = selectedLesion();
+  if (!lesion || lesion.current.recist) return setMessage("Select a box-only lesion to measure it (M).");
+  setTool("recist");
+  state.measureTarget = lesion.id;
+  setMessage(`Draw the long axis, then the short axis, of lesion #${lesion.id}.`);
+  return undefined;
+}
+
 function setTool(tool) {
+  state.measureTarget = null;
   state.tool = tool;
   state.drawing = null;
   for (const b of document.querySelectorAll(".tool")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
@@ -1076,15 +1304,207 @@ function setTool(tool) {
   drawOverlay();
 }
 
+// Pans so that image point `p` is drawn at client (clientX, clientY).
+function pinImagePoint(p, clientX, clientY) {
+  const after = toScreen(p.x, p.y);
+  const rect = viewport.getBoundingClientRect();
+  state.panX += clientX - rect.left - after.x;
+  state.panY += clientY - rect.top - after.y;
+}
+
 function zoomAt(factor, clientX, clientY) {
   const before = toImage(clientX, clientY);
   state.zoom = Math.max(0.25, Math.min(16, state.zoom * factor));
-  const after = toScreen(before.x, before.y);
-  const rect = viewport.getBoundingClientRect();
-  // Keep the image point under the cursor fixed while zooming.
-  state.panX += clientX - rect.left - after.x;
-  state.panY += clientY - rect.top - after.y;
+  pinImagePoint(before, clientX, clientY);
   applyTransform();
+}
+
+function toggleSmooth() {
+  state.smooth = !state.smooth;
+  $("smooth").setAttribute("aria-pressed", String(state.smooth));
+  applyTransform();
+}
+
+// ---------------------------------------------------------------- measurement tools (one object per tool)
+
+let measureSeq = 0;
+
+function shownEntry(index) {
+  const entry = cache.get(index);
+  return entry && entry.status === "ok" ? entry : null;
+}
+
+// A measurement's numbers on the slice it was made on (null while that slice is not decoded).
+// Length in mm of an image-space segment (pixel spacing may differ in x and y).
+function lengthMm(a, b) {
+  const sp = state.ks && state.ks.spacing_mm;
+  if (!sp) return null;
+  return Math.hypot((b.x - a.x) * sp[0], (b.y - a.y) * sp[1]);
+}
+
+function measureValues(m) {
+  if (m.kind === "length") return { mm: lengthMm(m.p1, m.p2), px: len(sub(m.p2, m.p1)) };
+  if (m.kind === "arrow") return { text: m.text };
+  const entry = shownEntry(m.slice);
+  if (!entry) return null;
+  if (m.kind === "probe") {
+    const x = Math.floor(m.point.x);
+    const y = Math.floor(m.point.y);
+    if (x < 0 || y < 0 || x >= entry.w || y >= entry.h) return null;
+    return { hu: entry.data[y * entry.w + x], x, y };
+  }
+  return roiStats(entry.data, entry.w, entry.h, m.kind, m.box, state.ks && state.ks.spacing_mm);
+}
+
+function measureLabel(m) {
+  const v = measureValues(m);
+  if (m.kind === "length") return v.mm === null ? `${v.px.toFixed(1)} px` : `${v.mm.toFixed(1)} mm`;
+  if (m.kind === "arrow") return v.text;
+  if (!v) return m.kind === "probe" ? "HU –" : "no pixels";
+  if (m.kind === "probe") return `HU ${v.hu} at (${v.x}, ${v.y})`;
+  const area = v.areaMm2 === null ? `${v.n} px` : `${v.areaMm2.toFixed(1)} mm²`;
+  return `mean ${v.mean.toFixed(1)} SD ${v.sd.toFixed(1)} min ${v.min} max ${v.max} HU · ${area}`;
+}
+
+function addMeasure(m) {
+  state.measures.push({ id: ++measureSeq, slice: state.current, ...m });
+  updateMeasures();
+  drawOverlay();
+}
+
+function roiTool(shape) {
+  return {
+    down(pos) { state.drawing = { kind: "roi", shape, p1: pos, p2: pos }; },
+    move(pos) { if (state.drawing) state.drawing.p2 = pos; },
+    up() {
+      const d = state.drawing;
+      state.drawing = null;
+      if (!d) return;
+      const box = normBox([d.p1.x, d.p1.y, d.p2.x, d.p2.y]);
+      if (box[2] - box[0] < 1 || box[3] - box[1] < 1) { drawOverlay(); return; }
+      addMeasure({ kind: shape, box });
+    },
+  };
+}
+
+// A segment tool (length, arrow): drag from p1 to p2. The arrow's head is at p1, where the drag began, and
+// its text label at p2, as in OHIF.
+function lineTool(kind) {
+  return {
+    down(pos) { state.drawing = { kind: "line", line: kind, p1: pos, p2: pos }; },
+    move(pos) { if (state.drawing) state.drawing.p2 = pos; },
+    up() {
+      const d = state.drawing;
+      state.drawing = null;
+      if (!d || len(sub(d.p2, d.p1)) < 1) { drawOverlay(); return; }
+      if (kind === "length") { addMeasure({ kind, p1: d.p1, p2: d.p2 }); return; }
+      const text = window.prompt("Label for the arrow", "") ?? "";
+      addMeasure({ kind, p1: d.p1, p2: d.p2, text: text.trim() });
+    },
+  };
+}
+
+const probeTool = {
+  down() {},
+  move() {},
+  up(pos) { addMeasure({ kind: "probe", point: pos }); },
+};
+
+// Left-button tools that only measure; the drawing tools (RECIST, box) and W/L keep their own branches.
+const MEASURE_TOOLS = {
+  ellipse: roiTool("ellipse"), rectangle: roiTool("rectangle"), probe: probeTool, length: lineTool("length"), arrow: lineTool("arrow"),
+};
+
+function updateMeasures() {
+  const list = $("measure-list");
+  list.replaceChildren();
+  for (const m of state.measures) {
+    const li = document.createElement("li");
+    li.className = "item";
+    li.dataset.measureId = String(m.id);
+    const v = measureValues(m);
+    if (v && m.kind !== "probe") {
+      li.dataset.mean = String(v.mean);
+      li.dataset.sd = String(v.sd);
+      li.dataset.min = String(v.min);
+      li.dataset.max = String(v.max);
+      li.dataset.n = String(v.n);
+      li.dataset.area = String(v.areaMm2);
+    }
+    const text = document.createElement("span");
+    text.textContent = `${m.kind} · slice ${m.slice} · ${measureLabel(m)}`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "✕";
+    remove.setAttribute("aria-label", `Remove measurement ${m.id}`);
+    remove.addEventListener("click", () => {
+      state.measures = state.measures.filter((x) => x.id !== m.id);
+      updateMeasures();
+      drawOverlay();
+    });
+    li.append(text, remove);
+    list.appendChild(li);
+  }
+  $("measures").hidden = !state.measures.length;
+}
+
+function drawMeasures(ctx) {
+  for (const m of state.measures) {
+    if (m.slice !== state.current) continue;
+    ctx.save();
+    ctx.strokeStyle = PALETTE.measure;
+    ctx.lineWidth = 1.5;
+    ctx.shadowColor = "rgba(0,0,0,0.9)";
+    ctx.shadowBlur = 2;
+    let anchor;
+    if (m.kind === "length" || m.kind === "arrow") {
+      strokeLine(ctx, m.line ?? m.kind, m.p1, m.p2);
+      const b = toScreen(m.p2.x, m.p2.y);
+      anchor = { x: b.x + 6, y: b.y + 4 };
+    } else if (m.kind === "probe") {
+      const p = toScreen(m.point.x, m.point.y);
+      ctx.beginPath();
+      ctx.arc(p.x, p.y, 4, 0, 2 * Math.PI);
+      ctx.stroke();
+      anchor = { x: p.x + 6, y: p.y - 6 };
+    } else {
+      strokeRoi(ctx, m.kind, m.box);
+      const a = toScreen(m.box[0], m.box[1]);
+      anchor = { x: a.x, y: a.y };
+    }
+    ctx.restore();
+    drawGeometry(ctx, {}, PALETTE.measure, { label: measureLabel(m), anchor });
+  }
+}
+
+function strokeLine(ctx, kind, p1, p2) {
+  const a = toScreen(p1.x, p1.y);
+  const b = toScreen(p2.x, p2.y);
+  ctx.beginPath();
+  ctx.moveTo(a.x, a.y);
+  ctx.lineTo(b.x, b.y);
+  const angle = Math.atan2(b.y - a.y, b.x - a.x);
+  if (kind === "arrow") {
+    for (const side of [-1, 1]) {
+      ctx.moveTo(a.x, a.y);
+      ctx.lineTo(a.x + 10 * Math.cos(angle + side * 0.45), a.y + 10 * Math.sin(angle + side * 0.45));
+    }
+  } else {
+    for (const p of [a, b]) {
+      ctx.moveTo(p.x - 4 * Math.sin(angle), p.y + 4 * Math.cos(angle));
+      ctx.lineTo(p.x + 4 * Math.sin(angle), p.y - 4 * Math.cos(angle));
+    }
+  }
+  ctx.stroke();
+}
+
+function strokeRoi(ctx, shape, box) {
+  const a = toScreen(box[0], box[1]);
+  const b = toScreen(box[2], box[3]);
+  ctx.beginPath();
+  if (shape === "rectangle") ctx.rect(a.x, a.y, b.x - a.x, b.y - a.y);
+  else ctx.ellipse((a.x + b.x) / 2, (a.y + b.y) / 2, Math.abs(b.x - a.x) / 2, Math.abs(b.y - a.y) / 2, 0, 0, 2 * Math.PI);
+  ctx.stroke();
 }
 
 // ---------------------------------------------------------------- mouse
@@ -1097,7 +1517,8 @@ viewport.addEventListener("pointerdown", (e) => {
   const start = { x: e.clientX, y: e.clientY };
   viewport.setPointerCapture(e.pointerId);
   if (e.button === 2) {
-    state.gesture = { kind: "zoom", start, zoom: state.zoom };
+    // Zoom about the point under the pointer, as Ctrl+wheel does, so the lesion stays where the reader looks.
+    state.gesture = { kind: "zoom", start, zoom: state.zoom, anchor: pos };
   } else if (e.button === 1 || (e.button === 0 && e.shiftKey)) {
     e.preventDefault();
     state.gesture = { kind: "pan", start, panX: state.panX, panY: state.panY };
@@ -1116,13 +1537,22 @@ viewport.addEventListener("pointerdown", (e) => {
       state.drawing = { kind: "recist", phase: 1, p1: pos, p2: pos };
     }
     state.gesture = { kind: "draw", start };
+  } else if (e.button === 0 && MEASURE_TOOLS[state.tool]) {
+    MEASURE_TOOLS[state.tool].down(pos);
+    state.gesture = { kind: "measure", start, tool: MEASURE_TOOLS[state.tool] };
   } else if (e.button === 0 && state.tool === "box") {
     state.drawing = { kind: "box", p1: pos, p2: pos };
     state.gesture = { kind: "draw", start };
   } else if (e.button === 0) {
     const handle = handleAt(e.clientX, e.clientY);
+    const hit = handle ? null : hitTest(e.clientX, e.clientY);
+    const selected = selectedLesion();
     if (handle) {
       state.dragging = { lesionId: handle.lesion.id, index: handle.index, recist: handle.recist, start: handle.lesion.current, geometry: handle.lesion.current };
+      state.gesture = { kind: "handle", start };
+    } else if (hit && selected && hit.kind === "lesion" && hit.id === selected.id && lesionSlice(selected) === state.current) {
+      // Dragging the selected mark's outline moves the whole mark (RECIST and box together).
+      state.dragging = { lesionId: selected.id, whole: true, from: pos, start: selected.current, geometry: selected.current };
       state.gesture = { kind: "handle", start };
     } else {
       state.gesture = { kind: "wl", start, window: { ...state.window }, moved: false };
@@ -1133,7 +1563,8 @@ viewport.addEventListener("pointerdown", (e) => {
 
 viewport.addEventListener("pointermove", (e) => {
   const pos = toImage(e.clientX, e.clientY);
-  updateHu(pos);
+  lastPointer = { x: e.clientX, y: e.clientY };
+  updateHu();
   const g = state.gesture;
   if (!g) {
     viewport.classList.toggle("over-handle", !!handleAt(e.clientX, e.clientY));
@@ -1150,6 +1581,7 @@ viewport.addEventListener("pointermove", (e) => {
     applyTransform();
   } else if (g.kind === "zoom") {
     state.zoom = Math.max(0.25, Math.min(16, g.zoom * Math.exp(-dy * 0.01)));
+    pinImagePoint(g.anchor, g.start.x, g.start.y);
     applyTransform();
   } else if (g.kind === "draw" && state.drawing) {
     const d = state.drawing;
@@ -1162,7 +1594,10 @@ viewport.addEventListener("pointermove", (e) => {
     }
     drawOverlay();
   } else if (g.kind === "handle" && state.dragging) {
-    state.dragging.geometry = moveHandle(state.dragging, pos);
+    state.dragging.geometry = state.dragging.whole ? moveWhole(state.dragging, pos) : moveHandle(state.dragging, pos);
+    drawOverlay();
+  } else if (g.kind === "measure") {
+    g.tool.move(pos);
     drawOverlay();
   }
 });
@@ -1171,7 +1606,9 @@ function finishGesture(e) {
   const g = state.gesture;
   state.gesture = null;
   if (!g) return;
-  if (g.kind === "wl" && !g.moved) {
+  if (g.kind === "measure") {
+    g.tool.up(toImage(e.clientX, e.clientY));
+  } else if (g.kind === "wl" && !g.moved) {
     const hit = hitTest(e.clientX, e.clientY);
     select(hit ? { kind: hit.kind, id: hit.id } : null);
   } else if (g.kind === "draw" && state.drawing) {
@@ -1213,6 +1650,14 @@ function finishDrawing() {
   // RECIST lists the longer axis first; swap when the user drew the short one longer.
   if (shortLen > len(sub(d.p2, d.p1))) pts = [pts[2], pts[3], pts[0], pts[1]];
   state.drawing = null;
+  const target = state.measureTarget ? findLesion(state.measureTarget) : null;
+  state.measureTarget = null;
+  if (target && !target.current.recist && lesionSlice(target) === state.current) {
+    // A box-only lesion (an accepted prediction, say) gets its RECIST measurement; it stays the same lesion.
+    updateGeometry(target, { ...target.current, recist: pointsToRecist(pts), box: boxOfPoints(pts, BOX_PADDING_PX) });
+    setTool("pointer");
+    return undefined;
+  }
   addLesion({ recist: pointsToRecist(pts) }, "add RECIST mark");
   return undefined;
 }
@@ -1223,13 +1668,17 @@ viewport.addEventListener("pointercancel", () => {
   state.dragging = null;
   drawOverlay();
 });
-viewport.addEventListener("pointerleave", () => { $("sb-hu").textContent = "HU –"; });
+viewport.addEventListener("pointerleave", () => {
+  lastPointer = null;
+  updateHu();
+});
 
 // Trackpads send many small pixel deltas: add them up so one slice step needs a real notch's worth.
 let wheelPixels = 0;
 const WHEEL_STEP_PX = 50;
 viewport.addEventListener("wheel", (e) => {
   e.preventDefault();
+  lastPointer = { x: e.clientX, y: e.clientY };
   if (e.ctrlKey) {
     zoomAt(Math.exp(-e.deltaY * 0.002), e.clientX, e.clientY);
     return;
@@ -1237,71 +1686,119 @@ viewport.addEventListener("wheel", (e) => {
   if (e.deltaMode !== 0 || Math.abs(e.deltaY) >= WHEEL_STEP_PX) {
     // A mouse notch (line mode, or about 100 px) is one slice, however the platform scales it.
     wheelPixels = 0;
-    setSlice(state.current + Math.sign(e.deltaY));
+    stepSlice(Math.sign(e.deltaY));
     return;
   }
   wheelPixels += e.deltaY;
   if (Math.abs(wheelPixels) < WHEEL_STEP_PX) return;
   const steps = Math.trunc(wheelPixels / WHEEL_STEP_PX);
   wheelPixels -= steps * WHEEL_STEP_PX;
-  setSlice(state.current + steps);
+  stepSlice(steps);
 }, { passive: false });
 
-function updateHu(pos) {
-  const entry = cache.get(stats.shown ? stats.shown.index : state.current);
-  const x = Math.floor(pos.x);
-  const y = Math.floor(pos.y);
-  if (!entry || entry.status !== "ok" || x < 0 || y < 0 || x >= entry.w || y >= entry.h) {
-    $("sb-hu").textContent = "HU –";
+function updateHu() {
+  const el = $("sb-hu");
+  const shown = stats.shown;
+  // Only a slice that is on screen has a value; a missing, failed or still-loading slice has none.
+  const entry = shown && shown.status === "ok" && shown.index === state.current ? cache.get(shown.index) : null;
+  if (!lastPointer || !entry || entry.status !== "ok") {
+    el.textContent = "HU –";
+    delete root.dataset.hu;
     return;
   }
-  $("sb-hu").textContent = `HU ${entry.data[y * entry.w + x]} at (${x}, ${y})`;
+  const pos = toImage(lastPointer.x, lastPointer.y);
+  const x = Math.floor(pos.x);
+  const y = Math.floor(pos.y);
+  if (x < 0 || y < 0 || x >= entry.w || y >= entry.h) {
+    el.textContent = "HU –";
+    delete root.dataset.hu;
+    return;
+  }
+  const hu = entry.data[y * entry.w + x];
+  el.textContent = `HU ${hu} at (${x}, ${y})`;
+  root.dataset.hu = `${state.current},${x},${y},${hu}`;
 }
 
 // ---------------------------------------------------------------- keyboard
 
 const toggleKeymap = wireKeymap();
 
+function zoomCentre(factor) {
+  const rect = viewport.getBoundingClientRect();
+  zoomAt(factor, rect.left + rect.width / 2, rect.top + rect.height / 2);
+}
+
+function escape() {
+  // As in OHIF, Esc cancels: the drawing, then the tool, then the selection. It never decides anything.
+  if (state.drawing) { state.drawing = null; drawOverlay(); }
+  else if (state.tool !== "pointer") setTool("pointer");
+  else select(null);
+}
+
+function deleteOrReject() {
+  if (selectedPrediction()) predictionAction(false);
+  else deleteSelected();
+}
+
+const fixedPresets = Object.values(PRESETS).filter((p) => p !== DICOM_PRESET);
+
+// The one table of the viewer's keys and gestures: the keydown handler and the `?` dialog both read it.
+// Where OHIF has the same action its default key is used (I invert, Space reset, + / - zoom, Esc cancel,
+// 1-n presets).
+const COMMANDS = [
+  { label: "Left drag", what: "Window / level (horizontal = width, vertical = centre, 4 HU/px)" },
+  { label: "Wheel / ↑ ↓", keys: ["ArrowUp", "ArrowDown"], what: "Previous / next stored slice",
+    run: (e) => stepSlice(e.key === "ArrowUp" ? -1 : 1) },
+  { label: "Home / End", keys: ["Home", "End"], what: "First / last stored slice",
+    run: (e) => setSlice(sliceRange()[e.key === "Home" ? 0 : 1]) },
+  { keys: ["K"], what: "Back to the key slice", run: () => setSlice(keyIndex) },
+  { label: "Right drag / Ctrl+wheel / + -", keys: ["+", "-"], what: "Zoom about the pointer (+ / - about the centre)",
+    run: (e) => zoomCentre(e.key === "-" ? 1 / 1.25 : 1.25) },
+  { keys: ["="], what: "Fit the image to the viewport (zoom and pan only)", run: fitView },
+  { label: "Middle drag / Shift+left drag", what: "Pan" },
+  ...fixedPresets.map((p) => ({ keys: [p.key], label: p.key, run: () => applyPreset(p.key) })),
+  { label: fixedPresets.map((p) => p.key).join(" "), what: `${fixedPresets.map((p) => p.label).join(", ")} windows` },
+  { keys: [DICOM_PRESET.key], what: `The slice's ${DICOM_PRESET.label} window`, run: () => applyPreset(DICOM_PRESET.key) },
+  { keys: ["I"], what: "Invert", run: toggleInvert },
+  { keys: ["Space"], label: "Space", what: "Reset view", run: resetView },
+  { keys: ["S"], what: "Smooth interpolation above 2x zoom (on / off)", run: toggleSmooth },
+  { keys: ["R"], what: "RECIST tool (drawing takes the left button)", run: () => setTool("recist") },
+  { keys: ["B"], what: "Box tool", run: () => setTool("box") },
+  { keys: ["E"], what: "Ellipse ROI: mean, SD, min, max HU and area in mm²", run: () => setTool("ellipse") },
+  { keys: ["G"], what: "Rectangle ROI: mean, SD, min, max HU and area in mm²", run: () => setTool("rectangle") },
+  { keys: ["O"], what: "HU probe: pins the HU of a pixel", run: () => setTool("probe") },
+  { keys: ["T"], what: "Length in mm (a measurement, not saved)", run: () => setTool("length") },
+  { keys: ["A"], what: "Arrow with a text label (not saved)", run: () => setTool("arrow") },
+  { keys: ["M"], what: "Measure the selected box-only lesion: draw its RECIST axes", run: measureSelected },
+  { label: "Drag a selected mark", what: "Move the whole mark" },
+  { keys: ["Escape"], label: "Esc", what: "Cancel the drawing / leave the tool / deselect (never rejects)", run: escape },
+  { label: "Click a mark, drag a handle", what: "Select a mark and move its end points" },
+  { keys: ["Tab", "Shift+Tab"], label: "Tab / Shift+Tab", what: "Select the next / previous mark or prediction",
+    run: (e) => (e.target === document.body || e.target === viewport ? selectNext(e.shiftKey ? -1 : 1) : false) },
+  { keys: ["C"], what: "Confirm the selected lesion", run: confirmSelected },
+  { keys: ["F"], what: "Flag the selected lesion as noisy", run: flagSelected },
+  { keys: ["U"], what: "Unflag", run: () => lesionAction("unflag") },
+  { keys: ["Backspace", "Delete"], label: "Backspace / Delete", what: "Delete the selected added lesion / reject the selected prediction",
+    run: deleteOrReject },
+  { keys: ["Enter"], what: "Accept the selected prediction",
+    run: () => (selectedPrediction() ? predictionAction(true) : false) },
+  { keys: ["Ctrl+Z", "Ctrl+Y", "Ctrl+Shift+Z"], label: "Ctrl+Z / Ctrl+Y / Ctrl+Shift+Z", what: "Undo / redo / redo",
+    run: (e) => undoRedo(e.key.toLowerCase() === "z" && !e.shiftKey ? "undo" : "redo") },
+  { keys: ["D"], what: "Mark done and open the next key slice", run: doneAndNext },
+  { keys: ["N", "P", "Ctrl+ArrowRight", "Ctrl+ArrowLeft"], label: "N / P, Ctrl+→ / Ctrl+←", what: "Next / previous key slice in the queue",
+    run: (e) => gotoNeighbour(e.key === "n" || e.key === "N" || e.key === "ArrowRight" ? 1 : -1) },
+  { keys: ["?"], what: "This key map", run: () => toggleKeymap() },
+];
+const KEYS = buildKeyIndex(COMMANDS);
+renderKeymap(document.getElementById("keymap-rows"), COMMANDS);
+
 document.addEventListener("keydown", (e) => {
   if (isTypingTarget(e.target) || document.querySelector("dialog[open]")) return;
-  const ctrl = e.ctrlKey || e.metaKey;
-  const k = e.key;
-  let handled = true;
-  if (ctrl && (k === "z" || k === "Z") && e.shiftKey) undoRedo("redo");
-  else if (ctrl && (k === "z" || k === "Z")) undoRedo("undo");
-  else if (ctrl && (k === "y" || k === "Y")) undoRedo("redo");
-  else if (ctrl && k === "ArrowRight") gotoNeighbour(1);
-  else if (ctrl && k === "ArrowLeft") gotoNeighbour(-1);
-  else if (ctrl) handled = false;
-  else if (k === "ArrowUp") setSlice(state.current - 1);
-  else if (k === "ArrowDown") setSlice(state.current + 1);
-  else if (k === "Home") setSlice(storedBounds()[0]);
-  else if (k === "End") setSlice(storedBounds()[1]);
-  else if (k === "k" || k === "K") setSlice(keyIndex);
-  else if (Object.hasOwn(PRESETS, k)) applyPreset(k);
-  else if (k === "i" || k === "I") toggleInvert();
-  else if (k === " ") resetView();
-  else if (k === "r" || k === "R") setTool("recist");
-  else if (k === "b" || k === "B") setTool("box");
-  else if (k === "Escape") {
-    if (state.drawing) { state.drawing = null; drawOverlay(); }
-    else if (state.tool !== "pointer") setTool("pointer");
-    else if (selectedPrediction()) predictionAction(false);
-    else select(null);
-  } else if (k === "Enter") {
-    if (selectedPrediction()) predictionAction(true);
-    else handled = false;
-  } else if (k === "Backspace" || k === "Delete") deleteSelected();
-  else if (k === "c" || k === "C") confirmSelected();
-  else if (k === "f" || k === "F") flagSelected();
-  else if (k === "u" || k === "U") lesionAction("unflag");
-  else if (k === "d" || k === "D") doneAndNext();
-  else if (k === "n" || k === "N") gotoNeighbour(1);
-  else if (k === "p" || k === "P") gotoNeighbour(-1);
-  else if (k === "?") toggleKeymap();
-  else if (k === "Tab" && (e.target === document.body || e.target === viewport)) selectNext(e.shiftKey ? -1 : 1);
-  else handled = false;
-  if (handled) e.preventDefault();
+  if (e.altKey) return;
+  const command = KEYS.get(eventKeyId(e));
+  if (!command) return;
+  if (command.run(e) === false) return;
+  e.preventDefault();
 });
 
 // ---------------------------------------------------------------- buttons
@@ -1315,6 +1812,7 @@ for (const cb of document.querySelectorAll("[data-layer]")) {
   });
 }
 $("invert").addEventListener("click", toggleInvert);
+$("smooth").addEventListener("click", toggleSmooth);
 $("reset").addEventListener("click", resetView);
 $("undo").addEventListener("click", () => undoRedo("undo"));
 $("redo").addEventListener("click", () => undoRedo("redo"));
@@ -1329,6 +1827,10 @@ $("unflag-lesion").addEventListener("click", () => lesionAction("unflag"));
 $("delete-lesion").addEventListener("click", deleteSelected);
 $("lesion-type").addEventListener("change", () => setSelectedType(parseInt($("lesion-type").value, 10)));
 $("predict").addEventListener("click", predict);
+$("download-csv").addEventListener("click", downloadPanelCsv);
+$("measure-lesion").addEventListener("click", measureSelected);
+$("show-history").addEventListener("click", showHistory);
+$("history-close").addEventListener("click", () => $("history-dialog").close());
 $("accept-prediction").addEventListener("click", () => predictionAction(true));
 $("reject-prediction").addEventListener("click", () => predictionAction(false));
 $("threshold").addEventListener("input", () => {
@@ -1350,6 +1852,7 @@ function applyKeySlice(ks) {
     if (!still || (state.selected.kind === "prediction" && still.status !== "pending")) state.selected = null;
   }
   updatePanels();
+  updatePredictButton();
   drawOverlay();
   updateReadouts();
 }
@@ -1388,22 +1891,13 @@ async function start() {
   root.dataset.ready = "1";
   shell.then((h) => {
     window.__health = h;
-    if (h && h.detector && !h.detector.loaded) {
-      // Review mode without a model: say so instead of offering a button that can only fail.
-      $("predict").disabled = true;
-      $("predict").title = h.detector.error || "no detector model is loaded";
-      $("predict-time").textContent = "No detector loaded (review mode).";
-    }
+    // Review mode without a model: the button says so instead of offering what can only fail.
+    updatePredictButton();
     updateReadouts();
   });
 }
 
 // ---------------------------------------------------------------- hooks for the e2e tests and the benchmark
-
-function percentile(values, p) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
 
 window.__viewer = {
   state,
@@ -1413,6 +1907,9 @@ window.__viewer = {
   imageToClient,
   setSlice,
   setWindow,
+  measureValues,
+  commands: COMMANDS,
+  scaleBar,
   loadSlice,
   pixelChecksum() {
     const d = imageCtx.getImageData(0, 0, imageCanvas.width, imageCanvas.height).data;
@@ -1420,60 +1917,18 @@ window.__viewer = {
     for (let i = 0; i < d.length; i += 4) sum = (sum + d[i] * ((i >> 2) % 251 + 1)) % 1e9;
     return sum;
   },
-  // Times `frames` synchronous W/L frames of the current slice, as a drag would produce them.
-  benchWindowLevel(frames = 200, naive = false) {
-    const entry = cache.get(state.current);
-    if (!entry || entry.status !== "ok") return null;
-    const times = [];
-    const base = { ...state.window };
-    for (let i = 0; i < frames; i++) {
-      state.window = { center: base.center + (i % 50) * HU_PER_PX, width: Math.max(1, base.width + (i % 37) * HU_PER_PX) };
-      const t0 = performance.now();
-      if (naive) windowIntoNaive(entry.data);
-      else windowInto(entry.data);
-      times.push(performance.now() - t0);
-    }
-    state.window = base;
-    render();
-    return { frames, median: percentile(times, 50), p95: percentile(times, 95), width: entry.w, height: entry.h };
-  },
-  clearCache() {
-    cache.clear();
-    prefetchQueue = [];
-  },
-  // Scroll through the stored range at `rate` slices/s; counts frames where the slice was not yet decoded.
-  async benchScroll(rate = 30, steps = 60) {
-    const stored = (state.ks && state.ks.stored_slices) || [keyIndex];
-    const first = Math.min(...stored);
-    const last = Math.max(...stored);
-    let index = first;
-    let dir = 1;
-    let blank = 0;
-    setSlice(index);
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) {
-      index += dir;
-      if (index > last || index < first) { dir = -dir; index += 2 * dir; }
-      index = Math.max(first, Math.min(last, index));
-      setSlice(index);
-      if (!cache.has(index)) blank++;
-      render();
-      await new Promise((r) => setTimeout(r, rate > 0 ? 1000 / rate : 0));
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    return { steps, blank, seconds, slicesPerSecond: steps / seconds, range: [first, last] };
-  },
-  // Fastest possible scroll over decoded slices: render-bound throughput.
-  maxScrollRate(steps = 200) {
-    const ready = [...cache.entries()].filter(([, e]) => e.status === "ok").map(([i]) => i).sort((a, b) => a - b);
-    if (!ready.length) return null;
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) {
-      state.current = ready[i % ready.length];
-      render();
-    }
-    return { steps, slicesPerSecond: steps / ((performance.now() - t0) / 1000) };
-  },
 };
+
+// The benchmark's helpers (bench/bench_browser.py) load only when a page asks with ?bench=1.
+if (new URLSearchParams(location.search).has("bench")) {
+  import("./viewer-bench.js").then(({ installBench }) => {
+    installBench(window.__viewer, {
+      render, windowInto, sliceList, huPerPx: HU_PER_PX,
+      frame: () => ({ ctx: imageCtx, imageData }),
+      clearPrefetch: () => { prefetchQueue = []; },
+    });
+    root.dataset.bench = "1";
+  });
+}
 
 start();

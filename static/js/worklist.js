@@ -1,11 +1,11 @@
 // Work list: the API's filters, sortable columns, pagination, progress and keyboard navigation.
-import { describeError, get, initShell, isTypingTarget, showError, wireKeymap } from "./api.js";
+import { describeError, get, hideError, initShell, isTypingTarget, showError, wireKeymap } from "./api.js";
 import { LESION_TYPES, STATUSES } from "./vocabulary.js";
 
 const form = document.getElementById("filters");
 const body = document.getElementById("worklist-body");
 const $ = (id) => document.getElementById(id);
-const FILTER_KEYS = ["split", "status", "reviewer", "patient", "min_size_mm", "max_size_mm", "noisy", "has_predictions", "possible_missed", "page_size"];
+const FILTER_KEYS = ["split", "status", "reviewer", "patient", "min_size_mm", "max_size_mm", "noisy", "has_predictions", "possible_missed", "on_disk", "page_size"];
 
 const state = { params: new URLSearchParams(location.search), items: [], selected: 0, total: 0, page: 1, pageSize: 50 };
 
@@ -82,6 +82,8 @@ async function load() {
     const wanted = state.params.get("select");
     state.selected = wanted === "last" ? data.items.length - 1 : 0;
     if (state.selected < 0) state.selected = 0;
+    // A later success ends an earlier failure: the banner must not outlive the problem it reported.
+    hideError();
     renderCounts(data.counts);
     renderRows();
     document.body.dataset.listQuery = query;
@@ -134,6 +136,10 @@ function renderRows() {
     link.tabIndex = -1;
     const first = cell(tr, link);
     if (item.noisy) first.append(" ", badge("noisy", "badge-noisy", "has an originally-noisy or flagged lesion"));
+    if (item.image_on_disk === false) {
+      tr.dataset.imageMissing = "1";
+      first.append(" ", badge("image not on disk", "badge-missing", "the key slice's PNG is not stored: it can be reviewed from its marks only"));
+    }
     cell(tr, String(item.patient_index));
     cell(tr, item.split);
     cell(tr, String(item.lesion_count));
@@ -196,6 +202,8 @@ function move(step) {
 
 form.addEventListener("submit", (e) => {
   e.preventDefault();
+  // Apply closes the Types popover: the chosen types show in its summary, the list below is in view.
+  $("type-filter").open = false;
   navigate(readForm());
 });
 $("filters-reset").addEventListener("click", () => {

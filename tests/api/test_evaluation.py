@@ -211,7 +211,8 @@ def test_a_running_job_reports_progress_and_a_second_post_is_409(
     assert _wait_finished(admin, first["id"])["status"] == "done"
     # The one-job slot is free again.
     gate.pause_at = -1
-    assert _wait_finished(admin, _start(admin, split="val")["id"])["status"] == "done"
+    # (val: its only key slice is not on disk, so that job would fail with "no lesions to evaluate".)
+    assert _wait_finished(admin, _start(admin, split="all")["id"])["status"] == "done"
 
 
 def test_job_state_is_read_from_the_database_by_another_server_process(
@@ -436,3 +437,44 @@ def test_evaluate_cli_pools_datasets_into_one_froc_and_does_not_store_it(
     assert pooled["pooled_with"] == [str(twin)] and pooled["stored_as"] is None
     assert "not stored" in result.stderr
     assert len(_runs(database_url)) == 1
+
+
+def test_post_evaluation_of_a_split_without_lesions_is_422_and_starts_nothing(
+    admin: Api, database_url: str
+) -> None:
+    from sqlalchemy import update
+
+    from app.db.models import KeySlice
+    from app.review.serialize import SPLIT_IDS
+
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session, session.begin():
+            session.execute(update(KeySlice).where(KeySlice.split == SPLIT_IDS["val"]).values(lesion_count=0))
+    finally:
+        engine.dispose()
+    r = admin.write("POST", "/api/evaluation", json={"split": "val"})  # type: ignore[attr-defined]
+    assert r.status_code == 422 and r.json()["code"] == "empty_split", r.text
+    assert "no lesions" in r.json()["detail"]
+    assert admin.client.get("/api/evaluation/jobs").json() == {"jobs": []}
+    assert _runs(database_url) == []
+    started = admin.write("POST", "/api/evaluation", json={"split": "test"})  # type: ignore[attr-defined]
+    assert started.status_code == 202, started.text
+    assert _wait_finished(admin, started.json()["id"])["status"] == "done"
+
+
+def test_an_evaluation_with_every_lesion_left_out_fails_and_stores_no_result(
+    admin: Api, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = evaluations.evaluate_dataset
+
+    def nothing_left(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = real(*args, **kwargs)
+        return {**result, "lesions": 0}
+
+    monkeypatch.setattr(evaluations, "evaluate_dataset", nothing_left)
+    job = _start(admin, split="test")
+    done = _wait_finished(admin, job["id"])
+    assert done["status"] == "failed" and "no lesions" in done["error"]
+    assert _runs(database_url) == []
+    assert admin.client.get("/api/evaluation").status_code == 404

@@ -16,8 +16,8 @@ from tests.api.conftest import Api
 
 PAGES = [
     "/",
-    "/viewer/000001_01_01_109.png",
-    "/followup/000001_01_01_109.png",
+    "/viewer/000001_01_01_108.png",
+    "/followup/000001_01_01_108.png",
     "/overview",
     "/evaluation",
     "/screening",
@@ -162,3 +162,11 @@ def test_page_menus_list_the_vocabulary_words_in_its_order(api: Api) -> None:
     for page, select in (("/evaluation", "eval-split"), ("/screening", "screen-split")):
         splits = [v for v, _ in _controls(api.client.get(page).text, select)]
         assert set(splits) == {*SPLITS.values(), ALL_SPLITS}, page
+
+
+def test_viewer_page_for_an_unknown_well_formed_name_is_a_404_page_without_a_viewer(api: Api) -> None:
+    api.login("pages-reviewer-3")
+    r = api.client.get("/viewer/999999_99_99_999.png")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert 'id="viewer"' not in r.text and "999999_99_99_999.png" in r.text
+    assert '<script type="module" src="/static/js/notfound.js">' in r.text

@@ -164,3 +164,22 @@ def test_status_sort_pages_through_groups_in_order(api: Api, review_dataset: Dat
         f"/api/key-slices/{expected[1]}/neighbours", params={"sort": "status", "order": order}
     )
     assert nb.json() == {"previous": expected[0], "next": expected[2]}
+
+
+def test_on_disk_filter_and_image_on_disk_follow_the_stored_slices(api: Api, review_dataset: Dataset) -> None:
+    from tests.api.review_data import STORED
+
+    api.login("a-disk")
+
+    def on_disk(name: str) -> bool:
+        series, index = name.rsplit("_", 1)
+        return int(index[:-4]) in STORED.get(series, [])
+
+    every = files(review_dataset[1])
+    assert {on_disk(n) for n in every} == {True, False}, "the data should have key images on and off disk"
+    body = worklist(api)
+    assert {i["file_name"]: i["image_on_disk"] for i in body["items"]} == {n: on_disk(n) for n in every}
+    assert names(worklist(api, on_disk="true")) == [n for n in every if on_disk(n)]
+    absent = worklist(api, on_disk="false")
+    assert names(absent) == [n for n in every if not on_disk(n)]
+    assert absent["counts"]["total"] == absent["total"] == len(names(absent))

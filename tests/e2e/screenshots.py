@@ -59,7 +59,7 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
         ctx = browser.new_context(
             **CONTEXT_OPTIONS, base_url=live.url, viewport={"width": 1280, "height": 800}
         )
-        reviewer_shots = {"ui_viewer", "ui_keymap", "ui_worklist", "ui_overview"}
+        reviewer_shots = {"ui_viewer", "ui_keymap", "ui_viewer_measure", "ui_worklist", "ui_overview"}
         if only is None or only & reviewer_shots:
             csrf = _login(ctx, REVIEWER)
             page = ctx.new_page()
@@ -96,6 +96,17 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
             page.screenshot(path=str(out / "ui_keymap.png"))
             written.append(out / "ui_keymap.png")
             page.keyboard.press("Escape")
+
+            # The reader's measurements: an ellipse ROI on the lesion, a probe, and the measurement panel.
+            if only is None or "ui_viewer_measure" in only:
+                lesion = ks["lesions"][0]["current"]["box"]
+                page.keyboard.press("e")
+                _drag(page, (lesion[0] - 4, lesion[1] - 4), (lesion[2] + 4, lesion[3] + 4))
+                page.keyboard.press("o")
+                page.mouse.click(centre["x"], centre["y"])
+                page.keyboard.press("Escape")
+                page.screenshot(path=str(out / "ui_viewer_measure.png"))
+                written.append(out / "ui_viewer_measure.png")
 
             page.goto("/")
             page.wait_for_selector("#worklist-body tr")

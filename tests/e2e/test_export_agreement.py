@@ -99,7 +99,7 @@ def test_edit_confirm_flag_context_add_accept_reject_undo_redo_reach_the_exports
     page.keyboard.press("Delete")
     version = _wait_version_above(page, version)
 
-    # Predict; accept the selected prediction (Enter), reject another (Esc); undo the reject, redo it.
+    # Predict; accept the selected prediction (Enter), reject another (Delete); undo the reject, redo it.
     page.fill("#threshold", "0.05")
     page.dispatch_event("#threshold", "input")
     page.click("#predict")
@@ -113,7 +113,7 @@ def test_edit_confirm_flag_context_add_accept_reject_undo_redo_reach_the_exports
     page.locator("#prediction-list li[data-prediction-id] button").first.click()
     rejected = viewer_eval(page, "v.state.selected.id")
     page.focus("#viewport")
-    page.keyboard.press("Escape")
+    page.keyboard.press("Delete")  # Delete rejects a selected prediction; Esc only cancels (OHIF's habit)
     version = _wait_version_above(page, version)
     page.keyboard.press("Control+z")
     version = _wait_version_above(page, version)

@@ -312,7 +312,7 @@ def test_moving_a_long_axis_end_point_saves_a_correction_with_the_short_axis_sti
     )
 
 
-def test_escape_rejects_the_selected_prediction_and_every_button_has_a_name(
+def test_escape_never_rejects_and_delete_rejects_only_the_selected_prediction(
     page: Any, server: LiveServer, signed_in: dict[str, Any]
 ) -> None:
     name = server.key_slices[1]
@@ -322,19 +322,42 @@ def test_escape_rejects_the_selected_prediction_and_every_button_has_a_name(
         ".filter(b => !(b.getAttribute('aria-label') || b.textContent.trim())).map(b => b.outerHTML)"
     )
     assert unnamed == []
-    page.fill("#threshold", "0.05")
+    page.fill("#threshold", "0")
     page.dispatch_event("#threshold", "input")
     page.click("#predict")
     page.wait_for_selector("#viewer[data-predicted='1']")
+    pending = "window.__viewer.state.ks.predictions.filter(p => p.status === 'pending').length"
+    before = page.evaluate(pending)
+    rejected_before = set(
+        page.evaluate(
+            "window.__viewer.state.ks.predictions.filter(p => p.status === 'rejected').map(p => p.id)"
+        )
+    )
+    assert before >= 2, "the tiny detector should leave at least two predictions at threshold 0"
     selected = viewer_eval(page, "v.state.selected")
     assert selected and selected["kind"] == "prediction"
     page.focus("#viewport")
+    # OHIF habit: Esc cancels. Two Escs deselect and decide nothing.
     page.keyboard.press("Escape")
-    page.wait_for_function(
-        f"window.__viewer.state.ks.predictions.find(p => p.id === {selected['id']}).status === 'rejected'"
-    )
+    page.keyboard.press("Escape")
+    assert viewer_eval(page, "v.state.selected") is None
     stored = page.context.request.get(f"/api/key-slices/{name}/predictions?threshold=0").json()["predictions"]
-    assert next(p for p in stored if p["id"] == selected["id"])["status"] == "rejected"
+    assert sum(1 for p in stored if p["status"] == "pending") == before
+
+    # Delete rejects the selected prediction and leaves nothing selected: a second Delete rejects nothing.
+    page.locator("#prediction-list li[data-prediction-id] button").first.click()
+    target = viewer_eval(page, "v.state.selected")
+    page.focus("#viewport")
+    page.keyboard.press("Delete")
+    page.wait_for_function(
+        f"window.__viewer.state.ks.predictions.find(p => p.id === {target['id']}).status === 'rejected'"
+    )
+    assert viewer_eval(page, "v.state.selected") is None
+    page.keyboard.press("Delete")
+    page.keyboard.press("Escape")
+    stored = page.context.request.get(f"/api/key-slices/{name}/predictions?threshold=0").json()["predictions"]
+    assert {p["id"] for p in stored if p["status"] == "rejected"} - rejected_before == {target["id"]}
+    assert sum(1 for p in stored if p["status"] == "pending") == before - 1
 
 
 def test_invert_zoom_pan_and_space_reset_the_view(

@@ -1,0 +1,4 @@
+// Not-found page: the shell only (banner, signed-in user); there is nothing to load.
+import { initShell } from "./api.js";
+
+initShell();
