@@ -20,6 +20,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/health"): ANYONE,
     ("POST", "/api/auth/login"): ANYONE,
     ("GET", "/login"): ANYONE,
+    ("GET", "/docs"): ANYONE,  # the API description, served offline
     ("GET", "/api/auth/me"): REVIEWER,
     ("POST", "/api/auth/logout"): REVIEWER,
     ("GET", "/"): REVIEWER,
