@@ -26,6 +26,7 @@ from app.api import (
     screen,
     slices,
     stats,
+    team,
     worklist,
 )
 from app.api.errors import install_error_handlers
@@ -52,6 +53,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     screen.router,
     jobs.router,
     exports.router,
+    team.router,
     pages.router,
 )
 
