@@ -51,7 +51,9 @@ def require_adjudicator(user: CurrentUser) -> UserInfo:
 Adjudicator = Annotated[UserInfo, Depends(require_adjudicator)]
 
 
-@router.post("/assignments", response_model=Assignment, status_code=201, responses=error_responses(401, 403, 422))
+@router.post(
+    "/assignments", response_model=Assignment, status_code=201, responses=error_responses(401, 403, 422)
+)
 def post_assignment(body: AssignmentBody, user: AdminUser, db: Db) -> Any:
     """Assign the key slices of a work-list filter to readers (single or double read)."""
     f = body.filter
@@ -143,7 +145,9 @@ def get_adjudication(adjudication_id: Id, user: Adjudicator, db: Db) -> Any:
     return service.get_adjudication(session=db, adjudication_id=adjudication_id)
 
 
-@router.post("/adjudications/{adjudication_id}/resolve", response_model=AdjudicationResult, responses=WRITE_ERRORS)
+@router.post(
+    "/adjudications/{adjudication_id}/resolve", response_model=AdjudicationResult, responses=WRITE_ERRORS
+)
 def post_resolve(adjudication_id: Id, body: ResolveBody, user: Adjudicator, db: Db) -> Any:
     """Apply a consensus to the lesions (read A, read B, or an edited read)."""
     return service.resolve(
@@ -164,7 +168,7 @@ def post_unresolve(adjudication_id: Id, body: VersionBody, user: Adjudicator, db
     return service.unresolve(session=db, user=user, adjudication_id=adjudication_id, version=body.version)
 
 
-def _report_filter(split: SplitName | None) -> WorklistFilter:
+def _report_filter(split: SplitName | None = None) -> WorklistFilter:
     return WorklistFilter(split=split)
 
 
@@ -181,15 +185,27 @@ def get_report(user: Adjudicator, db: Db, flt: ReportFilter, assignment: Assignm
 @router.get(
     "/report.csv",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}}, "description": "a report table"}, **error_responses(401, 403, 422)},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "a report table"},
+        **error_responses(401, 403, 422),
+    },
 )
 def get_report_csv(
-    user: Adjudicator, db: Db, flt: ReportFilter, assignment: AssignmentQuery = None, table: CsvTable = "pairs"
+    user: Adjudicator,
+    db: Db,
+    flt: ReportFilter,
+    assignment: AssignmentQuery = None,
+    table: CsvTable = "pairs",
 ) -> Response:
     """One table of the report (pairs or readers) as CSV."""
-    data = team_report.report_csv(team_report.agreement_report(session=db, assignment_id=assignment, flt=flt), table)
+    data = team_report.report_csv(
+        team_report.agreement_report(session=db, assignment_id=assignment, flt=flt), table
+    )
     return Response(
         data,
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="agreement_{table}.csv"', "Cache-Control": "no-store"},
+        headers={
+            "Content-Disposition": f'attachment; filename="agreement_{table}.csv"',
+            "Cache-Control": "no-store",
+        },
     )

@@ -381,7 +381,7 @@ class DetectorJob(Base):
 
 
 class TeamAssignment(Base):
-    """Work an admin handed to readers: a filtered set of key slices, single or double read (app.review.team)."""
+    """Work handed to readers: a filtered set of key slices, single or double read (app.review.team)."""
 
     __tablename__ = "team_assignments"
 

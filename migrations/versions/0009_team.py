@@ -51,7 +51,9 @@ def upgrade() -> None:
         sa.Column("finished_at", TZ, nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["assignment_id"], ["team_assignments.id"], name=op.f("fk_team_reads_assignment_id_team_assignments")
+            ["assignment_id"],
+            ["team_assignments.id"],
+            name=op.f("fk_team_reads_assignment_id_team_assignments"),
         ),
         sa.ForeignKeyConstraint(
             ["key_slice_id"], ["key_slices.id"], name=op.f("fk_team_reads_key_slice_id_key_slices")

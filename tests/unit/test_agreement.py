@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from app.deeplesion.geometry import HIT_IOU, box_iou, box_from_recist
+from app.deeplesion.geometry import HIT_IOU, box_from_recist, box_iou
 from app.review.team.agreement import (
     LIMITS_Z,
     bland_altman,
@@ -133,7 +133,9 @@ def test_compare_reads_and_counts() -> None:
     base = _mark(10, 40, 20)
     baseline = Read(lesions={1: base, 2: base})
     a = Read(lesions={1: base, 2: _mark(10, 40, 24)}, added=(_mark(60, 60, 10),))
-    b = Read(lesions={1: _mark(10, 40, 20, reason="other"), 2: base}, added=(_mark(60, 61, 10), _mark(90, 20, 8)))
+    b = Read(
+        lesions={1: _mark(10, 40, 20, reason="other"), 2: base}, added=(_mark(60, 61, 10), _mark(90, 20, 8))
+    )
     tally = compare_reads(a, b, SPACING)
     assert tally.noisy == [(False, True), (False, False)]
     assert (tally.added_a, tally.added_b, tally.added_matched) == (1, 2, 1)

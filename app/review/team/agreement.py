@@ -145,7 +145,7 @@ def summarize(tally: PairTally) -> dict[str, object]:
 
 
 def read_counts(read: Read, baseline: Read) -> dict[str, int]:
-    """What a reader did to a key slice: existing lesions confirmed, flagged, edited, deleted; lesions added."""
+    """What a reader did: existing lesions confirmed, flagged, edited, deleted; lesions added."""
     counts = dict.fromkeys(("confirmed", "flagged", "edited", "added", "deleted"), 0)
     for lesion_id, mark in read.lesions.items():
         before = baseline.lesions.get(lesion_id)

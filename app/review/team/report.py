@@ -36,7 +36,7 @@ def agreement_report(
 ) -> dict[str, Any]:
     """Kappa, F1, Bland-Altman and type agreement per reader pair; time and counts per reader."""
     flt = flt or WorklistFilter()
-    names = dict(session.execute(select(User.id, User.name)).tuples().all())
+    names = dict(session.execute(select(User.id, User.name)).all())
     tallies: dict[tuple[str, str], PairTally] = defaultdict(PairTally)
     per_reader: dict[str, dict[str, Any]] = {}
     group: list[tuple[TeamRead, float]] = []
@@ -59,13 +59,19 @@ def agreement_report(
         reader = names.get(read.reader_id or -1, "?")
         row = per_reader.setdefault(
             reader,
-            {"reader": reader, "key_slices": 0, "seconds": [], **dict.fromkeys(
-                ("confirmed", "flagged", "edited", "added", "deleted"), 0)},
+            {
+                "reader": reader,
+                "key_slices": 0,
+                "seconds": [],
+                **dict.fromkeys(("confirmed", "flagged", "edited", "added", "deleted"), 0),
+            },
         )
         row["key_slices"] += 1
         if read.claimed_at is not None and read.finished_at is not None:
             row["seconds"].append((read.finished_at - read.claimed_at).total_seconds())
-        for k, v in read_counts(Read.from_dict(read.marks or {}), Read.from_dict(read.baseline or {})).items():
+        for k, v in read_counts(
+            Read.from_dict(read.marks or {}), Read.from_dict(read.baseline or {})
+        ).items():
             row[k] += v
     flush()
     pairs = []

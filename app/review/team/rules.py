@@ -143,9 +143,7 @@ def live_added(read: Read) -> list[Mark]:
     return [m for m in read.added if not m.deleted]
 
 
-def _compare_marks(
-    a: Mark, b: Mark, spacing_x: float, **where: int | None
-) -> list[Disagreement]:
+def _compare_marks(a: Mark, b: Mark, spacing_x: float, **where: int | None) -> list[Disagreement]:
     found: list[Disagreement] = []
     if a.noisy != b.noisy:
         found.append(Disagreement("noisy", detail=f"{a.flag_reason} vs {b.flag_reason}", **where))
@@ -171,6 +169,14 @@ def disagreements(a: Read, b: Read, spacing_x: float) -> list[Disagreement]:
     for i, j in pairs:
         found += _compare_marks(added_a[i], added_b[j], spacing_x, a_added=i, b_added=j)
     matched_a, matched_b = {i for i, _ in pairs}, {j for _, j in pairs}
-    found += [Disagreement("added", a_added=i, detail="only in read A") for i in range(len(added_a)) if i not in matched_a]
-    found += [Disagreement("added", b_added=j, detail="only in read B") for j in range(len(added_b)) if j not in matched_b]
+    found += [
+        Disagreement("added", a_added=i, detail="only in read A")
+        for i in range(len(added_a))
+        if i not in matched_a
+    ]
+    found += [
+        Disagreement("added", b_added=j, detail="only in read B")
+        for j in range(len(added_b))
+        if j not in matched_b
+    ]
     return found

@@ -58,7 +58,7 @@ def can_adjudicate(user: UserInfo) -> bool:
 
 
 def _user_ids(session: Session, names: list[str]) -> list[int]:
-    rows = dict(session.execute(select(User.name, User.id).where(User.name.in_(names))).tuples().all())
+    rows = dict(session.execute(select(User.name, User.id).where(User.name.in_(names))).all())
     missing = [n for n in names if n not in rows]
     if missing:
         raise InvalidInputError(f"no such reviewer: {', '.join(missing)}", code="unknown_reviewer")
@@ -124,7 +124,9 @@ def create_assignment(
 
 def _progress(session: Session, assignment_id: int) -> dict[str, Any]:
     counts = session.execute(
-        select(TeamRead.status, func.count()).where(TeamRead.assignment_id == assignment_id).group_by(TeamRead.status)
+        select(TeamRead.status, func.count())
+        .where(TeamRead.assignment_id == assignment_id)
+        .group_by(TeamRead.status)
     ).all()
     by_status = {"open": 0, "claimed": 0, "done": 0, **{s: int(n) for s, n in counts}}
     per_reader = session.execute(
@@ -150,7 +152,7 @@ def _progress(session: Session, assignment_id: int) -> dict[str, Any]:
 
 def assignment_dict(session: Session, a: TeamAssignment) -> dict[str, Any]:
     """The Assignment of docs/api.md with its progress."""
-    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(a.reader_ids))).tuples().all())
+    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(a.reader_ids))).all())
     return {
         "id": a.id,
         "name": a.name,
@@ -202,7 +204,7 @@ def read_dict(session: Session, read: TeamRead, *, names: dict[int, str] | None 
     """The TeamRead of docs/api.md."""
     ks = session.get_one(KeySlice, read.key_slice_id)
     if names is None:
-        names = dict(session.execute(select(User.id, User.name).where(User.id == read.reader_id)).tuples().all())
+        names = dict(session.execute(select(User.id, User.name).where(User.id == read.reader_id)).all())
     seconds = None
     if read.claimed_at is not None and read.finished_at is not None:
         seconds = round((_aware(read.finished_at) - _aware(read.claimed_at)).total_seconds(), 3)
@@ -237,7 +239,10 @@ def _claim(session: Session, read: TeamRead, user: UserInfo) -> None:
     read.status = "claimed"
     read.claimed_at = utcnow()
     read.baseline = base
-    read.marks = {"lesions": [{k: v for k, v in m.items() if k != "origin"} for m in base["lesions"]], "added": []}
+    read.marks = {
+        "lesions": [{k: v for k, v in m.items() if k != "origin"} for m in base["lesions"]],
+        "added": [],
+    }
     read.undo, read.redo = [], []
 
 
@@ -333,7 +338,10 @@ def my_queue(*, session: Session, user: UserInfo) -> dict[str, Any]:
     names = {user.id: user.name}
     assignments = [a for a in list_assignments(session=session, user=user) if a["readers"].count(user.name)]
     return {
-        "reads": [{k: v for k, v in read_dict(session, r, names=names).items() if k not in ("baseline", "marks")} for r in reads],
+        "reads": [
+            {k: v for k, v in read_dict(session, r, names=names).items() if k not in ("baseline", "marks")}
+            for r in reads
+        ],
         "assignments": assignments,
     }
 
@@ -377,7 +385,10 @@ def check_marks(ks: KeySlice, baseline: dict[str, Any], marks: dict[str, Any]) -
         mark = _checked_mark(ks, data)
         if mark.deleted and origins[lesion_id] == ORIGIN_CSV:
             raise InvalidInputError("only added lesions can be deleted; flag a DL_info.csv lesion instead")
-        if mark.flag_reason == DATASET_FLAG_REASON and _baseline_reason(baseline, lesion_id) != DATASET_FLAG_REASON:
+        if (
+            mark.flag_reason == DATASET_FLAG_REASON
+            and _baseline_reason(baseline, lesion_id) != DATASET_FLAG_REASON
+        ):
             raise InvalidInputError(f"{DATASET_FLAG_REASON!r} is the dataset's own flag; choose a reason")
         lesions[lesion_id] = mark
     added = marks.get("added", [])
@@ -451,7 +462,9 @@ def save_read(
     return _result(session, user, read, entry)
 
 
-def undo_read(*, session: Session, user: UserInfo, read_id: int, version: int, redo: bool = False) -> dict[str, Any]:
+def undo_read(
+    *, session: Session, user: UserInfo, read_id: int, version: int, redo: bool = False
+) -> dict[str, Any]:
     """Undo (or redo) the reader's last save of the read."""
     read = _own_open_read(session, user, read_id, version)
     stack = read.redo if redo else read.undo
@@ -516,7 +529,9 @@ def pair_of(session: Session, assignment_id: int, key_slice_id: int) -> list[Tea
 def _open_adjudication(session: Session, read: TeamRead) -> None:
     reads = pair_of(session, read.assignment_id, read.key_slice_id)
     ks = session.get_one(KeySlice, read.key_slice_id)
-    found = disagreements(Read.from_dict(reads[0].marks or {}), Read.from_dict(reads[1].marks or {}), ks.spacing_x)
+    found = disagreements(
+        Read.from_dict(reads[0].marks or {}), Read.from_dict(reads[1].marks or {}), ks.spacing_x
+    )
     session.add(
         TeamAdjudication(
             assignment_id=read.assignment_id,
@@ -579,7 +594,7 @@ def adjudication_dict(session: Session, adj: TeamAdjudication, *, full: bool = T
     ks = session.get_one(KeySlice, adj.key_slice_id)
     reads = pair_of(session, adj.assignment_id, adj.key_slice_id)
     ids = {r.reader_id for r in reads} | {adj.resolved_by_id}
-    names = dict(session.execute(select(User.id, User.name).where(User.id.in_([i for i in ids if i]))).tuples().all())
+    names = dict(session.execute(select(User.id, User.name).where(User.id.in_([i for i in ids if i]))).all())
     out: dict[str, Any] = {
         "id": adj.id,
         "assignment_id": adj.assignment_id,
@@ -608,7 +623,10 @@ def adjudication_queue(
     if assignment_id is not None:
         query = query.where(TeamAdjudication.assignment_id == assignment_id)
     rank = {s: i for i, s in enumerate(ADJUDICATION_STATUSES)}
-    rows = sorted(session.execute(query.order_by(TeamAdjudication.id).limit(limit)).scalars(), key=lambda a: rank[a.status])
+    rows = sorted(
+        session.execute(query.order_by(TeamAdjudication.id).limit(limit)).scalars(),
+        key=lambda a: rank[a.status],
+    )
     return [adjudication_dict(session, a, full=False) for a in rows]
 
 
@@ -624,7 +642,9 @@ def _apply_mark(session: Session, user: UserInfo, lesion_id: int, mark: Mark) ->
     if lesion.deleted:
         return []
     if mark.deleted:
-        steps.append(corrections.delete_lesion(session=session, user=user, lesion_id=lesion_id, version=lesion.version))
+        steps.append(
+            corrections.delete_lesion(session=session, user=user, lesion_id=lesion_id, version=lesion.version)
+        )
         return [s["entry"]["id"] for s in steps if s["entry"]]
     recist = list(lesion.recist) if lesion.recist is not None else None
     want_recist = list(mark.recist) if mark.recist is not None else None
@@ -654,10 +674,14 @@ def _apply_mark(session: Session, user: UserInfo, lesion_id: int, mark: Mark) ->
                 )
             )
     elif not mark.noisy and lesion.flag_reason is not None:
-        steps.append(corrections.unflag(session=session, user=user, lesion_id=lesion_id, version=lesion.version))
+        steps.append(
+            corrections.unflag(session=session, user=user, lesion_id=lesion_id, version=lesion.version)
+        )
     session.refresh(lesion)
     if not mark.noisy and lesion.confirmed_by_id is None:
-        steps.append(corrections.confirm(session=session, user=user, lesion_id=lesion_id, version=lesion.version))
+        steps.append(
+            corrections.confirm(session=session, user=user, lesion_id=lesion_id, version=lesion.version)
+        )
     return [s["entry"]["id"] for s in steps if s["entry"]]
 
 
@@ -720,7 +744,10 @@ def resolve(
 
 def _adj_result(session: Session, user: UserInfo, adj: TeamAdjudication, entry: AuditEntry) -> dict[str, Any]:
     ks = session.get_one(KeySlice, adj.key_slice_id)
-    return {**corrections.review_result(session, user, ks, entry=entry), "adjudication": adjudication_dict(session, adj)}
+    return {
+        **corrections.review_result(session, user, ks, entry=entry),
+        "adjudication": adjudication_dict(session, adj),
+    }
 
 
 def unresolve(*, session: Session, user: UserInfo, adjudication_id: int, version: int) -> dict[str, Any]:
@@ -738,13 +765,19 @@ def unresolve(*, session: Session, user: UserInfo, adjudication_id: int, version
     stack = list(
         session.execute(
             select(UndoItem.audit_id)
-            .where(UndoItem.user_id == user.id, UndoItem.key_slice_id == adj.key_slice_id, UndoItem.state == "done")
+            .where(
+                UndoItem.user_id == user.id,
+                UndoItem.key_slice_id == adj.key_slice_id,
+                UndoItem.state == "done",
+            )
             .order_by(UndoItem.id.desc())
             .limit(len(adj.applied))
         ).scalars()
     )
     if stack != list(reversed(adj.applied)):
-        raise EditConflictError("the key slice was changed on top of the consensus: undo those changes first", current={})
+        raise EditConflictError(
+            "the key slice was changed on top of the consensus: undo those changes first", current={}
+        )
     ks = session.get_one(KeySlice, adj.key_slice_id)
     for _ in adj.applied:
         corrections.undo(session=session, user=user, file_name=ks.file_name)
