@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -685,3 +686,62 @@ def _os_user() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.command(name="simulate-readers")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
+@click.option("--split", type=click.Choice(list(SPLITS.values())), default=None, help="Only this split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--noisy-rate", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--missed-rate", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--flag-error", nargs=2, type=click.FloatRange(0, 1), default=(0.1, 0.15), show_default=True)
+@click.option("--find-rate", nargs=2, type=click.FloatRange(0, 1), default=(0.8, 0.7), show_default=True)
+@click.option("--false-add-rate", nargs=2, type=click.FloatRange(0, 1), default=(0.05, 0.1), show_default=True)
+def simulate_readers(
+    data_dir: Path | None,
+    database_url: str | None,
+    split: str | None,
+    seed: int,
+    noisy_rate: float,
+    missed_rate: float,
+    flag_error: tuple[float, float],
+    find_rate: tuple[float, float],
+    false_add_rate: tuple[float, float],
+) -> None:
+    """Replay two simulated readers with known error rates as a double read; print expected vs measured."""
+    from app.db.session import make_engine, make_session_factory
+    from app.review.errors import NotFoundError
+    from app.review.team.simulate import ReaderModel, TruthModel
+    from app.review.team.simulate import simulate_readers as run
+    from app.review.users import create_user, ensure_local_user, get_user
+    from app.review.worklist import WorklistFilter
+
+    engine = make_engine(_database_url(data_dir, database_url))
+    try:
+        with make_session_factory(engine)() as session:
+            admin = ensure_local_user(session=session)
+            people = []
+            for i, name in enumerate(("sim-reader-a", "sim-reader-b")):
+                try:
+                    who = get_user(session=session, name=name)
+                except NotFoundError:
+                    # Simulated readers never sign in: a random password nobody knows.
+                    who = create_user(session=session, name=name, password=os.urandom(16).hex())
+                    session.commit()
+                people.append((who, ReaderModel(flag_error[i], find_rate[i], false_add_rate[i])))
+            out = run(
+                session=session,
+                admin=admin,
+                readers=people,
+                truth=TruthModel(noisy_rate, missed_rate),
+                flt=WorklistFilter(split=split),
+                seed=seed,
+            )
+    finally:
+        engine.dispose()
+    (pair,) = out["report"]["pairs"]
+    click.echo(f"assignment {out['assignment_id']}: {pair['key_slices']} key slices read twice")
+    click.echo(f"kappa (noisy)  expected {out['expected_kappa']:.3f}  measured {pair['kappa_noisy']:.3f}"
+               f" +- {pair['kappa_noisy_se']:.3f}")
+    click.echo(f"F1 (added)     expected {out['expected_f1']:.3f}  measured {pair['f1_added']:.3f}")
