@@ -697,7 +697,9 @@ if __name__ == "__main__":  # pragma: no cover
 @click.option("--missed-rate", type=click.FloatRange(0, 1), default=0.3, show_default=True)
 @click.option("--flag-error", nargs=2, type=click.FloatRange(0, 1), default=(0.1, 0.15), show_default=True)
 @click.option("--find-rate", nargs=2, type=click.FloatRange(0, 1), default=(0.8, 0.7), show_default=True)
-@click.option("--false-add-rate", nargs=2, type=click.FloatRange(0, 1), default=(0.05, 0.1), show_default=True)
+@click.option(
+    "--false-add-rate", nargs=2, type=click.FloatRange(0, 1), default=(0.05, 0.1), show_default=True
+)
 def simulate_readers(
     data_dir: Path | None,
     database_url: str | None,
@@ -742,6 +744,8 @@ def simulate_readers(
         engine.dispose()
     (pair,) = out["report"]["pairs"]
     click.echo(f"assignment {out['assignment_id']}: {pair['key_slices']} key slices read twice")
-    click.echo(f"kappa (noisy)  expected {out['expected_kappa']:.3f}  measured {pair['kappa_noisy']:.3f}"
-               f" +- {pair['kappa_noisy_se']:.3f}")
+    click.echo(
+        f"kappa (noisy)  expected {out['expected_kappa']:.3f}  measured {pair['kappa_noisy']:.3f}"
+        f" +- {pair['kappa_noisy_se']:.3f}"
+    )
     click.echo(f"F1 (added)     expected {out['expected_f1']:.3f}  measured {pair['f1_added']:.3f}")

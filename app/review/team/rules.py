@@ -146,7 +146,8 @@ def live_added(read: Read) -> list[Mark]:
 def _compare_marks(a: Mark, b: Mark, spacing_x: float, **where: int | None) -> list[Disagreement]:
     found: list[Disagreement] = []
     if a.noisy != b.noisy:
-        found.append(Disagreement("noisy", detail=f"{a.flag_reason} vs {b.flag_reason}", **where))
+        detail = f"{a.flag_reason or 'not flagged'} vs {b.flag_reason or 'not flagged'}"
+        found.append(Disagreement("noisy", detail=detail, **where))
     if a.lesion_type != b.lesion_type:
         found.append(Disagreement("type", detail=f"{a.lesion_type} vs {b.lesion_type}", **where))
     la, lb = a.long_axis_mm(spacing_x), b.long_axis_mm(spacing_x)

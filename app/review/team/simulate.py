@@ -63,7 +63,12 @@ def expected_f1(truth: TruthModel, a: ReaderModel, b: ReaderModel) -> float:
 
 def _box(x: float, y: float, rng: random.Random, jitter: float) -> list[float]:
     dx, dy = rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)
-    return [round(x + dx, 2), round(y + dy, 2), round(x + dx + ADDED_SIDE_PX, 2), round(y + dy + ADDED_SIDE_PX, 2)]
+    return [
+        round(x + dx, 2),
+        round(y + dy, 2),
+        round(x + dx + ADDED_SIDE_PX, 2),
+        round(y + dy + ADDED_SIDE_PX, 2),
+    ]
 
 
 def simulated_marks(
@@ -103,7 +108,11 @@ def simulate_readers(
     """Create a double read of the filter for two simulated readers, replay both, answer the report."""
     (ua, ma), (ub, mb) = readers
     a = service.create_assignment(
-        session=session, user=admin, name=f"simulated readers (seed {seed})", mode="double", flt=flt,
+        session=session,
+        user=admin,
+        name=f"simulated readers (seed {seed})",
+        mode="double",
+        flt=flt,
         readers=[ua.name, ub.name],
     )
     for who, model, reader_seed in ((ua, ma, 1), (ub, mb, 2)):
