@@ -449,10 +449,9 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
     "--against",
-    type=click.Choice(list(EXPORT_STATES)),
     default="original",
     show_default=True,
-    help="corrected: the reviewers' current state from the database.",
+    help="original, corrected (the reviewers' current state), consensus (of double reads) or reader:NAME.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True)
@@ -490,27 +489,34 @@ def evaluate(
     from app.deeplesion.errors import DeepLesionError
     from app.detection.commands import run_evaluate
     from app.detection.errors import ModelLoadError
+    from app.review.errors import ReviewError
     from app.review.evaluations import store_evaluation
+    from app.review.team.truth import check_truth
 
     url = _database_url(data_dir, database_url)
     records = None
     try:
-        if against == "corrected":
+        check_truth(against)
+    except ReviewError as exc:
+        raise click.BadParameter(str(exc), param_hint="--against") from exc
+    try:
+        if against != "original":
             from app.review.evaluations import corrected_state
 
-            records = corrected_state(url)
+            records = corrected_state(url, truth=against)
         res = run_evaluate(
             data_dir,
             model=model or _default_model(),
             split=split,
             device=device,
-            against=against,
+            against="original" if against == "original" else "corrected",
             corrected_records=records,
             progress=not no_progress,
             pool_with=pool_with,
         )
-    except (ModelLoadError, DeepLesionError, ValueError, RuntimeError) as exc:
+    except (ModelLoadError, DeepLesionError, ValueError, RuntimeError, ReviewError) as exc:
         raise click.ClickException(str(exc)) from exc
+    res["truth"] = against
     not_stored = ""
     try:
         if pool_with:

@@ -103,7 +103,7 @@ def _extras(lesion: Lesion, state: str, names: dict[int, str]) -> dict[str, str]
         return names.get(user_id, "") if user_id is not None else ""
 
     return {
-        "Lesion_id": str(lesion.id),
+        "Lesion_id": str(lesion.id) if lesion.id is not None else "",
         "Origin": lesion.origin,
         "Review_state": state,
         "Flag_reason": lesion.flag_reason or "",
@@ -138,11 +138,17 @@ def _current(
     return ExportedLesion(record=record, lesion=lesion, review_state=state)
 
 
-def corrected_lesions(*, session: Session) -> list[ExportedLesion]:
-    """The merged current state: csv lesions in file order, each key slice's added lesions after its rows."""
+def corrected_lesions(*, session: Session, truth: str = "corrected") -> list[ExportedLesion]:
+    """The merged current state: csv lesions in file order, each key slice's added lesions after its rows.
+
+    `truth` "consensus" or "reader:NAME" lays team reads over it (app.review.team.truth).
+    """
+    from app.review.team.truth import truth_lesions
+
     originals = session.execute(select(OriginalLesion).order_by(OriginalLesion.row_number)).scalars().all()
     key_slices = {ks.id: ks for ks in session.execute(select(KeySlice)).scalars()}
     lesions = session.execute(select(Lesion).where(Lesion.is_current).order_by(Lesion.id)).scalars().all()
+    lesions = truth_lesions(session, truth, lesions)
     names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
     by_original = {le.original_id: le for le in lesions if le.original_id is not None}
     added: dict[int, list[Lesion]] = {}
@@ -163,13 +169,15 @@ def corrected_lesions(*, session: Session) -> list[ExportedLesion]:
     return out
 
 
-def corrected_records(*, session: Session, box_only: str = "nan") -> list[LesionRecord]:
+def corrected_records(
+    *, session: Session, box_only: str = "nan", truth: str = "corrected"
+) -> list[LesionRecord]:
     """DL_info rows of the merged current state (box-only lesions NaN-measured, or omitted)."""
     if box_only not in BOX_ONLY_CHOICES:
         raise InvalidInputError(f"box_only must be one of {', '.join(BOX_ONLY_CHOICES)}, got {box_only!r}")
     return [
         e.record
-        for e in corrected_lesions(session=session)
+        for e in corrected_lesions(session=session, truth=truth)
         if box_only == "nan" or e.record.measurement_coordinates is not None
     ]
 
@@ -186,14 +194,33 @@ def _check_state(state: str) -> None:
         raise InvalidInputError(f"state must be one of {', '.join(STATES)}, got {state!r}")
 
 
-def export_csv(
-    *, session: Session, state: str = "corrected", extras: bool = False, box_only: str = "nan"
-) -> bytes:
-    """DL_info.csv bytes of the original or corrected state (extras: who, why and where from)."""
+def _state_and_truth(state: str, truth: str | None) -> tuple[str, str]:
+    """The export state and the truth laid over it: a given truth wins ("original" is the original state)."""
+    from app.review.team.truth import check_truth
+
     _check_state(state)
+    if truth is None:
+        return state, state
+    check_truth(truth)
+    return ("original" if truth == "original" else "corrected"), truth
+
+
+def export_csv(
+    *,
+    session: Session,
+    state: str = "corrected",
+    extras: bool = False,
+    box_only: str = "nan",
+    truth: str | None = None,
+) -> bytes:
+    """DL_info.csv bytes of the original or corrected state (extras: who, why and where from).
+
+    `truth` (app.review.team.truth.TRUTHS) overrides `state`: "consensus" or "reader:NAME" too.
+    """
+    state, truth = _state_and_truth(state, truth)
     if state == "original":
         return format_dl_info(original_records(session=session)).encode("utf-8")
-    records = corrected_records(session=session, box_only=box_only)
+    records = corrected_records(session=session, box_only=box_only, truth=truth)
     return format_dl_info(records, extra_columns=extras).encode("utf-8")
 
 
@@ -241,10 +268,14 @@ def _coco_annotation(
     }
 
 
-def export_coco(*, session: Session, state: str = "corrected") -> bytes:
+def export_coco(*, session: Session, state: str = "corrected", truth: str | None = None) -> bytes:
     """COCO detection JSON: images are the slices holding lesions (0-based bbox), RECIST keypoints."""
-    _check_state(state)
-    records = original_records(session=session) if state == "original" else corrected_records(session=session)
+    state, truth = _state_and_truth(state, truth)
+    records = (
+        original_records(session=session)
+        if state == "original"
+        else corrected_records(session=session, truth=truth)
+    )
     images: dict[str, dict[str, Any]] = {}
     annotations: list[dict[str, Any]] = []
     for rec in records:
@@ -262,7 +293,7 @@ def export_coco(*, session: Session, state: str = "corrected") -> bytes:
         annotations.append(_coco_annotation(rec, rec.extras, image_id, len(annotations) + 1))
     doc = {
         "info": {
-            "description": f"DeepLesion annotations ({state}) exported by Lesion Review",
+            "description": f"DeepLesion annotations ({truth}) exported by Lesion Review",
             "coordinates": "0-based pixels; DL_info.csv counts from 1",
             "images_root": "the dataset folder (file_name is relative to it)",
         },
