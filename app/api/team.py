@@ -86,7 +86,7 @@ def post_next(assignment_id: Id, user: CurrentUser, db: Db) -> Any:
 
 @router.get("/queue", response_model=MyQueue, responses=error_responses(401))
 def get_queue(user: CurrentUser, db: Db) -> Any:
-    """My queue: my reads and my assignments."""
+    """My queue: my unfinished reads, then my latest done ones."""
     return service.my_queue(session=db, user=user)
 
 

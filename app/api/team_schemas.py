@@ -201,10 +201,9 @@ class NextRead(Out):
 
 
 class MyQueue(Out):
-    """The reader's reads and the assignments they read in."""
+    """The reader's unfinished reads, then their latest done ones (without marks)."""
 
     reads: list[TeamRead]
-    assignments: list[Assignment]
 
 
 class TeamReadResult(ReviewResult):

@@ -407,6 +407,8 @@ class TeamRead(Base):
         UniqueConstraint("assignment_id", "key_slice_id", "reader_id", name="uq_team_reads_one_per_reader"),
         Index("ix_team_reads_next", "assignment_id", "status", "key_slice_id"),
         Index("ix_team_reads_reader", "reader_id", "status"),
+        # Progress per assignment and reader: a count over this index, never over the rows.
+        Index("ix_team_reads_progress", "assignment_id", "reader_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -69,6 +69,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_team_reads_next", "team_reads", ["assignment_id", "status", "key_slice_id"])
     op.create_index("ix_team_reads_reader", "team_reads", ["reader_id", "status"])
+    op.create_index("ix_team_reads_progress", "team_reads", ["assignment_id", "reader_id", "status"])
     op.create_table(
         "team_adjudications",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -104,6 +105,7 @@ def downgrade() -> None:
     """Downgrade schema."""
     op.drop_index("ix_team_adjudications_status", table_name="team_adjudications")
     op.drop_table("team_adjudications")
+    op.drop_index("ix_team_reads_progress", table_name="team_reads")
     op.drop_index("ix_team_reads_reader", table_name="team_reads")
     op.drop_index("ix_team_reads_next", table_name="team_reads")
     op.drop_table("team_reads")

@@ -123,21 +123,19 @@ def create_assignment(
 
 
 def _progress(session: Session, assignment_id: int) -> dict[str, Any]:
-    counts = session.execute(
-        select(TeamRead.status, func.count())
+    # One pass over the (assignment, reader, status) index gives the totals and each reader's counts.
+    rows = session.execute(
+        select(TeamRead.reader_id, TeamRead.status, func.count())
         .where(TeamRead.assignment_id == assignment_id)
-        .group_by(TeamRead.status)
+        .group_by(TeamRead.reader_id, TeamRead.status)
     ).all()
-    by_status = {"open": 0, "claimed": 0, "done": 0, **{s: int(n) for s, n in counts}}
-    per_reader = session.execute(
-        select(User.name, TeamRead.status, func.count())
-        .join(User, User.id == TeamRead.reader_id)
-        .where(TeamRead.assignment_id == assignment_id)
-        .group_by(User.name, TeamRead.status)
-    ).all()
-    readers: dict[str, dict[str, int]] = {}
-    for reader, status, n in per_reader:
-        readers.setdefault(reader, {"claimed": 0, "done": 0})[status] = int(n)
+    by_status = {"open": 0, "claimed": 0, "done": 0}
+    by_reader: dict[int, dict[str, int]] = {}
+    for reader_id, status, n in rows:
+        by_status[status] = by_status.get(status, 0) + int(n)
+        if reader_id is not None:
+            by_reader.setdefault(reader_id, {"claimed": 0, "done": 0})[status] = int(n)
+    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(list(by_reader)))).all())
     adj = session.execute(
         select(TeamAdjudication.status, func.count())
         .where(TeamAdjudication.assignment_id == assignment_id)
@@ -145,7 +143,9 @@ def _progress(session: Session, assignment_id: int) -> dict[str, Any]:
     ).all()
     return {
         "reads": {"total": sum(by_status.values()), **by_status},
-        "readers": [{"reader": r, **c} for r, c in sorted(readers.items())],
+        "readers": sorted(
+            ({"reader": names[i], **c} for i, c in by_reader.items()), key=lambda r: r["reader"]
+        ),
         "adjudications": {**dict.fromkeys(ADJUDICATION_STATUSES, 0), **{s: int(n) for s, n in adj}},
     }
 
@@ -200,9 +200,17 @@ def baseline_read(session: Session, ks: KeySlice) -> dict[str, Any]:
     return {"lesions": out, "added": []}
 
 
-def read_dict(session: Session, read: TeamRead, *, names: dict[int, str] | None = None) -> dict[str, Any]:
-    """The TeamRead of docs/api.md."""
-    ks = session.get_one(KeySlice, read.key_slice_id)
+def read_dict(
+    session: Session,
+    read: TeamRead,
+    *,
+    names: dict[int, str] | None = None,
+    file_name: str | None = None,
+    marks: bool = True,
+) -> dict[str, Any]:
+    """The TeamRead of docs/api.md (without baseline and marks when `marks` is false)."""
+    if file_name is None:
+        file_name = session.get_one(KeySlice, read.key_slice_id).file_name
     if names is None:
         names = dict(session.execute(select(User.id, User.name).where(User.id == read.reader_id)).all())
     seconds = None
@@ -211,13 +219,13 @@ def read_dict(session: Session, read: TeamRead, *, names: dict[int, str] | None 
     return {
         "id": read.id,
         "assignment_id": read.assignment_id,
-        "file_name": ks.file_name,
+        "file_name": file_name,
         "slot": read.slot,
         "reader": names.get(read.reader_id) if read.reader_id is not None else None,
         "status": read.status,
         "version": read.version,
-        "baseline": read.baseline,
-        "marks": read.marks,
+        "baseline": read.baseline if marks else None,
+        "marks": read.marks if marks else None,
         "claimed_at": iso(read.claimed_at),
         "finished_at": iso(read.finished_at),
         "seconds": seconds,
@@ -325,25 +333,20 @@ def get_read(*, session: Session, user: UserInfo, read_id: int) -> dict[str, Any
     return read_dict(session, read)
 
 
-def my_queue(*, session: Session, user: UserInfo) -> dict[str, Any]:
-    """The reader's reads (unfinished first) and, per assignment, how many are still open to them."""
-    reads = list(
-        session.execute(
-            select(TeamRead)
-            .where(TeamRead.reader_id == user.id)
-            .order_by(TeamRead.status.desc(), TeamRead.id.desc())
-            .limit(500)
-        ).scalars()
-    )
+def my_queue(*, session: Session, user: UserInfo, done_limit: int = 50) -> dict[str, Any]:
+    """The reader's unfinished reads, then their latest done ones (without marks)."""
     names = {user.id: user.name}
-    assignments = [a for a in list_assignments(session=session, user=user) if a["readers"].count(user.name)]
-    return {
-        "reads": [
-            {k: v for k, v in read_dict(session, r, names=names).items() if k not in ("baseline", "marks")}
-            for r in reads
-        ],
-        "assignments": assignments,
-    }
+    out = []
+    for status, limit in (("claimed", 500), ("done", done_limit)):
+        rows = session.execute(
+            select(TeamRead, KeySlice.file_name)
+            .join(KeySlice, KeySlice.id == TeamRead.key_slice_id)
+            .where(TeamRead.reader_id == user.id, TeamRead.status == status)
+            .order_by(TeamRead.id.desc())
+            .limit(limit)
+        ).all()
+        out += [read_dict(session, r, names=names, file_name=f, marks=False) for r, f in rows]
+    return {"reads": out}
 
 
 def _check_note(reason: str | None, note: str) -> None:
