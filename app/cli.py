@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from app.deeplesion.schema import ALL_SPLITS, SPLITS
+from app.review.users import ROLES
 from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES
 
 _SPLIT_CHOICES = [*SPLITS.values(), ALL_SPLITS]
@@ -130,7 +131,7 @@ def user() -> None:
 
 @user.command(name="add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["reviewer", "admin"]), default="reviewer", show_default=True)
+@click.option("--role", type=click.Choice(list(ROLES)), default="reviewer", show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--database-url", default=None)

@@ -217,7 +217,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    role: Mapped[str] = mapped_column(String(16))  # reviewer | admin
+    role: Mapped[str] = mapped_column(String(16))  # app.review.users.ROLES
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
