@@ -122,4 +122,4 @@ def team_report_page(request: Request, user: MaybeUser) -> Response:
     """Agreement per reader pair with plots and CSV downloads."""
     if user is None:
         return _login_redirect(request)
-    return _render(request, "teamreport.html", "teamreport", title="Agreement report")
+    return _render(request, "teamreport.html", "teamreport", title="Agreement report", is_admin=user.is_admin)

@@ -59,5 +59,7 @@ def page_vocabulary() -> dict[str, Any]:
             "adjudication_statuses": team.ADJUDICATION_STATUSES,
             "disagreement_kinds": team.DISAGREEMENT_KINDS,
             "long_axis_tolerance_mm": team.LONG_AXIS_TOLERANCE_MM,
+            "consensus_truth": team.CONSENSUS_TRUTH,
+            "reader_truth_prefix": team.READER_TRUTH_PREFIX,
         },
     }

@@ -2,6 +2,7 @@
 import { describeError, get, initShell, showError } from "./api.js";
 import { barChart, svg } from "./charts.js";
 import { $, fixed, row } from "./teamshared.js";
+import { vocabulary } from "./vocabulary.js";
 
 function query(form) {
   const params = new URLSearchParams();
@@ -52,6 +53,18 @@ async function show(form) {
     String(r.deleted), fixed(r.mean_seconds, 1), fixed(r.median_seconds, 1),
   )));
   $("ba-plot").replaceChildren(report.pairs.length ? blandAltman(report.pairs[0]) : document.createTextNode("No pair has read the same key slices yet."));
+  const truth = $("truth");
+  if (truth) {
+    // One option per reader of the report: their reads laid over the corrected state.
+    for (const r of report.readers) {
+      const value = `${vocabulary.team.reader_truth_prefix}${r.reader}`;
+      if ([...truth.options].some((o) => o.value === value)) continue;
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = value;
+      truth.append(o);
+    }
+  }
   $("time-plot").replaceChildren(barChart(report.readers.map((r) => ({ label: r.reader, value: r.median_seconds ?? 0 })), { yLabel: "seconds" }));
   document.body.dataset.ready = "1";
 }
@@ -70,6 +83,14 @@ async function main() {
     await show(form);
   } catch (err) {
     showError(`Could not load the report: ${describeError(err)}`);
+  }
+  const truth = $("truth");
+  if (truth) {
+    truth.addEventListener("change", () => {
+      const q = `truth=${encodeURIComponent(truth.value)}`;
+      $("export-csv").href = `/api/exports/dl_info.csv?${q}`;
+      $("export-coco").href = `/api/exports/coco.json?${q}`;
+    });
   }
   form.addEventListener("submit", (ev) => { ev.preventDefault(); show(form).catch((err) => showError(describeError(err))); });
 }

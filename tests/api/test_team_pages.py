@@ -48,6 +48,10 @@ def test_the_team_words_reach_the_pages_from_their_home() -> None:
     team = page_vocabulary()["team"]
     assert team["modes"] == rules.MODES and team["disagreement_kinds"] == rules.DISAGREEMENT_KINDS
     assert team["long_axis_tolerance_mm"] == rules.LONG_AXIS_TOLERANCE_MM
+    assert (team["consensus_truth"], team["reader_truth_prefix"]) == (
+        rules.CONSENSUS_TRUTH,
+        rules.READER_TRUTH_PREFIX,
+    )
 
 
 def test_the_team_modules_type_no_domain_word() -> None:

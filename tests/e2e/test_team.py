@@ -154,3 +154,11 @@ def test_double_read_adjudication_and_report(
     csv = admin.context.request.get(admin.locator("#csv-pairs").get_attribute("href"))
     assert csv.ok and csv.text().splitlines()[0].startswith("reader_a,reader_b,key_slices")
     assert csv.text().splitlines()[1].startswith(f"{REVIEWER[0]},{SECOND_REVIEWER[0]},{expected}")
+    # Admins download the DL_info.csv of a truth: bob's reads hold his added lesion.
+    admin.get_by_label("Truth of the exports").select_option(f"reader:{SECOND_REVIEWER[0]}")
+    href = admin.locator("#export-csv").get_attribute("href")
+    assert href == f"/api/exports/dl_info.csv?truth=reader%3A{SECOND_REVIEWER[0]}"
+    bobs = admin.context.request.get(href + "&extras=1")
+    corrected = admin.context.request.get("/api/exports/dl_info.csv?truth=corrected&extras=1")
+    # The consensus applied was alice's read (Take A), so bob's box is one row more than the corrected state.
+    assert bobs.ok and len(bobs.text().splitlines()) == len(corrected.text().splitlines()) + 1

@@ -21,6 +21,9 @@ READS_PER_MODE: dict[str, int] = {"single": 1, "double": 2}
 READ_STATUSES: dict[str, str] = {"open": "not started", "claimed": "in progress", "done": "done"}
 # A double-read key slice once both reads are done: the reads disagree, agree, or a consensus was applied.
 ADJUDICATION_STATUSES: dict[str, str] = {"open": "disagreement", "agreed": "agreed", "resolved": "resolved"}
+# Truths a team adds to original / corrected (app.review.team.truth): the consensus, and "reader:NAME".
+CONSENSUS_TRUTH = "consensus"
+READER_TRUTH_PREFIX = "reader:"
 DISAGREEMENT_KINDS: dict[str, str] = {
     "noisy": "noisy flag vs not",
     "added": f"added lesion without a match at IoU >= {HIT_IOU}",

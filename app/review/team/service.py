@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -298,8 +298,9 @@ def next_for_me(*, session: Session, user: UserInfo, assignment_id: int) -> dict
         _claim(session, read, user)
         try:
             session.commit()
-        except (StaleDataError, IntegrityError):
-            session.rollback()  # another reader took it first: take the next one
+        except (StaleDataError, IntegrityError, OperationalError):
+            # Another reader took it first (SQLite may say so as a busy snapshot): take the next one.
+            session.rollback()
             continue
         return read_dict(session, read)
     raise EditConflictError("too many readers at once: try again", current={})

@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from app.db.models import KeySlice, Lesion, TeamAdjudication, TeamRead, User
 from app.deeplesion.geometry import lesion_diameters
 from app.review.errors import InvalidInputError, NotFoundError
-from app.review.team.rules import Mark, Read
+from app.review.team.rules import CONSENSUS_TRUTH, READER_TRUTH_PREFIX, Mark, Read
 from app.review.vocabulary import EXPORT_STATES, ORIGIN_DRAWN
 
-READER_PREFIX = "reader:"
-CONSENSUS = "consensus"
+READER_PREFIX = READER_TRUTH_PREFIX
+CONSENSUS = CONSENSUS_TRUTH
 # The truths by name; "reader:NAME" names one reader.
 TRUTHS: dict[str, str] = {
     **EXPORT_STATES,
