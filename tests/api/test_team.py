@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -82,6 +83,8 @@ def test_double_read_is_blind_until_both_are_done_then_disagreements_are_queued(
     assert key_slice(team["bob"], KS_A)["lesions"][0]["flag"] is None
     for who in ("bob", "judy", "boss"):
         assert team[who].client.get(f"/api/team/reads/{ra['id']}").status_code == 403
+    # Nor does the key slice's history give ann's marks away.
+    assert "not_a_lesion" not in json.dumps(history(team["bob"], KS_A))
     marks_b = marks_with(rb)
     marks_b["added"] = [ADDED]
     rb = save(team["bob"], rb, marks_b)["read"]

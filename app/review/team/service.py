@@ -450,11 +450,12 @@ def save_read(
     checked = check_marks(ks, read.baseline or {}, marks).as_dict()
     if checked == read.marks:
         return _result(session, user, read, None)
+    # Not filed under the key slice: its history is open to every reviewer, and the read is blind.
     entry = record(
         session=session,
         user=user,
         action="team_read",
-        key_slice_id=ks.id,
+        key_slice_id=None,
         before={"read": read.id, "marks": read.marks},
         after={"read": read.id, "marks": checked},
         undoable=False,
@@ -480,7 +481,7 @@ def undo_read(
         session=session,
         user=user,
         action="team_read_redo" if redo else "team_read_undo",
-        key_slice_id=read.key_slice_id,
+        key_slice_id=None,  # blind, like the save it undoes
         before={"read": read.id, "entry": step.id, "marks": read.marks},
         after={"read": read.id, "entry": step.id, "marks": target.get("marks")},
         undoable=False,
