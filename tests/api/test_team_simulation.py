@@ -82,3 +82,10 @@ def test_the_cli_prints_expected_and_measured(synthetic_db: str) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "kappa (noisy)  expected" in result.output and "F1 (added)     expected" in result.output
+
+
+def test_evaluate_refuses_a_truth_that_names_nothing(synthetic_db: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["evaluate", str(tmp_path), "--database-url", synthetic_db, "--against", "everyone"]
+    )
+    assert result.exit_code == 2 and "truth must be one of" in result.output
