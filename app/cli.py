@@ -176,6 +176,11 @@ def user_add(
     show_default=True,
     help="CSV: lesions known only by a box get NaN measurements, or are left out.",
 )
+@click.option(
+    "--truth",
+    default=None,
+    help="CSV/COCO: original, corrected, consensus (of double reads) or reader:NAME; overrides --state.",
+)
 def export(
     data_dir: Path,
     fmt: str,
@@ -185,6 +190,7 @@ def export(
     database_url: str | None,
     extras: bool,
     box_only: str,
+    truth: str | None,
 ) -> None:
     """Export the original or corrected annotations as DL_info.csv, COCO JSON or a NIfTI zip."""
     from app.db.session import assert_schema_current, make_engine, make_session_factory
@@ -196,9 +202,11 @@ def export(
         assert_schema_current(engine)
         with make_session_factory(engine)() as session:
             if fmt == "csv":
-                data = exports.export_csv(session=session, state=state, extras=extras, box_only=box_only)
+                data = exports.export_csv(
+                    session=session, state=state, extras=extras, box_only=box_only, truth=truth
+                )
             elif fmt == "coco":
-                data = exports.export_coco(session=session, state=state)
+                data = exports.export_coco(session=session, state=state, truth=truth)
             else:
                 if not series:
                     raise click.UsageError("--format nifti needs --series SERIES_FOLDER")

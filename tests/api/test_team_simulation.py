@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -89,3 +90,29 @@ def test_evaluate_refuses_a_truth_that_names_nothing(synthetic_db: str, tmp_path
         main, ["evaluate", str(tmp_path), "--database-url", synthetic_db, "--against", "everyone"]
     )
     assert result.exit_code == 2 and "truth must be one of" in result.output
+
+
+def test_export_takes_a_readers_truth(synthetic_db: str, tmp_path: Path) -> None:
+    sim = CliRunner().invoke(main, ["simulate-readers", "--database-url", synthetic_db, "--split", "val"])
+    assert sim.exit_code == 0, sim.output
+    out = {}
+    for truth in ("corrected", "reader:sim-reader-a", "reader:sim-reader-b"):
+        path = tmp_path / f"{truth.replace(':', '-')}.csv"
+        args = ["export", str(tmp_path), "--database-url", synthetic_db, "--truth", truth, "--out", str(path)]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        out[truth] = path.read_text()
+    # The two simulated readers flag and add differently, and neither equals the untouched corrected state.
+    assert len({out[t] for t in out}) == 3
+    bad_args = [
+        "export",
+        str(tmp_path),
+        "--database-url",
+        synthetic_db,
+        "--truth",
+        "x",
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    bad = CliRunner().invoke(main, bad_args)
+    assert bad.exit_code != 0 and "truth must be one of" in bad.output
