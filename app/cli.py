@@ -202,9 +202,29 @@ def export(
         assert_schema_current(engine)
         with make_session_factory(engine)() as session:
             if fmt == "csv":
-                data = exports.export_csv(
-                    session=session, state=state, extras=extras, box_only=box_only, truth=truth
+                # Streamed in chunks of rows to the file, with a progress bar counting the bytes written.
+                from tqdm import tqdm
+
+                pieces = exports.stream_csv(
+                    session_factory=make_session_factory(engine),
+                    state=state,
+                    extras=extras,
+                    box_only=box_only,
+                    truth=truth,
                 )
+                out.parent.mkdir(parents=True, exist_ok=True)
+                partial = out.with_name(f".{out.name}.partial")
+                written = 0
+                # disable=None: the bar shows on a terminal only.
+                bar = tqdm(unit="B", unit_scale=True, desc="DL_info.csv", disable=None)
+                with partial.open("wb") as fh, bar:
+                    for piece in pieces:
+                        fh.write(piece)
+                        written += len(piece)
+                        bar.update(len(piece))
+                partial.replace(out)  # a stopped export leaves no half file under the asked name
+                click.echo(f"wrote {out} ({written} bytes)")
+                return
             elif fmt == "coco":
                 data = exports.export_coco(session=session, state=state, truth=truth)
             else:

@@ -6,11 +6,12 @@ import io
 import json
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import KeySlice, Lesion, OriginalLesion, Series, User
@@ -138,43 +139,88 @@ def _current(
     return ExportedLesion(record=record, lesion=lesion, review_state=state)
 
 
+# Original rows per query of a streamed export: what one chunk holds in memory.
+EXPORT_CHUNK_ROWS = 2000
+
+
+def iter_corrected_lesions(
+    *, session: Session, truth: str = "corrected", chunk_rows: int = EXPORT_CHUNK_ROWS
+) -> Iterator[ExportedLesion]:
+    """The merged current state, chunk by chunk of original rows (see corrected_lesions for the order)."""
+    from app.review.team.truth import truth_lesions
+
+    names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
+    # A key slice's added lesions follow its last csv row (its rows may not be next to each other).
+    last_row = dict(
+        session.execute(
+            select(OriginalLesion.key_slice_id, func.max(OriginalLesion.row_number)).group_by(
+                OriginalLesion.key_slice_id
+            )
+        ).all()
+    )
+    after: int | None = None
+    while True:
+        query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
+        if after is not None:
+            query = query.where(OriginalLesion.row_number > after)
+        originals = session.execute(query).scalars().all()
+        if not originals:
+            return
+        after = originals[-1].row_number
+        ks_ids = {o.key_slice_id for o in originals}
+        key_slices = {
+            ks.id: ks for ks in session.execute(select(KeySlice).where(KeySlice.id.in_(ks_ids))).scalars()
+        }
+        ending = {o.key_slice_id for o in originals if last_row[o.key_slice_id] == o.row_number}
+        lesions = (
+            session.execute(
+                select(Lesion)
+                .where(
+                    Lesion.is_current,
+                    or_(
+                        Lesion.original_id.in_([o.id for o in originals]),
+                        and_(Lesion.original_id.is_(None), Lesion.key_slice_id.in_(ending)),
+                    ),
+                )
+                .order_by(Lesion.id)
+            )
+            .scalars()
+            .all()
+        )
+        lesions = truth_lesions(session, truth, lesions, key_slice_ids=ks_ids, added_for=ending)
+        by_original = {le.original_id: le for le in lesions if le.original_id is not None}
+        added: dict[int, list[Lesion]] = {}
+        for le in lesions:
+            if le.original_id is None:
+                added.setdefault(le.key_slice_id, []).append(le)
+        for orig in originals:
+            ks = key_slices[orig.key_slice_id]
+            template = _record(orig, ks)
+            current = by_original.get(orig.id)
+            if current is not None:
+                yield _current(current, ks, orig, template, names)
+            if last_row[ks.id] == orig.row_number:
+                yield from (_current(le, ks, None, template, names) for le in added.get(ks.id, []))
+
+
 def corrected_lesions(*, session: Session, truth: str = "corrected") -> list[ExportedLesion]:
     """The merged current state: csv lesions in file order, each key slice's added lesions after its rows.
 
     `truth` "consensus" or "reader:NAME" lays team reads over it (app.review.team.truth).
     """
-    from app.review.team.truth import truth_lesions
+    return list(iter_corrected_lesions(session=session, truth=truth))
 
-    originals = session.execute(select(OriginalLesion).order_by(OriginalLesion.row_number)).scalars().all()
-    key_slices = {ks.id: ks for ks in session.execute(select(KeySlice)).scalars()}
-    lesions = session.execute(select(Lesion).where(Lesion.is_current).order_by(Lesion.id)).scalars().all()
-    lesions = truth_lesions(session, truth, lesions)
-    names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
-    by_original = {le.original_id: le for le in lesions if le.original_id is not None}
-    added: dict[int, list[Lesion]] = {}
-    for le in lesions:
-        if le.original_id is None:
-            added.setdefault(le.key_slice_id, []).append(le)
-    # A key slice's added lesions follow its last csv row (its rows may not be next to each other).
-    last_row = {orig.key_slice_id: orig.id for orig in originals}
-    out: list[ExportedLesion] = []
-    for orig in originals:
-        ks = key_slices[orig.key_slice_id]
-        template = _record(orig, ks)
-        current = by_original.get(orig.id)
-        if current is not None:
-            out.append(_current(current, ks, orig, template, names))
-        if last_row[ks.id] == orig.id:
-            out.extend(_current(le, ks, None, template, names) for le in added.get(ks.id, []))
-    return out
+
+def _check_box_only(box_only: str) -> None:
+    if box_only not in BOX_ONLY_CHOICES:
+        raise InvalidInputError(f"box_only must be one of {', '.join(BOX_ONLY_CHOICES)}, got {box_only!r}")
 
 
 def corrected_records(
     *, session: Session, box_only: str = "nan", truth: str = "corrected"
 ) -> list[LesionRecord]:
     """DL_info rows of the merged current state (box-only lesions NaN-measured, or omitted)."""
-    if box_only not in BOX_ONLY_CHOICES:
-        raise InvalidInputError(f"box_only must be one of {', '.join(BOX_ONLY_CHOICES)}, got {box_only!r}")
+    _check_box_only(box_only)
     return [
         e.record
         for e in corrected_lesions(session=session, truth=truth)
@@ -222,6 +268,47 @@ def export_csv(
         return format_dl_info(original_records(session=session)).encode("utf-8")
     records = corrected_records(session=session, box_only=box_only, truth=truth)
     return format_dl_info(records, extra_columns=extras).encode("utf-8")
+
+
+def stream_csv(
+    *,
+    session_factory: Callable[[], Session],
+    state: str = "corrected",
+    extras: bool = False,
+    box_only: str = "nan",
+    truth: str | None = None,
+    chunk_rows: int = EXPORT_CHUNK_ROWS,
+) -> Iterator[bytes]:
+    """export_csv's bytes in pieces, one chunk of original rows at a time; bad input fails here, eagerly."""
+    from app.review.team.truth import check_truth_known
+
+    state, truth = _state_and_truth(state, truth)
+    _check_box_only(box_only)
+    with session_factory() as session:
+        check_truth_known(session, truth)
+
+    def pieces() -> Iterator[bytes]:
+        with session_factory() as session:
+            if state == "original":
+                yield format_dl_info(original_records(session=session)).encode("utf-8")
+                return
+            batch: list[LesionRecord] = []
+            first = True
+            for e in iter_corrected_lesions(session=session, truth=truth, chunk_rows=chunk_rows):
+                if box_only == "nan" or e.record.measurement_coordinates is not None:
+                    batch.append(e.record)
+                if len(batch) >= chunk_rows:
+                    yield _csv_piece(batch, extras, first)
+                    batch, first = [], False
+            if batch or first:
+                yield _csv_piece(batch, extras, first)
+
+    return pieces()
+
+
+def _csv_piece(records: list[LesionRecord], extras: bool, header: bool) -> bytes:
+    text = format_dl_info(records, extra_columns=extras)
+    return (text if header else text.split("\n", 1)[1]).encode("utf-8")
 
 
 def image_path(file_name: str) -> str:

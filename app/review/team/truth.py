@@ -7,7 +7,7 @@ reads agreed, their common read) laid over it. Key slices nobody read keep the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,21 +37,40 @@ def check_truth(truth: str) -> str:
     raise InvalidInputError(f"truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
 
 
-def _reader_overlays(session: Session, name: str) -> tuple[dict[int, Read], int]:
+def check_truth_known(session: Session, truth: str) -> None:
+    """check_truth, and NotFoundError when a reader truth names nobody."""
+    check_truth(truth)
+    if truth.startswith(READER_PREFIX):
+        _reader_id(session, truth[len(READER_PREFIX) :])
+
+
+def _reader_id(session: Session, name: str) -> int:
     uid = session.execute(select(User.id).where(User.name == name)).scalar_one_or_none()
     if uid is None:
         raise NotFoundError(f"no reader named {name!r}")
-    rows = session.execute(
+    return int(uid)
+
+
+def _reader_overlays(
+    session: Session, name: str, key_slice_ids: Set[int] | None
+) -> tuple[dict[int, Read], int]:
+    uid = _reader_id(session, name)
+    query = (
         select(TeamRead.key_slice_id, TeamRead.marks)
         .where(TeamRead.reader_id == uid, TeamRead.status == "done")
         .order_by(TeamRead.finished_at, TeamRead.id)
     )
-    return {ks: Read.from_dict(marks or {}) for ks, marks in rows}, uid
+    if key_slice_ids is not None:
+        query = query.where(TeamRead.key_slice_id.in_(key_slice_ids))
+    return {ks: Read.from_dict(marks or {}) for ks, marks in session.execute(query)}, uid
 
 
-def _consensus_overlays(session: Session) -> dict[int, Read]:
+def _consensus_overlays(session: Session, key_slice_ids: Set[int] | None) -> dict[int, Read]:
     out: dict[int, Read] = {}
-    for adj in session.execute(select(TeamAdjudication).order_by(TeamAdjudication.id)).scalars():
+    query = select(TeamAdjudication).order_by(TeamAdjudication.id)
+    if key_slice_ids is not None:
+        query = query.where(TeamAdjudication.key_slice_id.in_(key_slice_ids))
+    for adj in session.execute(query).scalars():
         if adj.status == "resolved" and adj.consensus is not None:
             out[adj.key_slice_id] = Read.from_dict(adj.consensus)
         elif adj.status == "agreed":
@@ -84,15 +103,26 @@ def _marked(lesion: Lesion, mark: Mark, spacing_x: float, by: int | None) -> Les
     return out
 
 
-def truth_lesions(session: Session, truth: str, lesions: Sequence[Lesion]) -> list[Lesion]:
-    """The current lesions as the truth has them (detached copies where it differs), in the same order."""
+def truth_lesions(
+    session: Session,
+    truth: str,
+    lesions: Sequence[Lesion],
+    *,
+    key_slice_ids: Set[int] | None = None,
+    added_for: Set[int] | None = None,
+) -> list[Lesion]:
+    """The current lesions as the truth has them (detached copies where it differs), in the same order.
+
+    `key_slice_ids` limits the reads looked at to the lesions' key slices, `added_for` the key slices whose
+    added marks are wanted (a streamed export adds them with a key slice's last row); None means all.
+    """
     check_truth(truth)
     if truth in EXPORT_STATES:
         return list(lesions)
     if truth == CONSENSUS:
-        overlays, by = _consensus_overlays(session), None
+        overlays, by = _consensus_overlays(session, key_slice_ids), None
     else:
-        overlays, by = _reader_overlays(session, truth[len(READER_PREFIX) :])
+        overlays, by = _reader_overlays(session, truth[len(READER_PREFIX) :], key_slice_ids)
     geometry = {
         ks: (sx, key_index)
         for ks, sx, key_index in session.execute(
@@ -110,6 +140,8 @@ def truth_lesions(session: Session, truth: str, lesions: Sequence[Lesion]) -> li
             out.append(changed)
     # The added marks as new detached lesions on their key slice (the exports place them after its rows).
     for ks_id, read in overlays.items():
+        if added_for is not None and ks_id not in added_for:
+            continue
         spacing_x, key_index = geometry[ks_id]
         out += [
             Lesion(
