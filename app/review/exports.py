@@ -290,20 +290,42 @@ def stream_csv(
     def pieces() -> Iterator[bytes]:
         with session_factory() as session:
             if state == "original":
-                yield format_dl_info(original_records(session=session)).encode("utf-8")
-                return
+                records: Iterator[LesionRecord] = _iter_original_records(session, chunk_rows)
+            else:
+                records = (
+                    e.record
+                    for e in iter_corrected_lesions(session=session, truth=truth, chunk_rows=chunk_rows)
+                    if box_only == "nan" or e.record.measurement_coordinates is not None
+                )
             batch: list[LesionRecord] = []
             first = True
-            for e in iter_corrected_lesions(session=session, truth=truth, chunk_rows=chunk_rows):
-                if box_only == "nan" or e.record.measurement_coordinates is not None:
-                    batch.append(e.record)
+            for record in records:
+                batch.append(record)
                 if len(batch) >= chunk_rows:
-                    yield _csv_piece(batch, extras, first)
+                    yield _csv_piece(batch, extras and state != "original", first)
                     batch, first = [], False
             if batch or first:
-                yield _csv_piece(batch, extras, first)
+                yield _csv_piece(batch, extras and state != "original", first)
 
     return pieces()
+
+
+def _iter_original_records(session: Session, chunk_rows: int) -> Iterator[LesionRecord]:
+    """The imported rows in file order, read a chunk at a time."""
+    after: int | None = None
+    while True:
+        query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
+        if after is not None:
+            query = query.where(OriginalLesion.row_number > after)
+        originals = session.execute(query).scalars().all()
+        if not originals:
+            return
+        after = originals[-1].row_number
+        ids = {o.key_slice_id for o in originals}
+        key_slices = {
+            ks.id: ks for ks in session.execute(select(KeySlice).where(KeySlice.id.in_(ids))).scalars()
+        }
+        yield from (_record(o, key_slices[o.key_slice_id]) for o in originals)
 
 
 def _csv_piece(records: list[LesionRecord], extras: bool, header: bool) -> bytes:
