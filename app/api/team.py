@@ -39,6 +39,8 @@ router = APIRouter(
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 WRITE_ERRORS = error_responses(401, 403, 404, 409, 422)
 READ_ERRORS = error_responses(401, 403, 404, 422)
+# A whole read may hold more than the body limit allows (200 marks with long notes): 413 is a real answer.
+BIG_WRITE_ERRORS = error_responses(401, 403, 404, 409, 413, 422)
 
 
 def require_adjudicator(user: CurrentUser) -> UserInfo:
@@ -96,7 +98,7 @@ def get_read(read_id: Id, user: CurrentUser, db: Db) -> Any:
     return service.get_read(session=db, user=user, read_id=read_id)
 
 
-@router.put("/reads/{read_id}", response_model=TeamReadResult, responses=WRITE_ERRORS)
+@router.put("/reads/{read_id}", response_model=TeamReadResult, responses=BIG_WRITE_ERRORS)
 def put_read(read_id: Id, body: ReadBody, user: CurrentUser, db: Db) -> Any:
     """Save the read's marks (one undoable step)."""
     return service.save_read(
@@ -146,7 +148,7 @@ def get_adjudication(adjudication_id: Id, user: Adjudicator, db: Db) -> Any:
 
 
 @router.post(
-    "/adjudications/{adjudication_id}/resolve", response_model=AdjudicationResult, responses=WRITE_ERRORS
+    "/adjudications/{adjudication_id}/resolve", response_model=AdjudicationResult, responses=BIG_WRITE_ERRORS
 )
 def post_resolve(adjudication_id: Id, body: ResolveBody, user: Adjudicator, db: Db) -> Any:
     """Apply a consensus to the lesions (read A, read B, or an edited read)."""

@@ -288,3 +288,17 @@ def test_the_report_shows_the_agreement_of_the_reads(team: Any) -> None:
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     lines = csv.text.strip().splitlines()
     assert lines[0].split(",")[0] == "reader" and len(lines) == 3
+
+
+def test_a_read_over_the_body_limit_is_a_declared_413(team: Any) -> None:
+    a = assign(team["boss"], ["ann", "bob"], split="test")
+    read = _read_of(team, "ann", a["id"])
+    big = marks_with(read)
+    big["added"] = [{**ADDED, "flag_note": "n" * 2000} for _ in range(50)]  # valid by the schema, > 64 KiB
+    r = team["ann"].write(
+        "PUT", f"/api/team/reads/{read['id']}", json={"version": read["version"], "marks": big}
+    )
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+    paths = team["ann"].client.app.openapi()["paths"]
+    assert "413" in paths["/api/team/reads/{read_id}"]["put"]["responses"]
+    assert "413" in paths["/api/team/adjudications/{adjudication_id}/resolve"]["post"]["responses"]
