@@ -86,11 +86,13 @@ async function main() {
   }
   const truth = $("truth");
   if (truth) {
-    truth.addEventListener("change", () => {
+    const links = () => {
       const q = `truth=${encodeURIComponent(truth.value)}`;
       $("export-csv").href = `/api/exports/dl_info.csv?${q}`;
       $("export-coco").href = `/api/exports/coco.json?${q}`;
-    });
+    };
+    truth.addEventListener("change", links);
+    links();  // the links follow the menu from the start
   }
   form.addEventListener("submit", (ev) => { ev.preventDefault(); show(form).catch((err) => showError(describeError(err))); });
 }

@@ -155,6 +155,8 @@ def test_double_read_adjudication_and_report(
     assert csv.ok and csv.text().splitlines()[0].startswith("reader_a,reader_b,key_slices")
     assert csv.text().splitlines()[1].startswith(f"{REVIEWER[0]},{SECOND_REVIEWER[0]},{expected}")
     # Admins download the DL_info.csv of a truth: bob's reads hold his added lesion.
+    first = admin.get_by_label("Truth of the exports").input_value()
+    assert admin.locator("#export-csv").get_attribute("href") == f"/api/exports/dl_info.csv?truth={first}"
     admin.get_by_label("Truth of the exports").select_option(f"reader:{SECOND_REVIEWER[0]}")
     href = admin.locator("#export-csv").get_attribute("href")
     assert href == f"/api/exports/dl_info.csv?truth=reader%3A{SECOND_REVIEWER[0]}"
