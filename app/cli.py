@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from app.deeplesion.schema import ALL_SPLITS, SPLITS
+from app.review.users import ROLES
 from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES
 
 _SPLIT_CHOICES = [*SPLITS.values(), ALL_SPLITS]
@@ -199,7 +201,7 @@ def user() -> None:
 
 @user.command(name="add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["reviewer", "admin"]), default="reviewer", show_default=True)
+@click.option("--role", type=click.Choice(list(ROLES)), default="reviewer", show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--data-dir", type=DataDirParam(exists=False), default=None)
 @click.option("--database-url", default=None)
@@ -244,6 +246,11 @@ def user_add(
     show_default=True,
     help="CSV: lesions known only by a box get NaN measurements, or are left out.",
 )
+@click.option(
+    "--truth",
+    default=None,
+    help="CSV/COCO: original, corrected, consensus (of double reads) or reader:NAME; overrides --state.",
+)
 def export(
     data_dir: Path | str,
     fmt: str,
@@ -253,6 +260,7 @@ def export(
     database_url: str | None,
     extras: bool,
     box_only: str,
+    truth: str | None,
 ) -> None:
     """Export the original or corrected annotations as DL_info.csv, COCO JSON or a NIfTI zip."""
     from app.db.session import assert_schema_current, make_engine, make_session_factory
@@ -264,9 +272,31 @@ def export(
         assert_schema_current(engine)
         with make_session_factory(engine)() as session:
             if fmt == "csv":
-                data = exports.export_csv(session=session, state=state, extras=extras, box_only=box_only)
+                # Streamed in chunks of rows to the file, with a progress bar counting the bytes written.
+                from tqdm import tqdm
+
+                pieces = exports.stream_csv(
+                    session_factory=make_session_factory(engine),
+                    state=state,
+                    extras=extras,
+                    box_only=box_only,
+                    truth=truth,
+                )
+                out.parent.mkdir(parents=True, exist_ok=True)
+                partial = out.with_name(f".{out.name}.partial")
+                written = 0
+                # disable=None: the bar shows on a terminal only.
+                bar = tqdm(unit="B", unit_scale=True, desc="DL_info.csv", disable=None)
+                with partial.open("wb") as fh, bar:
+                    for piece in pieces:
+                        fh.write(piece)
+                        written += len(piece)
+                        bar.update(len(piece))
+                partial.replace(out)  # a stopped export leaves no half file under the asked name
+                click.echo(f"wrote {out} ({written} bytes)")
+                return
             elif fmt == "coco":
-                data = exports.export_coco(session=session, state=state)
+                data = exports.export_coco(session=session, state=state, truth=truth)
             else:
                 if not series:
                     raise click.UsageError("--format nifti needs --series SERIES_FOLDER")
@@ -527,10 +557,9 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
     "--against",
-    type=click.Choice(list(EXPORT_STATES)),
     default="original",
     show_default=True,
-    help="corrected: the reviewers' current state from the database.",
+    help="original, corrected (the reviewers' current state), consensus (of double reads) or reader:NAME.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True)
@@ -568,27 +597,34 @@ def evaluate(
     from app.deeplesion.errors import DeepLesionError
     from app.detection.commands import run_evaluate
     from app.detection.errors import ModelLoadError
+    from app.review.errors import ReviewError
     from app.review.evaluations import store_evaluation
+    from app.review.team.truth import check_truth
 
     url = _database_url(data_dir, database_url)
     records = None
     try:
-        if against == "corrected":
+        check_truth(against)
+    except ReviewError as exc:
+        raise click.BadParameter(str(exc), param_hint="--against") from exc
+    try:
+        if against != "original":
             from app.review.evaluations import corrected_state
 
-            records = corrected_state(url)
+            records = corrected_state(url, truth=against)
         res = run_evaluate(
             data_dir,
             model=model or _default_model(),
             split=split,
             device=device,
-            against=against,
+            against="original" if against == "original" else "corrected",
             corrected_records=records,
             progress=not no_progress,
             pool_with=pool_with,
         )
-    except (ModelLoadError, DeepLesionError, ValueError, RuntimeError) as exc:
+    except (ModelLoadError, DeepLesionError, ValueError, RuntimeError, ReviewError) as exc:
         raise click.ClickException(str(exc)) from exc
+    res["truth"] = against
     not_stored = ""
     try:
         if pool_with:
@@ -764,3 +800,66 @@ def _os_user() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.command(name="simulate-readers")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data folder.")
+@click.option("--split", type=click.Choice(list(SPLITS.values())), default=None, help="Only this split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--noisy-rate", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--missed-rate", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--flag-error", nargs=2, type=click.FloatRange(0, 1), default=(0.1, 0.15), show_default=True)
+@click.option("--find-rate", nargs=2, type=click.FloatRange(0, 1), default=(0.8, 0.7), show_default=True)
+@click.option(
+    "--false-add-rate", nargs=2, type=click.FloatRange(0, 1), default=(0.05, 0.1), show_default=True
+)
+def simulate_readers(
+    data_dir: Path | None,
+    database_url: str | None,
+    split: str | None,
+    seed: int,
+    noisy_rate: float,
+    missed_rate: float,
+    flag_error: tuple[float, float],
+    find_rate: tuple[float, float],
+    false_add_rate: tuple[float, float],
+) -> None:
+    """Replay two simulated readers with known error rates as a double read; print expected vs measured."""
+    from app.db.session import make_engine, make_session_factory
+    from app.review.errors import NotFoundError
+    from app.review.team.simulate import ReaderModel, TruthModel
+    from app.review.team.simulate import simulate_readers as run
+    from app.review.users import create_user, ensure_local_user, get_user
+    from app.review.worklist import WorklistFilter
+
+    engine = make_engine(_database_url(data_dir, database_url))
+    try:
+        with make_session_factory(engine)() as session:
+            admin = ensure_local_user(session=session)
+            people = []
+            for i, name in enumerate(("sim-reader-a", "sim-reader-b")):
+                try:
+                    who = get_user(session=session, name=name)
+                except NotFoundError:
+                    # Simulated readers never sign in: a random password nobody knows.
+                    who = create_user(session=session, name=name, password=os.urandom(16).hex())
+                    session.commit()
+                people.append((who, ReaderModel(flag_error[i], find_rate[i], false_add_rate[i])))
+            out = run(
+                session=session,
+                admin=admin,
+                readers=people,
+                truth=TruthModel(noisy_rate, missed_rate),
+                flt=WorklistFilter(split=split),
+                seed=seed,
+            )
+    finally:
+        engine.dispose()
+    (pair,) = out["report"]["pairs"]
+    click.echo(f"assignment {out['assignment_id']}: {pair['key_slices']} key slices read twice")
+    click.echo(
+        f"kappa (noisy)  expected {out['expected_kappa']:.3f}  measured {pair['kappa_noisy']:.3f}"
+        f" +- {pair['kappa_noisy_se']:.3f}"
+    )
+    click.echo(f"F1 (added)     expected {out['expected_f1']:.3f}  measured {pair['f1_added']:.3f}")

@@ -29,6 +29,7 @@ from app.api import (
     screen,
     slices,
     stats,
+    team,
     worklist,
 )
 from app.api.errors import install_error_handlers
@@ -58,6 +59,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     exports.router,
     followup.router,
+    team.router,
     pages.router,
 )
 

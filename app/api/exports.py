@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from app.api.deps import ReleasingRoute, get_store
 from app.api.schemas import error_responses
@@ -25,6 +26,13 @@ def _file(media_type: str, description: str, *errors: int) -> dict[int | str, di
 
 State = Annotated[Literal[*exports.STATES], Query()]  # type: ignore[valid-type]
 BoxOnly = Annotated[Literal[*exports.BOX_ONLY_CHOICES], Query()]  # type: ignore[valid-type]
+# original | corrected | consensus | reader:NAME (app.review.team.truth); overrides `state` when given.
+Truth = Annotated[str | None, Query(min_length=1, max_length=80)]
+
+
+def _label(truth: str) -> str:
+    """A file-name-safe form of a truth ("reader:ann" -> "reader-ann")."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in truth)
 
 
 def _download(data: bytes, media_type: str, filename: str) -> Response:
@@ -35,23 +43,44 @@ def _download(data: bytes, media_type: str, filename: str) -> Response:
     )
 
 
-@router.get("/dl_info.csv", response_class=Response, responses=_file("text/csv", "DL_info.csv", 422))
+@router.get("/dl_info.csv", response_class=Response, responses=_file("text/csv", "DL_info.csv", 404, 422))
 def get_csv(
-    user: AdminUser, db: Db, state: State = "corrected", extras: bool = False, box_only: BoxOnly = "nan"
+    request: Request,
+    user: AdminUser,
+    db: Db,
+    state: State = "corrected",
+    extras: bool = False,
+    box_only: BoxOnly = "nan",
+    truth: Truth = None,
 ) -> Response:
-    """DL_info.csv of the original or the corrected state (extras: flag reasons, notes, reviewers, origin)."""
-    data = exports.export_csv(session=db, state=state, extras=extras, box_only=box_only)
-    return _download(data, "text/csv", f"DL_info_{state}.csv")
+    """DL_info.csv of the original or the corrected state (extras: flag reasons, notes, reviewers, origin).
+
+    Streamed a chunk of rows at a time, each read in its own query, so the whole file never sits in memory.
+    """
+    pieces = exports.stream_csv(
+        session_factory=request.app.state.session_factory,
+        state=state,
+        extras=extras,
+        box_only=box_only,
+        truth=truth,
+    )
+    filename = f"DL_info_{_label(truth or state)}.csv"
+    return StreamingResponse(
+        pieces,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
 
 
 @router.get(
-    "/coco.json", response_class=Response, responses=_file("application/json", "COCO detection JSON", 422)
+    "/coco.json",
+    response_class=Response,
+    responses=_file("application/json", "COCO detection JSON", 404, 422),
 )
-def get_coco(user: AdminUser, db: Db, state: State = "corrected") -> Response:
-    """COCO detection JSON of the original or the corrected state."""
-    return _download(
-        exports.export_coco(session=db, state=state), "application/json", f"deeplesion_{state}.json"
-    )
+def get_coco(user: AdminUser, db: Db, state: State = "corrected", truth: Truth = None) -> Response:
+    """COCO detection JSON of the original or the corrected state (or a team truth)."""
+    data = exports.export_coco(session=db, state=state, truth=truth)
+    return _download(data, "application/json", f"deeplesion_{_label(truth or state)}.json")
 
 
 @router.get(

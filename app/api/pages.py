@@ -25,6 +25,7 @@ NAV = (
     ("/overview", "Overview"),
     ("/evaluation", "Evaluation"),
     ("/screening", "Screening"),
+    ("/team", "Team"),
 )
 
 
@@ -117,3 +118,35 @@ def screening_page(request: Request, user: MaybeUser) -> Response:
     if user is None:
         return _login_redirect(request)
     return _render(request, "screening.html", "screening", title="Screening", can_start=user.is_admin)
+
+
+@router.get("/team", response_class=HTMLResponse)
+def team_page(request: Request, user: MaybeUser) -> Response:
+    """Team review: assignments (admins create them), my queue, links to adjudication and the report."""
+    if user is None:
+        return _login_redirect(request)
+    return _render(request, "team.html", "team", title="Team review", is_admin=user.is_admin)
+
+
+@router.get("/team/reads/{read_id}", response_class=HTMLResponse)
+def team_read_page(request: Request, read_id: int, user: MaybeUser) -> Response:
+    """One read of a key slice: the reader's own marks, blind to the other reader's."""
+    if user is None:
+        return _login_redirect(request)
+    return _render(request, "teamread.html", "teamread", title=f"Read {read_id}", read_id=read_id)
+
+
+@router.get("/team/adjudications", response_class=HTMLResponse)
+def adjudication_page(request: Request, user: MaybeUser) -> Response:
+    """The adjudication queue and one case's two reads side by side (?id=)."""
+    if user is None:
+        return _login_redirect(request)
+    return _render(request, "adjudicate.html", "adjudicate", title="Adjudication")
+
+
+@router.get("/team/report", response_class=HTMLResponse)
+def team_report_page(request: Request, user: MaybeUser) -> Response:
+    """Agreement per reader pair with plots and CSV downloads."""
+    if user is None:
+        return _login_redirect(request)
+    return _render(request, "teamreport.html", "teamreport", title="Agreement report", is_admin=user.is_admin)

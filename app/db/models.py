@@ -236,7 +236,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    role: Mapped[str] = mapped_column(String(16))  # reviewer | admin
+    role: Mapped[str] = mapped_column(String(16))  # app.review.users.ROLES
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -397,3 +397,73 @@ class DetectorJob(Base):
     worker_pid: Mapped[int] = mapped_column(Integer)
     worker_token: Mapped[str] = mapped_column(String(32))
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamAssignment(Base):
+    """Work handed to readers: a filtered set of key slices, single or double read (app.review.team)."""
+
+    __tablename__ = "team_assignments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(8))  # app.review.team.rules.MODES
+    filter: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reader_ids: Mapped[list[Any]] = mapped_column(JSON)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamRead(Base):
+    """One read of a key slice in an assignment: a slot (0, or 0 and 1 for double), its reader and marks.
+
+    The marks are the reader's own (app.review.team.rules.Read), kept apart from the lesions, which change
+    only when an adjudicator applies a consensus; undo/redo hold the audit ids of the read's own saves.
+    """
+
+    __tablename__ = "team_reads"
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "key_slice_id", "slot"),
+        UniqueConstraint("assignment_id", "key_slice_id", "reader_id", name="uq_team_reads_one_per_reader"),
+        Index("ix_team_reads_next", "assignment_id", "status", "key_slice_id"),
+        Index("ix_team_reads_reader", "reader_id", "status"),
+        # Progress per assignment and reader: a count over this index, never over the rows.
+        Index("ix_team_reads_progress", "assignment_id", "reader_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("team_assignments.id"))
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    slot: Mapped[int] = mapped_column(Integer)
+    reader_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, default=None)
+    status: Mapped[str] = mapped_column(String(8), default="open")  # app.review.team.rules.READ_STATUSES
+    baseline: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    marks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    undo: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    redo: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    claimed_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class TeamAdjudication(Base):
+    """A double-read key slice whose reads are both done: disagreements, and the consensus once applied."""
+
+    __tablename__ = "team_adjudications"
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "key_slice_id"),
+        Index("ix_team_adjudications_status", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("team_assignments.id"))
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    status: Mapped[str] = mapped_column(String(8))  # app.review.team.rules.ADJUDICATION_STATUSES
+    disagreements: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    consensus: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    # Audit ids of the lesion corrections that applied the consensus (undone together).
+    applied: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}

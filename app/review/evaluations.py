@@ -87,15 +87,15 @@ def store_evaluation(*, database_url: str, result: Mapping[str, Any]) -> int:
         engine.dispose()
 
 
-def corrected_state(database_url: str) -> list[LesionRecord]:
-    """The reviewers' merged current state as DL_info records (for `evaluate --against corrected`)."""
+def corrected_state(database_url: str, truth: str = "corrected") -> list[LesionRecord]:
+    """The reviewers' merged current state (or a team truth) as DL_info records (`evaluate --against`)."""
     from app.review.exports import corrected_records
 
     engine = make_engine(database_url)
     try:
         assert_schema_current(engine)
         with make_session_factory(engine)() as session:
-            return corrected_records(session=session)
+            return corrected_records(session=session, truth=truth)
     finally:
         engine.dispose()
 

@@ -6,11 +6,12 @@ import io
 import json
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import KeySlice, Lesion, OriginalLesion, Series, User
@@ -104,7 +105,7 @@ def _extras(lesion: Lesion, state: str, names: dict[int, str], track: str = "") 
         return names.get(user_id, "") if user_id is not None else ""
 
     return {
-        "Lesion_id": str(lesion.id),
+        "Lesion_id": str(lesion.id) if lesion.id is not None else "",
         "Origin": lesion.origin,
         "Review_state": state,
         "Flag_reason": lesion.flag_reason or "",
@@ -145,39 +146,93 @@ def _current(
     return ExportedLesion(record=record, lesion=lesion, review_state=state)
 
 
-def corrected_lesions(*, session: Session) -> list[ExportedLesion]:
-    """The merged current state: csv lesions in file order, each key slice's added lesions after its rows."""
-    originals = session.execute(select(OriginalLesion).order_by(OriginalLesion.row_number)).scalars().all()
-    key_slices = {ks.id: ks for ks in session.execute(select(KeySlice)).scalars()}
-    lesions = session.execute(select(Lesion).where(Lesion.is_current).order_by(Lesion.id)).scalars().all()
+# Original rows per query of a streamed export: what one chunk holds in memory.
+EXPORT_CHUNK_ROWS = 2000
+
+
+def iter_corrected_lesions(
+    *, session: Session, truth: str = "corrected", chunk_rows: int = EXPORT_CHUNK_ROWS
+) -> Iterator[ExportedLesion]:
+    """The merged current state, chunk by chunk of original rows (see corrected_lesions for the order)."""
+    from app.review.team.truth import truth_lesions
+
     names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
+    # Track ids of the follow-up lesion graph (app.review.followup), one query for the whole export.
     tracks = track_ids(session)
-    by_original = {le.original_id: le for le in lesions if le.original_id is not None}
-    added: dict[int, list[Lesion]] = {}
-    for le in lesions:
-        if le.original_id is None:
-            added.setdefault(le.key_slice_id, []).append(le)
     # A key slice's added lesions follow its last csv row (its rows may not be next to each other).
-    last_row = {orig.key_slice_id: orig.id for orig in originals}
-    out: list[ExportedLesion] = []
-    for orig in originals:
-        ks = key_slices[orig.key_slice_id]
-        template = _record(orig, ks)
-        current = by_original.get(orig.id)
-        if current is not None:
-            out.append(_current(current, ks, orig, template, names, tracks))
-        if last_row[ks.id] == orig.id:
-            out.extend(_current(le, ks, None, template, names, tracks) for le in added.get(ks.id, []))
-    return out
+    last_row = dict(
+        session.execute(
+            select(OriginalLesion.key_slice_id, func.max(OriginalLesion.row_number)).group_by(
+                OriginalLesion.key_slice_id
+            )
+        ).all()
+    )
+    after: int | None = None
+    while True:
+        query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
+        if after is not None:
+            query = query.where(OriginalLesion.row_number > after)
+        originals = session.execute(query).scalars().all()
+        if not originals:
+            return
+        after = originals[-1].row_number
+        ks_ids = {o.key_slice_id for o in originals}
+        key_slices = {
+            ks.id: ks for ks in session.execute(select(KeySlice).where(KeySlice.id.in_(ks_ids))).scalars()
+        }
+        ending = {o.key_slice_id for o in originals if last_row[o.key_slice_id] == o.row_number}
+        lesions = (
+            session.execute(
+                select(Lesion)
+                .where(
+                    Lesion.is_current,
+                    or_(
+                        Lesion.original_id.in_([o.id for o in originals]),
+                        and_(Lesion.original_id.is_(None), Lesion.key_slice_id.in_(ending)),
+                    ),
+                )
+                .order_by(Lesion.id)
+            )
+            .scalars()
+            .all()
+        )
+        lesions = truth_lesions(session, truth, lesions, key_slice_ids=ks_ids, added_for=ending)
+        by_original = {le.original_id: le for le in lesions if le.original_id is not None}
+        added: dict[int, list[Lesion]] = {}
+        for le in lesions:
+            if le.original_id is None:
+                added.setdefault(le.key_slice_id, []).append(le)
+        for orig in originals:
+            ks = key_slices[orig.key_slice_id]
+            template = _record(orig, ks)
+            current = by_original.get(orig.id)
+            if current is not None:
+                yield _current(current, ks, orig, template, names, tracks)
+            if last_row[ks.id] == orig.row_number:
+                yield from (_current(le, ks, None, template, names, tracks) for le in added.get(ks.id, []))
 
 
-def corrected_records(*, session: Session, box_only: str = "nan") -> list[LesionRecord]:
-    """DL_info rows of the merged current state (box-only lesions NaN-measured, or omitted)."""
+def corrected_lesions(*, session: Session, truth: str = "corrected") -> list[ExportedLesion]:
+    """The merged current state: csv lesions in file order, each key slice's added lesions after its rows.
+
+    `truth` "consensus" or "reader:NAME" lays team reads over it (app.review.team.truth).
+    """
+    return list(iter_corrected_lesions(session=session, truth=truth))
+
+
+def _check_box_only(box_only: str) -> None:
     if box_only not in BOX_ONLY_CHOICES:
         raise InvalidInputError(f"box_only must be one of {', '.join(BOX_ONLY_CHOICES)}, got {box_only!r}")
+
+
+def corrected_records(
+    *, session: Session, box_only: str = "nan", truth: str = "corrected"
+) -> list[LesionRecord]:
+    """DL_info rows of the merged current state (box-only lesions NaN-measured, or omitted)."""
+    _check_box_only(box_only)
     return [
         e.record
-        for e in corrected_lesions(session=session)
+        for e in corrected_lesions(session=session, truth=truth)
         if box_only == "nan" or e.record.measurement_coordinates is not None
     ]
 
@@ -194,15 +249,97 @@ def _check_state(state: str) -> None:
         raise InvalidInputError(f"state must be one of {', '.join(STATES)}, got {state!r}")
 
 
-def export_csv(
-    *, session: Session, state: str = "corrected", extras: bool = False, box_only: str = "nan"
-) -> bytes:
-    """DL_info.csv bytes of the original or corrected state (extras: who, why and where from)."""
+def _state_and_truth(state: str, truth: str | None) -> tuple[str, str]:
+    """The export state and the truth laid over it: a given truth wins ("original" is the original state)."""
+    from app.review.team.truth import check_truth
+
     _check_state(state)
+    if truth is None:
+        return state, state
+    check_truth(truth)
+    return ("original" if truth == "original" else "corrected"), truth
+
+
+def export_csv(
+    *,
+    session: Session,
+    state: str = "corrected",
+    extras: bool = False,
+    box_only: str = "nan",
+    truth: str | None = None,
+) -> bytes:
+    """DL_info.csv bytes of the original or corrected state (extras: who, why and where from).
+
+    `truth` (app.review.team.truth.TRUTHS) overrides `state`: "consensus" or "reader:NAME" too.
+    """
+    state, truth = _state_and_truth(state, truth)
     if state == "original":
         return format_dl_info(original_records(session=session)).encode("utf-8")
-    records = corrected_records(session=session, box_only=box_only)
+    records = corrected_records(session=session, box_only=box_only, truth=truth)
     return format_dl_info(records, extra_columns=extras).encode("utf-8")
+
+
+def stream_csv(
+    *,
+    session_factory: Callable[[], Session],
+    state: str = "corrected",
+    extras: bool = False,
+    box_only: str = "nan",
+    truth: str | None = None,
+    chunk_rows: int = EXPORT_CHUNK_ROWS,
+) -> Iterator[bytes]:
+    """export_csv's bytes in pieces, one chunk of original rows at a time; bad input fails here, eagerly."""
+    from app.review.team.truth import check_truth_known
+
+    state, truth = _state_and_truth(state, truth)
+    _check_box_only(box_only)
+    with session_factory() as session:
+        check_truth_known(session, truth)
+
+    def pieces() -> Iterator[bytes]:
+        with session_factory() as session:
+            if state == "original":
+                records: Iterator[LesionRecord] = _iter_original_records(session, chunk_rows)
+            else:
+                records = (
+                    e.record
+                    for e in iter_corrected_lesions(session=session, truth=truth, chunk_rows=chunk_rows)
+                    if box_only == "nan" or e.record.measurement_coordinates is not None
+                )
+            batch: list[LesionRecord] = []
+            first = True
+            for record in records:
+                batch.append(record)
+                if len(batch) >= chunk_rows:
+                    yield _csv_piece(batch, extras and state != "original", first)
+                    batch, first = [], False
+            if batch or first:
+                yield _csv_piece(batch, extras and state != "original", first)
+
+    return pieces()
+
+
+def _iter_original_records(session: Session, chunk_rows: int) -> Iterator[LesionRecord]:
+    """The imported rows in file order, read a chunk at a time."""
+    after: int | None = None
+    while True:
+        query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
+        if after is not None:
+            query = query.where(OriginalLesion.row_number > after)
+        originals = session.execute(query).scalars().all()
+        if not originals:
+            return
+        after = originals[-1].row_number
+        ids = {o.key_slice_id for o in originals}
+        key_slices = {
+            ks.id: ks for ks in session.execute(select(KeySlice).where(KeySlice.id.in_(ids))).scalars()
+        }
+        yield from (_record(o, key_slices[o.key_slice_id]) for o in originals)
+
+
+def _csv_piece(records: list[LesionRecord], extras: bool, header: bool) -> bytes:
+    text = format_dl_info(records, extra_columns=extras)
+    return (text if header else text.split("\n", 1)[1]).encode("utf-8")
 
 
 def image_path(file_name: str) -> str:
@@ -250,10 +387,14 @@ def _coco_annotation(
     }
 
 
-def export_coco(*, session: Session, state: str = "corrected") -> bytes:
+def export_coco(*, session: Session, state: str = "corrected", truth: str | None = None) -> bytes:
     """COCO detection JSON: images are the slices holding lesions (0-based bbox), RECIST keypoints."""
-    _check_state(state)
-    records = original_records(session=session) if state == "original" else corrected_records(session=session)
+    state, truth = _state_and_truth(state, truth)
+    records = (
+        original_records(session=session)
+        if state == "original"
+        else corrected_records(session=session, truth=truth)
+    )
     images: dict[str, dict[str, Any]] = {}
     annotations: list[dict[str, Any]] = []
     for rec in records:
@@ -271,7 +412,7 @@ def export_coco(*, session: Session, state: str = "corrected") -> bytes:
         annotations.append(_coco_annotation(rec, rec.extras, image_id, len(annotations) + 1))
     doc = {
         "info": {
-            "description": f"DeepLesion annotations ({state}) exported by Lesion Review",
+            "description": f"DeepLesion annotations ({truth}) exported by Lesion Review",
             "coordinates": "0-based pixels; DL_info.csv counts from 1",
             "images_root": "the dataset folder (file_name is relative to it)",
         },

@@ -10,6 +10,7 @@ from app.deeplesion.schema import ALL_SPLITS, BOX_PADDING_PX, LESION_TYPES, SPLI
 from app.deeplesion.windowing import DEFAULT_PRESET, DETECTOR_PRESET, DETECTOR_WINDOW, DICOM_PRESET, PRESETS
 from app.detection.froc import FP_RATES
 from app.review import vocabulary as v
+from app.review.team import rules as team
 
 # The viewer's key for the slice's own DICOM window; the fixed presets take 1, 2, ... in PRESETS order.
 DICOM_KEY = "0"
@@ -52,4 +53,14 @@ def page_vocabulary() -> dict[str, Any]:
         # The FROC curve's reporting points, false positives per image.
         "froc_fp_rates": list(FP_RATES),
         "link_statuses": v.LINK_STATUSES,
+        # Team review (app.review.team.rules): modes, read and adjudication states, disagreement rules.
+        "team": {
+            "modes": team.MODES,
+            "read_statuses": team.READ_STATUSES,
+            "adjudication_statuses": team.ADJUDICATION_STATUSES,
+            "disagreement_kinds": team.DISAGREEMENT_KINDS,
+            "long_axis_tolerance_mm": team.LONG_AXIS_TOLERANCE_MM,
+            "consensus_truth": team.CONSENSUS_TRUTH,
+            "reader_truth_prefix": team.READER_TRUTH_PREFIX,
+        },
     }

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.db.models import AuthSession, User
 from app.review.errors import InvalidInputError, NotFoundError
 
-ROLES = ("reviewer", "admin")
+ROLES = ("reviewer", "adjudicator", "admin")
 LOCAL_USER = "local"
 # The automatic user on loopback may do everything, so the local demo shows every page.
 LOCAL_ROLE = "admin"

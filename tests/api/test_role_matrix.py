@@ -11,8 +11,9 @@ from fastapi.routing import APIRoute
 from tests.api.conftest import PASSWORD, Api, add_user
 from tests.api.test_security import KS, KS_STEM, api_routes
 
-ANYONE, REVIEWER, ADMIN = "anyone", "reviewer", "admin"
-RANK = {ANYONE: 0, REVIEWER: 1, ADMIN: 2}
+ANYONE, REVIEWER, ADJUDICATOR, ADMIN = "anyone", "reviewer", "adjudicator", "admin"
+# Each role reaches what the roles below it reach: an adjudicator is a reviewer who also adjudicates.
+RANK = {ANYONE: 0, REVIEWER: 1, ADJUDICATOR: 2, ADMIN: 3}
 
 # The least role each operation needs. A route missing here (or a rule for a route that is gone) fails
 # test_every_operation_has_exactly_one_rule: a new route must say who may call it.
@@ -72,6 +73,27 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/followup/match"): ADMIN,
     ("GET", "/api/followup/graph.json"): ADMIN,
     ("GET", "/api/followup/graph.csv"): ADMIN,
+    # Team review (#13): readers work their queue; adjudicators see disagreements and the report.
+    ("GET", "/team"): REVIEWER,
+    ("GET", "/team/reads/{read_id}"): REVIEWER,
+    ("GET", "/team/adjudications"): REVIEWER,
+    ("GET", "/team/report"): REVIEWER,
+    ("GET", "/api/team/assignments"): REVIEWER,
+    ("POST", "/api/team/assignments"): ADMIN,
+    ("POST", "/api/team/assignments/{assignment_id}/next"): REVIEWER,
+    ("GET", "/api/team/queue"): REVIEWER,
+    ("GET", "/api/team/reads/{read_id}"): REVIEWER,
+    ("PUT", "/api/team/reads/{read_id}"): REVIEWER,
+    ("POST", "/api/team/reads/{read_id}/undo"): REVIEWER,
+    ("POST", "/api/team/reads/{read_id}/redo"): REVIEWER,
+    ("POST", "/api/team/reads/{read_id}/finish"): REVIEWER,
+    ("POST", "/api/team/reads/{read_id}/reassign"): ADMIN,
+    ("GET", "/api/team/adjudications"): ADJUDICATOR,
+    ("GET", "/api/team/adjudications/{adjudication_id}"): ADJUDICATOR,
+    ("POST", "/api/team/adjudications/{adjudication_id}/resolve"): ADJUDICATOR,
+    ("POST", "/api/team/adjudications/{adjudication_id}/unresolve"): ADJUDICATOR,
+    ("GET", "/api/team/report"): ADJUDICATOR,
+    ("GET", "/api/team/report.csv"): ADJUDICATOR,
 }
 
 
@@ -125,7 +147,7 @@ def test_every_operation_has_exactly_one_rule(api: Api) -> None:
     assert not stale, f"ACCESS rules for routes that no longer exist: {stale}"
 
 
-@pytest.mark.parametrize("role", [ANYONE, REVIEWER, ADMIN])
+@pytest.mark.parametrize("role", [ANYONE, REVIEWER, ADJUDICATOR, ADMIN])
 def test_each_role_reaches_exactly_what_its_rule_allows(api: Api, role: str) -> None:
     add_user(api.database_url, "matrix_signin")
     if role != ANYONE:

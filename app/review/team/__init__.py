@@ -1,0 +1,1 @@
+"""Team review: assignments, blinded double reads, adjudication and agreement statistics."""
