@@ -6,33 +6,13 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
-from bench.common import RELIABILITY_MD, machine, record
+from bench.common import RELIABILITY_MD, imported_database, machine, record
 
 ROUNDS = 10
 POSTGRES_ENV = "LESION_REVIEW_TEST_POSTGRES_URL"
-
-
-def _database(root: Path, server: str | None) -> str:
-    """A migrated, imported database of the review test dataset (SQLite file, or a new PostgreSQL one)."""
-    from app.db.session import make_engine, upgrade_database
-    from app.review.importer import import_dataset
-    from tests.api.conftest import _pg_execute, _pg_url
-
-    if server:
-        name = f"lr_crash_{uuid.uuid4().hex[:8]}"
-        _pg_execute(server, f'CREATE DATABASE "{name}"')
-        url = _pg_url(server, name)
-    else:
-        url = f"sqlite:///{root / 'crash.db'}"
-    upgrade_database(url)
-    engine = make_engine(url)
-    import_dataset(engine=engine, data_dir=root)
-    engine.dispose()
-    return url
 
 
 def _run(kind: str, server: str | None) -> tuple[int, int, int]:
@@ -43,7 +23,7 @@ def _run(kind: str, server: str | None) -> tuple[int, int, int]:
     root = Path(tempfile.mkdtemp(prefix=f"lr-crash-{kind}-"))
     try:
         build_review_dataset(root)
-        url = _database(root, server)
+        url = imported_database(root, server, "crash")
         users = [(f"crash{i}", PASSWORD) for i in range(4)]
         for name, _ in users:
             add_user(url, name, "reviewer")

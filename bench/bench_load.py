@@ -11,11 +11,10 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
-from bench.common import RELIABILITY_MD, machine, record
+from bench.common import RELIABILITY_MD, imported_database, machine, record
 
 REVIEWERS, SECONDS, BURST = 50, 60.0, 200
 THINK_S = (0.5, 2.0)
@@ -54,24 +53,6 @@ def _dataset(root: Path) -> list[str]:
     return opened
 
 
-def _database(root: Path, server: str | None) -> str:
-    from app.db.session import make_engine, upgrade_database
-    from app.review.importer import import_dataset
-    from tests.api.conftest import _pg_execute, _pg_url
-
-    if server:
-        name = f"lr_load_{uuid.uuid4().hex[:8]}"
-        _pg_execute(server, f'CREATE DATABASE "{name}"')
-        url = _pg_url(server, name)
-    else:
-        url = f"sqlite:///{root / 'load.db'}"
-    upgrade_database(url)
-    engine = make_engine(url)
-    import_dataset(engine=engine, data_dir=root, progress=False)
-    engine.dispose()
-    return url
-
-
 def _run(
     root: Path, key_slices: list[str], kind: str, server: str | None, workers: int
 ) -> tuple[list[str], int]:
@@ -80,7 +61,7 @@ def _run(
     from tests.load_probe import TABLE_HEADER, burst, reviewers, sign_in
     from tests.server_process import start_server, stop_server
 
-    url = _database(root, server)
+    url = imported_database(root, server, "load")
     for n in range(REVIEWERS):
         add_user(url, f"load{n}")
     port = free_port()

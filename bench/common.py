@@ -37,3 +37,26 @@ def record(heading: str, intro: str, entry: str, doc: Path = PERFORMANCE_MD) -> 
     text = text[:end].rstrip("\n") + "\n" + entry + text[end:]
     doc.write_text(text)
     print(f"recorded in docs/{doc.name} under {heading!r}")
+
+
+def imported_database(root: Path, server: str | None, name: str) -> str:
+    """A migrated database holding root/DL_info.csv: an SQLite file in root, or a new PostgreSQL database."""
+    import uuid
+
+    from app.db.session import make_engine, upgrade_database
+    from app.review.importer import import_dataset
+    from tests.api.conftest import _pg_execute, _pg_url
+
+    if server:
+        database = f"lr_{name}_{uuid.uuid4().hex[:8]}"
+        _pg_execute(server, f'CREATE DATABASE "{database}"')
+        url = _pg_url(server, database)
+    else:
+        url = f"sqlite:///{root / f'{name}.db'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        import_dataset(engine=engine, data_dir=root, progress=False)
+    finally:
+        engine.dispose()
+    return url

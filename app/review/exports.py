@@ -6,7 +6,7 @@ import io
 import json
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -167,19 +167,8 @@ def iter_corrected_lesions(
             )
         ).all()
     )
-    after: int | None = None
-    while True:
-        query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
-        if after is not None:
-            query = query.where(OriginalLesion.row_number > after)
-        originals = session.execute(query).scalars().all()
-        if not originals:
-            return
-        after = originals[-1].row_number
-        ks_ids = {o.key_slice_id for o in originals}
-        key_slices = {
-            ks.id: ks for ks in session.execute(select(KeySlice).where(KeySlice.id.in_(ks_ids))).scalars()
-        }
+    for originals, key_slices in _original_chunks(session, chunk_rows):
+        ks_ids = set(key_slices)
         ending = {o.key_slice_id for o in originals if last_row[o.key_slice_id] == o.row_number}
         lesions = (
             session.execute(
@@ -319,8 +308,10 @@ def stream_csv(
     return pieces()
 
 
-def _iter_original_records(session: Session, chunk_rows: int) -> Iterator[LesionRecord]:
-    """The imported rows in file order, read a chunk at a time."""
+def _original_chunks(
+    session: Session, chunk_rows: int
+) -> Iterator[tuple[Sequence[OriginalLesion], dict[int, KeySlice]]]:
+    """The imported rows in file order, `chunk_rows` at a time, each chunk with its key slices."""
     after: int | None = None
     while True:
         query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
@@ -334,6 +325,12 @@ def _iter_original_records(session: Session, chunk_rows: int) -> Iterator[Lesion
         key_slices = {
             ks.id: ks for ks in session.execute(select(KeySlice).where(KeySlice.id.in_(ids))).scalars()
         }
+        yield originals, key_slices
+
+
+def _iter_original_records(session: Session, chunk_rows: int) -> Iterator[LesionRecord]:
+    """The imported rows in file order, read a chunk at a time."""
+    for originals, key_slices in _original_chunks(session, chunk_rows):
         yield from (_record(o, key_slices[o.key_slice_id]) for o in originals)
 
 

@@ -19,6 +19,20 @@ from tests.server_process import start_server, stop_server
 KS = "000001_01_01_108.png"
 
 
+def _clear_settings_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("LESION_REVIEW_"):
+            monkeypatch.delenv(name)
+
+
+def _as_a_worker_reads_them(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a worker process builds from worker_environment(settings) alone."""
+    _clear_settings_environment(monkeypatch)
+    for name, value in worker_environment(settings).items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
 def test_settings_reach_worker_processes_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(
         data_dir=tmp_path,
@@ -34,12 +48,7 @@ def test_settings_reach_worker_processes_unchanged(tmp_path: Path, monkeypatch: 
         db_max_overflow=2,
         db_pool_timeout_s=4.5,
     )
-    for name in list(os.environ):
-        if name.startswith("LESION_REVIEW_"):
-            monkeypatch.delenv(name)
-    for name, value in worker_environment(settings).items():
-        monkeypatch.setenv(name, value)
-    assert Settings() == settings
+    assert _as_a_worker_reads_them(settings, monkeypatch) == settings
 
 
 def test_object_storage_settings_reach_worker_processes_unchanged(
@@ -53,22 +62,13 @@ def test_object_storage_settings_reach_worker_processes_unchanged(
         cache_mb=0.5,
         object_ttl_s=2.5,
     )
-    for name in list(os.environ):
-        if name.startswith("LESION_REVIEW_"):
-            monkeypatch.delenv(name)
-    for name, value in worker_environment(settings).items():
-        monkeypatch.setenv(name, value)
-    assert Settings() == settings
+    assert _as_a_worker_reads_them(settings, monkeypatch) == settings
 
 
 def test_default_settings_also_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("LESION_REVIEW_"):
-            monkeypatch.delenv(name)
+    _clear_settings_environment(monkeypatch)
     settings = Settings()
-    for name, value in worker_environment(settings).items():
-        monkeypatch.setenv(name, value)
-    assert Settings() == settings
+    assert _as_a_worker_reads_them(settings, monkeypatch) == settings
 
 
 def _status_writes(base: str, cookies: dict[str, str], csrf: str, n: int) -> list[int]:
