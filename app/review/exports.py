@@ -151,9 +151,16 @@ EXPORT_CHUNK_ROWS = 2000
 
 
 def iter_corrected_lesions(
-    *, session: Session, truth: str = "corrected", chunk_rows: int = EXPORT_CHUNK_ROWS
+    *,
+    session: Session,
+    truth: str = "corrected",
+    chunk_rows: int = EXPORT_CHUNK_ROWS,
+    series_id: int | None = None,
 ) -> Iterator[ExportedLesion]:
-    """The merged current state, chunk by chunk of original rows (see corrected_lesions for the order)."""
+    """The merged current state, chunk by chunk of original rows (see corrected_lesions for the order).
+
+    `series_id` keeps the rows of one series' key slices.
+    """
     from app.review.team.truth import truth_lesions
 
     names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
@@ -167,7 +174,7 @@ def iter_corrected_lesions(
             )
         ).all()
     )
-    for originals, key_slices in _original_chunks(session, chunk_rows):
+    for originals, key_slices in _original_chunks(session, chunk_rows, series_id):
         ks_ids = set(key_slices)
         ending = {o.key_slice_id for o in originals if last_row[o.key_slice_id] == o.row_number}
         lesions = (
@@ -309,12 +316,15 @@ def stream_csv(
 
 
 def _original_chunks(
-    session: Session, chunk_rows: int
+    session: Session, chunk_rows: int, series_id: int | None = None
 ) -> Iterator[tuple[Sequence[OriginalLesion], dict[int, KeySlice]]]:
-    """The imported rows in file order, `chunk_rows` at a time, each chunk with its key slices."""
+    """The imported rows in file order (of one series if given), `chunk_rows` at a time, with key slices."""
     after: int | None = None
     while True:
         query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
+        if series_id is not None:
+            of_series = select(KeySlice.id).where(KeySlice.series_id == series_id)
+            query = query.where(OriginalLesion.key_slice_id.in_(of_series))
         if after is not None:
             query = query.where(OriginalLesion.row_number > after)
         originals = session.execute(query).scalars().all()
@@ -328,9 +338,11 @@ def _original_chunks(
         yield originals, key_slices
 
 
-def _iter_original_records(session: Session, chunk_rows: int) -> Iterator[LesionRecord]:
+def _iter_original_records(
+    session: Session, chunk_rows: int, series_id: int | None = None
+) -> Iterator[LesionRecord]:
     """The imported rows in file order, read a chunk at a time."""
-    for originals, key_slices in _original_chunks(session, chunk_rows):
+    for originals, key_slices in _original_chunks(session, chunk_rows, series_id):
         yield from (_record(o, key_slices[o.key_slice_id]) for o in originals)
 
 
@@ -502,14 +514,20 @@ def _coco_items(items: list[str], *, first: bool) -> bytes:
     return (("" if first else ", ") + ", ".join(items)).encode("utf-8")
 
 
+def _series(session: Session, series_folder: str) -> Series:
+    series = session.execute(select(Series).where(Series.folder == series_folder)).scalar_one_or_none()
+    if series is None:
+        raise NotFoundError(f"no series {series_folder}")
+    return series
+
+
 def series_records(*, session: Session, series_folder: str, truth: str) -> list[LesionRecord]:
-    """The DL_info rows (with extras, but for the original) of one series under a truth."""
+    """The DL_info rows (with extras, but for the original) of one series under a truth, in export order."""
     state, truth = _state_and_truth("corrected", truth)
+    series_id = _series(session, series_folder).id
     if state == "original":
-        records: Iterator[LesionRecord] = _iter_original_records(session, EXPORT_CHUNK_ROWS)
-    else:
-        records = (e.record for e in iter_corrected_lesions(session=session, truth=truth))
-    return [r for r in records if r.file_name.rsplit("_", 1)[0] == series_folder]
+        return list(_iter_original_records(session, EXPORT_CHUNK_ROWS, series_id))
+    return [e.record for e in iter_corrected_lesions(session=session, truth=truth, series_id=series_id)]
 
 
 def export_nifti_zip(*, session: Session, store: Any, series_folder: str, truth: str | None = None) -> bytes:
@@ -522,9 +540,7 @@ def export_nifti_zip(*, session: Session, store: Any, series_folder: str, truth:
 
     if truth is not None:
         check_truth_known(session, truth)
-    series = session.execute(select(Series).where(Series.folder == series_folder)).scalar_one_or_none()
-    if series is None:
-        raise NotFoundError(f"no series {series_folder}")
+    series = _series(session, series_folder)
     ks = session.execute(select(KeySlice).where(KeySlice.series_id == series.id).limit(1)).scalar_one()
     if not series.stored_slices:
         raise NotFoundError(f"no slices of series {series_folder} are stored on disk")
