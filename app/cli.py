@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
 
 from app.deeplesion.schema import ALL_SPLITS, SPLITS
+from app.review.team.truth import TRUTHS
 from app.review.users import ROLES
 from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES
 
@@ -231,6 +233,24 @@ def user_add(
     click.echo(f"user {info.name} ({info.role}) added")
 
 
+def _write_streamed(pieces: Iterable[bytes], out: Path, desc: str) -> int:
+    """Write an export's pieces to `out` with a progress bar counting the bytes; the bytes written."""
+    from tqdm import tqdm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    written = 0
+    # disable=None: the bar shows on a terminal only.
+    bar = tqdm(unit="B", unit_scale=True, desc=desc, disable=None)
+    with partial.open("wb") as fh, bar:
+        for piece in pieces:
+            fh.write(piece)
+            written += len(piece)
+            bar.update(len(piece))
+    partial.replace(out)  # a stopped export leaves no half file under the asked name
+    return written
+
+
 @main.command()
 @click.argument("data_dir", type=DataDirParam(exists=True))
 @click.option("--format", "fmt", type=click.Choice(["csv", "coco", "nifti"]), default="csv")
@@ -249,7 +269,8 @@ def user_add(
 @click.option(
     "--truth",
     default=None,
-    help="CSV/COCO: original, corrected, consensus (of double reads) or reader:NAME; overrides --state.",
+    help=f"One of {', '.join(TRUTHS)}; overrides --state. NIfTI: adds the series' DL_info rows under that "
+    "truth to the zip.",
 )
 def export(
     data_dir: Path | str,
@@ -267,43 +288,30 @@ def export(
     from app.review import exports
     from app.review.errors import ReviewError
 
+    if fmt == "nifti" and not series:
+        raise click.UsageError("--format nifti needs --series SERIES_FOLDER")
     engine = make_engine(_database_url(data_dir, database_url))
     try:
         assert_schema_current(engine)
-        with make_session_factory(engine)() as session:
-            if fmt == "csv":
-                # Streamed in chunks of rows to the file, with a progress bar counting the bytes written.
-                from tqdm import tqdm
-
-                pieces = exports.stream_csv(
-                    session_factory=make_session_factory(engine),
-                    state=state,
-                    extras=extras,
-                    box_only=box_only,
-                    truth=truth,
+        factory = make_session_factory(engine)
+        if fmt in ("csv", "coco"):
+            pieces = (
+                exports.stream_csv(
+                    session_factory=factory, state=state, extras=extras, box_only=box_only, truth=truth
                 )
-                out.parent.mkdir(parents=True, exist_ok=True)
-                partial = out.with_name(f".{out.name}.partial")
-                written = 0
-                # disable=None: the bar shows on a terminal only.
-                bar = tqdm(unit="B", unit_scale=True, desc="DL_info.csv", disable=None)
-                with partial.open("wb") as fh, bar:
-                    for piece in pieces:
-                        fh.write(piece)
-                        written += len(piece)
-                        bar.update(len(piece))
-                partial.replace(out)  # a stopped export leaves no half file under the asked name
-                click.echo(f"wrote {out} ({written} bytes)")
-                return
-            elif fmt == "coco":
-                data = exports.export_coco(session=session, state=state, truth=truth)
-            else:
-                if not series:
-                    raise click.UsageError("--format nifti needs --series SERIES_FOLDER")
-                from app.deeplesion.store import SliceStore
+                if fmt == "csv"
+                else exports.stream_coco(session_factory=factory, state=state, truth=truth)
+            )
+            # Streamed in chunks of rows to the file, with a progress bar counting the bytes written.
+            written = _write_streamed(pieces, out, "DL_info.csv" if fmt == "csv" else "COCO")
+            click.echo(f"wrote {out} ({written} bytes)")
+            return
+        from app.deeplesion.store import SliceStore
 
-                store = SliceStore(data_dir)
-                data = exports.export_nifti_zip(session=session, store=store, series_folder=series)
+        with factory() as session:
+            data = exports.export_nifti_zip(
+                session=session, store=SliceStore(data_dir), series_folder=str(series), truth=truth
+            )
     except (ReviewError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -12,6 +12,7 @@ from app.api.deps import ReleasingRoute, get_store
 from app.api.schemas import error_responses
 from app.api.security import AdminUser, Db
 from app.review import exports
+from app.review.team.truth import file_label
 
 router = APIRouter(prefix="/api/exports", tags=["exports"], route_class=ReleasingRoute)
 
@@ -30,17 +31,12 @@ BoxOnly = Annotated[Literal[*exports.BOX_ONLY_CHOICES], Query()]  # type: ignore
 Truth = Annotated[str | None, Query(min_length=1, max_length=80)]
 
 
-def _label(truth: str) -> str:
-    """A file-name-safe form of a truth ("reader:ann" -> "reader-ann")."""
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in truth)
+def _headers(filename: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"}
 
 
 def _download(data: bytes, media_type: str, filename: str) -> Response:
-    return Response(
-        data,
-        media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
-    )
+    return Response(data, media_type=media_type, headers=_headers(filename))
 
 
 @router.get("/dl_info.csv", response_class=Response, responses=_file("text/csv", "DL_info.csv", 404, 422))
@@ -64,11 +60,8 @@ def get_csv(
         box_only=box_only,
         truth=truth,
     )
-    filename = f"DL_info_{_label(truth or state)}.csv"
     return StreamingResponse(
-        pieces,
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+        pieces, media_type="text/csv", headers=_headers(f"DL_info_{file_label(truth or state)}.csv")
     )
 
 
@@ -77,10 +70,16 @@ def get_csv(
     response_class=Response,
     responses=_file("application/json", "COCO detection JSON", 404, 422),
 )
-def get_coco(user: AdminUser, db: Db, state: State = "corrected", truth: Truth = None) -> Response:
-    """COCO detection JSON of the original or the corrected state (or a team truth)."""
-    data = exports.export_coco(session=db, state=state, truth=truth)
-    return _download(data, "application/json", f"deeplesion_{_label(truth or state)}.json")
+def get_coco(
+    request: Request, user: AdminUser, db: Db, state: State = "corrected", truth: Truth = None
+) -> Response:
+    """COCO detection JSON of the original or the corrected state (or a team truth).
+
+    Streamed like DL_info.csv: the images as each chunk of rows is read, then the annotations spooled on disk.
+    """
+    pieces = exports.stream_coco(session_factory=request.app.state.session_factory, state=state, truth=truth)
+    filename = f"deeplesion_{file_label(truth or state)}.json"
+    return StreamingResponse(pieces, media_type="application/json", headers=_headers(filename))
 
 
 @router.get(
@@ -89,10 +88,15 @@ def get_coco(user: AdminUser, db: Db, state: State = "corrected", truth: Truth =
     responses=_file("application/zip", "NIfTI volumes of the series", 404, 422),
 )
 async def get_nifti(
-    series_folder: str, user: AdminUser, db: Db, store: Annotated[object, Depends(get_store)]
+    series_folder: str,
+    user: AdminUser,
+    db: Db,
+    store: Annotated[object, Depends(get_store)],
+    truth: Truth = None,
 ) -> Response:
-    """The series' stored slices as NIfTI volumes in a zip."""
+    """The series' stored slices as NIfTI volumes in a zip; with a truth, also the series' DL_info rows."""
     data = await run_in_threadpool(
-        exports.export_nifti_zip, session=db, store=store, series_folder=series_folder
+        exports.export_nifti_zip, session=db, store=store, series_folder=series_folder, truth=truth
     )
-    return _download(data, "application/zip", f"{series_folder}.zip")
+    name = series_folder if truth is None else f"{series_folder}_{file_label(truth)}"
+    return _download(data, "application/zip", f"{name}.zip")

@@ -15,6 +15,8 @@ from app.api.team_schemas import (
     AdjudicationQueue,
     AdjudicationResult,
     AdjudicationStatus,
+    ApplyAgreedBody,
+    ApplyAgreedResult,
     Assignment,
     AssignmentBody,
     Assignments,
@@ -145,6 +147,12 @@ def get_adjudications(
 def get_adjudication(adjudication_id: Id, user: Adjudicator, db: Db) -> Any:
     """Both reads of a key slice side by side, with their disagreements."""
     return service.get_adjudication(session=db, adjudication_id=adjudication_id)
+
+
+@router.post("/adjudications/apply-agreed", response_model=ApplyAgreedResult, responses=WRITE_ERRORS)
+def post_apply_agreed(body: ApplyAgreedBody, user: Adjudicator, db: Db) -> Any:
+    """Make every agreed double read (of an assignment, or all; up to `limit`) the consensus, one by one."""
+    return service.apply_agreed(session=db, user=user, assignment_id=body.assignment, limit=body.limit)
 
 
 @router.post(

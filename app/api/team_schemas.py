@@ -98,6 +98,13 @@ class ResolveBody(BaseModel):
     consensus: MarksBody | None = None
 
 
+class ApplyAgreedBody(BaseModel):
+    """Which agreed double reads to make the consensus: those of one assignment, or all; at most `limit`."""
+
+    assignment: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
 # -- answers -----------------------------------------------------------------------------------------
 class ReadCounts(Out):
     """Reads of an assignment by status."""
@@ -248,6 +255,21 @@ class AdjudicationResult(ReviewResult):
     """A resolve or undo answer: the key slice with the consensus applied (or taken back) and the case."""
 
     adjudication: Adjudication
+
+
+class SkippedAdjudication(Out):
+    """An agreed case that could not be applied, and why."""
+
+    id: int
+    detail: str
+
+
+class ApplyAgreedResult(Out):
+    """Apply all agreed: each applied case's own resolve answer, the skipped ones, and how many are left."""
+
+    results: list[AdjudicationResult]
+    skipped: list[SkippedAdjudication]
+    left: int
 
 
 class PairAgreement(Out):

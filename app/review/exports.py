@@ -151,9 +151,16 @@ EXPORT_CHUNK_ROWS = 2000
 
 
 def iter_corrected_lesions(
-    *, session: Session, truth: str = "corrected", chunk_rows: int = EXPORT_CHUNK_ROWS
+    *,
+    session: Session,
+    truth: str = "corrected",
+    chunk_rows: int = EXPORT_CHUNK_ROWS,
+    series_id: int | None = None,
 ) -> Iterator[ExportedLesion]:
-    """The merged current state, chunk by chunk of original rows (see corrected_lesions for the order)."""
+    """The merged current state, chunk by chunk of original rows (see corrected_lesions for the order).
+
+    `series_id` keeps the rows of one series' key slices.
+    """
     from app.review.team.truth import truth_lesions
 
     names: dict[int, str] = {i: n for i, n in session.execute(select(User.id, User.name))}
@@ -167,7 +174,7 @@ def iter_corrected_lesions(
             )
         ).all()
     )
-    for originals, key_slices in _original_chunks(session, chunk_rows):
+    for originals, key_slices in _original_chunks(session, chunk_rows, series_id):
         ks_ids = set(key_slices)
         ending = {o.key_slice_id for o in originals if last_row[o.key_slice_id] == o.row_number}
         lesions = (
@@ -309,12 +316,15 @@ def stream_csv(
 
 
 def _original_chunks(
-    session: Session, chunk_rows: int
+    session: Session, chunk_rows: int, series_id: int | None = None
 ) -> Iterator[tuple[Sequence[OriginalLesion], dict[int, KeySlice]]]:
-    """The imported rows in file order, `chunk_rows` at a time, each chunk with its key slices."""
+    """The imported rows in file order (of one series if given), `chunk_rows` at a time, with key slices."""
     after: int | None = None
     while True:
         query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
+        if series_id is not None:
+            of_series = select(KeySlice.id).where(KeySlice.series_id == series_id)
+            query = query.where(OriginalLesion.key_slice_id.in_(of_series))
         if after is not None:
             query = query.where(OriginalLesion.row_number > after)
         originals = session.execute(query).scalars().all()
@@ -328,9 +338,11 @@ def _original_chunks(
         yield originals, key_slices
 
 
-def _iter_original_records(session: Session, chunk_rows: int) -> Iterator[LesionRecord]:
+def _iter_original_records(
+    session: Session, chunk_rows: int, series_id: int | None = None
+) -> Iterator[LesionRecord]:
     """The imported rows in file order, read a chunk at a time."""
-    for originals, key_slices in _original_chunks(session, chunk_rows):
+    for originals, key_slices in _original_chunks(session, chunk_rows, series_id):
         yield from (_record(o, key_slices[o.key_slice_id]) for o in originals)
 
 
@@ -384,6 +396,40 @@ def _coco_annotation(
     }
 
 
+def _coco_image(rec: LesionRecord, image_id: int) -> dict[str, Any]:
+    """The COCO image of the slice a row lies on."""
+    return {
+        "id": image_id,
+        "file_name": image_path(rec.file_name),
+        "key_slice": rec.file_name,
+        "width": rec.image_size[0],
+        "height": rec.image_size[1],
+        "spacing_mm": list(rec.spacing_mm),
+        "split": rec.train_val_test,
+    }
+
+
+def _coco_info(truth: str) -> dict[str, str]:
+    return {
+        "description": f"DeepLesion annotations ({truth}) exported by Lesion Review",
+        "coordinates": "0-based pixels; DL_info.csv counts from 1",
+        "images_root": "the dataset folder (file_name is relative to it)",
+    }
+
+
+def _coco_categories() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": coco_category(t),
+            "name": name,
+            "supercategory": "lesion",
+            "keypoints": ["long_a", "long_b", "short_a", "short_b"],
+            "skeleton": [[1, 2], [3, 4]],
+        }
+        for t, name in sorted(LESION_TYPES.items(), key=lambda item: coco_category(item[0]))
+    ]
+
+
 def export_coco(*, session: Session, state: str = "corrected", truth: str | None = None) -> bytes:
     """COCO detection JSON: images are the slices holding lesions (0-based bbox), RECIST keypoints."""
     state, truth = _state_and_truth(state, truth)
@@ -396,46 +442,105 @@ def export_coco(*, session: Session, state: str = "corrected", truth: str | None
     annotations: list[dict[str, Any]] = []
     for rec in records:
         if rec.file_name not in images:
-            images[rec.file_name] = {
-                "id": len(images) + 1,
-                "file_name": image_path(rec.file_name),
-                "key_slice": rec.file_name,
-                "width": rec.image_size[0],
-                "height": rec.image_size[1],
-                "spacing_mm": list(rec.spacing_mm),
-                "split": rec.train_val_test,
-            }
+            images[rec.file_name] = _coco_image(rec, len(images) + 1)
         image_id = images[rec.file_name]["id"]
         annotations.append(_coco_annotation(rec, rec.extras, image_id, len(annotations) + 1))
     doc = {
-        "info": {
-            "description": f"DeepLesion annotations ({truth}) exported by Lesion Review",
-            "coordinates": "0-based pixels; DL_info.csv counts from 1",
-            "images_root": "the dataset folder (file_name is relative to it)",
-        },
+        "info": _coco_info(truth),
         "images": list(images.values()),
         "annotations": annotations,
-        "categories": [
-            {
-                "id": coco_category(t),
-                "name": name,
-                "supercategory": "lesion",
-                "keypoints": ["long_a", "long_b", "short_a", "short_b"],
-                "skeleton": [[1, 2], [3, 4]],
-            }
-            for t, name in sorted(LESION_TYPES.items(), key=lambda item: coco_category(item[0]))
-        ],
+        "categories": _coco_categories(),
     }
     return json.dumps(doc).encode("utf-8")
 
 
-def export_nifti_zip(*, session: Session, store: Any, series_folder: str) -> bytes:
-    """A zip of the series' NIfTI volumes (one per run of consecutive stored slices)."""
-    from app.deeplesion.nifti import write_series_nifti
+# Bytes per piece when the spooled annotations are read back.
+SPOOL_READ_BYTES = 1 << 20
 
+
+def stream_coco(
+    *,
+    session_factory: Callable[[], Session],
+    state: str = "corrected",
+    truth: str | None = None,
+    chunk_rows: int | None = None,
+) -> Iterator[bytes]:
+    """export_coco's bytes in pieces; bad input fails here, eagerly.
+
+    One pass over the rows, a chunk at a time: the images go out as they are met, the annotations (which
+    follow them in the document) are spooled to a temporary file and read back after; only the image ids
+    of the slices met stay in memory.
+    """
+    from app.review.team.truth import check_truth_known
+
+    state, truth = _state_and_truth(state, truth)
+    rows = chunk_rows or EXPORT_CHUNK_ROWS
+    with session_factory() as session:
+        check_truth_known(session, truth)
+
+    def pieces() -> Iterator[bytes]:
+        # The same text json.dumps gives the whole document: ", " between items, ": " after keys.
+        yield (json.dumps({"info": _coco_info(truth)})[:-1] + ', "images": [').encode("utf-8")
+        image_ids: dict[str, int] = {}
+        with session_factory() as session, tempfile.TemporaryFile() as spool:
+            records = (
+                _iter_original_records(session, rows)
+                if state == "original"
+                else (e.record for e in iter_corrected_lesions(session=session, truth=truth, chunk_rows=rows))
+            )
+            batch: list[str] = []
+            for count, rec in enumerate(records, start=1):
+                if rec.file_name not in image_ids:
+                    image_ids[rec.file_name] = len(image_ids) + 1
+                    batch.append(json.dumps(_coco_image(rec, image_ids[rec.file_name])))
+                ann = _coco_annotation(rec, rec.extras, image_ids[rec.file_name], count)
+                spool.write(((", " if count > 1 else "") + json.dumps(ann)).encode("utf-8"))
+                if count % rows == 0 and batch:
+                    yield _coco_items(batch, first=len(image_ids) == len(batch))
+                    batch = []
+            if batch:
+                yield _coco_items(batch, first=len(image_ids) == len(batch))
+            yield b'], "annotations": ['
+            spool.seek(0)
+            while block := spool.read(SPOOL_READ_BYTES):
+                yield block
+        yield ('], "categories": ' + json.dumps(_coco_categories()) + "}").encode("utf-8")
+
+    return pieces()
+
+
+def _coco_items(items: list[str], *, first: bool) -> bytes:
+    """A run of JSON list items, with the separator before it unless it opens the list."""
+    return (("" if first else ", ") + ", ".join(items)).encode("utf-8")
+
+
+def _series(session: Session, series_folder: str) -> Series:
     series = session.execute(select(Series).where(Series.folder == series_folder)).scalar_one_or_none()
     if series is None:
         raise NotFoundError(f"no series {series_folder}")
+    return series
+
+
+def series_records(*, session: Session, series_folder: str, truth: str) -> list[LesionRecord]:
+    """The DL_info rows (with extras, but for the original) of one series under a truth, in export order."""
+    state, truth = _state_and_truth("corrected", truth)
+    series_id = _series(session, series_folder).id
+    if state == "original":
+        return list(_iter_original_records(session, EXPORT_CHUNK_ROWS, series_id))
+    return [e.record for e in iter_corrected_lesions(session=session, truth=truth, series_id=series_id)]
+
+
+def export_nifti_zip(*, session: Session, store: Any, series_folder: str, truth: str | None = None) -> bytes:
+    """A zip of the series' NIfTI volumes (one per run of consecutive stored slices).
+
+    With a `truth` (app.review.team.truth.TRUTHS) the zip also holds the series' DL_info rows under it.
+    """
+    from app.deeplesion.nifti import write_series_nifti
+    from app.review.team.truth import check_truth_known, file_label
+
+    if truth is not None:
+        check_truth_known(session, truth)
+    series = _series(session, series_folder)
     ks = session.execute(select(KeySlice).where(KeySlice.series_id == series.id).limit(1)).scalar_one()
     if not series.stored_slices:
         raise NotFoundError(f"no slices of series {series_folder} are stored on disk")
@@ -447,4 +552,8 @@ def export_nifti_zip(*, session: Session, store: Any, series_folder: str) -> byt
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             for p in paths:
                 zf.write(p, arcname=p.name)
+            if truth is not None:
+                rows = series_records(session=session, series_folder=series_folder, truth=truth)
+                text = format_dl_info(rows, extra_columns=truth != "original")
+                zf.writestr(f"{series_folder}_DL_info_{file_label(truth)}.csv", text.encode("utf-8"))
     return buf.getvalue()

@@ -118,12 +118,39 @@ async function resolve(body) {
   }
 }
 
+// Batches of agreed cases until none is left (or a batch applies nothing: those left were skipped).
+async function applyAgreed() {
+  const button = $("apply-agreed");
+  button.disabled = true;
+  let applied = 0;
+  let skipped = [];
+  try {
+    for (;;) {
+      const result = await post("/api/team/adjudications/apply-agreed", {});
+      applied += result.results.length;
+      skipped = result.skipped;
+      if (!result.results.length || !result.left) break;
+    }
+    const notes = skipped.map((s) => `#${s.id}: ${s.detail}`).join("; ");
+    $("apply-agreed-status").textContent =
+      `${applied} agreed case(s) applied as the consensus${skipped.length ? `; skipped ${notes}` : ""}`;
+    document.body.dataset.appliedAgreed = String(applied);
+    await loadQueue();
+    if (current) await openCase(current.id);
+  } catch (err) {
+    showError(`Could not apply the agreed cases: ${describeError(err)}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function main() {
   await initShell();
   $("adj-status").addEventListener("change", () => loadQueue().catch((err) => showError(describeError(err))));
   $("take-a").addEventListener("click", () => resolve({ pick: "a" }));
   $("take-b").addEventListener("click", () => resolve({ pick: "b" }));
   $("take-edited").addEventListener("click", () => resolve({ consensus: mixedConsensus() }));
+  $("apply-agreed").addEventListener("click", applyAgreed);
   $("adj-undo").addEventListener("click", async () => {
     try {
       await post(`/api/team/adjudications/${current.id}/unresolve`, { version: current.version });

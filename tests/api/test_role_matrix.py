@@ -90,6 +90,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/team/reads/{read_id}/reassign"): ADMIN,
     ("GET", "/api/team/adjudications"): ADJUDICATOR,
     ("GET", "/api/team/adjudications/{adjudication_id}"): ADJUDICATOR,
+    ("POST", "/api/team/adjudications/apply-agreed"): ADJUDICATOR,
     ("POST", "/api/team/adjudications/{adjudication_id}/resolve"): ADJUDICATOR,
     ("POST", "/api/team/adjudications/{adjudication_id}/unresolve"): ADJUDICATOR,
     ("GET", "/api/team/report"): ADJUDICATOR,

@@ -12,6 +12,7 @@ from app.review.team.agreement import cohen_kappa
 from tests.api.lesion_api import KS_A, body, history, key_slice
 from tests.api.team_api import assign, browsers, finish, marks_with, next_read, save
 
+RETYPED = 6
 ADDED = {"recist": None, "box": [10.0, 10.0, 30.0, 30.0], "lesion_type": 3}
 
 
@@ -302,3 +303,55 @@ def test_a_read_over_the_body_limit_is_a_declared_413(team: Any) -> None:
     paths = team["ann"].client.app.openapi()["paths"]
     assert "413" in paths["/api/team/reads/{read_id}"]["put"]["responses"]
     assert "413" in paths["/api/team/adjudications/{adjudication_id}/resolve"]["post"]["responses"]
+
+
+def _one_agreed_one_open(team: Any) -> dict[str, Any]:
+    """Patient 1's test key slices read twice: ann flags a lesion of KS_A only; on the other both retype."""
+    a = assign(team["boss"], ["ann", "bob"], patient=1, split="test")
+    assert a["progress"]["reads"]["total"] == 4
+    for name in ("ann", "bob"):
+        while (read := next_read(team[name], a["id"])) is not None:
+            first = f"l{read['marks']['lesions'][0]['id']}"
+            if read["file_name"] != KS_A:
+                marks = marks_with(read, **{first: {"lesion_type": RETYPED}})
+            else:
+                marks = marks_with(read, **({first: {"flag_reason": "duplicate"}} if name == "ann" else {}))
+            finish(team[name], save(team[name], read, marks)["read"])
+    return a
+
+
+def test_apply_all_agreed_makes_each_agreed_read_the_consensus_audited_and_undoable(team: Any) -> None:
+    a = _one_agreed_one_open(team)
+    queue = body(team["judy"].client.get("/api/team/adjudications"))["adjudications"]
+    agreed = [c for c in queue if c["status"] == "agreed"]
+    assert len(agreed) == 1 and [c["status"] for c in queue].count("open") == 1
+    url = "/api/team/adjudications/apply-agreed"
+    assert team["ann"].write("POST", url, json={}).status_code == 403
+    assert team["judy"].write("POST", url, json={"limit": 0}).status_code == 422
+    assert team["judy"].write("POST", url, json={"assignment": a["id"] + 99}).status_code == 404
+    before = [le["current"] for le in key_slice(team["judy"], agreed[0]["file_name"])["lesions"]]
+    assert [c["lesion_type"] for c in before] != [RETYPED]
+    done = body(team["judy"].write("POST", url, json={"assignment": a["id"]}))
+    assert done["left"] == 0 and done["skipped"] == []
+    (result,) = done["results"]
+    case = result["adjudication"]
+    assert case["id"] == agreed[0]["id"] and case["status"] == "resolved" and case["resolved_by"] == "judy"
+    file_name = result["key_slice"]["file_name"]
+    assert file_name == case["file_name"] != KS_A
+    # Each one an ordinary correction: the readers' common type becomes the lesion's, in judy's name.
+    assert [le["current"]["lesion_type"] for le in result["key_slice"]["lesions"]] == [RETYPED]
+    actions = [e["action"] for e in history(team["judy"], file_name)]
+    assert actions[-1] == "team_resolve" and "edit" in actions
+    statuses = {
+        c["id"]: c["status"]
+        for c in body(team["judy"].client.get("/api/team/adjudications"))["adjudications"]
+    }
+    assert sorted(statuses.values()) == ["open", "resolved"]
+    assert body(team["judy"].write("POST", url, json={}))["results"] == []  # nothing agreed is left
+    undone = body(
+        team["judy"].write(
+            "POST", f"/api/team/adjudications/{case['id']}/unresolve", json={"version": case["version"]}
+        )
+    )
+    assert undone["adjudication"]["status"] == "agreed"
+    assert [le["current"] for le in undone["key_slice"]["lesions"]] == before

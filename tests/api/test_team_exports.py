@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from typing import Any
 
 import pytest
 
 from app.config import Settings
+from app.db.session import make_engine, make_session_factory
+from app.review import exports
 from tests.api.lesion_api import KS_A, body, csv_rows, export_csv
 from tests.api.team_api import assign, browsers, finish, marks_with, next_read, save
 
@@ -91,3 +96,85 @@ def test_a_bad_truth_is_a_clear_4xx(read_twice: Any) -> None:
     r = p["boss"].client.get("/api/exports/dl_info.csv", params={"truth": "everyone"})
     assert r.status_code == 422 and "truth must be one of" in r.json()["detail"]
     assert p["ann"].client.get("/api/exports/dl_info.csv", params={"truth": "reader:ann"}).status_code == 403
+
+
+def _resolve_for_ann(p: dict[str, Any]) -> None:
+    (case,) = body(p["judy"].client.get("/api/team/adjudications"))["adjudications"]
+    pick = "ab"[case["readers"].index("ann")]
+    body(
+        p["judy"].write(
+            "POST",
+            f"/api/team/adjudications/{case['id']}/resolve",
+            json={"version": case["version"], "pick": pick},
+        )
+    )
+
+
+def test_the_streamed_consensus_coco_is_the_whole_one_in_any_chunk_size(
+    read_twice: Any, database_url: str
+) -> None:
+    p, first = read_twice
+    _resolve_for_ann(p)
+    engine = make_engine(database_url)
+    try:
+        factory = make_session_factory(engine)
+        with factory() as session:
+            whole = exports.export_coco(session=session, truth="consensus")
+        for chunk_rows in (1, 3, 2000):
+            streamed = b"".join(
+                exports.stream_coco(session_factory=factory, truth="consensus", chunk_rows=chunk_rows)
+            )
+            assert streamed == whole, chunk_rows
+    finally:
+        engine.dispose()
+    flagged = [a for a in json.loads(whole)["annotations"] if a["attributes"]["lesion_id"] == first]
+    assert [a["attributes"]["flag_reason"] for a in flagged] == ["duplicate"]  # the consensus, not corrected
+    route = p["boss"].client.get("/api/exports/coco.json", params={"truth": "consensus"})
+    assert route.status_code == 200 and route.content == whole
+
+
+SERIES_A = KS_A.rsplit("_", 1)[0]
+
+
+def _nifti(admin: Any, truth: str | None) -> zipfile.ZipFile:
+    params = {} if truth is None else {"truth": truth}
+    r = admin.client.get(f"/api/exports/nifti/{SERIES_A}.zip", params=params)
+    assert r.status_code == 200, r.text[:300]
+    label = "" if truth is None else "_" + truth.replace(":", "-")
+    assert r.headers["content-disposition"] == f'attachment; filename="{SERIES_A}{label}.zip"'
+    return zipfile.ZipFile(io.BytesIO(r.content))
+
+
+@pytest.mark.parametrize("truth", ["original", "corrected", "consensus", "reader:ann", "reader:bob"])
+def test_the_nifti_zip_holds_the_series_rows_under_the_chosen_truth(read_twice: Any, truth: str) -> None:
+    p, _ = read_twice
+    _resolve_for_ann(p)
+    with _nifti(p["boss"], truth) as zf:
+        volumes = [n for n in zf.namelist() if n.endswith(".nii.gz")]
+        table = f"{SERIES_A}_DL_info_{truth.replace(':', '-')}.csv"
+        assert zf.namelist() == [*volumes, table] and volumes
+        rows = csv_rows(zf.read(table).decode("utf-8"))
+    extras = 0 if truth == "original" else 1
+    r = p["boss"].client.get("/api/exports/dl_info.csv", params={"truth": truth, "extras": extras})
+    want = [row for row in csv_rows(r.text) if row["File_name"].startswith(SERIES_A + "_")]
+    assert rows == want and rows
+    with _nifti(p["boss"], None) as zf:  # without a truth: the volumes alone, as before
+        assert zf.namelist() == volumes
+
+
+def test_the_nifti_truths_differ_where_the_reads_do(read_twice: Any) -> None:
+    p, _ = read_twice
+    counts = {}
+    for truth in ("corrected", "reader:bob"):
+        with _nifti(p["boss"], truth) as zf:
+            (table,) = [n for n in zf.namelist() if n.endswith(".csv")]
+            counts[truth] = len(csv_rows(zf.read(table).decode("utf-8")))
+    assert counts["reader:bob"] == counts["corrected"] + 1  # bob's added lesion
+
+
+def test_a_bad_nifti_truth_is_a_clear_4xx(read_twice: Any) -> None:
+    p, _ = read_twice
+    url = f"/api/exports/nifti/{SERIES_A}.zip"
+    assert p["boss"].client.get(url, params={"truth": "reader:nobody"}).status_code == 404
+    r = p["boss"].client.get(url, params={"truth": "everyone"})
+    assert r.status_code == 422 and "truth must be one of" in r.json()["detail"]

@@ -1,7 +1,8 @@
-"""The DL_info.csv download is streamed chunk by chunk and gives exactly the bytes of the whole export."""
+"""The DL_info.csv and COCO downloads are streamed chunk by chunk, giving exactly the whole export."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -66,3 +67,58 @@ def test_the_route_streams_and_refuses_bad_input_before_the_first_byte(reviewed:
     assert r.text.splitlines()[0].startswith("File_name,")
     assert boss.client.get("/api/exports/dl_info.csv", params={"truth": "reader:nobody"}).status_code == 404
     assert boss.client.get("/api/exports/dl_info.csv", params={"box_only": "drop"}).status_code == 422
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5, 2000])
+@pytest.mark.parametrize("truth", ["original", "corrected", "consensus", "reader:ann"])
+def test_every_chunk_size_streams_the_same_coco_as_the_whole_export(
+    reviewed: Any, database_url: str, chunk_rows: int, truth: str
+) -> None:
+    engine = make_engine(database_url)
+    try:
+        factory = make_session_factory(engine)
+        with factory() as session:
+            whole = exports.export_coco(session=session, truth=truth)
+        pieces = list(exports.stream_coco(session_factory=factory, truth=truth, chunk_rows=chunk_rows))
+    finally:
+        engine.dispose()
+    assert b"".join(pieces) == whole
+    doc = json.loads(whole)
+    assert doc["annotations"] and doc["images"]  # not two empty documents agreeing
+    if chunk_rows == 1:
+        assert len(pieces) > len(doc["images"])  # really in pieces: the images of each row as it is read
+
+
+def test_the_coco_route_streams_in_more_pieces_when_the_dataset_is_larger_than_a_chunk(
+    reviewed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boss = reviewed["boss"]
+    assert boss.client.get("/api/exports/coco.json", params={"truth": "reader:nobody"}).status_code == 404
+    assert boss.client.get("/api/exports/coco.json", params={"truth": "mine"}).status_code == 422
+    stream = exports.stream_coco
+    seen: list[list[int]] = []
+
+    def counted(**kwargs: Any) -> Any:
+        pieces = stream(**kwargs)  # bad input fails here, before the first byte
+        seen.append([])
+
+        def each() -> Any:
+            for piece in pieces:
+                seen[-1].append(len(piece))
+                yield piece
+
+        return each()
+
+    monkeypatch.setattr(exports, "stream_coco", counted)
+    got = {}
+    for chunk_rows in (10**6, 1):
+        monkeypatch.setattr(exports, "EXPORT_CHUNK_ROWS", chunk_rows)
+        r = boss.client.get("/api/exports/coco.json", params={"truth": "reader:ann"})
+        assert r.status_code == 200 and "content-length" not in r.headers
+        assert r.headers["content-disposition"] == 'attachment; filename="deeplesion_reader-ann.json"'
+        got[chunk_rows] = r.content
+        assert sum(seen[-1]) == len(r.content)
+    images = len(json.loads(got[1])["images"])
+    assert got[1] == got[10**6] and images > 1
+    # A dataset larger than one chunk: the route's generator yields the images of each chunk as it reads it.
+    assert len(seen[1]) >= len(seen[0]) + images - 1

@@ -164,3 +164,64 @@ def test_double_read_adjudication_and_report(
     corrected = admin.context.request.get("/api/exports/dl_info.csv?truth=corrected&extras=1")
     # The consensus applied was alice's read (Take A), so bob's box is one row more than the corrected state.
     assert bobs.ok and len(bobs.text().splitlines()) == len(corrected.text().splitlines()) + 1
+
+
+def _api_read_through(context: Any, csrf: str, assignment_id: int) -> int:
+    """Take and finish every read of the assignment as it comes (no change: the readers agree)."""
+    done = 0
+    headers = {"X-CSRF-Token": csrf}
+    while True:
+        r = context.request.post(f"/api/team/assignments/{assignment_id}/next", headers=headers)
+        assert r.ok, r.text()
+        read = r.json()["read"]
+        if read is None:
+            return done
+        finished = context.request.post(
+            f"/api/team/reads/{read['id']}/finish", data={"version": read["version"]}, headers=headers
+        )
+        assert finished.ok, finished.text()
+        done += 1
+
+
+def test_the_adjudicator_applies_all_agreed_reads_in_one_step(
+    open_page: Callable[[tuple[str, str]], Any], team_server: LiveServer
+) -> None:
+    admin = open_page(ADMIN)
+    csrf = api_login(admin.context, ADMIN)["csrf_token"]
+    patient = int(team_server.key_slices[-1][:6])
+    assert patient != int(team_server.key_slices[0][:6])  # not the first test's key slices
+    body = {"name": "agreeing", "mode": "double", "readers": [REVIEWER[0], SECOND_REVIEWER[0]]}
+    r = admin.context.request.post(
+        "/api/team/assignments", data={**body, "filter": {"patient": patient}}, headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status == 201, r.text()
+    assignment = r.json()["id"]
+    expected = sum(1 for k in team_server.key_slices if int(k[:6]) == patient)
+    for reader in (REVIEWER, SECOND_REVIEWER):
+        page = open_page(reader)
+        assert (
+            _api_read_through(page.context, api_login(page.context, reader)["csrf_token"], assignment)
+            == expected
+        )
+
+    judge = open_page(ADJUDICATOR)
+    judge.goto("/team/adjudications")
+    judge.wait_for_selector("body[data-ready='1']")
+    judge.get_by_label("Adjudication status").select_option("agreed")
+    judge.wait_for_function(f"document.body.dataset.queueSize === '{expected}'")
+    judge.get_by_role("button", name="Apply every agreed double read as the consensus").click()
+    judge.wait_for_selector(f"body[data-applied-agreed='{expected}']")
+    judge.wait_for_function("document.body.dataset.queueSize === '0'")
+    assert f"{expected} agreed case(s) applied" in judge.locator("#apply-agreed-status").inner_text()
+    _screenshot(judge, "ui_team_apply_agreed")
+    resolved = judge.context.request.get(f"/api/team/adjudications?status=resolved&assignment={assignment}")
+    cases = resolved.json()["adjudications"]
+    assert len(cases) == expected and {c["resolved_by"] for c in cases} == {ADJUDICATOR[0]}
+    # Each one is undoable on its own, like any consensus.
+    judge_csrf = api_login(judge.context, ADJUDICATOR)["csrf_token"]
+    undo = judge.context.request.post(
+        f"/api/team/adjudications/{cases[0]['id']}/unresolve",
+        data={"version": cases[0]["version"]},
+        headers={"X-CSRF-Token": judge_csrf},
+    )
+    assert undo.ok and undo.json()["adjudication"]["status"] == "agreed"

@@ -203,6 +203,54 @@ def test_cli_export_writes_csv_coco_and_nifti(data_dir: Path, tmp_path: Path) ->
     assert missing.exit_code != 0 and "--series" in missing.output
 
 
+def test_cli_export_streams_coco_and_gives_nifti_a_truth(data_dir: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    from app.review import exports
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    runner = CliRunner()
+    assert (
+        runner.invoke(main, ["import", str(data_dir), "--database-url", url, "--no-progress"]).exit_code == 0
+    )
+    base = ["export", str(data_dir), "--database-url", url]
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            whole = exports.export_coco(session=session, truth="original")
+            series_rows = exports.series_records(
+                session=session, series_folder="000001_01_01", truth="original"
+            )
+    finally:
+        engine.dispose()
+    out_coco = tmp_path / "coco.json"
+    result = runner.invoke(main, [*base, "--format", "coco", "--truth", "original", "--out", str(out_coco)])
+    assert result.exit_code == 0, result.output
+    assert out_coco.read_bytes() == whole and not list(tmp_path.glob(".*.partial"))
+    out_zip = tmp_path / "s.zip"
+    args = [
+        *base,
+        "--format",
+        "nifti",
+        "--series",
+        "000001_01_01",
+        "--truth",
+        "original",
+        "--out",
+        str(out_zip),
+    ]
+    assert runner.invoke(main, args).exit_code == 0
+    with zipfile.ZipFile(out_zip) as zf:
+        table = "000001_01_01_DL_info_original.csv"
+        assert zf.namelist()[-1] == table
+        lines = zf.read(table).decode("utf-8").splitlines()
+    original = (data_dir / "DL_info.csv").read_text().splitlines()
+    assert lines == [original[0], *[ln for ln in original[1:] if ln.startswith("000001_01_01_")]]
+    assert len(lines) == len(series_rows) + 1 > 2
+    bad = runner.invoke(main, [*args[:-4], "--truth", "mine", "--out", str(out_zip)])
+    assert bad.exit_code != 0 and "truth must be one of" in bad.output
+
+
 def test_import_of_the_synthetic_dataset_records_its_stored_slices(tmp_path: Path) -> None:
     from app.deeplesion.csvio import read_dl_info
     from app.deeplesion.store import SliceStore

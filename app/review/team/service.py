@@ -31,7 +31,13 @@ from app.db.models import (
 from app.deeplesion.errors import InvalidGeometryError
 from app.review import corrections
 from app.review.audit import record
-from app.review.errors import EditConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from app.review.errors import (
+    EditConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    ReviewError,
+)
 from app.review.serialize import iso
 from app.review.team.rules import (
     ADJUDICATION_STATUSES,
@@ -745,6 +751,44 @@ def resolve(
     )
     session.commit()
     return _adj_result(session, user, adj, entry)
+
+
+def apply_agreed(
+    *, session: Session, user: UserInfo, assignment_id: int | None = None, limit: int = 50
+) -> dict[str, Any]:
+    """Resolve up to `limit` agreed double reads with their common read: each one a resolve of its own.
+
+    Each is audited and undoable (unresolve) like any resolve; a case that cannot be applied is skipped with
+    its reason, the rest go on.
+    """
+    if assignment_id is not None:
+        _assignment(session, assignment_id)
+    query = select(TeamAdjudication.id, TeamAdjudication.version).where(TeamAdjudication.status == "agreed")
+    if assignment_id is not None:
+        query = query.where(TeamAdjudication.assignment_id == assignment_id)
+    cases = session.execute(query.order_by(TeamAdjudication.id).limit(limit)).all()
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for adjudication_id, version in cases:
+        try:
+            # Agreed reads are the same read: "a" is as good as "b".
+            results.append(
+                resolve(
+                    session=session,
+                    user=user,
+                    adjudication_id=adjudication_id,
+                    version=version,
+                    pick="a",
+                    consensus=None,
+                )
+            )
+        except ReviewError as exc:
+            session.rollback()
+            skipped.append({"id": adjudication_id, "detail": str(exc)})
+    left = session.execute(
+        select(func.count()).select_from(query.with_only_columns(TeamAdjudication.id).subquery())
+    ).scalar_one()
+    return {"results": results, "skipped": skipped, "left": int(left)}
 
 
 def _adj_result(session: Session, user: UserInfo, adj: TeamAdjudication, entry: AuditEntry) -> dict[str, Any]:

@@ -44,6 +44,11 @@ def check_truth_known(session: Session, truth: str) -> None:
         _reader_id(session, truth[len(READER_PREFIX) :])
 
 
+def file_label(truth: str) -> str:
+    """A file-name-safe form of a truth ("reader:ann" -> "reader-ann")."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in truth)
+
+
 def _reader_id(session: Session, name: str) -> int:
     uid = session.execute(select(User.id).where(User.name == name)).scalar_one_or_none()
     if uid is None:
