@@ -1295,7 +1295,7 @@ function startCine() {
   }
   root.dataset.cine = "playing";
   $("cine").setAttribute("aria-pressed", "true");
-  $("cine").textContent = "⏸";
+  $("cine").textContent = "❚❚";
   return undefined;
 }
 
@@ -2010,7 +2010,7 @@ async function loadThumbnails(ks) {
     }
     const caption = document.createElement("span");
     caption.className = "thumb-caption small";
-    caption.textContent = `study ${item.study_index} · ${String(item.series_id).padStart(2, "0")} · ${item.key_slice_index}`;
+    caption.textContent = `study ${item.study_index}\nseries ${item.series_id} · ${item.key_slice_index}`;
     a.appendChild(caption);
     li.appendChild(a);
     list.appendChild(li);
