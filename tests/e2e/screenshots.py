@@ -121,7 +121,8 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
                 page.keyboard.press("Escape")
                 page.wait_for_selector("#viewer[data-thumbs]")
                 page.wait_for_function(
-                    "[...document.querySelectorAll('#thumbs img')].every((i) => i.complete && i.naturalWidth > 0)"
+                    "[...document.querySelectorAll('#thumbs img')]"
+                    ".every((i) => i.complete && i.naturalWidth > 0)"
                 )
                 page.evaluate("document.querySelector('.side').scrollTop = 0")
                 page.focus("#viewport")
