@@ -1974,14 +1974,14 @@ async function start() {
 // not on disk gets a label, never a request.
 async function loadThumbnails(ks) {
   const list = $("thumbs");
-  let items;
+  let page;
   try {
-    const page = await get(`/api/key-slices?patient=${ks.patient_index}&sort=file_name&page_size=500`);
-    items = page.items;
+    page = await get(`/api/key-slices?patient=${ks.patient_index}&sort=file_name&page_size=500`);
   } catch (err) {
     $("thumbs-note").textContent = `Could not list the patient's key slices: ${describeError(err)}`;
     return;
   }
+  const items = page.items;
   const studies = [...new Set(items.map((i) => i.study_index))].sort((a, b) => a - b);
   // DL_info.csv numbers a patient's studies but gives no date: the order is all the data says.
   $("study-of").textContent = `study ${ks.study_index} of the patient's ${studies.length} in the work list` +
@@ -2015,7 +2015,8 @@ async function loadThumbnails(ks) {
     li.appendChild(a);
     list.appendChild(li);
   }
-  $("thumbs-note").textContent = others.length ? "" : "No other key slice of this patient in the work list.";
+  $("thumbs-note").textContent = !others.length ? "No other key slice of this patient in the work list."
+    : page.total > items.length ? `The first ${items.length} of the patient's ${page.total} key slices.` : "";
   root.dataset.thumbs = String(others.length);
 }
 
