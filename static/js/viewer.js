@@ -46,6 +46,8 @@ const state = {
   layers: Object.fromEntries(Object.keys(LAYERS).map((layer) => [layer, true])),
   threshold: 0.5,
   smooth: false,
+  // "N/M": the key slice's study among the patient's studies in the work list (set once they are listed).
+  studyOf: null,
   // The reader's own measurements, kept in the browser only: {id, kind: ellipse|rectangle|probe, slice, box|point}.
   measures: [],
   drawing: null,
@@ -997,7 +999,9 @@ function updateReadouts() {
   $("sb-zoom").textContent = `zoom ${(transform().s).toFixed(2)}×`;
   const provider = state.provider || (window.__health && window.__health.detector && window.__health.detector.provider);
   $("sb-provider").textContent = provider ? `detector ${provider}` : "no detector";
-  $("info-tl").textContent = `${seriesFolder} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current} · ${slicePositionLabel()}`;
+  // "study N/M": which of the patient's studies this is (DeepLesion has no study date to show instead).
+  const study = state.studyOf ? ` · study ${state.studyOf}` : "";
+  $("info-tl").textContent = `${seriesFolder}${study} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current} · ${slicePositionLabel()}`;
   $("info-tr").textContent = `W ${Math.round(width)} L ${Math.round(center)}`;
   const shown = stats.shown;
   root.dataset.window = `${Math.round(center)},${Math.round(width)}`;
@@ -1986,7 +1990,9 @@ async function loadThumbnails(ks) {
   // DL_info.csv numbers a patient's studies but gives no date: the order is all the data says.
   $("study-of").textContent = `study ${ks.study_index} of the patient's ${studies.length} in the work list` +
     " (DeepLesion has no study date)";
-  root.dataset.studyOf = `${ks.study_index}/${studies.length}`;
+  state.studyOf = `${ks.study_index}/${studies.length}`;
+  root.dataset.studyOf = state.studyOf;
+  updateReadouts();
   const others = items.filter((i) => i.file_name !== fileName);
   list.replaceChildren();
   for (const item of others) {

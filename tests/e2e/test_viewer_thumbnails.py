@@ -49,6 +49,7 @@ def test_thumbnails_are_the_patients_other_key_slices_and_open_them(
     studies = sorted({i["study_index"] for i in items})
     assert page.get_attribute("#viewer", "data-study-of") == f"{ks['study_index']}/{len(studies)}"
     assert "no study date" in page.inner_text("#study-of")
+    assert f"study {ks['study_index']}/{len(studies)}" in page.inner_text("#info-tl")
     # Clicking one opens its viewer.
     target = shown[-1]
     links.nth(links.count() - 1).click()
