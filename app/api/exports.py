@@ -1,4 +1,4 @@
-"""Exports of the annotations (admin only: they hold every reviewer's work)."""
+"""Exports of the annotations: whole-dataset files are admin only; a reviewer gets their work list's rows."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import ReleasingRoute, get_store
 from app.api.schemas import error_responses
-from app.api.security import AdminUser, Db
-from app.review import exports
+from app.api.security import AdminUser, CurrentUser, Db
+from app.api.worklist import Filter
+from app.review import exports, worklist
 from app.review.team.truth import file_label
 
 router = APIRouter(prefix="/api/exports", tags=["exports"], route_class=ReleasingRoute)
@@ -62,6 +63,35 @@ def get_csv(
     )
     return StreamingResponse(
         pieces, media_type="text/csv", headers=_headers(f"DL_info_{file_label(truth or state)}.csv")
+    )
+
+
+@router.get(
+    "/worklist.csv",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "DL_info.csv of the filtered work list"},
+        **error_responses(401, 404, 422),
+    },
+)
+def get_worklist_csv(request: Request, flt: Filter, user: CurrentUser, db: Db) -> Response:
+    """The corrected DL_info.csv rows, with review columns, of the key slices the work-list filter matches.
+
+    The filter is the work list's (same query parameters; status is the signed-in reviewer's unless
+    `reviewer` names another); sort, order and pages do not apply: rows keep the file order.
+    """
+    pieces = exports.stream_csv(
+        session_factory=request.app.state.session_factory,
+        extras=True,
+        key_slice_ids=lambda session: worklist.matching_ids(session=session, flt=flt, user_id=user.id),
+    )
+    return StreamingResponse(
+        pieces,
+        media_type="text/csv",
+        headers={
+            "Content-Disposition": 'attachment; filename="DL_info_worklist.csv"',
+            "Cache-Control": "no-store",
+        },
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import KeySlice, Lesion, OriginalLesion, Series, User
@@ -155,11 +155,11 @@ def iter_corrected_lesions(
     session: Session,
     truth: str = "corrected",
     chunk_rows: int = EXPORT_CHUNK_ROWS,
-    series_id: int | None = None,
+    key_slice_ids: Select[Any] | None = None,
 ) -> Iterator[ExportedLesion]:
     """The merged current state, chunk by chunk of original rows (see corrected_lesions for the order).
 
-    `series_id` keeps the rows of one series' key slices.
+    `key_slice_ids` (a SELECT of key slice ids, e.g. a work-list filter's) keeps only those key slices' rows.
     """
     from app.review.team.truth import truth_lesions
 
@@ -167,14 +167,11 @@ def iter_corrected_lesions(
     # Track ids of the follow-up lesion graph (app.review.followup), one query for the whole export.
     tracks = track_ids(session)
     # A key slice's added lesions follow its last csv row (its rows may not be next to each other).
-    last_row = dict(
-        session.execute(
-            select(OriginalLesion.key_slice_id, func.max(OriginalLesion.row_number)).group_by(
-                OriginalLesion.key_slice_id
-            )
-        ).all()
-    )
-    for originals, key_slices in _original_chunks(session, chunk_rows, series_id):
+    last_rows = select(OriginalLesion.key_slice_id, func.max(OriginalLesion.row_number))
+    if key_slice_ids is not None:
+        last_rows = last_rows.where(OriginalLesion.key_slice_id.in_(key_slice_ids))
+    last_row = dict(session.execute(last_rows.group_by(OriginalLesion.key_slice_id)).all())
+    for originals, key_slices in _original_chunks(session, chunk_rows, key_slice_ids):
         ks_ids = set(key_slices)
         ending = {o.key_slice_id for o in originals if last_row[o.key_slice_id] == o.row_number}
         lesions = (
@@ -283,23 +280,36 @@ def stream_csv(
     box_only: str = "nan",
     truth: str | None = None,
     chunk_rows: int = EXPORT_CHUNK_ROWS,
+    key_slice_ids: Callable[[Session], Select[Any]] | None = None,
 ) -> Iterator[bytes]:
-    """export_csv's bytes in pieces, one chunk of original rows at a time; bad input fails here, eagerly."""
+    """export_csv's bytes in pieces, one chunk of original rows at a time; bad input fails here, eagerly.
+
+    `key_slice_ids` builds, in a session, the SELECT of the key slices to keep (all when None): the
+    corrected rows of just those key slices, e.g. a work list's filter; it is built once up front so that
+    a bad filter fails here too.
+    """
     from app.review.team.truth import check_truth_known
 
     state, truth = _state_and_truth(state, truth)
     _check_box_only(box_only)
+    if key_slice_ids is not None and state == "original":
+        raise InvalidInputError("a key slice filter applies to the corrected state only")
     with session_factory() as session:
         check_truth_known(session, truth)
+        if key_slice_ids is not None:
+            key_slice_ids(session)
 
     def pieces() -> Iterator[bytes]:
         with session_factory() as session:
+            only = None if key_slice_ids is None else key_slice_ids(session)
             if state == "original":
                 records: Iterator[LesionRecord] = _iter_original_records(session, chunk_rows)
             else:
                 records = (
                     e.record
-                    for e in iter_corrected_lesions(session=session, truth=truth, chunk_rows=chunk_rows)
+                    for e in iter_corrected_lesions(
+                        session=session, truth=truth, chunk_rows=chunk_rows, key_slice_ids=only
+                    )
                     if box_only == "nan" or e.record.measurement_coordinates is not None
                 )
             batch: list[LesionRecord] = []
@@ -316,15 +326,14 @@ def stream_csv(
 
 
 def _original_chunks(
-    session: Session, chunk_rows: int, series_id: int | None = None
+    session: Session, chunk_rows: int, key_slice_ids: Select[Any] | None = None
 ) -> Iterator[tuple[Sequence[OriginalLesion], dict[int, KeySlice]]]:
     """The imported rows in file order (of one series if given), `chunk_rows` at a time, with key slices."""
     after: int | None = None
     while True:
         query = select(OriginalLesion).order_by(OriginalLesion.row_number).limit(chunk_rows)
-        if series_id is not None:
-            of_series = select(KeySlice.id).where(KeySlice.series_id == series_id)
-            query = query.where(OriginalLesion.key_slice_id.in_(of_series))
+        if key_slice_ids is not None:
+            query = query.where(OriginalLesion.key_slice_id.in_(key_slice_ids))
         if after is not None:
             query = query.where(OriginalLesion.row_number > after)
         originals = session.execute(query).scalars().all()
@@ -339,10 +348,10 @@ def _original_chunks(
 
 
 def _iter_original_records(
-    session: Session, chunk_rows: int, series_id: int | None = None
+    session: Session, chunk_rows: int, key_slice_ids: Select[Any] | None = None
 ) -> Iterator[LesionRecord]:
     """The imported rows in file order, read a chunk at a time."""
-    for originals, key_slices in _original_chunks(session, chunk_rows, series_id):
+    for originals, key_slices in _original_chunks(session, chunk_rows, key_slice_ids):
         yield from (_record(o, key_slices[o.key_slice_id]) for o in originals)
 
 
@@ -524,10 +533,10 @@ def _series(session: Session, series_folder: str) -> Series:
 def series_records(*, session: Session, series_folder: str, truth: str) -> list[LesionRecord]:
     """The DL_info rows (with extras, but for the original) of one series under a truth, in export order."""
     state, truth = _state_and_truth("corrected", truth)
-    series_id = _series(session, series_folder).id
+    of_series = select(KeySlice.id).where(KeySlice.series_id == _series(session, series_folder).id)
     if state == "original":
-        return list(_iter_original_records(session, EXPORT_CHUNK_ROWS, series_id))
-    return [e.record for e in iter_corrected_lesions(session=session, truth=truth, series_id=series_id)]
+        return list(_iter_original_records(session, EXPORT_CHUNK_ROWS, of_series))
+    return [e.record for e in iter_corrected_lesions(session=session, truth=truth, key_slice_ids=of_series)]
 
 
 def export_nifti_zip(*, session: Session, store: Any, series_folder: str, truth: str | None = None) -> bytes:

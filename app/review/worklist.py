@@ -150,6 +150,15 @@ def _ordered(
     return query.order_by(*_order(by_name))
 
 
+def matching_ids(*, session: Session, flt: WorklistFilter, user_id: int | None) -> Select[Any]:
+    """SELECT of the ids of every key slice the filter matches (all pages), for use as a subquery."""
+    reviewer_id = _reviewer_id(session, flt, user_id)
+    query: Select[Any] = select(KeySlice.id).where(*_conditions(flt))
+    if flt.status is not None:
+        query = _status_query(query, flt.status, reviewer_id)
+    return query
+
+
 def _status_groups(flt: WorklistFilter, counts: dict[str, int]) -> list[tuple[str, int]]:
     """The status groups in sort order with their sizes (the status sort is these groups, each by name)."""
     groups = [flt.status] if flt.status else list(STATUS_RANK)

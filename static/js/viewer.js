@@ -46,6 +46,8 @@ const state = {
   layers: Object.fromEntries(Object.keys(LAYERS).map((layer) => [layer, true])),
   threshold: 0.5,
   smooth: false,
+  // "N/M": the key slice's study among the patient's studies in the work list (set once they are listed).
+  studyOf: null,
   // The reader's own measurements, kept in the browser only: {id, kind: ellipse|rectangle|probe, slice, box|point}.
   measures: [],
   drawing: null,
@@ -997,7 +999,9 @@ function updateReadouts() {
   $("sb-zoom").textContent = `zoom ${(transform().s).toFixed(2)}×`;
   const provider = state.provider || (window.__health && window.__health.detector && window.__health.detector.provider);
   $("sb-provider").textContent = provider ? `detector ${provider}` : "no detector";
-  $("info-tl").textContent = `${seriesFolder} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current} · ${slicePositionLabel()}`;
+  // "study N/M": which of the patient's studies this is (DeepLesion has no study date to show instead).
+  const study = state.studyOf ? ` · study ${state.studyOf}` : "";
+  $("info-tl").textContent = `${seriesFolder}${study} · ${state.current === keyIndex ? "KEY " : ""}slice ${state.current} · ${slicePositionLabel()}`;
   $("info-tr").textContent = `W ${Math.round(width)} L ${Math.round(center)}`;
   const shown = stats.shown;
   root.dataset.window = `${Math.round(center)},${Math.round(width)}`;
@@ -1260,6 +1264,65 @@ function stepSlice(steps) {
   setSlice(list[next]);
 }
 
+// ---------------------------------------------------------------- cine
+
+// Cine plays the stored slices of the series only (never an index between them, so nothing unstored is
+// requested), looping, at the rate of #cine-fps (its min and max in the template are the allowed range).
+// Frames are timed on animation frames, one slice at most per frame, so a busy machine slows cine down
+// rather than skipping slices.
+const cine = { raf: null, last: 0 };
+
+function cineFps() {
+  const input = $("cine-fps");
+  const fps = parseInt(input.value, 10);
+  return Math.max(parseInt(input.min, 10), Math.min(parseInt(input.max, 10), Number.isFinite(fps) ? fps : parseInt(input.min, 10)));
+}
+
+function cineFrame(now) {
+  const period = 1000 / cineFps();
+  if (now - cine.last >= period) {
+    // Keeps the average rate, but never owes more than one frame after a stall.
+    cine.last = Math.max(cine.last + period, now - period);
+    const frames = state.ks.stored_slices;
+    setSlice(frames[(frames.indexOf(state.current) + 1) % frames.length]);
+  }
+  cine.raf = requestAnimationFrame(cineFrame);
+}
+
+function startCine() {
+  const frames = (state.ks && state.ks.stored_slices) || [];
+  if (frames.length < 2) return setMessage("Cine needs at least two stored slices in this series.");
+  if (state.tool !== "pointer") setTool("pointer");
+  if (cine.raf === null) {
+    cine.last = performance.now();
+    cine.raf = requestAnimationFrame(cineFrame);
+  }
+  root.dataset.cine = "playing";
+  $("cine").setAttribute("aria-pressed", "true");
+  $("cine").textContent = "❚❚";
+  return undefined;
+}
+
+function stopCine() {
+  if (cine.raf === null) return false;
+  cancelAnimationFrame(cine.raf);
+  cine.raf = null;
+  root.dataset.cine = "paused";
+  $("cine").setAttribute("aria-pressed", "false");
+  $("cine").textContent = "▶";
+  return true;
+}
+
+function toggleCine() {
+  if (cine.raf === null) startCine();
+  else stopCine();
+}
+
+// The rate is read on every animation frame, so a new one applies at once while playing.
+function setCineFps() {
+  $("cine-fps-value").textContent = `${cineFps()} fps`;
+}
+
 function fitView() {
   state.zoom = 1;
   state.panX = 0;
@@ -1296,6 +1359,8 @@ function measureSelected() {
 }
 
 function setTool(tool) {
+  // A drawing tool needs a still image: cine stops the moment one is taken.
+  if (tool !== "pointer") stopCine();
   state.measureTarget = null;
   state.tool = tool;
   state.drawing = null;
@@ -1729,7 +1794,8 @@ function zoomCentre(factor) {
 }
 
 function escape() {
-  // As in OHIF, Esc cancels: the drawing, then the tool, then the selection. It never decides anything.
+  // As in OHIF, Esc cancels: cine first, then the drawing, the tool, the selection. It never decides anything.
+  if (stopCine()) return;
   if (state.drawing) { state.drawing = null; drawOverlay(); }
   else if (state.tool !== "pointer") setTool("pointer");
   else select(null);
@@ -1752,6 +1818,11 @@ const COMMANDS = [
   { label: "Home / End", keys: ["Home", "End"], what: "First / last stored slice",
     run: (e) => setSlice(sliceRange()[e.key === "Home" ? 0 : 1]) },
   { keys: ["K"], what: "Back to the key slice", run: () => setSlice(keyIndex) },
+  // OHIF plays cine with C, which is Confirm here; L (loop) is free.
+  { keys: ["L"], what: "Cine: play / pause the stored slices in a loop (OHIF's C is Confirm here; Esc or a drawing tool stops it)",
+    run: toggleCine },
+  { keys: ["[", "]"], label: "[ / ]", what: "Cine slower / faster (1 fps steps)",
+    run: (e) => { $("cine-fps").stepUp(e.key === "]" ? 1 : -1); setCineFps(); } },
   { label: "Right drag / Ctrl+wheel / + -", keys: ["+", "-"], what: "Zoom about the pointer (+ / - about the centre)",
     run: (e) => zoomCentre(e.key === "-" ? 1 / 1.25 : 1.25) },
   { keys: ["="], what: "Fit the image to the viewport (zoom and pan only)", run: fitView },
@@ -1812,6 +1883,8 @@ for (const cb of document.querySelectorAll("[data-layer]")) {
   });
 }
 $("invert").addEventListener("click", toggleInvert);
+$("cine").addEventListener("click", toggleCine);
+$("cine-fps").addEventListener("input", setCineFps);
 $("smooth").addEventListener("click", toggleSmooth);
 $("reset").addEventListener("click", resetView);
 $("undo").addEventListener("click", () => undoRedo("undo"));
@@ -1889,12 +1962,68 @@ async function start() {
   render();
   schedulePrefetch();
   root.dataset.ready = "1";
+  loadThumbnails(ks);
   shell.then((h) => {
     window.__health = h;
     // Review mode without a model: the button says so instead of offering what can only fail.
     updatePredictButton();
     updateReadouts();
   });
+}
+
+// ---------------------------------------------------------------- the patient's other key slices
+
+// Thumbnails of the patient's other key slices as the work list knows them (GET /api/key-slices?patient=),
+// each the slice's PNG in its DICOM window scaled down by CSS, linking to its viewer. A key image that is
+// not on disk gets a label, never a request.
+async function loadThumbnails(ks) {
+  const list = $("thumbs");
+  let page;
+  try {
+    page = await get(`/api/key-slices?patient=${ks.patient_index}&sort=file_name&page_size=500`);
+  } catch (err) {
+    $("thumbs-note").textContent = `Could not list the patient's key slices: ${describeError(err)}`;
+    return;
+  }
+  const items = page.items;
+  const studies = [...new Set(items.map((i) => i.study_index))].sort((a, b) => a - b);
+  // DL_info.csv numbers a patient's studies but gives no date: the order is all the data says.
+  $("study-of").textContent = `study ${ks.study_index} of the patient's ${studies.length} in the work list` +
+    " (DeepLesion has no study date)";
+  state.studyOf = `${ks.study_index}/${studies.length}`;
+  root.dataset.studyOf = state.studyOf;
+  updateReadouts();
+  const others = items.filter((i) => i.file_name !== fileName);
+  list.replaceChildren();
+  for (const item of others) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `/viewer/${encodeURIComponent(item.file_name)}${location.search}`;
+    a.className = "thumb";
+    a.dataset.fileName = item.file_name;
+    a.title = `${item.file_name}: ${item.lesion_count} lesion(s), ${item.max_size_mm} mm`;
+    if (item.image_on_disk === false) {
+      const span = document.createElement("span");
+      span.className = "thumb-missing";
+      span.textContent = "not on disk";
+      a.appendChild(span);
+    } else {
+      const img = document.createElement("img");
+      img.loading = "lazy";
+      img.alt = item.file_name;
+      img.src = `/api/slices/${encodeURIComponent(item.file_name.slice(0, -4))}.png?preset=${encodeURIComponent(DICOM_PRESET.name)}`;
+      a.appendChild(img);
+    }
+    const caption = document.createElement("span");
+    caption.className = "thumb-caption small";
+    caption.textContent = `study ${item.study_index}\nseries ${item.series_id} · ${item.key_slice_index}`;
+    a.appendChild(caption);
+    li.appendChild(a);
+    list.appendChild(li);
+  }
+  $("thumbs-note").textContent = !others.length ? "No other key slice of this patient in the work list."
+    : page.total > items.length ? `The first ${items.length} of the patient's ${page.total} key slices.` : "";
+  root.dataset.thumbs = String(others.length);
 }
 
 // ---------------------------------------------------------------- hooks for the e2e tests and the benchmark
@@ -1909,6 +2038,7 @@ window.__viewer = {
   setWindow,
   measureValues,
   commands: COMMANDS,
+  cineFps,
   scaleBar,
   loadSlice,
   pixelChecksum() {

@@ -86,6 +86,10 @@ async function load() {
     hideError();
     renderCounts(data.counts);
     renderRows();
+    // The download takes the same filters (all pages, file order): what the list shows, as DL_info.csv rows.
+    const csv = new URLSearchParams(queueQuery());
+    csv.delete("select");
+    $("download-worklist-csv").href = `/api/exports/worklist.csv${csv.toString() ? `?${csv}` : ""}`;
     document.body.dataset.listQuery = query;
   } catch (err) {
     showError(`Could not load the work list: ${describeError(err)}`, load);

@@ -61,6 +61,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/predictions/{prediction_id}/reject"): REVIEWER,
     ("GET", "/api/exports/coco.json"): ADMIN,
     ("GET", "/api/exports/dl_info.csv"): ADMIN,
+    ("GET", "/api/exports/worklist.csv"): REVIEWER,  # the corrected rows of the reviewer's filtered work list
     ("GET", "/api/exports/nifti/{series_folder}.zip"): ADMIN,
     ("POST", "/api/evaluation"): ADMIN,
     ("POST", "/api/screen"): ADMIN,

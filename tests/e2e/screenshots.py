@@ -59,7 +59,14 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
         ctx = browser.new_context(
             **CONTEXT_OPTIONS, base_url=live.url, viewport={"width": 1280, "height": 800}
         )
-        reviewer_shots = {"ui_viewer", "ui_keymap", "ui_viewer_measure", "ui_worklist", "ui_overview"}
+        reviewer_shots = {
+            "ui_viewer",
+            "ui_keymap",
+            "ui_viewer_measure",
+            "ui_viewer_cine",
+            "ui_worklist",
+            "ui_overview",
+        }
         if only is None or only & reviewer_shots:
             csrf = _login(ctx, REVIEWER)
             page = ctx.new_page()
@@ -107,6 +114,23 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
                 page.keyboard.press("Escape")
                 page.screenshot(path=str(out / "ui_viewer_measure.png"))
                 written.append(out / "ui_viewer_measure.png")
+
+            # Cine playing through the stored slices, and the patient's other key slices as thumbnails.
+            if only is None or "ui_viewer_cine" in only:
+                page.keyboard.press("Escape")
+                page.keyboard.press("Escape")
+                page.wait_for_selector("#viewer[data-thumbs]")
+                page.wait_for_function(
+                    "[...document.querySelectorAll('#thumbs img')]"
+                    ".every((i) => i.complete && i.naturalWidth > 0)"
+                )
+                page.evaluate("document.querySelector('.side').scrollTop = 0")
+                page.focus("#viewport")
+                page.keyboard.press("l")
+                page.wait_for_timeout(900)
+                page.screenshot(path=str(out / "ui_viewer_cine.png"))
+                written.append(out / "ui_viewer_cine.png")
+                page.keyboard.press("l")
 
             page.goto("/")
             page.wait_for_selector("#worklist-body tr")
