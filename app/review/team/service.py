@@ -9,6 +9,8 @@ ordinary corrections (versioned, audited, on the adjudicator's undo stack), and 
 
 from __future__ import annotations
 
+import random
+import time
 from datetime import datetime
 from typing import Any
 
@@ -246,6 +248,11 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+# How often a reader retries after losing a claim race, and how many open reads SQLite callers spread over.
+CLAIM_ATTEMPTS = 100
+CLAIM_SPREAD = 16
+
+
 def _claim(session: Session, read: TeamRead, user: UserInfo) -> None:
     ks = session.get_one(KeySlice, read.key_slice_id)
     base = baseline_read(session, ks)
@@ -288,16 +295,20 @@ def next_for_me(*, session: Session, user: UserInfo, assignment_id: int) -> dict
         )
         .exists()
     )
-    for _attempt in range(20):
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    for _attempt in range(CLAIM_ATTEMPTS):
         query = (
             select(TeamRead)
             .where(TeamRead.assignment_id == a.id, TeamRead.status == "open", ~taken_by_me)
             .order_by(TeamRead.key_slice_id, TeamRead.slot)
-            .limit(1)
         )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        read = session.execute(query).scalar_one_or_none()
+        if postgresql:
+            read = session.execute(query.limit(1).with_for_update(skip_locked=True)).scalar_one_or_none()
+        else:
+            # SQLite has no SKIP LOCKED: the first try takes the next read in order; after a lost race the
+            # reader tries one of the next few open reads, so the losers stop racing for the same row.
+            candidates = session.execute(query.limit(1 if _attempt == 0 else CLAIM_SPREAD)).scalars().all()
+            read = random.choice(candidates) if candidates else None
         if read is None:
             session.commit()
             return None
@@ -307,6 +318,7 @@ def next_for_me(*, session: Session, user: UserInfo, assignment_id: int) -> dict
         except (StaleDataError, IntegrityError, OperationalError):
             # Another reader took it first (SQLite may say so as a busy snapshot): take the next one.
             session.rollback()
+            time.sleep(random.uniform(0, 0.005 * (_attempt + 1)))
             continue
         return read_dict(session, read)
     raise EditConflictError("too many readers at once: try again", current={})
