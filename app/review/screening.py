@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import KeySlice, Lesion, Prediction
 from app.db.session import assert_schema_current, make_engine, make_session_factory
-from app.deeplesion.errors import DeepLesionError
+from app.detection.batch import SliceTask, detect_one
 from app.detection.pipeline import ProgressFn, split_code
 from app.detection.screening import (
     Calibration,
@@ -107,17 +107,15 @@ def screen_key_slices(
             if has_run(session=session, file_name=file_name, model_version=detector.model_version):
                 skipped += 1
             else:
-                try:
-                    dets = detector.predict(file_name, store, spacing_mm=(sx, sy, sz), threshold=threshold)
-                except DeepLesionError as exc:  # not stored, or a corrupt PNG
-                    log.info("skipping %s: %s", file_name, exc)
+                res = detect_one(detector, store, SliceTask(file_name, (sx, sy, sz)), threshold)
+                if res.error is not None:
                     missing += 1
                 else:
                     store_predictions(
                         session=session,
                         file_name=file_name,
                         model_version=detector.model_version,
-                        detections=dets,
+                        detections=list(res.detections),
                         threshold=threshold,
                     )
                     predicted += 1
