@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.detection.batch import SliceRunner
 from app.detection.runtime import Detector
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,12 @@ def run_evaluate(
     corrected_records: list[Any] | None = None,
     progress: bool = True,
     pool_with: tuple[Path, ...] = (),
+    runner: SliceRunner | None = None,
 ) -> dict[str, Any]:
-    """FROC of a model on a split against the CSV or the given corrected records (the caller stores it)."""
+    """FROC of a model on a split against the CSV or the given corrected records (the caller stores it).
+
+    `runner` runs the detector elsewhere (a Ray cluster) at the evaluation threshold; None: here.
+    """
     from app.detection.pipeline import evaluate_dataset, truth_from_records
 
     det = Detector.load(model, device=device)
@@ -84,6 +89,7 @@ def run_evaluate(
         against=against,
         progress=progress,
         pool_with=pool_with,
+        runner=runner,
     )
 
 
