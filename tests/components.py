@@ -142,7 +142,7 @@ def start_s3_server() -> tuple[Any | None, str]:
 
 RAY_ENV = "LESION_REVIEW_TEST_RAY"
 RAY_START_TIMEOUT_S = 90
-RAY_PROBE_TIMEOUT_S = 30
+RAY_STOP_GRACE_S = 5
 # Small, so that a test cluster does not take a shared machine's memory (Ray's minimum is ~75 MB).
 RAY_OBJECT_STORE_BYTES = 100 * 2**20
 
@@ -196,30 +196,15 @@ class RayCluster:
         return None
 
     def _cpus(self) -> tuple[int, str]:
-        """CPUs the cluster counts now (asked by a fresh process: this one stays unconnected), and why 0."""
-        import json
-        import subprocess
-        import sys
+        """CPUs the cluster counts now (this process connects to it first), and why 0."""
+        import ray
 
-        probe = (
-            f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
-            "print(json.dumps(ray.cluster_resources()))"
-        )
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         try:
-            out = subprocess.run(
-                [sys.executable, "-c", probe],
-                capture_output=True,
-                text=True,
-                timeout=RAY_PROBE_TIMEOUT_S,
-                env=env,
-            )
-        except subprocess.TimeoutExpired:
-            return 0, f"no answer within {RAY_PROBE_TIMEOUT_S} s"
-        try:
-            return int(json.loads(out.stdout.strip().splitlines()[-1]).get("CPU", 0)), ""
-        except (ValueError, IndexError):
-            return 0, (out.stderr.strip().splitlines() or [""])[-1]
+            if not ray.is_initialized():
+                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+            return int(ray.cluster_resources().get("CPU", 0)), ""
+        except Exception as exc:  # any failure to connect is the cluster not being up yet
+            return 0, f"{type(exc).__name__}: {exc}"
 
     def _wait_for_cpus(self, cpus: int) -> str | None:
         import time
@@ -271,17 +256,22 @@ class RayCluster:
         return self._start(worker, f"worker{len(self.nodes)}.log") or self._wait_for_cpus(before + cpus)
 
     def stop(self, *, keep_logs: bool = False) -> None:
-        """End every node this object started (its `ray start` process, then its process group)."""
+        """Disconnect, then end every node this object started (its `ray start` process and process group)."""
         import shutil
         import signal
         import subprocess
 
+        import ray
+
+        ray.shutdown()
+
+        # Each node runs in its own session (start_new_session): its group is exactly what it started.
         for proc in reversed(self.nodes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in reversed(self.nodes):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
+                proc.wait(timeout=RAY_STOP_GRACE_S)
             # Whatever of that node is left (raylet, workers started in its session).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -295,7 +285,8 @@ class RayCluster:
 def start_ray_cluster(workers: int = 1, head_cpus: int = 1, worker_cpus: int = 1) -> tuple[Any | None, str]:
     """A local Ray cluster (head + `workers` nodes on 127.0.0.1) and how it was started, or None and why.
 
-    `LESION_REVIEW_TEST_RAY=off` skips the cluster tests. The caller stops a started cluster with `.stop()`.
+    This process is connected to it (ray.init). `LESION_REVIEW_TEST_RAY=off` skips the cluster tests. The
+    caller stops a started cluster with `.stop()`.
     """
     if os.environ.get(RAY_ENV, "").strip().lower() == "off":
         return None, f"{RAY_ENV}=off"

@@ -135,11 +135,14 @@ def ray_runner(
         ray = _ray()
         _connect(ray, address)
         size = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
-        size = min(size, math.ceil(len(tasks) / batch_size))
+        size = min(size, len(tasks))
+        # At least one block per actor, so that every actor gets work even from a short list.
+        blocks = max(size, math.ceil(len(tasks) / batch_size))
+        per_call = min(batch_size, math.ceil(len(tasks) / blocks))
         by_name = {t.file_name: t for t in tasks}
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        ds = ray.data.from_items(encode_tasks(tasks), override_num_blocks=max(1, len(tasks) // batch_size))
+        ds = ray.data.from_items(encode_tasks(tasks), override_num_blocks=blocks)
         ds = ds.map_batches(
             SliceDetectorActor,
             fn_constructor_kwargs={
@@ -150,7 +153,7 @@ def ray_runner(
                 "device": device,
                 "threads": cpus_per_actor,
             },
-            batch_size=batch_size,
+            batch_size=per_call,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=size),
             num_cpus=cpus_per_actor,

@@ -178,7 +178,7 @@ def screen_key_slices(
     }
     hidden = load_hidden_lesions(data_dir)
     if hidden is not None:
-        screened = {row[0] for row in todo}
+        screened = {row.file_name for row in todo}
         hidden_here = [h for h in hidden if h.file_name in screened]
         result["hidden_lesions"] = hidden_recall(queue, hidden_here)
     if calibration is not None and queue_threshold is not None:
