@@ -142,7 +142,7 @@ def start_s3_server() -> tuple[Any | None, str]:
 
 RAY_ENV = "LESION_REVIEW_TEST_RAY"
 RAY_START_TIMEOUT_S = 90
-RAY_STOP_GRACE_S = 5
+RAY_STOP_GRACE_S = 3
 # Small, so that a test cluster does not take a shared machine's memory (Ray's minimum is ~75 MB).
 RAY_OBJECT_STORE_BYTES = 100 * 2**20
 
@@ -157,6 +157,7 @@ class RayCluster:
         self.temp_dir = temp_dir
         self.address = ""
         self.nodes: list[Any] = []
+        self.cpus = 0
 
     def _start(self, args: list[str], log_name: str) -> str | None:
         import shutil
@@ -220,8 +221,8 @@ class RayCluster:
             time.sleep(1)
         return f"the cluster at {self.address} showed no {cpus} CPUs within {RAY_START_TIMEOUT_S} s: {why}"
 
-    def start_head(self, cpus: int) -> str | None:
-        """Start the head node with `cpus` CPUs; None when it runs, else why not."""
+    def start_head(self, cpus: int, *, wait: bool = True) -> str | None:
+        """Start the head node with `cpus` CPUs; None when it runs (without wait: was launched), else why."""
         port = _free_port()
         self.address = f"127.0.0.1:{port}"
         head = [
@@ -238,11 +239,11 @@ class RayCluster:
             "--temp-dir",
             self.temp_dir,
         ]
-        return self._start(head, "head.log") or self._wait_for_cpus(cpus)
+        self.cpus = cpus
+        return self._start(head, "head.log") or (self._wait_for_cpus(cpus) if wait else None)
 
-    def add_worker(self, cpus: int) -> str | None:
-        """Start one more node with `cpus` CPUs and wait until the cluster counts them."""
-        before, _ = self._cpus()
+    def add_worker(self, cpus: int, *, wait: bool = True) -> str | None:
+        """Start one more node with `cpus` CPUs (it waits for the head itself) and wait until it counts."""
         worker = [
             "--address",
             self.address,
@@ -253,13 +254,16 @@ class RayCluster:
             "--object-store-memory",
             str(RAY_OBJECT_STORE_BYTES),
         ]
-        return self._start(worker, f"worker{len(self.nodes)}.log") or self._wait_for_cpus(before + cpus)
+        self.cpus += cpus
+        problem = self._start(worker, f"worker{len(self.nodes)}.log")
+        return problem or (self._wait_for_cpus(self.cpus) if wait else None)
 
     def stop(self, *, keep_logs: bool = False) -> None:
         """Disconnect, then end every node this object started (its `ray start` process and process group)."""
         import shutil
         import signal
         import subprocess
+        import time
 
         import ray
 
@@ -269,9 +273,10 @@ class RayCluster:
         for proc in reversed(self.nodes):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + RAY_STOP_GRACE_S
         for proc in reversed(self.nodes):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=RAY_STOP_GRACE_S)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             # Whatever of that node is left (raylet, workers started in its session).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -298,10 +303,11 @@ def start_ray_cluster(workers: int = 1, head_cpus: int = 1, worker_cpus: int = 1
 
     # Short: Ray's socket paths under it must stay below the 107-byte limit of a Unix socket name.
     cluster = RayCluster(tempfile.mkdtemp(prefix="lr-ray-", dir="/tmp"))
-    problem = cluster.start_head(head_cpus)
+    # All nodes start at once (a worker node waits for the head by itself); then the cluster must count them.
+    problem = cluster.start_head(head_cpus, wait=False)
     for _ in range(workers):
-        if problem is None:
-            problem = cluster.add_worker(worker_cpus)
+        problem = problem or cluster.add_worker(worker_cpus, wait=False)
+    problem = problem or cluster._wait_for_cpus(cluster.cpus)
     if problem is not None:
         cluster.stop(keep_logs=True)
         return None, problem

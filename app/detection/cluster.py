@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,8 @@ def _ray() -> Any:
 
 
 def _connect(ray: Any, address: str) -> None:
+    # Ray reports usage to its makers unless told not to: a clinical data app does not phone home.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
         # The driver's own logs only: Ray's worker log lines would interleave with the progress bar.
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
