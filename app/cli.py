@@ -566,7 +566,7 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=DataDirParam(exists=True))
 @click.option("--split", type=click.Choice(_SPLIT_CHOICES), default="test", show_default=True)
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
@@ -594,7 +594,7 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help=_RAY_HELP)
 @click.option("--ray-actors", type=click.IntRange(min=1), default=None, help=_RAY_ACTORS_HELP)
 def evaluate(
-    data_dir: Path,
+    data_dir: Path | str,
     split: str,
     model: Path | None,
     against: str,

@@ -58,7 +58,7 @@ def run_predict(
 
 
 def run_evaluate(
-    data_dir: Path,
+    data_dir: Path | str,
     *,
     model: Path,
     split: str = "test",
@@ -82,7 +82,7 @@ def run_evaluate(
             raise ValueError("--against corrected needs the reviewers' state from the database")
         truths = truth_from_records(corrected_records, split)
     return evaluate_dataset(
-        Path(data_dir),
+        data_dir,
         det,
         split=split,
         truths=truths,
