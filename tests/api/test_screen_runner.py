@@ -159,3 +159,34 @@ def test_a_pooled_evaluation_is_refused_on_a_cluster_before_connecting(
 
     with pytest.raises(ValueError, match="pool"):
         evaluate_dataset(data, Detector.load(model), split="all", pool_with=[data], runner=never)
+
+
+def test_the_evaluate_command_takes_an_object_store_url_and_gives_the_local_folders_froc(
+    imported: tuple[Path, str, Path], tmp_path: Path
+) -> None:
+    import uuid
+
+    import fsspec
+
+    from app.deeplesion import objectstore
+
+    data, url, model = imported
+    remote = f"memory://lr-{uuid.uuid4().hex[:10]}/data"
+    fs, base = fsspec.core.url_to_fs(remote)
+    for path in sorted(data.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{base}/{path.relative_to(data).as_posix()}", path.read_bytes())
+    env = {"LESION_REVIEW_CACHE_DIR": str(tmp_path / "cache")}
+    found = []
+    try:
+        for where in (str(data), remote):
+            args = ["evaluate", where, "--split", "all", "--model", str(model), "--database-url", url]
+            result = CliRunner().invoke(main, [*args, "--json", "--no-progress"], env=env)
+            assert result.exit_code == 0, result.output
+            res = json.loads(result.output[result.output.index("{") :])
+            found.append({k: v for k, v in res.items() if k not in ("created_at", "seconds", "stored_as")})
+    finally:
+        fs.rm(base, recursive=True)
+        objectstore._BACKENDS.pop(remote, None)
+    assert found[0].pop("data_dir") == str(data) and found[1].pop("data_dir") == remote
+    assert found[0]["images"] == KEY_SLICES and found[1] == found[0]
