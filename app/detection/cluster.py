@@ -106,8 +106,11 @@ def _connect(ray: Any, address: str) -> None:
     # Ray reports usage to its makers unless told not to: a clinical data app does not phone home.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        # The driver's own logs only: Ray's worker log lines would interleave with the progress bar.
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            # The driver's own logs only: Ray's worker log lines would interleave with the progress bar.
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            raise RuntimeError(f"cannot join the Ray cluster at {address}: {exc}") from exc
 
 
 def ray_runner(
