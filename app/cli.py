@@ -727,7 +727,7 @@ def screen(
             threshold=threshold,
             progress=not no_progress,
             requested_by=f"{_os_user()} (CLI)",
-            runner=_cluster_runner(ray_address, ray_actors, det.path, data_dir, threshold),
+            runner=_cluster_runner(ray_address, ray_actors, det.path, data_dir, threshold, det.model_version),
         )
     except (ModelLoadError, DeepLesionError, ReviewError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -817,7 +817,12 @@ def screen_study(
 
 
 def _cluster_runner(
-    address: str | None, actors: int | None, model: Path, data_dir: Path | str, threshold: float
+    address: str | None,
+    actors: int | None,
+    model: Path,
+    data_dir: Path | str,
+    threshold: float,
+    model_version: str | None = None,
 ) -> Any:
     """The Ray SliceRunner of --ray, or None (the detector runs here); Ray is imported only with --ray."""
     if address is None:
@@ -829,7 +834,20 @@ def _cluster_runner(
 
     # The actors read an object-store dataset with the driver's settings, whatever their own environment.
     options = storage_options_from_env() if is_url(data_dir) else None
-    return ray_runner(address, model, data_dir, threshold, storage_options=options, actors=actors)
+    if model_version is None:
+        from app.detection.runtime import Detector
+
+        # The version the results are stored under; every node's copy of the model must be it.
+        model_version = Detector.load(model, device="cpu").model_version
+    return ray_runner(
+        address,
+        model,
+        data_dir,
+        threshold,
+        storage_options=options,
+        actors=actors,
+        model_version=model_version,
+    )
 
 
 def _os_user() -> str:

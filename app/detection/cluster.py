@@ -84,14 +84,12 @@ class SliceDetectorActor:
             res = detect_one(self.detector, self.store, _task(*row), self.threshold)
             found.append(encode_detections(res.detections))
             errors.append("" if res.error is None else res.error)
-        return {**batch, "detections": np.array(found, dtype=object), "error": np.array(errors, dtype=object)}
-
-
-def cluster_cpus(address: str) -> int:
-    """CPUs of the Ray cluster at `address` (connects this process to it)."""
-    ray = _ray()
-    _connect(ray, address)
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return {
+            **batch,
+            "detections": np.array(found, dtype=object),
+            "error": np.array(errors, dtype=object),
+            "model_version": np.array([self.detector.model_version] * len(found), dtype=object),
+        }
 
 
 def _ray() -> Any:
@@ -124,11 +122,14 @@ def ray_runner(
     cpus_per_actor: int = 1,
     batch_size: int = DEFAULT_BATCH,
     device: str = "cpu",
+    model_version: str | None = None,
 ) -> SliceRunner:
     """A SliceRunner on the Ray cluster at `address`: Ray Data `map_batches` with a pool of detector actors.
 
     Every node needs the app, the model file at `model_path` and access to `data_dir` (a shared folder, or an
     object-store URL read with `storage_options`). `actors` defaults to the cluster's CPUs / cpus_per_actor.
+    With `model_version`, a node whose model file is another version fails the run (its boxes would be
+    stored under the wrong version).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -166,6 +167,10 @@ def ray_runner(
         )
         log.info("%d slices on %d Ray actors at %s", len(tasks), size, address)
         for row in ds.iter_rows():
+            if model_version is not None and str(row["model_version"]) != model_version:
+                raise RuntimeError(
+                    f"a Ray node's {model} is model {row['model_version']}, the driver's is {model_version}"
+                )
             task = by_name[str(row["file_name"])]
             error = str(row["error"]) or None
             yield SliceResult(task, () if error else decode_detections(str(row["detections"])), error)

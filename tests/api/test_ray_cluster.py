@@ -240,3 +240,14 @@ def test_an_s3_dataset_screened_on_the_cluster_stores_what_the_local_screen_stor
         shutil.rmtree(objectstore._default_cache_dir(url), ignore_errors=True)
     assert (res["predicted"], res["missing"]) == (KEY_SLICES - 1, 1)
     assert stored(db) == in_process["stored"]
+
+
+def test_a_node_with_another_model_version_fails_the_run_instead_of_storing_under_the_wrong_name(
+    cluster: str, dataset: tuple[Path, Path]
+) -> None:
+    from app.detection.batch import SliceTask
+    from app.detection.cluster import ray_runner
+
+    run = ray_runner(cluster, MODEL, dataset[0], 0.3, model_version="not-the-nodes-model")
+    with pytest.raises(RuntimeError, match="not-the-nodes-model"):
+        list(run([SliceTask("000001_01_01_010.png", (0.8, 0.8, 2.0))]))
