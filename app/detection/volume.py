@@ -95,7 +95,7 @@ def link_slices(
     open_tracks: list[list[SliceBox]] = []
     closed: list[list[SliceBox]] = []
     for index in sorted(detections):
-        still_open = []
+        still_open: list[list[SliceBox]] = []
         for track in open_tracks:
             (still_open if index - track[-1].slice_index <= max_gap + 1 else closed).append(track)
         open_tracks = still_open
@@ -170,7 +170,7 @@ def matches_annotation(candidate: Candidate, lesions: Iterable[AnnotatedLesion])
 
 
 def host_key_slice(slice_index: int, key_slices: Sequence[tuple[int, int, int]]) -> int | None:
-    """Of (key index, first, last) context ranges, the key slice whose range holds the slice, nearest first."""
+    """Of (key index, first, last) context ranges, the nearest key slice whose range holds the slice."""
     holding = [k for k in key_slices if k[1] <= slice_index <= k[2]]
     if not holding:
         return None

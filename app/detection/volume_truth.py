@@ -1,4 +1,4 @@
-"""The left-out lesions of a synthetic dataset slice by slice, and how much of them a screening queue finds."""
+"""A synthetic dataset's left-out lesions slice by slice, and how much of them a screening queue finds."""
 
 # One truth and one labelling rule serve the key-slice queue and the volume queue, so that their recall
 # and precision are comparable: a queue item (one box, or a candidate's boxes on several slices) finds a

@@ -131,7 +131,9 @@ def test_left_out_lesions_have_their_cut_on_each_stored_slice_showing_them() -> 
 
 def test_a_queue_item_finds_a_left_out_lesion_on_any_slice_it_shares() -> None:
     (lesion,) = left_out_lesions(_truth())
-    hit = QueueEntry("000001_01_01", (SliceBox(30, (0, 0, 5, 5), 0.9), SliceBox(12, lesion.boxes[12], 0.5)), 0.9)
+    hit = QueueEntry(
+        "000001_01_01", (SliceBox(30, (0, 0, 5, 5), 0.9), SliceBox(12, lesion.boxes[12], 0.5)), 0.9
+    )
     other_series = QueueEntry("000001_01_02", (SliceBox(12, lesion.boxes[12], 0.9),), 0.9)
     off = QueueEntry("000001_01_01", (SliceBox(20, lesion.boxes[11], 0.9),), 0.9)
     assert found_lesion(hit, [lesion]) == 0
