@@ -1,4 +1,4 @@
-"""Volume candidates in Chromium: open one from the list on its slice with its box, add it; dismiss another."""
+"""Volume candidates in Chromium: open one from the list on its slice with its box, add it; dismiss one."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_a_reviewer_adds_one_candidate_on_its_slice_and_dismisses_another(
     page.click("#candidate-add")
     page.wait_for_selector("#viewer[data-candidate-status='added']")
     lesions = page.evaluate(
-        "window.__viewer.state.ks.lesions.map((l) => [l.current.slice_index, l.current.box, l.current.lesion_type])"
+        "window.__viewer.state.ks.lesions.map((l) => [l.current.slice_index, l.current.box, l.current.lesion_type])"  # noqa: E501
     )
     x1, y1, x2, y2 = CORNER_A
     assert [where["a_slice"], [x1 - 4, y1 - 4, x2 + 4, y2 + 4], 3] in lesions
