@@ -19,7 +19,7 @@ from tests.e2e.conftest import DEFAULT_TIMEOUT_MS, api_login, shoot
 from tests.e2e.live import REVIEWER, LiveServer, live_server
 
 DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-CORNER_A = (20.0, 20.0, 60.0, 60.0)  # outside the body: matches no marked lesion
+CORNER_A = (70.0, 170.0, 110.0, 210.0)  # outside the body: matches no marked lesion
 CORNER_B = (440.0, 430.0, 480.0, 470.0)
 
 
