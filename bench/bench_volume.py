@@ -31,9 +31,18 @@ INTRO = (
 
 
 def compare(
-    *, database_url: str, data_dir: Path, detector: Any, store_threshold: float = STORE_THRESHOLD
+    *,
+    database_url: str,
+    data_dir: Path,
+    detector: Any,
+    store_threshold: float = STORE_THRESHOLD,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Screen every stored slice once; derive both queues from the same detections and compare them."""
+    """Screen every stored slice once; derive both queues from the same detections and compare them.
+
+    `cache` keeps the detector's boxes of every slice (JSON): written after a run, replayed when present,
+    so the joining and ranking rules can be compared without running the detector again.
+    """
     from sqlalchemy import select
 
     from app.db.models import KeySlice, Lesion, Series, VolumeCandidate
@@ -41,12 +50,21 @@ def compare(
     from app.deeplesion.geometry import matches_any
     from app.deeplesion.store import SliceStore
     from app.detection.batch import SliceResult, SliceTask, detect_locally
+    from app.detection.decode import Detection
     from app.detection.volume import SliceBox
     from app.detection.volume_truth import QueueEntry, load_left_out, queue_curve
     from app.review.volume import screen_volumes
 
     seen: dict[str, SliceResult] = {}
     local = detect_locally(detector, SliceStore(data_dir), store_threshold)
+    replay = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
+    if replay is not None:
+
+        def local(tasks: Sequence[SliceTask]) -> Iterator[SliceResult]:
+            for t in tasks:
+                got = replay.get(t.file_name)
+                dets = tuple(Detection(tuple(d[:4]), d[4]) for d in got or ())  # type: ignore[arg-type]
+                yield SliceResult(t, dets, None if got is not None else "not in the cache")
 
     def recording(tasks: Sequence[SliceTask]) -> Iterator[SliceResult]:
         for res in local(tasks):
@@ -64,6 +82,12 @@ def compare(
         threshold=store_threshold,
     )
     seconds = time.perf_counter() - started
+    if cache is not None and replay is None:
+        cache.write_text(
+            json.dumps(
+                {f: [[*d.box, d.score] for d in r.detections] for f, r in seen.items() if r.error is None}
+            )
+        )
     with factory() as s:
         folders = {sid: f for sid, f in s.execute(select(Series.id, Series.folder))}
         volume = [
@@ -131,6 +155,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data", type=Path, default=None, help="An existing synthetic dataset to use.")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="Boxes of every slice: written, or replayed."
+    )
     args = parser.parse_args(argv)
 
     from app.detection.runtime import Detector
@@ -146,7 +173,7 @@ def main(argv: list[str]) -> int:
             data = root / "synth"
             generate_dataset(data, patients=args.patients, seed=args.seed, progress=False)
         url = imported_database_at(root, data)
-        res = compare(database_url=url, data_dir=data, detector=detector)
+        res = compare(database_url=url, data_dir=data, detector=detector, cache=args.cache)
     print(json.dumps(res, indent=1))
     ratio = res["ratio"]
     k, v = res["key_slice"], res["volume"]
