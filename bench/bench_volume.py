@@ -133,6 +133,8 @@ def compare(
         "key_slice": {**key_point},
         "volume": {**vol_point},
         "ratio": ratio,
+        # Were the volume queue to find every left-out lesion at that precision: the most this data allows.
+        "ratio_ceiling": len(left_out) / key_point["found"] if key_point["found"] else float("inf"),
         "found_at_precision": {
             str(p): {
                 "key_slice": kc.best_at_precision(p)["found"],
@@ -180,7 +182,8 @@ def main(argv: list[str]) -> int:
     print(
         f"left-out lesions found at queue precision >= {k['precision']}: volume {v['found']} "
         f"(queue {v['queue_length']}), key slices {k['found']} (queue {k['queue_length']}) of "
-        f"{res['left_out_lesions']}: ratio {ratio:.2f} (target >= {TARGET_RATIO})"
+        f"{res['left_out_lesions']}: ratio {ratio:.2f} (target >= {TARGET_RATIO}; this data allows at most "
+        f"{res['ratio_ceiling']:.2f})"
     )
     if not args.no_record:
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -195,7 +198,8 @@ def main(argv: list[str]) -> int:
             f"At the key-slice queue's precision {k['precision']} "
             f"(threshold {KEY_THRESHOLD}, queue {k['queue_length']}): key slices find {k['found']}, volume "
             f"{v['found']} (queue {v['queue_length']}, threshold {v['threshold']}): **ratio {ratio:.2f}** "
-            f"(target {TARGET_RATIO}). Found at precision >= 0.1/0.2/0.3/0.5, key vs volume: "
+            f"(target {TARGET_RATIO}, at most {res['ratio_ceiling']:.2f} on this data). "
+            "Found at precision >= 0.1/0.2/0.3/0.5, key vs volume: "
             + ", ".join(f"{fp[p]['key_slice']} vs {fp[p]['volume']}" for p in fp)
             + f"; anywhere in the queue: {anywhere['key_slice']} vs {anywhere['volume']}."
         )
