@@ -749,6 +749,70 @@ def screen(
         )
 
 
+@main.command(name="screen-volumes")
+@click.argument("data_dir", type=DataDirParam(exists=True))
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many series.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.3,
+    show_default=True,
+    help="Boxes below this score are not joined into candidates.",
+)
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--database-url", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--no-progress", is_flag=True)
+def screen_volumes(
+    data_dir: Path | str,
+    limit: int | None,
+    threshold: float,
+    model: Path | None,
+    device: str,
+    database_url: str | None,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Run the detector on every stored slice of each series (resumable) and queue the 3D candidates."""
+    import json
+
+    from app.deeplesion.errors import DeepLesionError
+    from app.detection.errors import ModelLoadError
+    from app.detection.runtime import Detector
+    from app.review.errors import ReviewError
+    from app.review.volume import run_volume_screen
+
+    try:
+        det = Detector.load(model or _default_model(), device=device)
+        res = run_volume_screen(
+            database_url=_database_url(data_dir, database_url),
+            data_dir=data_dir,
+            detector=det,
+            threshold=threshold,
+            limit=limit,
+            progress=not no_progress,
+            requested_by=f"{_os_user()} (CLI)",
+        )
+    except (ModelLoadError, DeepLesionError, ReviewError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    click.echo(
+        f"volume screen job {res['job_id']}, model {res['model_version']} on {res['provider']}: "
+        f"{res['series']} series ({res['slices']} slices, {res['unreadable']} unreadable), "
+        f"{res['skipped_series']} already done; {res['candidates']} candidates, "
+        f"queue: {res['queue_candidates']} matching no marked lesion"
+    )
+    left = res.get("left_out_lesions")
+    if left:
+        click.echo(
+            f"synthetic check: the queue finds {left['found']}/{left['total']} left-out lesions "
+            f"(precision {left['precision']})"
+        )
+
+
 @main.command(name="screen-study")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)

@@ -30,6 +30,7 @@ from app.api import (
     slices,
     stats,
     team,
+    volume,
     worklist,
 )
 from app.api.errors import install_error_handlers
@@ -60,6 +61,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     exports.router,
     followup.router,
     team.router,
+    volume.router,
     pages.router,
 )
 

@@ -19,7 +19,7 @@ JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 def get_jobs(
     user: CurrentUser,
     db: Db,
-    kind: Literal["evaluation", "screen"] | None = None,
+    kind: Literal["evaluation", "screen", "volume_screen"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Any:
     """The most recent detector jobs, newest first, optionally of one kind."""

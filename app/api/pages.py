@@ -25,6 +25,7 @@ NAV = (
     ("/overview", "Overview"),
     ("/evaluation", "Evaluation"),
     ("/screening", "Screening"),
+    ("/volume", "Volume"),
     ("/team", "Team"),
 )
 
@@ -118,6 +119,14 @@ def screening_page(request: Request, user: MaybeUser) -> Response:
     if user is None:
         return _login_redirect(request)
     return _render(request, "screening.html", "screening", title="Screening", can_start=user.is_admin)
+
+
+@router.get("/volume", response_class=HTMLResponse)
+def volume_page(request: Request, user: MaybeUser) -> Response:
+    """Volume screening: admins start it; everyone reviews its candidates, best first, in the viewer."""
+    if user is None:
+        return _login_redirect(request)
+    return _render(request, "volume.html", "volume", title="Volume screening", can_start=user.is_admin)
 
 
 @router.get("/team", response_class=HTMLResponse)

@@ -16,11 +16,13 @@ from app.review.screening import SCREEN
 from app.review.users import ROLES
 from app.review.vocabulary import (
     ALL_FLAG_REASONS,
+    CANDIDATE_STATUSES,
     LAYERS,
     ORIGINS,
     REVIEW_STATES,
     STATUSES,
 )
+from app.review.volume import VOLUME_SCREEN
 
 
 def one_of(words: Iterable[object]) -> Any:
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     FlagReason: TypeAlias = str
     Role: TypeAlias = str
     JobKind: TypeAlias = str
+    CandidateStatus: TypeAlias = str
     JobStatus: TypeAlias = str
     LesionType: TypeAlias = int
 else:
@@ -45,7 +48,8 @@ else:
     # The dataset's own flag (Possibly_noisy) included: an answer may carry it, a request may not.
     FlagReason = one_of(ALL_FLAG_REASONS)
     Role = one_of(ROLES)
-    JobKind = one_of((EVALUATION.name, SCREEN.name))
+    JobKind = one_of((EVALUATION.name, SCREEN.name, VOLUME_SCREEN.name))
+    CandidateStatus = one_of(CANDIDATE_STATUSES)
     JobStatus = one_of(JOB_STATUSES)
     # Answers carry JSON integers, so a Literal fits here (a request's query string needs bodies.LesionType).
     LesionType = one_of(LESION_TYPES)
@@ -628,3 +632,58 @@ def error_responses(
         raise ValueError(f"bodies for statuses the route does not list: {sorted(set(extra) - set(statuses))}")
     chosen = {**DEFAULT_ERROR_BODIES, **extra}
     return {s: {"model": chosen[s], "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
+
+
+# -- Volume screening ------------------------------------------------------------------------------------
+class CandidateSlice(Out):
+    """A volume candidate's box on one of its slices."""
+
+    slice_index: int
+    box: Box
+    score: float
+
+
+class VolumeCandidate(Out):
+    """Detector boxes on adjacent slices of a series joined into one lesion candidate (app.review.volume)."""
+
+    id: int
+    version: int
+    file_name: str  # the key slice whose viewer opens it (its context holds slice_index)
+    patient_index: int
+    study_index: int
+    series_index: int
+    key_slice_index: int
+    slice_index: int  # where its box is largest
+    box: Box
+    score: float
+    slice_first: int
+    slice_last: int
+    slice_count: int
+    slices: list[CandidateSlice]
+    model_version: str
+    matches_annotation: bool
+    status: CandidateStatus
+    lesion_id: int | None
+    decided_by: str | None
+    decided_at: Iso | None
+
+
+class VolumeCandidates(Out):
+    """A page of the candidates queue, best score first."""
+
+    model_version: str | None
+    status: CandidateStatus
+    total: int
+    items: list[VolumeCandidate]
+
+
+class CandidateDecision(Out):
+    """A dismissed candidate as it is now."""
+
+    candidate: VolumeCandidate
+
+
+class CandidateAdded(ReviewResult):
+    """An added candidate: the review write's answer (the key slice with the new lesion) and the candidate."""
+
+    candidate: VolumeCandidate

@@ -467,3 +467,55 @@ class TeamAdjudication(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
     __mapper_args__ = {"version_id_col": version}
+
+
+class VolumeRun(Base):
+    """One volume screen of a series by a model version, also one that found nothing: the resume key."""
+
+    __tablename__ = "volume_runs"
+    __table_args__ = (UniqueConstraint("series_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    threshold: Mapped[float] = mapped_column(Float)
+    slices: Mapped[int] = mapped_column(Integer)  # stored slices the detector ran on
+    unreadable: Mapped[int] = mapped_column(Integer, default=0)
+    candidate_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VolumeCandidate(Base):
+    """Detector boxes on adjacent slices of a series joined into one lesion candidate (app.detection.volume).
+
+    Kept apart from the lesions, like predictions: adding one creates a lesion through the review
+    corrections (on `key_slice_id`, the key slice whose context holds `slice_index`), dismissing records
+    who and when.
+    """
+
+    __tablename__ = "volume_candidates"
+    __table_args__ = (
+        Index("ix_volume_candidates_queue", "model_version", "status", "score"),
+        Index("ix_volume_candidates_series", "series_id", "model_version"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    key_slice_id: Mapped[int] = mapped_column(ForeignKey("key_slices.id"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    score: Mapped[float] = mapped_column(Float)
+    # The slice where its box is largest, and that box (0-based pixels): where the viewer opens it.
+    slice_index: Mapped[int] = mapped_column(Integer)
+    box: Mapped[list[Any]] = mapped_column(JSON)
+    slice_first: Mapped[int] = mapped_column(Integer)
+    slice_last: Mapped[int] = mapped_column(Integer)
+    # Every slice's box: [[slice_index, x1, y1, x2, y2, score], ...] in slice order.
+    slices: Mapped[list[Any]] = mapped_column(JSON)
+    matches_annotation: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # app.review.vocabulary
+    lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id"), nullable=True, default=None)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}

@@ -5,6 +5,7 @@ Every write is one undoable step and answers with the updated key slice (review_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -378,8 +379,13 @@ def add_lesion(
     recist: list[float] | None = None,
     box: list[float] | None = None,
     slice_index: int | None = None,
+    on_added: Callable[[Lesion], None] | None = None,
 ) -> dict[str, Any]:
-    """Add a lesion the dataset missed, on the key slice or one of its context slices."""
+    """Add a lesion the dataset missed, on the key slice or one of its context slices.
+
+    `on_added(lesion)` runs before the step commits, so what it writes (a volume candidate's decision)
+    lands in the same transaction as the lesion, or not at all.
+    """
     ks = get_key_slice(session, file_name)
     new_recist, new_box = check_geometry(ks, recist, box)
     check_lesion_type(lesion_type)
@@ -396,6 +402,8 @@ def add_lesion(
     )
     session.add(lesion)
     session.flush()
+    if on_added is not None:
+        on_added(lesion)
     return finish_step(session, user, ks, action="add", lesion_id=lesion.id, after=snapshot(lesion))
 
 

@@ -29,7 +29,7 @@ ACTIVE = ("queued", "running")
 # Every status a job row takes, in the order a job passes through them (the API schema enumerates these).
 JOB_STATUSES: tuple[str, ...] = (*ACTIVE, "done", "failed")
 # What each kind is called in messages ("server restarted during screening").
-NOUNS = {"evaluation": "evaluation", "screen": "screening"}
+NOUNS = {"evaluation": "evaluation", "screen": "screening", "volume_screen": "volume screening"}
 # The running process writes progress (its sign of life) at least every few seconds while it predicts;
 # a job silent for this long belongs to a process that died where we cannot check its pid (another host).
 HEARTBEAT_TIMEOUT = timedelta(minutes=5)

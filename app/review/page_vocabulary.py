@@ -53,6 +53,9 @@ def page_vocabulary() -> dict[str, Any]:
         # The FROC curve's reporting points, false positives per image.
         "froc_fp_rates": list(FP_RATES),
         "link_statuses": v.LINK_STATUSES,
+        # Volume screening candidates (app.review.volume): their states and the layer they are drawn in.
+        "candidate_statuses": v.CANDIDATE_STATUSES,
+        "candidate_layer": v.CANDIDATE_LAYER,
         # Team review (app.review.team.rules): modes, read and adjudication states, disagreement rules.
         "team": {
             "modes": team.MODES,

@@ -93,3 +93,13 @@ LINK_STATUSES: dict[str, str] = {
 }
 LINK_ACTIVE: tuple[str, ...] = ("proposed", "confirmed")
 LINK_ORIGINS: dict[str, str] = {"matched": "matching", "reviewer": "added by a reviewer"}
+
+# A volume-screening candidate (app.review.volume): waiting for a reviewer, added as a lesion, or dismissed.
+CANDIDATE_STATUSES: dict[str, str] = {
+    "pending": "to review",
+    "added": "added as a lesion",
+    "dismissed": "dismissed",
+}
+CANDIDATE_PENDING = "pending"
+# The volume candidate's outline in the viewer: a detector's proposal, so the predicted colour.
+CANDIDATE_LAYER = "predicted"

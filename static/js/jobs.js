@@ -4,7 +4,7 @@ import { get } from "./api.js";
 // A job's status is polled this often while it runs (each poll is one small indexed read).
 export const POLL_MS = 1000;
 export const ACTIVE = new Set(["queued", "running"]);
-const NOUNS = { evaluation: "evaluation", screen: "screening" };
+const NOUNS = { evaluation: "evaluation", screen: "screening", volume_screen: "volume screening" };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

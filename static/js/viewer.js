@@ -395,6 +395,8 @@ function displayedGeometry(lesion) {
 }
 
 let placedLabels = [];
+// Marks other modules draw over the slice (candidate.js: a volume candidate's box), each fn(ctx, helpers).
+const overlayHooks = [];
 
 function drawOverlay() {
   placedLabels = [];
@@ -440,6 +442,7 @@ function drawOverlay() {
     });
   }
   root.dataset.extent = extent.map((l) => l.id).join(",");
+  for (const hook of overlayHooks) hook(ctx, { drawGeometry, current: state.current });
   drawMeasures(ctx);
   drawScaleBar(ctx);
   if (state.drawing) drawInProgress(ctx, state.drawing);
@@ -2030,6 +2033,9 @@ async function loadThumbnails(ks) {
 
 window.__viewer = {
   state,
+  applyKeySlice,
+  addOverlay(fn) { overlayHooks.push(fn); drawOverlay(); },
+  redraw: () => drawOverlay(),
   stats,
   cache,
   keyIndex,

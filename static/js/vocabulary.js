@@ -22,6 +22,10 @@ export const STATUSES = vocabulary.statuses;
 // Flag reason -> label, including "dataset" (the Possibly_noisy flag of DL_info.csv).
 export const ALL_FLAG_REASONS = vocabulary.all_flag_reasons;
 
+// Volume-screening candidate status -> label, and the overlay layer its box is drawn in.
+export const CANDIDATE_STATUSES = vocabulary.candidate_statuses;
+export const CANDIDATE_LAYER = vocabulary.candidate_layer;
+
 // Pixels the dataset pads a lesion's box by around its RECIST end points.
 export const BOX_PADDING_PX = vocabulary.box_padding_px;
 

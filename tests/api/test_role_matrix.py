@@ -96,6 +96,16 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/team/adjudications/{adjudication_id}/unresolve"): ADJUDICATOR,
     ("GET", "/api/team/report"): ADJUDICATOR,
     ("GET", "/api/team/report.csv"): ADJUDICATOR,
+    # Volume screening (#16): an admin starts it; every reviewer reviews its candidates.
+    ("GET", "/volume"): REVIEWER,
+    ("POST", "/api/volume/screen"): ADMIN,
+    ("GET", "/api/volume/screen"): REVIEWER,
+    ("GET", "/api/volume/screen/jobs"): REVIEWER,
+    ("GET", "/api/volume/screen/jobs/{job_id}"): REVIEWER,
+    ("GET", "/api/volume/candidates"): REVIEWER,
+    ("GET", "/api/volume/candidates/{candidate_id}"): REVIEWER,
+    ("POST", "/api/volume/candidates/{candidate_id}/add"): REVIEWER,
+    ("POST", "/api/volume/candidates/{candidate_id}/dismiss"): REVIEWER,
 }
 
 
