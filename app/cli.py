@@ -764,6 +764,8 @@ def screen(
 @click.option("--database-url", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help=_RAY_HELP)
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None, help=_RAY_ACTORS_HELP)
 def screen_volumes(
     data_dir: Path | str,
     limit: int | None,
@@ -773,6 +775,8 @@ def screen_volumes(
     database_url: str | None,
     as_json: bool,
     no_progress: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
 ) -> None:
     """Run the detector on every stored slice of each series (resumable) and queue the 3D candidates."""
     import json
@@ -793,8 +797,9 @@ def screen_volumes(
             limit=limit,
             progress=not no_progress,
             requested_by=f"{_os_user()} (CLI)",
+            runner=_cluster_runner(ray_address, ray_actors, det.path, data_dir, threshold, det.model_version),
         )
-    except (ModelLoadError, DeepLesionError, ReviewError, ValueError) as exc:
+    except (ModelLoadError, DeepLesionError, ReviewError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(res, indent=1))

@@ -490,16 +490,16 @@ def run_volume_screen(
         assert_schema_current(engine)
         factory = make_session_factory(engine)
         jobs = JobRunner(session_factory=factory, data_dir=data_dir)
-        kind = VOLUME_SCREEN if runner is None else JobKind(VOLUME_SCREEN.name, _work_with(runner))
         try:
             with factory() as session:
                 job = jobs.run_here(
                     session=session,
-                    kind=kind,
+                    kind=VOLUME_SCREEN,
                     params={"threshold": threshold, "limit": limit},
                     detector=detector,
                     requested_by=requested_by,
                     progress=progress,
+                    runner=runner,
                 )
         except NothingToScreenError as exc:
             raise NothingToScreenError(
@@ -510,21 +510,19 @@ def run_volume_screen(
         engine.dispose()
 
 
-def _work_with(runner: SliceRunner | None) -> Any:
-    def work(ctx: JobContext) -> dict[str, Any]:
-        limit = ctx.params.get("limit")
-        return screen_volumes(
-            session_factory=ctx.session_factory,
-            data_dir=ctx.data_dir,
-            detector=ctx.detector,
-            runner=runner,
-            threshold=float(ctx.params["threshold"]),
-            limit=None if limit is None else int(limit),
-            on_progress=ctx.on_progress,
-            progress=ctx.progress,
-        )
-
-    return work
+def _volume_screen(ctx: JobContext) -> dict[str, Any]:
+    """The volume screen job's work: in this process, or on the cluster the CLI's --ray names."""
+    limit = ctx.params.get("limit")
+    return screen_volumes(
+        session_factory=ctx.session_factory,
+        data_dir=ctx.data_dir,
+        detector=ctx.detector,
+        runner=ctx.runner,
+        threshold=float(ctx.params["threshold"]),
+        limit=None if limit is None else int(limit),
+        on_progress=ctx.on_progress,
+        progress=ctx.progress,
+    )
 
 
-VOLUME_SCREEN = JobKind(name="volume_screen", work=_work_with(None))
+VOLUME_SCREEN = JobKind(name="volume_screen", work=_volume_screen)

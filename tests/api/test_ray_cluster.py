@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from app.cli import main
-from app.db.models import KeySlice, Prediction, PredictionRun
+from app.db.models import KeySlice, Prediction, PredictionRun, VolumeCandidate, VolumeRun
 from app.db.session import make_engine, upgrade_database
 from app.review.importer import import_dataset
 from tests.api.ray_data import build_cluster_dataset
@@ -251,3 +251,38 @@ def test_a_node_with_another_model_version_fails_the_run_instead_of_storing_unde
     run = ray_runner(cluster, MODEL, dataset[0], 0.3, model_version="not-the-nodes-model")
     with pytest.raises(RuntimeError, match="not-the-nodes-model"):
         list(run([SliceTask("000001_01_01_010.png", (0.8, 0.8, 2.0))]))
+
+
+def _candidates(url: str) -> list[str]:
+    """The volume screen's stored candidates and per-series runs, without ids and times."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        cands = conn.execute(
+            select(
+                VolumeCandidate.series_id,
+                VolumeCandidate.model_version,
+                VolumeCandidate.score,
+                VolumeCandidate.slice_index,
+                VolumeCandidate.box,
+                VolumeCandidate.slice_first,
+                VolumeCandidate.slice_last,
+                VolumeCandidate.slices,
+            )
+        ).all()
+        runs = conn.execute(
+            select(VolumeRun.series_id, VolumeRun.slices, VolumeRun.unreadable, VolumeRun.candidate_count)
+        ).all()
+    engine.dispose()
+    return sorted(repr(tuple(c)) for c in cands) + sorted(repr(tuple(r)) for r in runs)
+
+
+def test_a_volume_screen_on_two_nodes_stores_the_single_process_candidates(
+    cluster: str, dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    local, remote = _copy(dataset, tmp_path, "vol-local"), _copy(dataset, tmp_path, "vol-ray")
+    base = ["screen-volumes", str(dataset[0]), "--model", str(MODEL), "--database-url"]
+    here = _cli([*base, local])
+    there = _cli([*base, remote, "--ray", cluster])
+    assert here["slices"] > KEY_SLICES and here["candidates"] > 0, here
+    assert _candidates(remote) == _candidates(local)
+    _same_result(there, here)
