@@ -497,6 +497,13 @@ def _default_model() -> Path:
     help="Checkpoint written after every epoch (default: --out with the suffix .ckpt).",
 )
 @click.option(
+    "--arch",
+    type=click.Choice(["lite", "resnet"]),
+    default="lite",
+    show_default=True,
+    help="lite: the shipped CenterNet-lite (0.26M parameters); resnet: ResNet-style backbone (1.6M).",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue a stopped run from its checkpoint (same settings), as if it had never stopped.",
@@ -522,6 +529,7 @@ def train(
     num_workers: int,
     amp: str,
     checkpoint: Path | None,
+    arch: str,
     resume: bool,
 ) -> None:
     """Train the 3-slice detector on DATA_DIR (needs the [train] extra) and export it to ONNX.
@@ -556,6 +564,7 @@ def train(
             amp=amp,
             checkpoint=checkpoint,
             resume=resume,
+            arch=arch,
         )
     except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

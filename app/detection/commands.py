@@ -117,6 +117,7 @@ def run_train(
     amp: str = "auto",
     checkpoint: Path | None = None,
     resume: bool = False,
+    arch: str = "lite",
 ) -> dict[str, Any]:
     """Train, export to ONNX with the contract metadata, evaluate with ONNX Runtime, write the card.
 
@@ -149,6 +150,7 @@ def run_train(
         amp=amp,
         checkpoint=str(checkpoint if checkpoint is not None else checkpoint_path(out)),
         resume=resume,
+        arch=arch,
     )
     result = train(data_dir, config, val_dir=val_dir, extra_train_dirs=extra_train_dirs, progress=progress)
     if not result.is_main:

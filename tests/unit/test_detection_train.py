@@ -296,3 +296,30 @@ def test_two_gloo_processes_train_one_model_as_torchrun_would(tiny_dataset: Path
     assert len(weights) > 20
     for k in weights:
         assert torch.equal(r1["model"][k], r0["ckpt"][k]), k
+
+
+def test_the_resnet_architecture_exports_under_the_contract_and_onnx_runtime_agrees(tmp_path: Path) -> None:
+    import torch
+
+    from app.detection.reference import TOLERANCE, parity_error, reference_input
+    from app.detection.runtime import Detector
+    from app.detection.train.export import export_onnx
+    from app.detection.train.model import FlipAveraged, build_model, count_macs, count_parameters
+
+    torch.manual_seed(0)
+    model = build_model("resnet")
+    assert count_parameters(model) > 5 * count_parameters(build_model("lite"))
+    served = FlipAveraged(model).eval()
+    out = export_onnx(
+        served, tmp_path / "r.onnx", model_version="resnet-test", synthetic=True, training_data="x"
+    )
+    det = Detector.load(out, device="cpu")
+    x = reference_input(0)
+    with torch.no_grad():
+        want = served(torch.from_numpy(x)).numpy()
+    assert parity_error(det.infer(x), want) <= TOLERANCE
+    # The MAC count of one 3x3 conv, 3 -> 8 channels, stride 2 on 16x16: 8x8 outputs x 8 x 3 x 9.
+    conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    assert count_macs(conv, (1, 3, 16, 16)) == 8 * 8 * 8 * 3 * 9
+    with pytest.raises(ValueError, match="unknown architecture 'vit'"):
+        build_model("vit")

@@ -24,7 +24,7 @@ from app.detection.froc import FP_RATES, GtLesion, ImageCase, froc_curve
 from app.detection.pipeline import group_key_slices, gt_from_record
 from app.detection.preprocess import Transform, preprocess_key_slice
 from app.detection.screening import load_hidden_lesions
-from app.detection.train.model import STRIDE, CenterNetLite, build_model, count_parameters
+from app.detection.train.model import STRIDE, CenterNet, CenterNetLite, build_model, count_parameters
 
 log = logging.getLogger(__name__)
 CALIBRATION_BATCHES = 32  # training batches whose statistics a warm start from ONNX gives its BatchNorms
@@ -52,6 +52,8 @@ class TrainConfig:
     truth_labels: bool = True
     # Export the graph with test-time left-right flip averaging (two passes; 2x inference cost).
     flip_tta: bool = True
+    # lite: the shipped CenterNet-lite; resnet: the ResNet-style backbone (app.detection.train.model).
+    arch: str = "lite"
     # DataLoader processes that decode the 16-bit PNGs and cut the crops (0: in the training process).
     num_workers: int = 0
     # Mixed precision: auto = float16 autocast with a GradScaler on CUDA, full float32 on the CPU;
@@ -99,7 +101,7 @@ class SliceRef:
 class TrainResult:
     """What a run produced: the best model, its epoch and validation FROC, and the history."""
 
-    model: CenterNetLite
+    model: CenterNet
     best_epoch: int
     best_val: list[float]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -307,7 +309,7 @@ def center_loss(
 
 
 def predict_samples(
-    model: CenterNetLite, samples: Sequence[Sample], device: torch.device, batch: int = 4
+    model: CenterNet, samples: Sequence[Sample], device: torch.device, batch: int = 4
 ) -> list[ImageCase]:
     """Run the model (graph decoding included) on full inputs; boxes mapped back to original pixels."""
     model.eval()
@@ -404,7 +406,7 @@ def _collate_full(
 
 
 def predict_refs(
-    model: CenterNetLite, refs: Sequence[SliceRef], device: torch.device, workers: int, batch: int = 4
+    model: CenterNet, refs: Sequence[SliceRef], device: torch.device, workers: int, batch: int = 4
 ) -> list[ImageCase]:
     """Like predict_samples for key slices not kept in memory: decoded by `workers` DataLoader processes."""
     from torch.utils.data import DataLoader
@@ -423,7 +425,7 @@ def predict_refs(
 class _Maps(torch.nn.Module):
     """The model's raw head maps as its forward(), which DistributedDataParallel hooks."""
 
-    def __init__(self, model: CenterNetLite) -> None:
+    def __init__(self, model: CenterNet) -> None:
         super().__init__()
         self.model = model
 
@@ -557,8 +559,10 @@ def train(
     )
     dataset = CropDataset(train_refs, config, train_cache)
 
-    model = build_model()
+    model = build_model(config.arch)
     if config.init.endswith(".onnx"):
+        if not isinstance(model, CenterNetLite):
+            raise ValueError("a warm start from an .onnx graph needs --arch lite (use a .pt for resnet)")
         from app.detection.train.warmstart import calibrate_batchnorm, load_onnx_weights
 
         load_onnx_weights(model, Path(config.init))
