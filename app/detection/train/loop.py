@@ -600,6 +600,8 @@ def train(
     history: list[dict[str, Any]] = []
     first_epoch, spent = 1, 0.0
     ckpt = Path(config.checkpoint) if config.checkpoint else None
+    if config.resume and (ckpt is None or not ckpt.is_file()):
+        log.warning("nothing to resume (no checkpoint at %s): starting from the first epoch", ckpt)
     if ckpt is not None and config.resume and ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         _check_resumable(saved["config"], config, ckpt)
