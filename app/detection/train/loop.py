@@ -608,7 +608,8 @@ def train(
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
+        if saved["scaler"] and use_scaler:  # empty when written without a scaler (a CPU run resumed on CUDA)
+            scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["torch_rng"])
         best_state, best_key = saved["best_state"], tuple(saved["best_key"])
         best_epoch, best_val, history = saved["best_epoch"], saved["best_val"], saved["history"]
