@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +17,11 @@ from app.review.users import ROLES
 from app.review.vocabulary import BOX_ONLY_CHOICES, EXPORT_STATES
 
 _SPLIT_CHOICES = [*SPLITS.values(), ALL_SPLITS]
+_RAY_HELP = (
+    "Run the detector on the Ray cluster at ADDRESS (host:port of its head, or `auto`); "
+    "every node needs the app, the model file and the data (docs/deployment.md)."
+)
+_RAY_ACTORS_HELP = "With --ray: detector actors, one CPU each [the cluster's CPUs]."
 
 
 class DataDirParam(click.ParamType):
@@ -607,7 +613,7 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=DataDirParam(exists=True))
 @click.option("--split", type=click.Choice(_SPLIT_CHOICES), default="test", show_default=True)
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
@@ -632,8 +638,10 @@ def predict(data_dir: Path, file_name: str, model: Path | None, threshold: float
     help="Pool the same split of another dataset into one FROC (repeatable; the result is not stored).",
 )
 @click.option("--no-progress", is_flag=True)
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help=_RAY_HELP)
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None, help=_RAY_ACTORS_HELP)
 def evaluate(
-    data_dir: Path,
+    data_dir: Path | str,
     split: str,
     model: Path | None,
     against: str,
@@ -642,6 +650,8 @@ def evaluate(
     database_url: str | None,
     pool_with: tuple[Path, ...],
     no_progress: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
 ) -> None:
     """DeepLesion FROC of a split as the dataset authors compute it (IoU >= 0.5, noisy dropped), stored."""
     import json
@@ -652,6 +662,7 @@ def evaluate(
     from app.deeplesion.errors import DeepLesionError
     from app.detection.commands import run_evaluate
     from app.detection.errors import ModelLoadError
+    from app.detection.pipeline import EVAL_THRESHOLD
     from app.review.errors import ReviewError
     from app.review.evaluations import store_evaluation
     from app.review.team.truth import check_truth
@@ -676,6 +687,9 @@ def evaluate(
             corrected_records=records,
             progress=not no_progress,
             pool_with=pool_with,
+            runner=_cluster_runner(
+                ray_address, ray_actors, model or _default_model(), data_dir, EVAL_THRESHOLD
+            ),
         )
     except (ModelLoadError, DeepLesionError, ValueError, RuntimeError, ReviewError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -725,6 +739,8 @@ def evaluate(
 @click.option("--database-url", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help=_RAY_HELP)
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None, help=_RAY_ACTORS_HELP)
 def screen(
     data_dir: Path | str,
     split: str,
@@ -735,6 +751,8 @@ def screen(
     database_url: str | None,
     as_json: bool,
     no_progress: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
 ) -> None:
     """Run the detector over key slices (resumable) and fill the possible-missed-lesions queue."""
     import json
@@ -756,8 +774,9 @@ def screen(
             threshold=threshold,
             progress=not no_progress,
             requested_by=f"{_os_user()} (CLI)",
+            runner=_cluster_runner(ray_address, ray_actors, det.path, data_dir, threshold, det.model_version),
         )
-    except (ModelLoadError, DeepLesionError, ReviewError, ValueError) as exc:
+    except (ModelLoadError, DeepLesionError, ReviewError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(res, indent=1))
@@ -842,6 +861,40 @@ def screen_study(
     except (ModelLoadError, DeepLesionError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(res, indent=1))
+
+
+def _cluster_runner(
+    address: str | None,
+    actors: int | None,
+    model: Path,
+    data_dir: Path | str,
+    threshold: float,
+    model_version: str | None = None,
+) -> Any:
+    """The Ray SliceRunner of --ray, or None (the detector runs here); Ray is imported only with --ray."""
+    if address is None:
+        if actors is not None:
+            raise click.BadParameter("needs --ray", param_hint="--ray-actors")
+        return None
+    from app.deeplesion.objectstore import is_url, storage_options_from_env
+    from app.detection.cluster import ray_runner
+
+    # The actors read an object-store dataset with the driver's settings, whatever their own environment.
+    options = storage_options_from_env() if is_url(data_dir) else None
+    if model_version is None:
+        from app.detection.runtime import Detector
+
+        # The version the results are stored under; every node's copy of the model must be it.
+        model_version = Detector.load(model, device="cpu").model_version
+    return ray_runner(
+        address,
+        model,
+        data_dir,
+        threshold,
+        storage_options=options,
+        actors=actors,
+        model_version=model_version,
+    )
 
 
 def _os_user() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import Any
@@ -137,3 +138,177 @@ def start_s3_server() -> tuple[Any | None, str]:
                 server.stop()
                 return None, f"moto server on {endpoint} did not answer: {exc}"
             time.sleep(0.1)
+
+
+RAY_ENV = "LESION_REVIEW_TEST_RAY"
+RAY_START_TIMEOUT_S = 90
+RAY_STOP_GRACE_S = 3
+# Small, so that a test cluster does not take a shared machine's memory (Ray's minimum is ~75 MB).
+RAY_OBJECT_STORE_BYTES = 100 * 2**20
+
+
+class RayCluster:
+    """Ray nodes on 127.0.0.1 started by this process (`ray start --block`), each stopped by its own pid.
+
+    Never `ray stop`: that stops every Ray node of the machine's user, other people's too.
+    """
+
+    def __init__(self, temp_dir: str) -> None:
+        self.temp_dir = temp_dir
+        self.address = ""
+        self.nodes: list[Any] = []
+        self.cpus = 0
+
+    def _start(self, args: list[str], log_name: str) -> str | None:
+        import shutil
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+        if ray is None:
+            return "the `ray` command is not installed; pip install -e '.[cluster]'"
+        ports = [
+            "--node-manager-port",
+            str(_free_port()),
+            "--object-manager-port",
+            str(_free_port()),
+            "--dashboard-agent-listen-port",
+            str(_free_port()),
+            "--dashboard-agent-grpc-port",
+            str(_free_port()),
+            "--metrics-export-port",
+            str(_free_port()),
+            "--runtime-env-agent-port",
+            str(_free_port()),
+        ]
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        log = open(Path(self.temp_dir) / log_name, "wb")  # noqa: SIM115 - kept open while the node runs
+        # Its own session: the node's daemons can be found (and ended) through its process group.
+        proc = subprocess.Popen(
+            [ray, "start", "--block", *args, *ports],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        self.nodes.append(proc)
+        return None
+
+    def _cpus(self) -> tuple[int, str]:
+        """CPUs the cluster counts now (this process connects to it first), and why 0."""
+        import ray
+
+        try:
+            if not ray.is_initialized():
+                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+            return int(ray.cluster_resources().get("CPU", 0)), ""
+        except Exception as exc:  # any failure to connect is the cluster not being up yet
+            return 0, f"{type(exc).__name__}: {exc}"
+
+    def _wait_for_cpus(self, cpus: int) -> str | None:
+        import time
+
+        deadline = time.monotonic() + RAY_START_TIMEOUT_S
+        why = ""
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.nodes):
+                return f"a ray node exited with {[p.poll() for p in self.nodes]}; logs in {self.temp_dir}"
+            counted, why = self._cpus()
+            if counted >= cpus:
+                return None
+            time.sleep(1)
+        return f"the cluster at {self.address} showed no {cpus} CPUs within {RAY_START_TIMEOUT_S} s: {why}"
+
+    def start_head(self, cpus: int, *, wait: bool = True) -> str | None:
+        """Start the head node with `cpus` CPUs; None when it runs (without wait: was launched), else why."""
+        port = _free_port()
+        self.address = f"127.0.0.1:{port}"
+        head = [
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            str(cpus),
+            "--object-store-memory",
+            str(RAY_OBJECT_STORE_BYTES),
+            "--include-dashboard=false",
+            "--temp-dir",
+            self.temp_dir,
+        ]
+        self.cpus = cpus
+        return self._start(head, "head.log") or (self._wait_for_cpus(cpus) if wait else None)
+
+    def add_worker(self, cpus: int, *, wait: bool = True) -> str | None:
+        """Start one more node with `cpus` CPUs (it waits for the head itself) and wait until it counts."""
+        worker = [
+            "--address",
+            self.address,
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            str(cpus),
+            "--object-store-memory",
+            str(RAY_OBJECT_STORE_BYTES),
+        ]
+        self.cpus += cpus
+        problem = self._start(worker, f"worker{len(self.nodes)}.log")
+        return problem or (self._wait_for_cpus(self.cpus) if wait else None)
+
+    def stop(self, *, keep_logs: bool = False) -> None:
+        """Disconnect, then end every node this object started (its `ray start` process and process group)."""
+        import shutil
+        import signal
+        import subprocess
+        import time
+
+        import ray
+
+        ray.shutdown()
+
+        # Each node runs in its own session (start_new_session): its group is exactly what it started.
+        for proc in reversed(self.nodes):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + RAY_STOP_GRACE_S
+        for proc in reversed(self.nodes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # Whatever of that node is left (raylet, workers started in its session).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.nodes.clear()
+        if not keep_logs:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_ray_cluster(workers: int = 1, head_cpus: int = 1, worker_cpus: int = 1) -> tuple[Any | None, str]:
+    """A local Ray cluster (head + `workers` nodes on 127.0.0.1) and how it was started, or None and why.
+
+    This process is connected to it (ray.init). `LESION_REVIEW_TEST_RAY=off` skips the cluster tests. The
+    caller stops a started cluster with `.stop()`.
+    """
+    if os.environ.get(RAY_ENV, "").strip().lower() == "off":
+        return None, f"{RAY_ENV}=off"
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        return None, f"Ray is not installed ({exc}); pip install -e '.[cluster]'"
+    import tempfile
+
+    # Short: Ray's socket paths under it must stay below the 107-byte limit of a Unix socket name.
+    cluster = RayCluster(tempfile.mkdtemp(prefix="lr-ray-", dir="/tmp"))
+    # All nodes start at once (a worker node waits for the head by itself); then the cluster must count them.
+    problem = cluster.start_head(head_cpus, wait=False)
+    for _ in range(workers):
+        problem = problem or cluster.add_worker(worker_cpus, wait=False)
+    problem = problem or cluster._wait_for_cpus(cluster.cpus)
+    if problem is not None:
+        cluster.stop(keep_logs=True)
+        return None, problem
+    return cluster, f"{1 + workers} local nodes at {cluster.address} (logs in {cluster.temp_dir})"

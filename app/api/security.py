@@ -23,7 +23,7 @@ def current_user(
     db: Annotated[Session, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> UserInfo | None:
-    """The signed-in user (session cookie, or the automatic local reviewer on loopback), else None."""
+    """The signed-in user (session cookie, or the automatic local admin on loopback), else None."""
     if hasattr(request.state, "user"):
         cached: UserInfo | None = request.state.user
         return cached

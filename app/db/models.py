@@ -229,7 +229,7 @@ class LesionLink(Base):
 
 
 class User(Base):
-    """A reviewer or admin; the automatic local reviewer has no password hash."""
+    """A reviewer, adjudicator or admin; the automatic local admin has no password hash."""
 
     __tablename__ = "users"
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.detection.batch import SliceRunner
 from app.detection.runtime import Detector
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def run_predict(
 
 
 def run_evaluate(
-    data_dir: Path,
+    data_dir: Path | str,
     *,
     model: Path,
     split: str = "test",
@@ -66,8 +67,12 @@ def run_evaluate(
     corrected_records: list[Any] | None = None,
     progress: bool = True,
     pool_with: tuple[Path, ...] = (),
+    runner: SliceRunner | None = None,
 ) -> dict[str, Any]:
-    """FROC of a model on a split against the CSV or the given corrected records (the caller stores it)."""
+    """FROC of a model on a split against the CSV or the given corrected records (the caller stores it).
+
+    `runner` runs the detector elsewhere (a Ray cluster) at the evaluation threshold; None: here.
+    """
     from app.detection.pipeline import evaluate_dataset, truth_from_records
 
     det = Detector.load(model, device=device)
@@ -77,13 +82,14 @@ def run_evaluate(
             raise ValueError("--against corrected needs the reviewers' state from the database")
         truths = truth_from_records(corrected_records, split)
     return evaluate_dataset(
-        Path(data_dir),
+        data_dir,
         det,
         split=split,
         truths=truths,
         against=against,
         progress=progress,
         pool_with=pool_with,
+        runner=runner,
     )
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from app.deeplesion.errors import DeepLesionError
 from app.deeplesion.schema import LESION_TYPES, SPLITS, LesionRecord
+from app.detection.batch import SliceRunner, SliceTask, detect_locally
 from app.detection.decode import Detection
 from app.detection.froc import GtLesion, ImageCase, evaluate_cases
 
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 SPLIT_CODES: dict[str, int] = {name: code for code, name in SPLITS.items()}
 AGAINST = ("original", "corrected")
+# Every box counts in a FROC: the curve itself sweeps the score threshold.
+EVAL_THRESHOLD = 0.0
 
 # predict(file_name, spacing_mm) -> detections in original pixels, for the ORT detector or a torch model.
 PredictFn = Callable[[str, Sequence[float]], list[Detection]]
@@ -120,12 +124,16 @@ def evaluate_dataset(
     split: str | None = "test",
     truths: Sequence[KeySliceTruth] | None = None,
     against: str = "original",
-    threshold: float = 0.0,
+    threshold: float = EVAL_THRESHOLD,
     progress: bool = False,
     on_progress: ProgressFn | None = None,
     pool_with: Sequence[Path] = (),
+    runner: SliceRunner | None = None,
 ) -> dict[str, Any]:
-    """FROC of a Detector on a split; `truths` replaces the CSV; `pool_with` pools more datasets' split."""
+    """FROC of a Detector on a split; `truths` replaces the CSV; `pool_with` pools more datasets' split.
+
+    `runner` runs the detector on the dataset's slices (default: in this process, e.g. a cluster's runner).
+    """
     from app.deeplesion.csvio import parse_dl_info_bytes, read_dl_info
     from app.deeplesion.objectstore import normalize_data_dir, read_data_file
     from app.deeplesion.store import SliceStore
@@ -139,28 +147,34 @@ def evaluate_dataset(
     if truths is None:
         csv = read_data_file(dirs[0], "DL_info.csv")
         truths = truth_from_records(parse_dl_info_bytes(csv, source="DL_info.csv"), split)
+    if runner is not None and pool_with:
+        raise ValueError("a pooled evaluation runs in this process: --pool-with cannot run on a cluster")
+    start = time.perf_counter()
     # Key slice names repeat across datasets, so a pooled run labels each with its folder.
-    where: dict[str, tuple[Any, str]] = {}
     labelled: list[KeySliceTruth] = []
+    # Per folder: the runner of its slices and each task's label.
+    work: list[tuple[SliceRunner, list[tuple[str, SliceTask]]]] = []
+    missing: set[str] = set()
     for i, folder in enumerate(dirs):
         store = SliceStore(folder)
         part = truths if i == 0 else truth_from_records(read_dl_info(Path(folder) / "DL_info.csv"), split)
+        tasks: list[tuple[str, SliceTask]] = []
         for t in part:
             label = f"{Path(folder).name}/{t.file_name}" if pool_with else t.file_name
-            where[label] = (store, t.file_name)
             labelled.append(KeySliceTruth(label, t.spacing_mm, t.lesions))
+            if store.exists(t.file_name):
+                tasks.append((label, SliceTask(t.file_name, t.spacing_mm)))
+            else:
+                missing.add(label)
+        here = runner if runner is not None else detect_locally(detector, store, threshold)
+        work.append((here, tasks))
+    found = _run_all(work, len(labelled), len(missing), progress=progress, on_progress=on_progress)
 
     def predict(label: str, spacing: Sequence[float]) -> list[Detection]:
-        store, file_name = where[label]
-        return list(detector.predict(file_name, store, spacing_mm=spacing, threshold=threshold))
+        return list(found[label])
 
-    def missing(label: str) -> bool:
-        store, file_name = where[label]
-        return not store.exists(file_name)
-
-    result = evaluate_truths(
-        labelled, predict, progress=progress, skip_missing=missing, on_progress=on_progress
-    )
+    result = evaluate_truths(labelled, predict, skip_missing=missing.__contains__)
+    result["seconds"] = round(time.perf_counter() - start, 2)
     result.update(
         {
             "split": split or "all",
@@ -174,3 +188,40 @@ def evaluate_dataset(
         }
     )
     return result
+
+
+def _run_all(
+    work: Sequence[tuple[SliceRunner, list[tuple[str, SliceTask]]]],
+    total: int,
+    absent: int,
+    *,
+    progress: bool,
+    on_progress: ProgressFn | None,
+) -> dict[str, tuple[Detection, ...]]:
+    """Each label's detections from its folder's runner; progress counts the absent key slices first."""
+    from tqdm import tqdm
+
+    found: dict[str, tuple[Detection, ...]] = {}
+    with tqdm(total=total, desc="evaluate", unit="slice", disable=not progress) as bar:
+        done = 0
+
+        def advance() -> None:
+            nonlocal done
+            done += 1
+            bar.update(1)
+            if on_progress is not None:
+                on_progress(done, total)
+
+        if on_progress is not None:
+            on_progress(0, total)
+        for _ in range(absent):
+            advance()
+        for run, tasks in work:
+            labels = {task.file_name: label for label, task in tasks}
+            for res in run([task for _, task in tasks]):
+                if res.error is not None:
+                    # Stored but unreadable (a corrupt PNG): the FROC would silently leave it out.
+                    raise DeepLesionError(res.error)
+                found[labels[res.task.file_name]] = res.detections
+                advance()
+    return found

@@ -53,9 +53,9 @@ def cuda_libraries_load() -> bool:
     return True
 
 
-def _session_options(ort: Any) -> Any:
+def _session_options(ort: Any, threads: int | None = None) -> Any:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = INTRA_OP_THREADS
+    opts.intra_op_num_threads = threads or INTRA_OP_THREADS
     opts.inter_op_num_threads = INTER_OP_THREADS
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -63,7 +63,7 @@ def _session_options(ort: Any) -> Any:
     return opts
 
 
-def _open_session(path: Path, device: str) -> Any:
+def _open_session(path: Path, device: str, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     if device not in DEVICES:
@@ -80,7 +80,7 @@ def _open_session(path: Path, device: str) -> Any:
             ort.set_default_logger_severity(QUIET_SEVERITY)
             try:
                 sess = ort.InferenceSession(
-                    str(path), sess_options=_session_options(ort), providers=[CUDA, CPU]
+                    str(path), sess_options=_session_options(ort, threads), providers=[CUDA, CPU]
                 )
                 if sess.get_providers()[0] == CUDA:
                     return sess
@@ -91,7 +91,7 @@ def _open_session(path: Path, device: str) -> Any:
             raise ModelLoadError(f"device 'cuda' requested but unavailable: {reason}")
         log.info("detector on CPU: %s", reason)
     try:
-        return ort.InferenceSession(str(path), sess_options=_session_options(ort), providers=[CPU])
+        return ort.InferenceSession(str(path), sess_options=_session_options(ort, threads), providers=[CPU])
     except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types for bad files
         raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
 
@@ -141,12 +141,15 @@ class Detector:
         self.calibration, self.screening_threshold = screening_from_metadata(metadata, str(path))
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> Detector:
-        """Open an ONNX model, check its contract, and choose CUDA when it really works, else CPU."""
+    def load(cls, path: str | Path, device: str = "auto", threads: int | None = None) -> Detector:
+        """Open an ONNX model, check its contract, and choose CUDA when it really works, else CPU.
+
+        `threads`: ONNX Runtime's threads inside one op (default: both cores of the target machine).
+        """
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"no model file at {p}")
-        sess = _open_session(p, device)
+        sess = _open_session(p, device, threads)
         meta = dict(sess.get_modelmeta().custom_metadata_map)
         pre = preprocessing_from_metadata(meta, str(p))
         _check_graph(sess, p, pre)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import DetectorJob, utcnow
+from app.detection.batch import SliceRunner
 from app.review.errors import JobRunningError, NotFoundError, ReviewError
 from app.review.serialize import iso
 
@@ -56,6 +57,8 @@ class JobContext:
     # on_progress(done, total): records progress and the heartbeat; raises to stop the work.
     on_progress: ProgressFn
     progress: bool = False  # a progress bar on the terminal (jobs run from the CLI)
+    # Where the detector runs (a cluster, from the CLI's --ray); None: in this process.
+    runner: SliceRunner | None = None
 
 
 @dataclass(frozen=True)
@@ -257,9 +260,11 @@ class JobRunner:
         requested_by: str,
         on_progress: ProgressFn | None = None,
         progress: bool = False,
+        runner: SliceRunner | None = None,
     ) -> dict[str, Any]:
         """Run a job in this thread (the CLI): same row and one-job slot as the server's; errors propagate."""
         job, ctx = self._create(session, kind, params, detector, requested_by, progress=progress)
+        ctx = replace(ctx, runner=runner)
         if on_progress is not None:
             hook = ctx.on_progress
 

@@ -46,10 +46,36 @@ def _run(session: Session, key_slice_id: int, model_version: str) -> PredictionR
     ).scalar_one_or_none()
 
 
-def has_run(*, session: Session, file_name: str, model_version: str) -> bool:
-    """True when this model version already ran on the key slice (even if it found nothing)."""
-    ks = get_key_slice(session, file_name)
-    return _run(session, ks.id, model_version) is not None
+def _add_run(
+    session: Session, ks: KeySlice, model_version: str, detections: Sequence[Any], threshold: float | None
+) -> None:
+    """Add one run's detections as pending predictions and its PredictionRun row (not flushed)."""
+    lesion_boxes = _lesion_boxes(session, ks)
+    now = utcnow()
+    for det in detections:
+        box = [float(v) for v in det.box]
+        session.add(
+            Prediction(
+                key_slice_id=ks.id,
+                model_version=model_version,
+                box=box,
+                recist=_proposal(det),
+                score=float(det.score),
+                status="pending",
+                matches_annotation=matches_any(box, lesion_boxes),
+                created_at=now,
+            )
+        )
+    # Recorded in the same transaction as the boxes, so an empty result is cached too.
+    session.add(
+        PredictionRun(
+            key_slice_id=ks.id,
+            model_version=model_version,
+            created_at=now,
+            threshold=threshold,
+            prediction_count=len(detections),
+        )
+    )
 
 
 def store_predictions(
@@ -64,32 +90,7 @@ def store_predictions(
     """Store detections (.box, .score, optional .recist) and record the run, unless this version ran here."""
     ks = get_key_slice(session, file_name)
     if _run(session, ks.id, model_version) is None:
-        lesion_boxes = _lesion_boxes(session, ks)
-        now = utcnow()
-        for det in detections:
-            box = [float(v) for v in det.box]
-            session.add(
-                Prediction(
-                    key_slice_id=ks.id,
-                    model_version=model_version,
-                    box=box,
-                    recist=_proposal(det),
-                    score=float(det.score),
-                    status="pending",
-                    matches_annotation=matches_any(box, lesion_boxes),
-                    created_at=now,
-                )
-            )
-        # Recorded in the same transaction as the boxes, so an empty result is cached too.
-        session.add(
-            PredictionRun(
-                key_slice_id=ks.id,
-                model_version=model_version,
-                created_at=now,
-                threshold=threshold,
-                prediction_count=len(detections),
-            )
-        )
+        _add_run(session, ks, model_version, detections, threshold)
         try:
             session.flush()
         except IntegrityError:
@@ -117,6 +118,53 @@ def _accepted_recist(ks: KeySlice, pred: Prediction, box: list[float]) -> list[f
     except (DeepLesionError, InvalidInputError):
         return None
     return recist
+
+
+# A batch that lost a race to a concurrent writer is retried without the key slices it stored meanwhile.
+BATCH_RETRIES = 5
+
+
+def store_prediction_batch(
+    *,
+    session: Session,
+    model_version: str,
+    runs: Sequence[tuple[str, Sequence[Any]]],
+    threshold: float | None = None,
+) -> int:
+    """Store (file_name, detections) runs in ONE commit, leaving out key slices this version already ran on.
+
+    Returns how many runs it stored; an unknown file name is a NotFoundError and stores nothing.
+    """
+    names = [name for name, _ in runs]
+    for _ in range(BATCH_RETRIES):
+        key_slices = {
+            ks.file_name: ks for ks in session.scalars(select(KeySlice).where(KeySlice.file_name.in_(names)))
+        }
+        unknown = [name for name in names if name not in key_slices]
+        if unknown:
+            raise NotFoundError(f"no key slice {unknown[0]}")
+        ran = set(
+            session.scalars(
+                select(PredictionRun.key_slice_id).where(
+                    PredictionRun.model_version == model_version,
+                    PredictionRun.key_slice_id.in_([ks.id for ks in key_slices.values()]),
+                )
+            )
+        )
+        todo = [(key_slices[name], dets) for name, dets in runs if key_slices[name].id not in ran]
+        try:
+            for ks, dets in todo:
+                _add_run(session, ks, model_version, dets, threshold)
+            session.flush()
+            for ks, _ in todo:
+                refresh_summary(session=session, key_slice=ks)
+            session.commit()
+        except IntegrityError:
+            # A viewer's predict stored one of these runs first: look again and store the rest.
+            session.rollback()
+            continue
+        return len(todo)
+    raise InferenceError(f"could not store a batch of {len(runs)} runs: concurrent writers kept winning")
 
 
 def list_predictions(

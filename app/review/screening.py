@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import KeySlice, Lesion, Prediction
+from app.db.models import KeySlice, Lesion, Prediction, PredictionRun
 from app.db.session import assert_schema_current, make_engine, make_session_factory
-from app.detection.batch import SliceTask, detect_one
+from app.detection.batch import SliceResult, SliceRunner, SliceTask, detect_locally
 from app.detection.pipeline import ProgressFn, split_code
 from app.detection.screening import (
     Calibration,
@@ -21,10 +21,13 @@ from app.detection.screening import (
     queue_at_threshold,
 )
 from app.review.jobs import JobContext, JobKind, JobRunner
-from app.review.predictions import has_run, store_predictions
+from app.review.predictions import store_prediction_batch
 from app.review.summary import matches_any
 
 log = logging.getLogger(__name__)
+
+# Key slices stored per commit: few commits for reviewers' writes to queue behind, little redone after a kill.
+WRITE_BATCH = 32
 
 
 class NothingToScreenError(ValueError):
@@ -76,52 +79,88 @@ def screen_key_slices(
     threshold: float = 0.3,
     progress: bool = False,
     on_progress: ProgressFn | None = None,
+    runner: SliceRunner | None = None,
+    batch_size: int = WRITE_BATCH,
 ) -> dict[str, Any]:
-    """Predict every key slice of the split not yet run by this model version and store the predictions."""
+    """Predict every key slice of the split not yet run by this model version and store the predictions.
+
+    `runner` runs the detector (default: in this process; a cluster's runner returns identical results);
+    the results are stored `batch_size` key slices to a commit.
+    """
     from tqdm import tqdm
 
     from app.deeplesion.store import SliceStore
 
     code = split_code(split)
-    # Its own small cache: a batch pass would only evict the slices the viewer is using.
-    store = SliceStore(data_dir)
     with session_factory() as session:
-        query = select(KeySlice.file_name, KeySlice.spacing_x, KeySlice.spacing_y, KeySlice.spacing_z)
+        query = select(
+            KeySlice.id, KeySlice.file_name, KeySlice.spacing_x, KeySlice.spacing_y, KeySlice.spacing_z
+        )
         if code is not None:
             query = query.where(KeySlice.split == code)
         todo = session.execute(query.order_by(KeySlice.file_name)).all()
+        if todo:
+            # The prediction_runs table remembers runs that found nothing too: what a stopped run did is kept.
+            ran = set(
+                session.scalars(
+                    select(PredictionRun.key_slice_id).where(
+                        PredictionRun.model_version == detector.model_version
+                    )
+                )
+            )
     if not todo:
         where = "" if code is None else f" in the {split} split"
         raise NothingToScreenError(f"no imported key slices{where}")
     if limit is not None:
         todo = todo[:limit]
     total = len(todo)
-    if on_progress is not None:
-        on_progress(0, total)
-    predicted = skipped = missing = 0
-    for done, (file_name, sx, sy, sz) in enumerate(
-        tqdm(todo, desc="screen", unit="slice", disable=not progress), 1
-    ):
-        with session_factory() as session:
-            # The prediction_runs table remembers runs that found nothing too.
-            if has_run(session=session, file_name=file_name, model_version=detector.model_version):
-                skipped += 1
-            else:
-                res = detect_one(detector, store, SliceTask(file_name, (sx, sy, sz)), threshold)
-                if res.error is not None:
-                    missing += 1
-                else:
-                    store_predictions(
-                        session=session,
-                        file_name=file_name,
-                        model_version=detector.model_version,
-                        detections=list(res.detections),
-                        threshold=threshold,
-                    )
-                    predicted += 1
-        # Between key slices, each stored in its own commit: raising here stops the pass cleanly.
+    tasks = [SliceTask(f, (sx, sy, sz)) for ks_id, f, sx, sy, sz in todo if ks_id not in ran]
+    if runner is None:
+        # Its own small cache: a batch pass would only evict the slices the viewer is using.
+        runner = detect_locally(detector, SliceStore(data_dir), threshold)
+    done = predicted = missing = 0
+    bar = tqdm(total=total, desc="screen", unit="slice", disable=not progress)
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        bar.update(1)
+        # Raising here stops the pass cleanly: what ran before is stored (below), the rest is left.
         if on_progress is not None:
             on_progress(done, total)
+
+    def write(results: list[SliceResult]) -> None:
+        nonlocal predicted
+        with session_factory() as session:
+            predicted += store_prediction_batch(
+                session=session,
+                model_version=detector.model_version,
+                runs=[(r.task.file_name, r.detections) for r in results],
+                threshold=threshold,
+            )
+
+    if on_progress is not None:
+        on_progress(0, total)
+    pending: list[SliceResult] = []
+    try:
+        for _ in range(total - len(tasks)):
+            advance()
+        for res in runner(tasks):
+            if res.error is not None:
+                missing += 1
+            else:
+                pending.append(res)
+            if len(pending) >= batch_size:
+                batch, pending = pending, []
+                write(batch)
+            advance()
+    finally:
+        bar.close()
+        if pending:
+            batch, pending = pending, []
+            write(batch)
+    # A run stored meanwhile by a viewer's predict counts as skipped, as it would have been at the start.
+    skipped = total - predicted - missing
     calibration = getattr(detector, "calibration", None)
     queue_threshold = getattr(detector, "screening_threshold", None)
     with session_factory() as session:
@@ -139,7 +178,7 @@ def screen_key_slices(
     }
     hidden = load_hidden_lesions(data_dir)
     if hidden is not None:
-        screened = {row[0] for row in todo}
+        screened = {row.file_name for row in todo}
         hidden_here = [h for h in hidden if h.file_name in screened]
         result["hidden_lesions"] = hidden_recall(queue, hidden_here)
     if calibration is not None and queue_threshold is not None:
@@ -164,6 +203,7 @@ def run_screen(
     progress: bool = True,
     on_progress: ProgressFn | None = None,
     requested_by: str = "cli",
+    runner: SliceRunner | None = None,
 ) -> dict[str, Any]:
     """Screen the key slices of the database at `database_url` (the `screen` command); resumable.
 
@@ -173,11 +213,11 @@ def run_screen(
     try:
         assert_schema_current(engine)
         factory = make_session_factory(engine)
-        runner = JobRunner(session_factory=factory, data_dir=data_dir)
+        jobs = JobRunner(session_factory=factory, data_dir=data_dir)
         params = {"split": split or "all", "threshold": threshold, "limit": limit}
         try:
             with factory() as session:
-                job = runner.run_here(
+                job = jobs.run_here(
                     session=session,
                     kind=SCREEN,
                     params=params,
@@ -185,6 +225,7 @@ def run_screen(
                     requested_by=requested_by,
                     on_progress=on_progress,
                     progress=progress,
+                    runner=runner,
                 )
         except NothingToScreenError as exc:
             raise NothingToScreenError(
@@ -207,6 +248,7 @@ def _screen(ctx: JobContext) -> dict[str, Any]:
         threshold=float(ctx.params["threshold"]),
         on_progress=ctx.on_progress,
         progress=ctx.progress,
+        runner=ctx.runner,
     )
 
 

@@ -108,3 +108,13 @@ def test_detector_predict_returns_a_proposal_measured_on_the_key_slice(tmp_path:
     assert len(found) == 1 and found[0].recist is not None
     assert recist_diameters(found[0].recist)[0] == pytest.approx(40.0, abs=1.5)
     assert found[0].as_dict()["recist"] == [round(v, 2) for v in found[0].recist]
+
+
+def test_the_cluster_encoding_carries_the_proposals_back_unchanged() -> None:
+    from app.detection.cluster import decode_detections, encode_detections
+
+    dets = (
+        Detection((1.5, 2.25, 30.0, 40.125), 0.9, (3.0, 20.0, 28.5, 21.0, 15.0, 5.0, 15.25, 36.0)),
+        Detection((5.0, 5.0, 20.0, 20.0), 0.1 + 0.2),
+    )
+    assert decode_detections(encode_detections(dets)) == dets
