@@ -482,6 +482,38 @@ def _default_model() -> Path:
     default=None,
     help="Model card to write (default: MODEL_CARD.md next to --out).",
 )
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="DataLoader processes decoding the 16-bit PNGs (use several on the real dataset).",
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "off"]),
+    default="auto",
+    show_default=True,
+    help="Mixed precision: auto = float16 + GradScaler on CUDA, float32 on CPU; bf16 = bfloat16 autocast.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint written after every epoch (default: --out with the suffix .ckpt).",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["lite", "resnet"]),
+    default="lite",
+    show_default=True,
+    help="lite: the shipped CenterNet-lite (0.26M parameters); resnet: ResNet-style backbone (1.6M).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue a stopped run from its checkpoint (same settings), as if it had never stopped.",
+)
 def train(
     data_dir: Path,
     out: Path,
@@ -500,8 +532,16 @@ def train(
     truth_labels: bool,
     flip_tta: bool,
     card: Path | None,
+    num_workers: int,
+    amp: str,
+    checkpoint: Path | None,
+    arch: str,
+    resume: bool,
 ) -> None:
-    """Train the 3-slice detector on DATA_DIR (needs the [train] extra) and export it to ONNX."""
+    """Train the 3-slice detector on DATA_DIR (needs the [train] extra) and export it to ONNX.
+
+    Several GPUs: `torchrun --nproc_per_node N -m app.cli train ...` (DistributedDataParallel).
+    """
     from app.detection.commands import run_train
 
     if crop % 32 or not 64 <= crop <= 512:
@@ -526,9 +566,16 @@ def train(
             flip_tta=flip_tta,
             card=card,
             command=" ".join(["lesion-review", *sys.argv[1:]]),
+            num_workers=num_workers,
+            amp=amp,
+            checkpoint=checkpoint,
+            resume=resume,
+            arch=arch,
         )
     except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if not info.get("is_main", True):
+        return  # another torchrun rank: rank 0 exports and reports
     click.echo(f"wrote {info['out']} ({info['model_version']}) and {info['card']}")
     for split in ("val", "test"):
         sens = info[f"{split}_result"]["sensitivity"]

@@ -234,6 +234,8 @@ class Prediction(Out):
 
     id: int
     box: Box
+    # Proposed long axis then short axis end points, original pixels; accepting the prediction keeps them.
+    recist: Recist | None = None
     score: float
     model_version: str
     status: str

@@ -292,6 +292,8 @@ class Prediction(Base):
     model_version: Mapped[str] = mapped_column(String(128))
     box: Mapped[list[Any]] = mapped_column(JSON)
     score: Mapped[float] = mapped_column(Float)
+    # Proposed RECIST end points (app.detection.recist); None for runs stored before proposals existed.
+    recist: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | accepted | rejected
     matches_annotation: Mapped[bool] = mapped_column(Boolean, default=False)
     lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id"), nullable=True)

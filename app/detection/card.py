@@ -66,8 +66,13 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         SYNTHETIC_WARNING if synthetic else "Trained on the data described below. Not a medical device.",
         "",
         "## What it is",
-        f"- A CenterNet-style one-stage lesion detector, {info.get('parameters', 0):,} parameters: a small "
-        "conv backbone to stride 32, a top-down neck to stride 4, heatmap + log-size + offset heads.",
+        f"- A CenterNet-style one-stage lesion detector, {info.get('parameters', 0):,} parameters: "
+        + (
+            "a ResNet-style backbone (basic blocks) to stride 32"
+            if cfg.get("arch") == "resnet"
+            else "a small conv backbone to stride 32"
+        )
+        + ", a top-down neck to stride 4, heatmap + log-size + offset heads.",
         "- Decoding is inside the ONNX graph (3x3 max-pool peak picking + TopK 100), "
         "no NonMaxSuppression op."
         + (
@@ -83,6 +88,8 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         "network-input pixels; `app.detection` maps them back to original pixels.",
         "- The same contract is stored in the file's ONNX metadata (contract 2: every preprocessing step) "
         "and honoured on every load; docs/detector-contract.md says how to bring your own model.",
+        "- Each prediction gets a proposed RECIST (long and short axis) from the key slice's HU after the "
+        "graph (app.detection.recist); bench/bench_recist.py measures its long-axis error on phantoms.",
         "",
         "## Data",
         f"- Training data: {info.get('training_data', '')}",

@@ -44,13 +44,16 @@ def _task(file_name: Any, sx: Any, sy: Any, sz: Any) -> SliceTask:
 
 
 def encode_detections(detections: Sequence[Detection]) -> str:
-    """Boxes and scores as JSON text: Python's float repr reads back to the very same float."""
-    return json.dumps([[*d.box, d.score] for d in detections])
+    """Boxes, scores and RECIST proposals as JSON text: Python's float repr reads back to the same float."""
+    return json.dumps([[*d.box, d.score, *(d.recist or ())] for d in detections])
 
 
 def decode_detections(text: str) -> tuple[Detection, ...]:
-    """The inverse of encode_detections."""
-    return tuple(Detection((r[0], r[1], r[2], r[3]), r[4]) for r in json.loads(text))
+    """The inverse of encode_detections (a row of 5 numbers has no RECIST proposal, one of 13 has)."""
+    return tuple(
+        Detection((r[0], r[1], r[2], r[3]), r[4], tuple(r[5:13]) if len(r) > 5 else None)
+        for r in json.loads(text)
+    )
 
 
 class SliceDetectorActor:

@@ -93,6 +93,11 @@ def run_evaluate(
     )
 
 
+def checkpoint_path(out: Path) -> Path:
+    """Where a training run for `out` keeps its resumable checkpoint by default."""
+    return out.with_suffix(".ckpt")
+
+
 def run_train(
     data_dir: Path,
     out: Path,
@@ -114,8 +119,16 @@ def run_train(
     card: Path | None = None,
     command: str = "",
     progress: bool = True,
+    num_workers: int = 0,
+    amp: str = "auto",
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    arch: str = "lite",
 ) -> dict[str, Any]:
-    """Train, export to ONNX with the contract metadata, evaluate with ONNX Runtime, write the card."""
+    """Train, export to ONNX with the contract metadata, evaluate with ONNX Runtime, write the card.
+
+    Under torchrun every rank trains; rank 0 alone exports, and the others answer {"is_main": False}.
+    """
     try:
         from app.detection.train.export import export_onnx, write_reference
         from app.detection.train.loop import TrainConfig, train
@@ -139,8 +152,15 @@ def run_train(
         init=str(init) if init else "",
         truth_labels=truth_labels,
         flip_tta=flip_tta,
+        num_workers=num_workers,
+        amp=amp,
+        checkpoint=str(checkpoint if checkpoint is not None else checkpoint_path(out)),
+        resume=resume,
+        arch=arch,
     )
     result = train(data_dir, config, val_dir=val_dir, extra_train_dirs=extra_train_dirs, progress=progress)
+    if not result.is_main:
+        return {"is_main": False}
     synthetic = is_synthetic_dataset(data_dir)
     version = model_version or f"{out.stem}-s{seed}-{datetime.now(UTC):%Y%m%d%H%M}"
     kind = (

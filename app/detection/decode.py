@@ -14,14 +14,19 @@ MIN_SIDE_PX = 1.0
 
 @dataclass(frozen=True)
 class Detection:
-    """One predicted lesion: box [x1,y1,x2,y2] in original pixels and a score in 0..1."""
+    """One predicted lesion: box [x1,y1,x2,y2] in original pixels, a score in 0..1, a proposed RECIST."""
 
     box: tuple[float, float, float, float]
     score: float
+    # Long axis end points, then short axis end points, in original pixels (app.detection.recist).
+    recist: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
-        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 4)}
+        out: dict[str, object] = {"box": [round(v, 2) for v in self.box], "score": round(self.score, 4)}
+        if self.recist is not None:
+            out["recist"] = [round(v, 2) for v in self.recist]
+        return out
 
 
 def decode_output(raw: np.ndarray, transform: Transform, threshold: float = 0.05) -> list[Detection]:

@@ -265,12 +265,19 @@ def load_context(
     return np.stack(channels)
 
 
+def load_key_context(
+    store: Any, file_name: str, spacing_mm: Sequence[float], pre: Preprocessing = DEFAULT_PREPROCESSING
+) -> tuple[np.ndarray, float]:
+    """A key slice's (C,H,W) HU context at the model's offsets and its pixel spacing, from a SliceStore."""
+    if len(spacing_mm) < 1:
+        raise ValueError("spacing_mm needs at least the pixel spacing")
+    dz = float(spacing_mm[2]) if len(spacing_mm) >= 3 else None
+    return load_context(store, file_name, dz, pre.slice_offsets_mm), float(spacing_mm[0])
+
+
 def preprocess_key_slice(
     store: Any, file_name: str, spacing_mm: Sequence[float], pre: Preprocessing = DEFAULT_PREPROCESSING
 ) -> tuple[np.ndarray, Transform]:
     """Load a key slice's slice context from a SliceStore and prepare the network input."""
-    if len(spacing_mm) < 1:
-        raise ValueError("spacing_mm needs at least the pixel spacing")
-    dz = float(spacing_mm[2]) if len(spacing_mm) >= 3 else None
-    ctx = load_context(store, file_name, dz, pre.slice_offsets_mm)
-    return prepare_input(ctx, float(spacing_mm[0]), pre)
+    ctx, pixel_mm = load_key_context(store, file_name, spacing_mm, pre)
+    return prepare_input(ctx, pixel_mm, pre)

@@ -17,9 +17,10 @@ from app.detection.errors import InferenceError, ModelLoadError
 from app.detection.preprocess import (
     DEFAULT_PREPROCESSING,
     Preprocessing,
+    load_key_context,
     prepare_input,
-    preprocess_key_slice,
 )
+from app.detection.recist import with_recist
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +174,18 @@ class Detector:
     ) -> list[Detection]:
         """Detect on an already loaded (C,H,W) HU context (the slices at the model's offsets)."""
         x, transform = prepare_input(context_hu, pixel_spacing_mm, self.preprocessing)
-        return decode_output(self.infer(x), transform, threshold)
+        dets = decode_output(self.infer(x), transform, threshold)
+        return with_recist(dets, np.asarray(context_hu)[self.preprocessing.key_channel])
 
     def predict(
         self, file_name: str, store: Any, *, spacing_mm: Sequence[float], threshold: float = 0.05
     ) -> list[Detection]:
-        """Load the 3-slice context of a key slice, infer, and return boxes in original pixels."""
+        """Load the slice context of a key slice, infer; boxes and RECIST proposals in original pixels."""
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within 0..1, got {threshold}")
         start = time.perf_counter()
-        x, transform = preprocess_key_slice(store, file_name, spacing_mm, self.preprocessing)
-        dets = decode_output(self.infer(x), transform, threshold)
+        ctx, pixel_mm = load_key_context(store, file_name, spacing_mm, self.preprocessing)
+        dets = self.predict_context(ctx, pixel_mm, threshold=threshold)
         log.debug(
             "predict %s: %d boxes in %.1f ms", file_name, len(dets), (time.perf_counter() - start) * 1e3
         )

@@ -18,6 +18,7 @@ from app.deeplesion.store import parse_file_name
 from app.detection.errors import DetectionError, InferenceError
 from app.review.corrections import (
     bump_version,
+    check_geometry,
     check_lesion_type,
     finish_step,
     get_key_slice,
@@ -58,6 +59,7 @@ def _add_run(
                 key_slice_id=ks.id,
                 model_version=model_version,
                 box=box,
+                recist=_proposal(det),
                 score=float(det.score),
                 status="pending",
                 matches_annotation=matches_any(box, lesion_boxes),
@@ -85,7 +87,7 @@ def store_predictions(
     threshold: float | None = None,
     commit: bool = True,
 ) -> list[dict[str, Any]]:
-    """Store detections (objects with .box and .score) and record the run, unless this version ran here."""
+    """Store detections (.box, .score, optional .recist) and record the run, unless this version ran here."""
     ks = get_key_slice(session, file_name)
     if _run(session, ks.id, model_version) is None:
         _add_run(session, ks, model_version, detections, threshold)
@@ -99,6 +101,23 @@ def store_predictions(
     if commit:
         session.commit()
     return list_predictions(session=session, file_name=file_name, model_version=model_version)
+
+
+def _proposal(det: Any) -> list[float] | None:
+    """The detection's proposed RECIST as stored (None when its detector proposes none)."""
+    recist = getattr(det, "recist", None)
+    return None if recist is None else [round(float(v), 2) for v in recist]
+
+
+def _accepted_recist(ks: KeySlice, pred: Prediction, box: list[float]) -> list[float] | None:
+    """The prediction's proposed RECIST checked against the image; None (a box-only lesion) when unusable."""
+    if pred.recist is None:
+        return None
+    try:
+        recist, _ = check_geometry(ks, list(pred.recist), box)
+    except (DeepLesionError, InvalidInputError):
+        return None
+    return recist
 
 
 # A batch that lost a race to a concurrent writer is retried without the key slices it stored meanwhile.
@@ -217,7 +236,7 @@ def accept(
     lesion_type: int | None = None,
     allow_duplicate: bool = False,
 ) -> dict[str, Any]:
-    """Turn a prediction into a box-only lesion (origin prediction, with model version and score).
+    """Turn a prediction into a lesion (origin prediction) measured by its RECIST proposal, else box-only.
 
     A prediction that hits a current lesion of the key slice would add it twice: refused unless
     allow_duplicate (the viewer asks the reviewer first).
@@ -239,7 +258,7 @@ def accept(
         ks,
         user,
         origin=ORIGIN_PREDICTION,
-        recist=None,
+        recist=_accepted_recist(ks, pred, box),
         box=box,
         lesion_type=kind,
         slice_index=ks.key_slice_index,

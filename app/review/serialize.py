@@ -186,6 +186,7 @@ def prediction_dict(
     return {
         "id": pred.id,
         "box": [float(v) for v in pred.box],
+        "recist": [float(v) for v in pred.recist] if pred.recist is not None else None,
         "score": float(pred.score),
         "model_version": pred.model_version,
         "status": pred.status,

@@ -426,7 +426,8 @@ function drawOverlay() {
     const selected = state.selected && state.selected.kind === "prediction" && state.selected.id === prediction.id;
     // A prediction on a lesion that is already marked is drawn dashed and says so: accepting it asks first.
     const dup = prediction.matches_annotation ? " · = a marked lesion" : "";
-    drawGeometry(ctx, { box: prediction.box }, PALETTE.predicted, {
+    // The proposed RECIST axes, which accepting the prediction keeps as the lesion's measurement.
+    drawGeometry(ctx, { box: prediction.box, recist: prediction.recist }, PALETTE.predicted, {
       selected, dashed: prediction.matches_annotation, labelBelow: true,
       label: `AI ${prediction.score.toFixed(2)}${dup}${selected ? " · Enter accept · Del reject" : ""}`,
     });

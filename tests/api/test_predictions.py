@@ -20,6 +20,11 @@ KS = "000001_01_01_108.png"
 class Det:
     box: tuple[float, float, float, float]
     score: float
+    recist: tuple[float, ...] | None = None
+
+
+# The RECIST the fake detector proposes for its 0.07 box (1, 1, 9, 9): long axis 6 px, short 4 px.
+PROPOSAL = (2.0, 5.0, 8.0, 5.0, 5.0, 3.0, 5.0, 7.0)
 
 
 @dataclass
@@ -32,6 +37,7 @@ class FakeDetector:
     synthetic: bool = True
     calls: list[str] = field(default_factory=list)
     found_nothing: bool = False
+    proposal: tuple[float, ...] | None = PROPOSAL
 
     def predict(self, file_name: str, store: Any, *, spacing_mm: Any, threshold: float = 0.05) -> list[Det]:
         self.calls.append(file_name)
@@ -40,7 +46,7 @@ class FakeDetector:
         found = [
             Det(tuple(self.lesion_box), 0.9),
             Det((100.0, 5.0, 120.0, 25.0), 0.6),
-            Det((1, 1, 9, 9), 0.07),
+            Det((1, 1, 9, 9), 0.07, self.proposal),
         ]  # type: ignore[arg-type]
         return [d for d in found if d.score >= threshold]
 
@@ -148,6 +154,38 @@ def test_accept_creates_a_prediction_lesion_and_undo_reverts_it(model_api: tuple
     undone = api.write("POST", f"/api/key-slices/{KS}/undo").json()["key_slice"]  # type: ignore[attr-defined]
     assert lesion["id"] not in [le["id"] for le in undone["lesions"]]
     assert next(p for p in undone["predictions"] if p["id"] == missed["id"])["status"] == "pending"
+
+
+def test_an_accepted_prediction_is_measured_by_its_recist_proposal(
+    model_api: tuple[Api, FakeDetector],
+) -> None:
+    api, _ = model_api
+    preds = predict(api, 0.05)["key_slice"]["predictions"]
+    small = next(p for p in preds if p["score"] == 0.07)
+    assert small["recist"] == list(PROPOSAL)
+    assert [p["recist"] for p in preds if p["score"] != 0.07] == [None, None]
+    r = api.write("POST", f"/api/predictions/{small['id']}/accept", json={"version": small["version"]})
+    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
+    result = r.json()  # type: ignore[attr-defined]
+    lesion = next(le for le in result["key_slice"]["lesions"] if le["id"] == result["lesion_id"])
+    assert lesion["measured"] is True and lesion["current"]["recist"] == list(PROPOSAL)
+    assert lesion["current"]["box"] == small["box"]
+    spacing = result["key_slice"]["spacing_mm"][0]
+    assert lesion["current"]["long_axis_mm"] == pytest.approx(6.0 * spacing, abs=0.01)
+
+
+def test_a_proposal_outside_the_image_leaves_the_accepted_lesion_box_only(
+    model_api: tuple[Api, FakeDetector],
+) -> None:
+    api, detector = model_api
+    detector.model_version = "fake-outside-1"
+    detector.proposal = (-40.0, 5.0, 8.0, 5.0, 5.0, 3.0, 5.0, 7.0)
+    small = next(p for p in predict(api, 0.05)["key_slice"]["predictions"] if p["score"] == 0.07)
+    r = api.write("POST", f"/api/predictions/{small['id']}/accept", json={"version": small["version"]})
+    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
+    result = r.json()  # type: ignore[attr-defined]
+    lesion = next(le for le in result["key_slice"]["lesions"] if le["id"] == result["lesion_id"])
+    assert lesion["measured"] is False and lesion["current"]["recist"] is None
 
 
 def test_reject_and_stale_accept(model_api: tuple[Api, FakeDetector]) -> None:

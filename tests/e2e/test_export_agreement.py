@@ -129,7 +129,12 @@ def test_edit_confirm_flag_context_add_accept_reject_undo_redo_reach_the_exports
     assert flagged["flag"]["note"] == "rim, not the lesion" and flagged["edited"] and flagged["confirmed"]
     assert flagged["layer"] == "corrected"
     assert any(le["current"]["slice_index"] == key + 2 for le in shown)
-    assert any(le["origin"] == "prediction" and not le["measured"] for le in shown)
+    # Accepting keeps the prediction's RECIST proposal: the lesion is measured (and exported so below).
+    accepted = [le for le in shown if le["origin"] == "prediction"]
+    proposals = {p["id"]: p["recist"] for p in viewer_eval(page, f"{KS_STATE}.predictions")}
+    assert accepted and all(
+        le["measured"] and le["current"]["recist"] == proposals[le["prediction"]["id"]] for le in accepted
+    )
 
     # The admin downloads the exports; every lesion the viewer shows is there, exactly as shown.
     admin = browser.new_context(base_url=server.url)

@@ -187,3 +187,139 @@ def test_flip_averaging_decodes_the_same_box_as_a_perfect_model_and_its_mirror()
     np.testing.assert_allclose(plain[:4], box[0], atol=1e-3)
     np.testing.assert_allclose(averaged[:4], box[0], atol=1e-3)
     assert averaged[4] > 0.99
+
+
+def _weights(model: object) -> list[np.ndarray]:
+    return [p.detach().numpy().copy() for p in model.state_dict().values()]  # type: ignore[attr-defined]
+
+
+def test_mixed_precision_switch_follows_the_device_and_mode() -> None:
+    import torch
+
+    from app.detection.train.loop import autocast_dtype
+
+    assert autocast_dtype(torch.device("cpu"), "auto") == (None, False)
+    assert autocast_dtype(torch.device("cuda", 0), "auto") == (torch.float16, True)
+    assert autocast_dtype(torch.device("cuda", 0), "off") == (None, False)
+    assert autocast_dtype(torch.device("cpu"), "bf16") == (torch.bfloat16, False)
+    with pytest.raises(ValueError, match="mixed-precision mode 'fp8'"):
+        autocast_dtype(torch.device("cpu"), "fp8")
+
+
+def test_a_killed_run_resumed_from_its_checkpoint_ends_with_the_same_weights(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from app.detection.train.loop import TrainConfig, train
+
+    def cfg(name: str, resume: bool = False) -> TrainConfig:
+        return TrainConfig(
+            epochs=2, iters_per_epoch=2, batch_size=2, crop=64, seed=7, max_train_slices=4,
+            checkpoint=str(tmp_path / name), resume=resume,
+        )  # fmt: skip
+
+    whole = train(tiny_dataset, cfg("whole.ckpt"), progress=False)
+
+    def kill(entry: dict[str, object]) -> None:
+        if entry["epoch"] == 1:
+            raise KeyboardInterrupt  # the run dies right after its first epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_dataset, cfg("split.ckpt"), progress=False, on_epoch=kill)
+    resumed = train(tiny_dataset, cfg("split.ckpt", resume=True), progress=False)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert resumed.best_epoch == whole.best_epoch
+    for a, b in zip(_weights(whole.model), _weights(resumed.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = TrainConfig(**{**cfg("split.ckpt", resume=True).__dict__, "lr": 1e-3})
+    with pytest.raises(ValueError, match="other settings \\(lr\\)"):
+        train(tiny_dataset, other, progress=False)
+
+
+def test_decoding_in_dataloader_workers_trains_like_the_in_memory_cache(tiny_dataset: Path) -> None:
+    from app.detection.train.loop import TrainConfig, train
+
+    base = dict(epochs=1, iters_per_epoch=2, batch_size=2, crop=64, seed=3, max_train_slices=4)
+    cached = train(tiny_dataset, TrainConfig(**base), progress=False)  # type: ignore[arg-type]
+    workers = train(
+        tiny_dataset,
+        TrainConfig(**base, num_workers=2, cache_slices=0),  # type: ignore[arg-type]
+        progress=False,
+    )
+    assert workers.history[0]["loss"] == cached.history[0]["loss"]
+    for a, b in zip(_weights(cached.model), _weights(workers.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The same run under bfloat16 autocast trains too (the CUDA float16 path is the same code with a scaler).
+    bf16 = train(tiny_dataset, TrainConfig(**base, amp="bf16"), progress=False)  # type: ignore[arg-type]
+    assert math.isfinite(bf16.history[0]["loss"]) and bf16.history[0]["loss"] != cached.history[0]["loss"]
+
+
+def _ddp_rank(rank: int, data: str, out: str, port: int) -> None:
+    import os
+
+    import torch
+
+    from app.detection.train.loop import TrainConfig, train
+
+    os.environ.update(
+        {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
+         "LOCAL_RANK": str(rank)}
+    )  # fmt: skip
+    cfg = TrainConfig(epochs=1, iters_per_epoch=2, batch_size=4, crop=64, seed=3, max_train_slices=4,
+                      threads=1, checkpoint=f"{out}/ddp.ckpt")  # fmt: skip
+    res = train(Path(data), cfg, progress=False)
+    # The last weights, not the selected ones: rank 0 alone validates and selects.
+    last = torch.load(f"{out}/ddp.ckpt", weights_only=False)["model"] if rank == 0 else None
+    torch.save({"main": res.is_main, "world": res.world_size, "ckpt": last, "model": res.model.state_dict()},
+               f"{out}/rank{rank}.pt")  # fmt: skip
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_train_one_model_as_torchrun_would(tiny_dataset: Path, tmp_path: Path) -> None:
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(
+        _ddp_rank, args=(str(tiny_dataset), str(tmp_path), port), nprocs=2, start_method="spawn"
+    )
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert (r0["main"], r1["main"], r0["world"], r1["world"]) == (True, False, 2, 2)
+    # DistributedDataParallel keeps the ranks' weights identical (BatchNorm statistics stay per rank).
+    weights = [
+        k for k in r1["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
+    assert len(weights) > 20
+    for k in weights:
+        assert torch.equal(r1["model"][k], r0["ckpt"][k]), k
+
+
+def test_the_resnet_architecture_exports_under_the_contract_and_onnx_runtime_agrees(tmp_path: Path) -> None:
+    import torch
+
+    from app.detection.reference import TOLERANCE, parity_error, reference_input
+    from app.detection.runtime import Detector
+    from app.detection.train.export import export_onnx
+    from app.detection.train.model import FlipAveraged, build_model, count_macs, count_parameters
+
+    torch.manual_seed(0)
+    model = build_model("resnet")
+    assert count_parameters(model) > 5 * count_parameters(build_model("lite"))
+    served = FlipAveraged(model).eval()
+    out = export_onnx(
+        served, tmp_path / "r.onnx", model_version="resnet-test", synthetic=True, training_data="x"
+    )
+    det = Detector.load(out, device="cpu")
+    x = reference_input(0)
+    with torch.no_grad():
+        want = served(torch.from_numpy(x)).numpy()
+    assert parity_error(det.infer(x), want) <= TOLERANCE
+    # The MAC count of one 3x3 conv, 3 -> 8 channels, stride 2 on 16x16: 8x8 outputs x 8 x 3 x 9.
+    conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    assert count_macs(conv, (1, 3, 16, 16)) == 8 * 8 * 8 * 3 * 9
+    with pytest.raises(ValueError, match="unknown architecture 'vit'"):
+        build_model("vit")

@@ -1,0 +1,182 @@
+"""RECIST proposals for detector boxes: segment the lesion in the box on the HU slice, then measure it.
+
+A documented post-processing step, not part of the graph, so every model under the contract gets it:
+1. the box without the dataset's padding is the lesion's extent; a ring around it is its surroundings;
+2. the lesion's HU is the median of the box centre, the surroundings' the median of the ring; pixels on
+   the lesion's side of their midpoint (after a mean over a few % of the box) are lesion candidates;
+3. the candidates within an ellipse a margin larger than the box, holes filled, opened (cuts bridges to
+   touching tissue of like HU), the part connected to the box centre;
+4. long axis: the longest diameter of that region (the farthest pair of its pixels, edge to edge);
+   short axis: the longest chord perpendicular to it (RECIST 1.1's definitions; the rule that measures
+   the phantoms' truth, app.deeplesion.synth.lesions.measure_recist).
+When the slice gives no usable region (too little contrast, a region far smaller than the box), and for
+the detections of a slice after its best SEGMENTED_PER_SLICE, the proposal is the box's: axes along its
+unpadded sides through its centre.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.deeplesion.schema import BOX_PADDING_PX
+from app.deeplesion.synth.lesions import measure_recist
+from app.detection.decode import Detection
+
+Recist = tuple[float, float, float, float, float, float, float, float]
+# Lesion and surroundings must differ by this much (HU) for the segmentation to be trusted.
+MIN_CONTRAST_HU = 12.0
+# The ring of surroundings, as a fraction of the box's longer side (at least RING_MIN_PX).
+RING_FRACTION = 0.35
+RING_MIN_PX = 4
+# The segmented region may reach this far (fraction of the box side) outside the unpadded box.
+MARGIN_FRACTION = 0.15
+# Detections of one slice whose proposal is segmented (a few ms each); the rest get the box's axes, which
+# keeps a slice with many low scores within the latency target.
+SEGMENTED_PER_SLICE = 10
+# Radius of the smoothing mean, as a fraction of the box's shorter semi-axis (at least 1 px).
+SMOOTH_FRACTION = 0.08
+# Radius of the opening, as a fraction of the box's shorter semi-axis.
+OPENING_FRACTION = 0.25
+# A region covering less than this fraction of the box's inscribed ellipse is noise, not the lesion.
+MIN_FILL = 0.2
+
+
+def box_recist(box: Sequence[float], pad: float = BOX_PADDING_PX) -> Recist:
+    """The fallback proposal: long and short axis along the unpadded box's sides, through its centre."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 - x1 > 2 * pad + 1:
+        x1, x2 = x1 + pad, x2 - pad
+    if y2 - y1 > 2 * pad + 1:
+        y1, y2 = y1 + pad, y2 - pad
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    horizontal = (x1, cy, x2, cy)
+    vertical = (cx, y1, cx, y2)
+    long_axis, short_axis = (horizontal, vertical) if x2 - x1 >= y2 - y1 else (vertical, horizontal)
+    return (*long_axis, *short_axis)
+
+
+def _box_mean(a: np.ndarray, radius: int) -> np.ndarray:
+    """(2r+1)^2 mean with edges replicated: takes the edge off CT noise and texture before thresholding."""
+    size = 2 * radius + 1
+    p = np.pad(a.astype(np.float64), radius, mode="edge")
+    csum = np.pad(p.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    h, w = a.shape
+    total = csum[size:, size:] - csum[:-size, size:] - csum[size:, :-size] + csum[:-size, :-size]
+    return np.asarray(total[:h, :w] / (size * size), dtype=np.float32)
+
+
+def _grow(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The pixels of `allowed` 4-connected to `seed` (geodesic dilation until nothing changes)."""
+    region = seed & allowed
+    while True:
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= allowed
+        if np.array_equal(grown, region):
+            return region
+        region = grown
+
+
+def _square(mask: np.ndarray, radius: int, *, erode: bool) -> np.ndarray:
+    """Binary erosion or dilation by a (2r+1) square, the outside counting as background."""
+    size = 2 * radius + 1
+    csum = np.pad(np.pad(mask.astype(np.int32), radius).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    h, w = mask.shape
+    window = (csum[size:, size:] - csum[:-size, size:] - csum[size:, :-size] + csum[:-size, :-size])[:h, :w]
+    return np.asarray(window == size * size if erode else window > 0)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every background part that does not reach the border filled in."""
+    border = np.zeros_like(mask)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    outside = _grow(border & ~mask, ~mask)
+    return np.asarray(~outside)
+
+
+def segment_lesion(
+    hu: np.ndarray, box: Sequence[float], pad: float = BOX_PADDING_PX
+) -> tuple[np.ndarray, int, int] | None:
+    """The lesion in `box` as a mask window and its (col0, row0) on the slice; None when it shows none."""
+    img = np.asarray(hu, dtype=np.float32)
+    h, w = img.shape
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 - x1 > 2 * pad + 2:
+        x1, x2 = x1 + pad, x2 - pad
+    if y2 - y1 > 2 * pad + 2:
+        y1, y2 = y1 + pad, y2 - pad
+    side = max(x2 - x1, y2 - y1, 1.0)
+    ring = max(RING_MIN_PX, math.ceil(RING_FRACTION * side))
+    c0, r0 = max(0, math.floor(x1) - ring), max(0, math.floor(y1) - ring)
+    c1, r1 = min(w, math.ceil(x2) + ring + 1), min(h, math.ceil(y2) + ring + 1)
+    if c1 - c0 < 3 or r1 - r0 < 3:
+        return None
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    ax, ay = max((x2 - x1) / 2, 0.5), max((y2 - y1) / 2, 0.5)
+    crop = _box_mean(img[r0:r1, c0:c1], max(1, round(SMOOTH_FRACTION * min(ax, ay))))
+    yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    ell = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
+    centre = ell <= 0.3**2
+    if not centre.any():
+        centre = ell <= ell.min()
+    inside_box = (xx >= x1 - 0.5) & (xx <= x2 + 0.5) & (yy >= y1 - 0.5) & (yy <= y2 + 0.5)
+    surround = ~inside_box
+    if surround.sum() < 8:
+        return None
+    lesion_hu = float(np.median(crop[centre]))
+    around_hu = float(np.median(crop[surround]))
+    if abs(lesion_hu - around_hu) < MIN_CONTRAST_HU:
+        return None
+    mid = (lesion_hu + around_hu) / 2
+    candidate = crop >= mid if lesion_hu > around_hu else crop <= mid
+    mx, my = MARGIN_FRACTION * (x2 - x1) + 1, MARGIN_FRACTION * (y2 - y1) + 1
+    # The lesion is roundish: an ellipse a margin larger than the box's bounds where it may reach.
+    candidate &= ((xx - cx) / (ax + mx)) ** 2 + ((yy - cy) / (ay + my)) ** 2 <= 1.0
+    candidate = _fill_holes(candidate)
+    # An opening cuts the bridges through which the region would leak into touching tissue of like HU.
+    radius = max(1, round(OPENING_FRACTION * min(ax, ay)))
+    core = _square(candidate, radius, erode=True)
+    seed = _grow(centre & core, core)
+    if not seed.any():
+        seed = _grow(centre & candidate, candidate)
+        region = seed
+    else:
+        region = _square(seed, radius, erode=False) & candidate
+    region = _fill_holes(region)
+    area = float(region.sum())
+    if area < MIN_FILL * math.pi * ax * ay or area < 3:
+        return None
+    rows, cols = np.nonzero(region)
+    return region[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1], c0 + cols.min(), r0 + rows.min()
+
+
+def propose_recist(hu: np.ndarray, box: Sequence[float], pad: float = BOX_PADDING_PX) -> Recist:
+    """RECIST end points (long axis, then short axis; original pixels) proposed for a box on a HU slice."""
+    img = np.asarray(hu)
+    found = segment_lesion(img, box, pad)
+    if found is None:
+        rec = box_recist(box, pad)
+    else:
+        inside, c0, r0 = found
+        # The one RECIST rule of the project, also the one that measures the phantoms' truth.
+        rec = tuple(float(v) for v in measure_recist(inside, c0, r0))  # type: ignore[assignment]
+    h, w = img.shape
+    clipped = [min(max(v, 0.0), float(w if i % 2 == 0 else h)) for i, v in enumerate(rec)]
+    return (clipped[0], clipped[1], clipped[2], clipped[3], clipped[4], clipped[5], clipped[6], clipped[7])
+
+
+def with_recist(
+    detections: Sequence[Detection], key_hu: np.ndarray, segmented: int = SEGMENTED_PER_SLICE
+) -> list[Detection]:
+    """The detections, each with a RECIST proposal: segmented for the best `segmented`, box-based after."""
+    return [
+        dataclasses.replace(d, recist=propose_recist(key_hu, d.box) if i < segmented else box_recist(d.box))
+        for i, d in enumerate(detections)
+    ]

@@ -1,0 +1,120 @@
+"""RECIST proposals: segmented long and short axis of the lesion in a box, box fallback, runtime plumbing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.deeplesion.geometry import box_from_recist, recist_diameters, validate_recist
+from app.deeplesion.store import SliceStore
+from app.detection.decode import Detection
+from app.detection.recist import SEGMENTED_PER_SLICE, box_recist, propose_recist, with_recist
+from app.detection.runtime import Detector
+from app.detection.testing import build_tiny_model
+
+SIZE = 256
+
+
+def ellipse_slice(
+    a: float, b: float, angle_deg: float, *, centre: tuple[float, float] = (128.0, 120.0), seed: int = 0
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A noisy 0 HU slice with a 60 HU ellipse (soft 1 px edge) and its true RECIST (its two axes)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    t = math.radians(angle_deg)
+    u = (xx - centre[0]) * math.cos(t) + (yy - centre[1]) * math.sin(t)
+    v = -(xx - centre[0]) * math.sin(t) + (yy - centre[1]) * math.cos(t)
+    dist = (1.0 - np.sqrt((u / a) ** 2 + (v / b) ** 2)) * min(a, b)
+    hu = 60.0 * np.clip(dist + 0.5, 0.0, 1.0) + rng.normal(0.0, 12.0, (SIZE, SIZE))
+    cx, cy = centre
+    ca, sa = math.cos(t), math.sin(t)
+    truth = (
+        cx - a * ca,
+        cy - a * sa,
+        cx + a * ca,
+        cy + a * sa,
+        cx + b * sa,
+        cy - b * ca,
+        cx - b * sa,
+        cy + b * ca,
+    )
+    return hu.astype(np.float32), truth
+
+
+@pytest.mark.parametrize(("a", "b", "angle"), [(20.0, 12.0, 30.0), (9.0, 6.0, 90.0), (35.0, 30.0, -50.0)])
+def test_proposal_measures_the_lesion_within_a_pixel_on_its_true_box(
+    a: float, b: float, angle: float
+) -> None:
+    hu, truth = ellipse_slice(a, b, angle)
+    rec = propose_recist(hu, box_from_recist(truth))
+    long_px, short_px = recist_diameters(rec)
+    assert long_px == pytest.approx(2 * a, abs=1.5)
+    assert short_px == pytest.approx(2 * b, abs=1.5)
+    validate_recist(rec, (SIZE, SIZE))  # inside the image, axes perpendicular
+
+
+def test_proposal_beats_the_box_when_the_detector_box_is_off() -> None:
+    hu, truth = ellipse_slice(20.0, 12.0, 0.0)
+    x1, y1, x2, y2 = box_from_recist(truth)
+    # A detector box shifted by 3 px and 20% too large, as a hit (IoU >= 0.5) may be.
+    grow = 0.1 * (x2 - x1)
+    box = (x1 - grow + 3, y1 - grow + 3, x2 + grow + 3, y2 + grow + 3)
+    long_px = recist_diameters(propose_recist(hu, box))[0]
+    box_long = recist_diameters(box_recist(box))[0]
+    assert abs(long_px - 40.0) <= 2.0 < abs(box_long - 40.0)
+
+
+def test_a_bridge_to_touching_tissue_of_the_same_hu_does_not_leak() -> None:
+    hu, truth = ellipse_slice(15.0, 10.0, 0.0)
+    # An organ of the lesion's HU right of it, joined by a 2 px bridge.
+    hu[100:140, 150:230] += 60.0
+    hu[119:121, 140:152] += 60.0
+    long_px = recist_diameters(propose_recist(hu, box_from_recist(truth)))[0]
+    assert long_px == pytest.approx(30.0, abs=1.5)
+
+
+def test_no_contrast_falls_back_to_the_box_axes() -> None:
+    flat = np.zeros((SIZE, SIZE), dtype=np.float32)
+    box = (40.0, 50.0, 90.0, 80.0)
+    rec = propose_recist(flat, box)
+    assert rec == box_recist(box)
+    # Along the unpadded sides (5 px padding), through the centre.
+    assert rec == (45.0, 65.0, 85.0, 65.0, 65.0, 55.0, 65.0, 75.0)
+
+
+def test_every_detection_gets_a_proposal_and_only_the_best_are_segmented() -> None:
+    hu, truth = ellipse_slice(20.0, 12.0, 30.0)
+    box = box_from_recist(truth)
+    dets = [Detection(box, 0.9 - i * 0.01) for i in range(SEGMENTED_PER_SLICE + 2)]
+    out = with_recist(dets, hu)
+    assert [d.box for d in out] == [d.box for d in dets] and [d.score for d in out] == [d.score for d in dets]
+    assert all(d.recist == propose_recist(hu, box) for d in out[:SEGMENTED_PER_SLICE])
+    assert all(d.recist == box_recist(box) for d in out[SEGMENTED_PER_SLICE:])
+
+
+def test_detector_predict_returns_a_proposal_measured_on_the_key_slice(tmp_path: Path) -> None:
+    hu, truth = ellipse_slice(20.0, 12.0, 30.0, centre=(120.0, 135.0))
+    box = box_from_recist(truth)
+    store = SliceStore(tmp_path / "data")
+    for index in (9, 10, 11):
+        # The neighbours differ, so a proposal measured on the wrong slice would differ too.
+        store.write_hu(f"000001_01_01_{index:03d}.png", (hu if index == 10 else hu * 0).astype(np.int16))
+    rows = np.array([[*box, 0.9]], dtype=np.float32)
+    det = Detector.load(build_tiny_model(tmp_path / "m.onnx", rows=rows))
+    found = det.predict("000001_01_01_010.png", store, spacing_mm=(0.8, 0.8, 2.0))
+    assert len(found) == 1 and found[0].recist is not None
+    assert recist_diameters(found[0].recist)[0] == pytest.approx(40.0, abs=1.5)
+    assert found[0].as_dict()["recist"] == [round(v, 2) for v in found[0].recist]
+
+
+def test_the_cluster_encoding_carries_the_proposals_back_unchanged() -> None:
+    from app.detection.cluster import decode_detections, encode_detections
+
+    dets = (
+        Detection((1.5, 2.25, 30.0, 40.125), 0.9, (3.0, 20.0, 28.5, 21.0, 15.0, 5.0, 15.25, 36.0)),
+        Detection((5.0, 5.0, 20.0, 20.0), 0.1 + 0.2),
+    )
+    assert decode_detections(encode_detections(dets)) == dets
