@@ -298,7 +298,13 @@ def measure_recist(
     bnd = np.stack([bc + col0, br + row0], axis=1).astype(np.float64)
     diff = bnd[:, None, :] - bnd[None, :, :]
     d2 = (diff**2).sum(-1)
-    i, j = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    # Among the chords within half a pixel of the longest, take the one through the middle of the mask, as
+    # a reader would: on a pixelated tip several chords tie and the first found may run off-centre.
+    longest = math.sqrt(float(d2.max()))
+    ii, jj = np.nonzero(d2 >= max(0.0, longest - 0.5) ** 2)
+    mid = (bnd[ii] + bnd[jj]) / 2 - pts.mean(axis=0)
+    best_pair = int(np.argmin((mid**2).sum(-1)))
+    i, j = int(ii[best_pair]), int(jj[best_pair])
     p, q = bnd[i], bnd[j]
     if d2[i, j] == 0:
         q = p + np.array([1.0, 0.0])
