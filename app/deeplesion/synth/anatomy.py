@@ -279,24 +279,26 @@ class Phantom:
             b = float(rng.uniform(1.5, 4.5))
             a = b * float(rng.uniform(1.1, 2.0))
             fatty = float(rng.random() < 0.3 and b > 2.5)
-            out.append([x, y, z, a, b, float(rng.uniform(3.0, 8.0)), float(rng.uniform(0, math.pi)), fatty])
+            out.append([x, y, z, a, b, float(rng.uniform(4.0, 10.0)), float(rng.uniform(0, math.pi)), fatty])
 
-        # Station: (count range, z range, x range, y range) in reference mm; y given relative to the spine.
-        for lo, hi, z0, z1, x0, x1, dy0, dy1 in (
-            (3, 7, 60.0, 150.0, -22.0, 28.0, -75.0, -45.0),  # mediastinal (pretracheal, prevascular)
-            (1, 3, 110.0, 140.0, -48.0, -38.0, -30.0, -18.0),  # right hilum
-            (1, 3, 110.0, 140.0, 38.0, 48.0, -30.0, -18.0),  # left hilum
-            (3, 7, 330.0, 450.0, -44.0, -36.0, -34.0, -20.0),  # right paracaval
-            (3, 7, 330.0, 450.0, 24.0, 34.0, -34.0, -20.0),  # left para-aortic
-            (5, 12, 350.0, 520.0, -60.0, 60.0, -80.0, -45.0),  # mesenteric
-            (2, 5, 480.0, 600.0, -70.0, -45.0, -30.0, -5.0),  # right iliac
-            (2, 5, 480.0, 600.0, 45.0, 70.0, -30.0, -5.0),  # left iliac
-            (2, 4, 610.0, 650.0, -75.0, -55.0, -115.0, -100.0),  # right inguinal
-            (2, 4, 610.0, 650.0, 55.0, 75.0, -115.0, -100.0),  # left inguinal
+        # Station: count range, z, x and y ranges (reference mm); abdominal y is relative to the spine.
+        for lo, hi, z0, z1, x0, x1, y0, y1, spine in (
+            (2, 4, 50.0, 100.0, -10.0, 20.0, -56.0, -44.0, False),  # prevascular
+            (1, 3, 40.0, 95.0, -20.0, -13.0, -8.0, 6.0, False),  # right paratracheal
+            (1, 2, 95.0, 110.0, 14.0, 24.0, -14.0, -4.0, False),  # aortopulmonary window
+            (1, 2, 122.0, 142.0, -2.0, 10.0, 2.0, 14.0, False),  # subcarinal
+            (3, 7, 330.0, 450.0, -44.0, -36.0, -34.0, -20.0, True),  # right paracaval
+            (3, 7, 330.0, 450.0, 24.0, 34.0, -34.0, -20.0, True),  # left para-aortic
+            (8, 16, 350.0, 520.0, -60.0, 60.0, -80.0, -45.0, True),  # mesenteric
+            (2, 5, 480.0, 600.0, -70.0, -45.0, -30.0, -5.0, True),  # right iliac
+            (2, 5, 480.0, 600.0, 45.0, 70.0, -30.0, -5.0, True),  # left iliac
+            (2, 4, 610.0, 650.0, -75.0, -55.0, -115.0, -100.0, True),  # right inguinal
+            (2, 4, 610.0, 650.0, 55.0, 75.0, -115.0, -100.0, True),  # left inguinal
         ):
             for _ in range(int(rng.integers(lo, hi + 1))):
                 z = float(rng.uniform(z0, z1))
-                add(float(rng.uniform(x0, x1)), self.vb(z)[0] + float(rng.uniform(dy0, dy1)), z)
+                y = float(rng.uniform(y0, y1)) + (self.vb(z)[0] if spine else 0.0)
+                add(float(rng.uniform(x0, x1)), y, z)
         return np.array(out, dtype=float).reshape(-1, 8)
 
     def _make_calcs(self, rng: np.random.Generator) -> npt.NDArray[np.float64]:
@@ -523,7 +525,6 @@ class Phantom:
         cv.edge = 1.3 * grid.spacing / self.scale
         frame = self._body(cv, zr)
         self._table(cv, zr)
-        self._nodes(cv, zr)
         self._lungs(cv, zr, frame)
         self._bowel(cv, zr, rng, frame)
         self._abdominal_organs(cv, zr, frame)
@@ -532,6 +533,7 @@ class Phantom:
         self._muscles(cv, zr, frame)
         self._urinary(cv, zr)
         self._pelvic_organs(cv, zr)
+        self._nodes(cv, zr)
         self._bones(cv, zr, frame)
         self._calcifications(cv, zr)
         for lesion in lesions:
@@ -546,7 +548,7 @@ class Phantom:
         return hu, cv.labels
 
     def _nodes(self, cv: Canvas, zr: float) -> None:
-        """Normal lymph nodes cut by the plane, some with a fatty hilum; organs painted later cover them."""
+        """Normal lymph nodes cut by the plane, some with a fatty hilum, drawn only into fat."""
         n = self.nodes
         if len(n) == 0:
             return
@@ -560,17 +562,19 @@ class Phantom:
                 float(row[4]) * f,
                 float(row[6]),
             )
-            cv.ellipse(x, y, a, b, self.enh.node, NODE, angle=ang)
+            if b < 0.8:
+                continue
+            win = cv.window(x - a - 2, x + a + 2, y - a - 2, y + a + 2)
+            if win is None:
+                continue
+            here = cv.hu[win.sy, win.sx]
+            in_fat = ((here > -200.0) & (here < -30.0)).astype(np.float32)
+            alpha = soft(ellipse_dist(win.X, win.Y, x, y, a, b, ang), cv.edge) * in_fat
+            value = np.float32(self.enh.node)
             if row[7] > 0:
-                cv.ellipse(
-                    x + 0.3 * a * math.cos(ang),
-                    y + 0.3 * a * math.sin(ang),
-                    0.45 * a,
-                    0.45 * b,
-                    -60.0,
-                    NODE,
-                    angle=ang,
-                )
+                hilum = soft(ellipse_dist(win.X, win.Y, x, y, 0.5 * a, 0.4 * b, ang), cv.edge)
+                value = value + hilum * np.float32(-60.0 - self.enh.node)
+            cv.paint(win, alpha, value, NODE)
 
     def _calcifications(self, cv: Canvas, zr: float) -> None:
         """Small dense calcifications (plaques, granulomas, phleboliths) as spheres."""
