@@ -570,10 +570,10 @@ class Phantom:
             here = cv.hu[win.sy, win.sx]
             in_fat = ((here > -200.0) & (here < -30.0)).astype(np.float32)
             alpha = soft(ellipse_dist(win.X, win.Y, x, y, a, b, ang), cv.edge) * in_fat
-            value = np.float32(self.enh.node)
+            value: F32 | float = self.enh.node
             if row[7] > 0:
                 hilum = soft(ellipse_dist(win.X, win.Y, x, y, 0.5 * a, 0.4 * b, ang), cv.edge)
-                value = value + hilum * np.float32(-60.0 - self.enh.node)
+                value = np.float32(self.enh.node) + hilum * np.float32(-60.0 - self.enh.node)
             cv.paint(win, alpha, value, NODE)
 
     def _calcifications(self, cv: Canvas, zr: float) -> None:
