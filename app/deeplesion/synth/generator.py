@@ -329,7 +329,7 @@ def plan_patient(
             chosen = series[int(rng.integers(len(series)))]
             if present is not None and not present[i][k - 1]:
                 continue
-            shape = les.at_scale(scale)
+            shape = les.at_scale(scale, phase)
             if body is not phantom:
                 f = body.scale / phantom.scale
                 shape = replace(shape, centre=(shape.centre[0] * f, shape.centre[1] * f, shape.centre[2] * f))
@@ -531,6 +531,7 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                 "semi_axes_mm": _r3(les.semi_axes),
                 "in_plane_angle_deg": round(math.degrees(les.angle), 2),
                 "hu": round(les.hu, 1),
+                "kind": les.kind,
                 "growth_per_year": round(les.growth_per_year, 3),
                 "studies": [],
             }
@@ -546,6 +547,8 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                         "series_id": s.series_id,
                         "scale": round(ob.shape.semi_axes[0] / les.semi_axes[0], 4),
                         "semi_axes_mm": _r3(ob.shape.semi_axes),
+                        "hu": round(ob.shape.hu, 1),
+                        "centre_hu": round(ob.shape.centre_hu(s.z_of(ob.key_index)), 1),
                         "centre_px": _r3((col, row)),
                         "key_slice_index": ob.key_index,
                         "file_name": ob.file_name,
