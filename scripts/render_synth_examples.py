@@ -37,9 +37,16 @@ def _key_slice(plan: PatientPlan, ob: Observation, seed: int, phase: str | None 
     return render_slice(body, ob.series, shapes, ob.key_index, seed)
 
 
-def _tile(gray: np.ndarray, caption: str, marks: list[OverlayMark]) -> Image.Image:
-    """A captioned, downscaled tile."""
-    img = draw_overlays(gray, marks).convert("RGB").resize((TILE, TILE), Image.Resampling.LANCZOS)
+def _tile(gray: np.ndarray, caption: str, marks: list[OverlayMark], zoom: int = 0) -> Image.Image:
+    """A captioned tile: the whole slice, or a `zoom`-pixel square around the first mark."""
+    img = draw_overlays(gray, marks).convert("RGB")
+    if zoom and marks:
+        x1, y1, x2, y2 = marks[0].box or (0.0, 0.0, float(img.width), float(img.height))
+        half = max(zoom, int(1.6 * max(x2 - x1, y2 - y1))) // 2
+        cx = min(max(int((x1 + x2) / 2), half), img.width - half)
+        cy = min(max(int((y1 + y2) / 2), half), img.height - half)
+        img = img.crop((cx - half, cy - half, cx + half, cy + half))
+    img = img.resize((TILE, TILE), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(img)
     draw.rectangle((0, 0, TILE, 16), fill=(0, 0, 0))
     draw.text((4, 2), caption, fill=(255, 255, 120))
@@ -99,7 +106,7 @@ def main() -> None:
     for caption, preset, show_phase, want in examples:
         plan, ob = _find(plans, want)
         hu = _key_slice(plan, ob, args.seed, show_phase)
-        tiles.append(_tile(_window(hu, preset), f"{caption} ({ob.file_name})", [_mark(ob)]))
+        tiles.append(_tile(_window(hu, preset), f"{caption} ({ob.file_name})", [_mark(ob)], zoom=260))
     # Confusers without lesions: one body at the kidneys, the pelvis and the groin, and all four phases.
     body = plans[0].phantom
     grid = Grid.centred(512, 0.78, (256.0, 240.0))

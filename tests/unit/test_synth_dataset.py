@@ -129,6 +129,20 @@ def test_truth_lists_every_lesion_with_its_csv_status(
         assert entry["file_name"] in csv_keys and len(entry["box"]) == 4
 
 
+def test_truth_names_the_generator_and_each_study_and_series_acquisition(truth: dict[str, Any]) -> None:
+    from app.deeplesion.synth.acquisition import KERNELS, PHASES
+    from app.deeplesion.synth.generator import GENERATOR_VERSION
+
+    assert truth["generator"]["version"] == GENERATOR_VERSION
+    for patient in truth["patients"]:
+        for study in patient["studies"]:
+            assert study["contrast_phase"] in PHASES
+            for series in study["series"]:
+                assert series["kernel"] in KERNELS
+                assert series["noise_sd_hu"] > 0 and 0 <= series["artefacts"] <= 1
+    assert all(les["kind"] for les in truth["lesions"])
+
+
 def test_cli_synth_prints_a_summary_and_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "meta"
     result = CliRunner().invoke(

@@ -1056,15 +1056,15 @@ class Phantom:
             lumbar = zr > 330.0
             for side in (-1.0, 1.0):
                 a3 = (side * 6.0, canal - 2.0, zr)
-                b3 = (side * (vba + (26.0 if lumbar else 16.0)), canal - (16.0 if lumbar else 8.0), zr)
+                b3 = (side * (vba + (12.0 if lumbar else 7.0)), canal - (11.0 if lumbar else 6.0), zr)
                 win = cv.window(
                     min(a3[0], b3[0]) - 6, max(a3[0], b3[0]) + 6, min(a3[1], b3[1]) - 6, max(a3[1], b3[1]) + 6
                 )
                 if win is None:
                     continue
                 dist, _ = segment_dist_3d(win.X, win.Y, zr, a3, b3)
-                cv.paint(win, soft(np.float32(4.5) - dist, cv.edge), -80.0, CAVITY_FAT)
-                cv.paint(win, soft(np.float32(2.4) - dist, cv.edge), 35.0, NERVE)
+                cv.paint(win, soft(np.float32(3.8) - dist, cv.edge), -80.0, CAVITY_FAT)
+                cv.paint(win, soft(np.float32(2.2) - dist, cv.edge), 35.0, NERVE)
 
     def _ribs(self, cv: Canvas, zr: float, fr: _Frame) -> None:
         """Ribs as inclined arcs in the chest wall: each crosses the slice as a curved bony segment."""

@@ -472,9 +472,10 @@ def _fits(
     """True when the centre and the rim lie in host tissue (a large mass may push into its surroundings)."""
     cx, cy, z = centre
     a, b, c = axes
-    hosts = site.hosts
-    if host_at(cx, cy, z) not in hosts:
+    if host_at(cx, cy, z) not in site.hosts:
         return False
+    # Vessels run through the liver, lungs and kidneys; a lesion there may abut or encase them.
+    hosts = site.hosts | {an.VESSEL} if lesion_type in (4, 5, 6) else site.hosts
     # A small lesion lies wholly in its organ; a large one, or a lung mass on the pleura, keeps its centre
     # and most of its rim there and may displace soft tissue at the rest, never air, lung or bone.
     if lesion_type == 5:
