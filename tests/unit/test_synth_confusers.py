@@ -139,19 +139,25 @@ def test_streak_and_beam_hardening_artefacts_darken_tissue_between_dense_bones(p
     assert float(np.abs(diff).max()) > 20.0
 
 
-def test_acquisitions_vary_and_are_recorded_per_series_and_study() -> None:
-    plan = plan_dataset(patients=24, seed=17, max_studies=2)
-    phases = {st.phase for p in plan.plans for st in p.studies}
-    kernels = {s.kernel for p in plan.plans for st in p.studies for s in st.series}
-    noise = [s.noise_sd for p in plan.plans for st in p.studies for s in st.series]
-    artefacts = [s.artefacts for p in plan.plans for st in p.studies for s in st.series]
-    assert phases == set(PHASES)
-    assert kernels == {"soft", "standard", "sharp"}
-    assert max(noise) > 1.8 * min(noise)
-    assert 0 < sum(a > 0 for a in artefacts) < len(artefacts)
-    again = plan_dataset(patients=24, seed=17, max_studies=2)
-    assert [st.phase for p in again.plans for st in p.studies] == [
-        st.phase for p in plan.plans for st in p.studies
+def test_acquisitions_vary_and_are_drawn_per_patient_deterministically() -> None:
+    plan = plan_dataset(patients=12, seed=17, max_studies=2)
+    phases = [st.phase for p in plan.plans for st in p.studies]
+    series = [s for p in plan.plans for st in p.studies for s in st.series]
+    assert set(phases) == set(PHASES)
+    assert {s.kernel for s in series} == {"soft", "standard", "sharp"}
+    assert max(s.noise_sd for s in series) > 1.8 * min(s.noise_sd for s in series)
+    assert 0 < sum(s.artefacts > 0 for s in series) < len(series)
+    # A patient's acquisitions depend on the seed and the patient only, not on how many patients there are.
+    few = plan_dataset(patients=3, seed=17, max_studies=2)
+    acq = [
+        (st.phase, [(s.kernel, s.noise_sd, s.artefacts) for s in st.series])
+        for p in few.plans
+        for st in p.studies
+    ]
+    assert acq == [
+        (st.phase, [(s.kernel, s.noise_sd, s.artefacts) for s in st.series])
+        for p in plan.plans[:3]
+        for st in p.studies
     ]
 
 
