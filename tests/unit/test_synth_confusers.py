@@ -192,3 +192,14 @@ def test_no_confuser_is_a_lesion_and_key_slices_show_confusers_outside_the_boxes
         hu = render_slice(body, ob.series, shapes, ob.key_index, seed=23)
         assert hu.shape == labels.shape
     assert confuser_px_outside > 500
+
+
+def test_patient_sizes_range_from_slim_to_large() -> None:
+    widths = []
+    for i in range(25):
+        ph = Phantom.random(np.random.default_rng(500 + i), "MF"[i % 2])
+        xmin, xmax, _, _ = ph.body_extent(350.0 * ph.z_scale)
+        widths.append(xmax - xmin)
+    # The widest still fits the largest real field of view (0.98 mm x 512 px) with a margin.
+    assert min(widths) >= 240.0 and max(widths) <= 460.0
+    assert max(widths) - min(widths) > 80.0

@@ -235,9 +235,9 @@ class Phantom:
         male = gender == "M"
         ph = cls(
             # Patient sizes from slim to large: in-plane scale and subcutaneous fat vary independently.
-            scale=float(np.clip(rng.normal(1.03 if male else 0.96, 0.06), 0.82, 1.18)),
+            scale=float(np.clip(rng.normal(1.03 if male else 0.96, 0.06), 0.82, 1.15)),
             z_scale=float(rng.uniform(0.94, 1.06) * (1.02 if male else 0.97)),
-            fat_factor=float(np.clip(rng.lognormal(0.0, 0.45), 0.4, 2.6)),
+            fat_factor=float(np.clip(rng.lognormal(0.0, 0.45), 0.4, 2.2)),
             harmonics=(
                 float(rng.normal(0, 0.02)),
                 float(rng.uniform(0, math.pi)),
