@@ -79,14 +79,29 @@ def test_a_graph_of_another_shape_is_refused(tmp_path: Path) -> None:
 
 
 def test_train_warm_starts_from_the_shipped_onnx_model(tmp_path: Path) -> None:
+    import torch
+
     from app.config import DEFAULT_MODEL
     from app.deeplesion.synth import generate_dataset
+    from app.detection.reference import TOLERANCE
     from app.detection.train.loop import TrainConfig, train
+    from app.detection.train.model import build_model
+    from app.detection.train.warmstart import load_onnx_weights
 
     data = tmp_path / "d"
     generate_dataset(data, patients=3, seed=2, max_studies=1, progress=False, workers=1)
     cfg = TrainConfig(epochs=1, iters_per_epoch=1, batch_size=2, crop=128, lr=1e-9, seed=4)
     warm = train(data, TrainConfig(**{**cfg.__dict__, "init": str(DEFAULT_MODEL)}), progress=False)
     cold = train(data, cfg, progress=False)
-    # At a negligible learning rate the warm model is still the shipped one: it finds lesions.
-    assert np.mean(warm.best_val) > np.mean(cold.best_val) + 0.2, (warm.best_val, cold.best_val)
+    # The shipped graph's own function, read back into PyTorch: what a warm start must begin from. Compared
+    # on the head maps, not on a FROC of this tiny dataset, which says more about the phantoms than the start.
+    shipped = build_model()
+    assert load_onnx_weights(shipped, DEFAULT_MODEL) <= TOLERANCE
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 40 + 10
+    with torch.no_grad():
+        reference = shipped.eval().forward_maps(x)
+        warm_maps = warm.model.eval().forward_maps(x)
+        cold_maps = cold.model.eval().forward_maps(x)
+    # At a negligible learning rate the warm model is still the shipped one; the cold one is not.
+    assert torch.allclose(warm_maps, reference, atol=1e-3), float((warm_maps - reference).abs().max())
+    assert not torch.allclose(cold_maps, reference, atol=1e-2)

@@ -108,8 +108,9 @@ def test_the_lesion_shows_at_the_recist_centre_of_its_key_slice(
         col, row = round((c[0] + c[2]) / 2), round((c[1] + c[3]) / 2)
         hu = store.read_hu(r.file_name).astype(float)
         patch = hu[row - 1 : row + 2, col - 1 : col + 2]
-        # Lesion HU plus texture (<= 8 HU) and image noise averaged over 9 pixels.
-        assert abs(float(patch.mean()) - les["hu"]) < 35, (les["site"], patch.mean(), les["hu"])
+        # The lesion's noise-free HU at its centre in this study's phase (its core when it has one), with
+        # image noise averaged over 9 pixels, kernel blur and streaks.
+        assert abs(float(patch.mean()) - st["centre_hu"]) < 35, (les["site"], les["kind"], patch.mean(), st)
 
 
 def test_truth_lists_every_lesion_with_its_csv_status(
@@ -126,6 +127,20 @@ def test_truth_lists_every_lesion_with_its_csv_status(
     csv_keys = {r.file_name for r in records}
     for entry in truth["unannotated"]:
         assert entry["file_name"] in csv_keys and len(entry["box"]) == 4
+
+
+def test_truth_names_the_generator_and_each_study_and_series_acquisition(truth: dict[str, Any]) -> None:
+    from app.deeplesion.synth.acquisition import KERNELS, PHASES
+    from app.deeplesion.synth.generator import GENERATOR_VERSION
+
+    assert truth["generator"]["version"] == GENERATOR_VERSION
+    for patient in truth["patients"]:
+        for study in patient["studies"]:
+            assert study["contrast_phase"] in PHASES
+            for series in study["series"]:
+                assert series["kernel"] in KERNELS
+                assert series["noise_sd_hu"] > 0 and 0 <= series["artefacts"] <= 1
+    assert all(les["kind"] for les in truth["lesions"])
 
 
 def test_cli_synth_prints_a_summary_and_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from app.deeplesion.synth.acquisition import (
+    Enhancement,
+    add_artefacts,
+    apply_kernel,
+    box3,
+    enhancement,
+    noise_field,
+)
 from app.deeplesion.synth.raster import (
     F32,
     U8,
@@ -41,6 +49,9 @@ LIVER, SPLEEN, KIDNEY, PANCREAS, STOMACH, BOWEL, GALLBLADDER, BLADDER, BONE = (
     17,
 )
 CSF, LESION, SKIN = 18, 19, 20
+# Normal structures that look like lesions to a detector (never lesions, never in DL_info.csv).
+NODE, ADRENAL, URETER, CALCIFICATION, NERVE = 21, 22, 23, 24, 25
+CONFUSER_LABELS = frozenset({VESSEL, BOWEL, NODE, ADRENAL, URETER, CALCIFICATION, NERVE, CSF, GALLBLADDER})
 LABEL_NAMES: dict[int, str] = {
     AIR: "air",
     TABLE: "table",
@@ -63,6 +74,11 @@ LABEL_NAMES: dict[int, str] = {
     CSF: "csf",
     LESION: "lesion",
     SKIN: "skin",
+    NODE: "lymph node",
+    ADRENAL: "adrenal",
+    URETER: "ureter",
+    CALCIFICATION: "calcification",
+    NERVE: "spinal cord and nerve roots",
 }
 
 # Reference z extent of the phantom (mm): lower neck to upper thighs.
@@ -174,49 +190,173 @@ class Phantom:
     z_scale: float = 1.0
     fat_factor: float = 1.0
     harmonics: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    liver_hu: float = 112.0
-    spleen_hu: float = 108.0
-    aorta_hu: float = 190.0
-    kidney_hu: float = 175.0
+    # Contrast: bolus strength, unenhanced liver and peak aortic HU; `enh` holds the current phase's values.
+    gain: float = 1.0
+    liver_base: float = 58.0
+    aorta_peak: float = 280.0
+    enh: Enhancement = field(default_factory=lambda: enhancement("portal venous"))
+    oral_contrast: float = 0.0  # HU of positive oral contrast in the bowel; 0 = none given
+    gallbladder: float = 1.0  # size factor; 0 = removed
+    gallstones: int = 0
+    colon_gas: float = 0.25
     jitter: dict[str, tuple[float, float]] = field(default_factory=dict)
     lung_vessels: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
     liver_vessels: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
+    portal_vessels: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
     mesenteric_vessels: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
     bowel: _Tubes = field(default_factory=lambda: _Tubes(np.zeros((0, 7))))
     bowel_kind: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     gas: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 4)))
+    # Normal lymph nodes (x, y, z, a, b, c, angle, fatty hilum 0/1) and calcifications (x, y, z, r, HU).
+    nodes: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 8)))
+    calcs: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 5)))
+
+    @property
+    def liver_hu(self) -> float:
+        """Liver attenuation in the current phase."""
+        return self.enh.liver
+
+    @property
+    def phase(self) -> str:
+        """The contrast phase this body is rendered in."""
+        return self.enh.phase
+
+    def with_phase(self, phase: str) -> Phantom:
+        """The same body scanned in another contrast phase."""
+        return replace(
+            self,
+            enh=enhancement(phase, gain=self.gain, liver_base=self.liver_base, aorta_peak=self.aorta_peak),
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def random(cls, rng: np.random.Generator, gender: str = "M") -> Phantom:
-        """Draw one patient: size, fat, organ positions, vessel trees, bowel loops."""
+        """Draw one patient: size, fat, organ positions, vessel trees, bowel loops, nodes, calcifications."""
         male = gender == "M"
         ph = cls(
-            scale=float(rng.normal(1.03 if male else 0.96, 0.03)),
+            # Patient sizes from slim to large: in-plane scale and subcutaneous fat vary independently.
+            scale=float(np.clip(rng.normal(1.03 if male else 0.96, 0.06), 0.82, 1.15)),
             z_scale=float(rng.uniform(0.94, 1.06) * (1.02 if male else 0.97)),
-            fat_factor=float(np.clip(rng.lognormal(0.0, 0.35), 0.5, 2.2)),
+            fat_factor=float(np.clip(rng.lognormal(0.0, 0.45), 0.4, 2.2)),
             harmonics=(
                 float(rng.normal(0, 0.02)),
                 float(rng.uniform(0, math.pi)),
                 float(rng.normal(0, 0.012)),
                 float(rng.uniform(0, 2 * math.pi)),
             ),
-            liver_hu=float(rng.uniform(102, 124)),
-            aorta_hu=float(rng.uniform(160, 250)),
-            kidney_hu=float(rng.uniform(160, 195)),
+            gain=float(rng.uniform(0.85, 1.15)),
+            liver_base=float(rng.uniform(54, 64)),
+            aorta_peak=float(rng.uniform(230, 340)),
         )
-        ph.spleen_hu = ph.liver_hu + float(rng.uniform(-8, 4))
+        ph.enh = enhancement(
+            "portal venous", gain=ph.gain, liver_base=ph.liver_base, aorta_peak=ph.aorta_peak
+        )
+        ph.oral_contrast = float(rng.uniform(200, 450)) if rng.random() < 0.4 else 0.0
+        ph.gallbladder = 0.0 if rng.random() < 0.1 else float(rng.uniform(0.7, 1.25))
+        ph.gallstones = int(rng.random() < 0.15) * int(rng.integers(1, 4))
+        ph.colon_gas = float(rng.uniform(0.0, 0.6))
         for name in ("liver", "spleen", "kidney_r", "kidney_l", "heart", "stomach", "bladder"):
             ph.jitter[name] = (float(rng.normal(0, 4)), float(rng.normal(0, 4)))
         ph.lung_vessels = _Tubes(np.array(ph._lung_trees(rng), dtype=float))
-        ph.liver_vessels = _Tubes(np.array(ph._liver_trees(rng), dtype=float))
+        hepatic, portal = ph._liver_trees(rng)
+        ph.liver_vessels = _Tubes(np.array(hepatic, dtype=float))
+        ph.portal_vessels = _Tubes(np.array(portal, dtype=float))
         mesentery: list[list[float]] = []
         root = np.array([4.0, 0.0, 345.0])
         for d in ((0.1, -0.6, 1.0), (-0.8, -0.5, 0.8), (0.8, -0.5, 0.8), (0.0, -1.0, 0.3)):
             mesentery += _tree(rng, root, np.array(d) + rng.normal(0, 0.2, size=3), 40.0, 3.5, 4)
         ph.mesenteric_vessels = _Tubes(np.array(mesentery, dtype=float))
         ph._make_bowel(rng)
+        ph.nodes = ph._make_nodes(rng)
+        ph.calcs = ph._make_calcs(rng)
         return ph
+
+    def _make_nodes(self, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+        """Normal-size lymph nodes (short axis 3-9 mm) in the stations where real CT shows them."""
+        out: list[list[float]] = []
+
+        def add(x: float, y: float, z: float) -> None:
+            b = float(rng.uniform(1.5, 4.5))
+            a = b * float(rng.uniform(1.1, 2.0))
+            fatty = float(rng.random() < 0.3 and b > 2.5)
+            out.append([x, y, z, a, b, float(rng.uniform(4.0, 10.0)), float(rng.uniform(0, math.pi)), fatty])
+
+        # Station: count range, z, x and y ranges (reference mm); abdominal y is relative to the spine.
+        for lo, hi, z0, z1, x0, x1, y0, y1, spine in (
+            (2, 4, 50.0, 100.0, -10.0, 20.0, -56.0, -44.0, False),  # prevascular
+            (1, 3, 40.0, 95.0, -20.0, -13.0, -8.0, 6.0, False),  # right paratracheal
+            (1, 2, 95.0, 110.0, 14.0, 24.0, -14.0, -4.0, False),  # aortopulmonary window
+            (1, 2, 122.0, 142.0, -2.0, 10.0, 2.0, 14.0, False),  # subcarinal
+            (3, 7, 330.0, 450.0, -44.0, -36.0, -34.0, -20.0, True),  # right paracaval
+            (3, 7, 330.0, 450.0, 24.0, 34.0, -34.0, -20.0, True),  # left para-aortic
+            (8, 16, 350.0, 520.0, -60.0, 60.0, -80.0, -45.0, True),  # mesenteric
+            (2, 5, 480.0, 600.0, -70.0, -45.0, -30.0, -5.0, True),  # right iliac
+            (2, 5, 480.0, 600.0, 45.0, 70.0, -30.0, -5.0, True),  # left iliac
+            (2, 4, 610.0, 650.0, -75.0, -55.0, -115.0, -100.0, True),  # right inguinal
+            (2, 4, 610.0, 650.0, 55.0, 75.0, -115.0, -100.0, True),  # left inguinal
+        ):
+            for _ in range(int(rng.integers(lo, hi + 1))):
+                z = float(rng.uniform(z0, z1))
+                y = float(rng.uniform(y0, y1)) + (self.vb(z)[0] if spine else 0.0)
+                add(float(rng.uniform(x0, x1)), y, z)
+        return np.array(out, dtype=float).reshape(-1, 8)
+
+    def _make_calcs(self, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+        """Calcified plaques on the aorta and iliac arteries, lung and spleen granulomas, phleboliths."""
+        out: list[list[float]] = []
+        if rng.random() < 0.6:
+            for _ in range(int(rng.integers(3, 16))):
+                z = float(rng.uniform(250.0, 560.0))
+                vby, vba, _ = self.vb(z)
+                for path, rad, kind in _vessel_paths(vby, vba):
+                    c = _centre_at(path, z) if kind == "artery" and rad >= 6.5 else None
+                    if c is None:
+                        continue
+                    ang = float(rng.uniform(0, 2 * math.pi))
+                    out.append(
+                        [
+                            c[0] + rad * math.cos(ang),
+                            c[1] + rad * math.sin(ang),
+                            z,
+                            float(rng.uniform(1.0, 2.2)),
+                            float(rng.uniform(400, 1100)),
+                        ]
+                    )
+                    break
+        for _ in range(int(rng.integers(0, 4))):
+            side = 1.0 if rng.random() < 0.5 else -1.0
+            z = float(rng.uniform(60.0, 230.0))
+            out.append(
+                [
+                    side * float(rng.uniform(55, 100)),
+                    float(rng.uniform(-50, 50)),
+                    z,
+                    float(rng.uniform(1.0, 2.5)),
+                    float(rng.uniform(300, 900)),
+                ]
+            )
+        for _ in range(int(rng.integers(0, 3))):
+            out.append(
+                [
+                    float(rng.uniform(75, 100)),
+                    float(rng.uniform(30, 60)),
+                    float(rng.uniform(250, 300)),
+                    float(rng.uniform(0.8, 1.8)),
+                    float(rng.uniform(300, 800)),
+                ]
+            )
+        for _ in range(int(rng.integers(0, 5))):
+            side = 1.0 if rng.random() < 0.5 else -1.0
+            out.append(
+                [
+                    side * float(rng.uniform(35, 60)),
+                    float(rng.uniform(-10, 30)),
+                    float(rng.uniform(570, 630)),
+                    float(rng.uniform(1.2, 2.8)),
+                    float(rng.uniform(250, 700)),
+                ]
+            )
+        return np.array(out, dtype=float).reshape(-1, 5)
 
     def _lung_trees(self, rng: np.random.Generator) -> list[list[float]]:
         """Pulmonary vessel trees fanning out from both hila."""
@@ -237,39 +377,50 @@ class Phantom:
                 segs += _tree(rng, hilum, jd, rng.uniform(26, 34), rng.uniform(4.0, 5.2), 6)
         return segs
 
-    def _liver_trees(self, rng: np.random.Generator) -> list[list[float]]:
-        """Hepatic veins converging on the IVC and portal vein branches."""
-        segs: list[list[float]] = []
+    def _liver_trees(self, rng: np.random.Generator) -> tuple[list[list[float]], list[list[float]]]:
+        """Hepatic veins converging on the IVC, and the portal vein with its branches."""
+        hepatic: list[list[float]] = []
         ivc = np.array([-20.0, 18.0, 205.0])
         for target in ((-105, -15, 240), (-55, -60, 238), (15, -55, 245)):
-            segs += _tree(rng, ivc, np.array(target) - ivc, 40.0, 5.0, 2)
+            hepatic += _tree(rng, ivc, np.array(target) - ivc, 40.0, 5.0, 2)
+        portal: list[list[float]] = []
         porta = np.array([-15.0, 10.0, 300.0])
-        segs.append([-5.0, 20.0, 330.0, *porta, 7.0])
+        portal.append([-5.0, 20.0, 330.0, *porta, 7.0])
         for target in ((-90, -10, 265), (5, -45, 268), (-70, 25, 300)):
-            segs += _tree(rng, porta, np.array(target) - porta, 35.0, 5.0, 2)
-        return segs
+            portal += _tree(rng, porta, np.array(target) - porta, 35.0, 5.0, 2)
+        return hepatic, portal
 
     def _make_bowel(self, rng: np.random.Generator) -> None:
-        """Small-bowel loops as random walks of tubes, plus gas bubbles in some of them."""
+        """Small-bowel loops: fluid, collapsed, oral contrast or gas filled, some with air-fluid levels."""
         segs: list[list[float]] = []
         kinds: list[float] = []
         gas: list[list[float]] = []
-        # Loops packed on a jittered lattice fill the mesentery the way small bowel does.
+        # Content kinds: 0 fluid, 1 collapsed (wall only), 2 positive oral contrast, 3 gas.
+        p = [0.3, 0.25, 0.35, 0.1] if self.oral_contrast else [0.5, 0.35, 0.0, 0.15]
+        # Loops packed on a jittered lattice fill the mesentery the way small bowel does; each loop is a
+        # short curved chain so that it runs through several slices and turns within the slice.
         for zc in np.arange(345.0, 546.0, 21.0):
             for yc in (-68.0, -44.0, -20.0):
                 for xc in np.arange(-78.0, 79.0, 26.0):
-                    centre = np.array([xc, yc, zc]) + rng.uniform(-6, 6, size=3)
+                    p0 = np.array([xc, yc, zc]) + rng.uniform(-6, 6, size=3)
                     d = rng.normal(size=3)
                     d[2] *= 0.6
                     d /= np.linalg.norm(d)
-                    half = rng.uniform(5, 14)
-                    r = rng.uniform(7.5, 11.5)
-                    p, q = centre - d * half, centre + d * half
-                    segs.append([*p, *q, r])
-                    kinds.append(float(rng.choice([0, 1, 2], p=[0.5, 0.35, 0.15])))
-                    if rng.random() < 0.15:
-                        g = rng.uniform(2.5, r * 0.55)
-                        gas.append([q[0], q[1] - (r - g - 2.5), q[2], g])
+                    r = rng.uniform(7.0, 12.0)
+                    kind = float(rng.choice(4, p=p))
+                    if kind == 1:
+                        r *= 0.7
+                    for _ in range(2):
+                        q = p0 + d * rng.uniform(8, 16)
+                        segs.append([*p0, *q, r])
+                        kinds.append(kind)
+                        d = d + rng.normal(0, 0.6, size=3)
+                        d[2] *= 0.6
+                        d /= np.linalg.norm(d)
+                        p0 = q
+                    if kind in (0, 2) and rng.random() < 0.3:
+                        g = rng.uniform(2.5, r * 0.6)
+                        gas.append([p0[0], p0[1] - (r - g - 2.5), p0[2], g])
         self.bowel = _Tubes(np.array(segs, dtype=float))
         self.bowel_kind = np.array(kinds)
         self.gas = np.array(gas, dtype=float).reshape(-1, 4)
@@ -363,6 +514,8 @@ class Phantom:
         rng: np.random.Generator | None = None,
         noise_sd: float = 0.0,
         with_labels: bool = False,
+        kernel: str = "standard",
+        artefacts: float = 0.0,
     ) -> tuple[F32, U8 | None]:
         """The axial slice at physical z on `grid`: HU (float32) and, if asked, the tissue label map."""
         zr = self.z_ref(z_mm)
@@ -378,15 +531,63 @@ class Phantom:
         self._mediastinum(cv, zr)
         self._vessels(cv, zr)
         self._muscles(cv, zr, frame)
+        self._urinary(cv, zr)
         self._pelvic_organs(cv, zr)
+        self._nodes(cv, zr)
         self._bones(cv, zr, frame)
+        self._calcifications(cv, zr)
         for lesion in lesions:
             lesion.paint(cv, z_mm, self.scale, self.z_scale)
         hu = cv.hu
+        if rng is not None and artefacts > 0:
+            add_artefacts(hu, grid, rng, artefacts)
+        hu = apply_kernel(hu, kernel)
         if rng is not None and noise_sd > 0:
-            hu += correlated_noise(rng, hu.shape, noise_sd)
+            hu += noise_field(rng, hu.shape, noise_sd, kernel)
         np.clip(hu, -1024.0, 3071.0, out=hu)
         return hu, cv.labels
+
+    def _nodes(self, cv: Canvas, zr: float) -> None:
+        """Normal lymph nodes cut by the plane, some with a fatty hilum, drawn only into fat."""
+        n = self.nodes
+        if len(n) == 0:
+            return
+        u = (zr - n[:, 2]) / n[:, 5]
+        for row, uu in zip(n[np.abs(u) < 1.0], u[np.abs(u) < 1.0], strict=True):
+            f = math.sqrt(1.0 - float(uu) ** 2)
+            x, y, a, b, ang = (
+                float(row[0]),
+                float(row[1]),
+                float(row[3]) * f,
+                float(row[4]) * f,
+                float(row[6]),
+            )
+            if b < 0.8:
+                continue
+            win = cv.window(x - a - 2, x + a + 2, y - a - 2, y + a + 2)
+            if win is None:
+                continue
+            here = cv.hu[win.sy, win.sx]
+            in_fat = ((here > -200.0) & (here < -30.0)).astype(np.float32)
+            alpha = soft(ellipse_dist(win.X, win.Y, x, y, a, b, ang), cv.edge) * in_fat
+            value: F32 | float = self.enh.node
+            if row[7] > 0:
+                hilum = soft(ellipse_dist(win.X, win.Y, x, y, 0.5 * a, 0.4 * b, ang), cv.edge)
+                value = np.float32(self.enh.node) + hilum * np.float32(-60.0 - self.enh.node)
+            cv.paint(win, alpha, value, NODE)
+
+    def _calcifications(self, cv: Canvas, zr: float) -> None:
+        """Small dense calcifications (plaques, granulomas, phleboliths) as spheres."""
+        c = self.calcs
+        if len(c) == 0:
+            return
+        dz = zr - c[:, 2]
+        for row, d in zip(c[np.abs(dz) < c[:, 3]], dz[np.abs(dz) < c[:, 3]], strict=True):
+            rr = math.sqrt(max(0.0, float(row[3]) ** 2 - float(d) ** 2))
+            if rr > 0.3:
+                cv.ellipse(
+                    float(row[0]), float(row[1]), rr, rr, float(row[4]), CALCIFICATION, edge=cv.grid.spacing
+                )
 
     def _table(self, cv: Canvas, zr: float) -> None:
         """The patient table: a curved carbon shell with foam inside."""
@@ -477,7 +678,7 @@ class Phantom:
             # Gravity: the dependent (posterior) lung is denser.
             value = np.float32(-875.0) + np.float32(0.45) * np.clip(win.Y + np.float32(60.0), 0, 200)
             cv.paint(win, alpha, value, LUNG)
-            self._tubes(cv, zr, self.lung_vessels.active(zr), 35.0, None, clip=(win, alpha))
+            self._tubes(cv, zr, self.lung_vessels.active(zr), self.enh.pulmonary, VESSEL, clip=(win, alpha))
         # Trachea and main bronchi.
         ty = vby - vba - 16.0
         if zr < 98:
@@ -533,27 +734,32 @@ class Phantom:
             cv.paint(win, alpha, value, label)
 
     def _bowel(self, cv: Canvas, zr: float, rng: np.random.Generator | None, fr: _Frame) -> None:
-        """Small bowel loops and the colon: walls, fluid or mixed contents, gas pockets."""
+        """Small bowel loops and the colon: enhancing walls, fluid, oral contrast, gas, faeces."""
         if not (300.0 < zr < 640.0):
             return
-        self._tubes(cv, zr, self.mesenteric_vessels.active(zr), 170.0, VESSEL, clip=(cv.full(), fr.cavity))
+        self._tubes(
+            cv, zr, self.mesenteric_vessels.active(zr), self.enh.portal, VESSEL, clip=(cv.full(), fr.cavity)
+        )
         s = self.bowel.seg
+        wall = self.enh.bowel_wall
         if len(s):
             r = s[:, 6]
             act = (np.minimum(s[:, 2], s[:, 5]) - r <= zr) & (zr <= np.maximum(s[:, 2], s[:, 5]) + r)
             segs = s[act]
             kinds = self.bowel_kind[act]
             inside = (cv.full(), fr.cavity)
-            self._tubes(cv, zr, segs, 55.0, BOWEL, clip=inside)
+            self._tubes(cv, zr, segs, wall, BOWEL, clip=inside)
             for seg, kind in zip(segs, kinds, strict=True):
-                content = (18.0, 35.0, -40.0)[int(kind)]
-                self._tubes(cv, zr, seg[None, :], content, BOWEL, clip=inside, radius_add=-2.6)
+                k = int(kind)
+                content = (12.0, wall - 15.0, self.oral_contrast, -1000.0)[k]
+                thick = 1.6 if k == 3 else 2.6
+                self._tubes(cv, zr, seg[None, :], content, BOWEL, clip=inside, radius_add=-thick)
             for g in self.gas:
                 dz = zr - g[2]
                 if abs(dz) < g[3]:
                     rr = math.sqrt(g[3] ** 2 - dz * dz)
                     cv.ellipse(g[0], g[1], rr, rr * 0.8, -1000.0, BOWEL, clip=fr.cavity)
-        # Colon: a fixed path around the abdomen, gas on top of mottled stool.
+        # Colon: a fixed path around the abdomen, gas on top of mottled stool with gas bubbles.
         for a3, b3, rad in _COLON:
             box = segment_slab(zr, a3, b3, rad)
             if box is None:
@@ -562,7 +768,7 @@ class Phantom:
             if win is None:
                 continue
             dist, t = segment_dist_3d(win.X, win.Y, zr, a3, b3)
-            cv.paint(win, soft(np.float32(rad) - dist, cv.edge), 50.0, BOWEL)
+            cv.paint(win, soft(np.float32(rad) - dist, cv.edge), wall, BOWEL)
         for a3, b3, rad in _COLON:
             box = segment_slab(zr, a3, b3, rad)
             if box is None:
@@ -574,17 +780,21 @@ class Phantom:
             lumen = soft(np.float32(rad - 2.5) - dist, cv.edge)
             axis_y = np.float32(a3[1]) + t * np.float32(b3[1] - a3[1])
             if rng is not None:
-                mottle = rng.standard_normal(lumen.shape, dtype=np.float32)
-                stool = np.float32(-160.0) + np.float32(110.0) * np.tanh(_box3(mottle) * np.float32(1.5))
+                mottle = box3(rng.standard_normal(lumen.shape, dtype=np.float32))
+                stool = np.float32(-160.0) + np.float32(110.0) * np.tanh(mottle * np.float32(1.5))
+                # Gas bubbles trapped in the faeces.
+                stool = np.where(mottle > np.float32(0.75), np.float32(-850.0), stool)
             else:
                 stool = np.full(lumen.shape, -160.0, dtype=np.float32)
-            gas_line = soft(axis_y - np.float32(0.25 * rad) - win.Y, cv.edge)
+            level = np.float32(rad * (1.8 * self.colon_gas - 0.9))
+            gas_line = soft(axis_y + level - win.Y, cv.edge)
             value = stool + gas_line * (np.float32(-1000.0) - stool)
             cv.paint(win, lumen, value, BOWEL)
 
     def _abdominal_organs(self, cv: Canvas, zr: float, fr: _Frame) -> None:
-        """Liver, gallbladder, stomach, spleen, pancreas and kidneys."""
+        """Liver with its veins, gallbladder, stomach, spleen, pancreas, adrenals and kidneys."""
         cav = fr.cavity
+        e = self.enh
         jx, jy = self._j("liver")
         # Liver: a big right lobe and a left lobe reaching across the midline.
         s_r = _ramp(zr, 192.0, 240.0) * (1.0 - 0.65 * _ramp(zr, 320.0, 385.0) ** 2) if zr < 385 else 0.0
@@ -595,26 +805,33 @@ class Phantom:
                 -2 + jy + 22 * drop,
                 82 * s_r,
                 88 * s_r,
-                self.liver_hu,
+                e.liver,
                 LIVER,
                 angle=0.25,
                 clip=cav,
             )
             s_l = _bump(zr, 205.0, 315.0)
             if s_l > 0:
-                cv.ellipse(8 + jx, -52 + jy, 58 * s_l, 32 * s_l, self.liver_hu, LIVER, angle=-0.35, clip=cav)
+                cv.ellipse(8 + jx, -52 + jy, 58 * s_l, 32 * s_l, e.liver, LIVER, angle=-0.35, clip=cav)
             if win_alpha is not None:
-                self._tubes(cv, zr, self.liver_vessels.active(zr), 165.0, LIVER, clip=win_alpha)
-        s_gb = _bump(zr, 295.0, 350.0)
+                self._tubes(cv, zr, self.liver_vessels.active(zr), e.hepatic_vein, VESSEL, clip=win_alpha)
+                self._tubes(cv, zr, self.portal_vessels.active(zr), e.portal, VESSEL, clip=win_alpha)
+        s_gb = _bump(zr, 295.0, 350.0) * self.gallbladder
         if s_gb > 0:
-            cv.ellipse(-48 + jx, -48 + jy, 15 * s_gb, 22 * s_gb, 12.0, GALLBLADDER, angle=0.4)
-        # Stomach: wall, fluid, and an air-fluid level.
+            gx, gy = -48 + jx, -48 + jy
+            cv.ellipse(gx, gy, 15 * s_gb + 1.5, 22 * s_gb + 1.5, e.bowel_wall, GALLBLADDER, angle=0.4)
+            cv.ellipse(gx, gy, 15 * s_gb, 22 * s_gb, 12.0, GALLBLADDER, angle=0.4)
+            for k in range(self.gallstones):
+                # Stones settle in the dependent (posterior) part.
+                rr = min(4.0, 6.0 * s_gb)
+                cv.ellipse(gx + (k - 1) * 6.0, gy + 14 * s_gb - rr, rr, rr, 450.0, CALCIFICATION)
+        # Stomach: wall, fluid (or oral contrast), and an air-fluid level.
         jx, jy = self._j("stomach")
         s_st = _bump(zr, 205.0, 315.0)
         if s_st > 0:
             cx, cy, a, b = 50 + jx, -30 + jy, 46 * s_st, 38 * s_st
-            cv.ellipse(cx, cy, a, b, 55.0, STOMACH, angle=0.5)
-            res = cv.ellipse(cx, cy, a - 4, b - 4, 20.0, STOMACH, angle=0.5)
+            cv.ellipse(cx, cy, a, b, e.bowel_wall + 10.0, STOMACH, angle=0.5)
+            res = cv.ellipse(cx, cy, a - 4, b - 4, self.oral_contrast or 20.0, STOMACH, angle=0.5)
             if res is not None:
                 win, lumen = res
                 gas = soft(np.float32(cy - 0.35 * b) - win.Y, cv.edge) * lumen
@@ -622,7 +839,7 @@ class Phantom:
         jx, jy = self._j("spleen")
         s_sp = _bump(zr, 212.0, 325.0)
         if s_sp > 0:
-            cv.ellipse(88 + jx, 42 + jy, 30 * s_sp, 58 * s_sp, self.spleen_hu, SPLEEN, angle=0.75, clip=cav)
+            cv.ellipse(88 + jx, 42 + jy, 30 * s_sp, 58 * s_sp, e.spleen, SPLEEN, angle=0.75, clip=cav)
         # Pancreas: a tube from the head (right, lower) to the tail at the splenic hilum (left, higher).
         for a3, b3 in (
             ((-28.0, 2.0, 338.0), (10.0, -12.0, 322.0)),
@@ -632,8 +849,25 @@ class Phantom:
             pwin = None if box is None else cv.window(*box)
             if pwin is not None:
                 dist, _ = segment_dist_3d(pwin.X, pwin.Y, zr, a3, b3)
-                cv.paint(pwin, soft(np.float32(11.0) - dist, cv.edge), 95.0, PANCREAS)
-        vby, _, _ = self.vb(zr)
+                cv.paint(pwin, soft(np.float32(11.0) - dist, cv.edge), e.pancreas, PANCREAS)
+        vby, vba, _ = self.vb(zr)
+        # Adrenals: thin inverted-Y glands above and in front of the upper renal poles.
+        s_ad = _bump(zr, 282.0, 338.0)
+        if s_ad > 0:
+            for side in (-1.0, 1.0):
+                ax, ay = side * (vba + 14.0), vby - 12.0
+                for dx, dy in (
+                    (side * 4.0, 14.0 * s_ad),
+                    (side * 13.0, 8.0 * s_ad),
+                    (-side * 2.0, -10.0 * s_ad),
+                ):
+                    a3, b3 = (ax, ay, zr), (ax + dx, ay + dy, zr)
+                    awin = cv.window(
+                        min(ax, ax + dx) - 4, max(ax, ax + dx) + 4, min(ay, ay + dy) - 4, max(ay, ay + dy) + 4
+                    )
+                    if awin is not None:
+                        dist, _ = segment_dist_3d(awin.X, awin.Y, zr, a3, b3)
+                        cv.paint(awin, soft(np.float32(2.4) - dist, cv.edge), e.adrenal, ADRENAL)
         for side, name, zc in ((-1.0, "kidney_r", 368.0), (1.0, "kidney_l", 352.0)):
             s_k = _bump(zr, zc - 58.0, zc + 58.0)
             if s_k <= 0:
@@ -641,13 +875,23 @@ class Phantom:
             jx, jy = self._j(name)
             cx, cy = side * 70 + jx, vby + 8 + jy
             ang = side * 0.6
-            cv.ellipse(cx, cy, 27 * s_k, 38 * s_k, self.kidney_hu, KIDNEY, angle=ang)
-            cv.ellipse(cx, cy, 17 * s_k, 27 * s_k, self.kidney_hu - 40.0, KIDNEY, angle=ang)
+            ca, sa = math.cos(ang), math.sin(ang)
+            cv.ellipse(cx, cy, 27 * s_k, 38 * s_k, e.kidney_cortex, KIDNEY, angle=ang)
+            # Medullary pyramids: dark in the arterial phase, like the cortex later.
+            for k in range(6):
+                t = 2 * math.pi * k / 6 + 0.3
+                u, v = 14 * s_k * math.cos(t), 22 * s_k * math.sin(t)
+                px, py = cx + ca * u - sa * v, cy + sa * u + ca * v
+                cv.ellipse(px, py, 5.5 * s_k, 8.0 * s_k, e.kidney_medulla, KIDNEY, angle=t + ang)
             hil = _bump(zr, zc - 25.0, zc + 25.0)
             if hil > 0:
+                # Renal sinus fat, the pelvis and calyces of the collecting system (bright when delayed).
                 hx, hy = cx - side * 15.0, cy - 8.0
                 cv.ellipse(hx, hy, 10 * hil, 14 * hil, -80.0, CAVITY_FAT, angle=ang)
-                cv.ellipse(hx, hy, 5 * hil, 8 * hil, 10.0, KIDNEY, angle=ang)
+                cv.ellipse(hx, hy, 5 * hil, 8 * hil, e.urine, URETER, angle=ang)
+                for t in (-0.9, 0.0, 0.9):
+                    u, v = 9 * hil * math.cos(t) * side, 9 * hil * math.sin(t)
+                    cv.ellipse(hx + u, hy + v, 2.2 * hil, 2.2 * hil, e.urine, URETER)
 
     def _mediastinum(self, cv: Canvas, zr: float) -> None:
         """Mediastinal fat, heart with contrast-filled chambers, esophagus."""
@@ -659,17 +903,18 @@ class Phantom:
         if s_h > 0:
             cx, cy = 22 + jx, -35 + jy
             cv.ellipse(cx, cy, 66 * s_h + 4, 52 * s_h + 4, -95.0, CAVITY_FAT, angle=-0.55)
-            cv.ellipse(cx, cy, 64 * s_h, 50 * s_h, 95.0, HEART, angle=-0.55)
+            e = self.enh
+            cv.ellipse(cx, cy, 64 * s_h, 50 * s_h, e.myocardium, HEART, angle=-0.55)
             lv = _bump(zr, 150.0, 240.0)
             if lv > 0:
-                cv.ellipse(cx + 22, cy - 2, 24 * lv, 19 * lv, 175.0, HEART, angle=-0.6)
-                cv.ellipse(cx - 12, cy - 22, 26 * lv, 12 * lv, 165.0, HEART, angle=-0.5)
+                cv.ellipse(cx + 22, cy - 2, 24 * lv, 19 * lv, e.artery - 10.0, HEART, angle=-0.6)
+                cv.ellipse(cx - 12, cy - 22, 26 * lv, 12 * lv, e.pulmonary, HEART, angle=-0.5)
             la = _bump(zr, 122.0, 185.0)
             if la > 0:
-                cv.ellipse(cx - 5, cy + 30, 30 * la, 16 * la, 170.0, HEART)
+                cv.ellipse(cx - 5, cy + 30, 30 * la, 16 * la, e.artery - 5.0, HEART)
             ra = _bump(zr, 150.0, 232.0)
             if ra > 0:
-                cv.ellipse(cx - 32, cy + 8, 17 * ra, 20 * ra, 160.0, HEART)
+                cv.ellipse(cx - 32, cy + 8, 17 * ra, 20 * ra, 0.5 * (e.pulmonary + e.vein), HEART)
         if zr < 270.0:
             vby, vba, _ = self.vb(zr)
             ex = 6.0 + 22.0 * _ramp(zr, 180.0, 270.0)
@@ -677,15 +922,35 @@ class Phantom:
             cv.ellipse(ex, vby - vba - 6.0, 2.5, 1.8, -950.0, AIRWAY)
 
     def _vessels(self, cv: Canvas, zr: float) -> None:
-        """Aorta, pulmonary artery, venae cavae and iliac vessels as contrast-filled tubes."""
+        """Great vessels and their branches (arteries, veins, portal system) as contrast-filled tubes."""
         vby, vba, _ = self.vb(zr)
-        segs = []
-        for path, rad, hu in _vessel_paths(vby, vba, self.aorta_hu):
+        e = self.enh
+        hu = {"artery": e.artery, "vein": e.vein, "portal": e.portal, "svc": e.svc, "pulmonary": e.pulmonary}
+        for path, rad, kind in _vessel_paths(vby, vba):
             for a3, b3 in zip(path[:-1], path[1:], strict=True):
                 if min(a3[2], b3[2]) - rad <= zr <= max(a3[2], b3[2]) + rad:
-                    segs.append(([*a3, *b3, rad], hu))
-        for seg, hu in segs:
-            self._tubes(cv, zr, np.array([seg]), hu, VESSEL)
+                    self._tubes(cv, zr, np.array([[*a3, *b3, rad]]), hu[kind], VESSEL)
+
+    def _urinary(self, cv: Canvas, zr: float) -> None:
+        """Ureters from the renal pelves along the psoas to the bladder, urine or excreted contrast inside."""
+        if not (300.0 < zr < 605.0):
+            return
+        for side, name, zc in ((-1.0, "kidney_r", 368.0), (1.0, "kidney_l", 352.0)):
+            jx, jy = self._j(name)
+            vby = self.vb(zc)[0]
+            pts = [
+                (side * 55 + jx, vby + jy, zc),
+                (side * 45, 12.0, zc + 35.0),
+                (side * 44, 8.0, 420.0),
+                (side * 52, 4.0, 490.0),
+                (side * 48, -5.0, 560.0),
+                (side * 22, -22.0, 600.0),
+            ]
+            for a3, b3 in zip(pts[:-1], pts[1:], strict=True):
+                if min(a3[2], b3[2]) - 3.5 <= zr <= max(a3[2], b3[2]) + 3.5:
+                    seg = np.array([[*a3, *b3, 3.2]])
+                    self._tubes(cv, zr, seg, 40.0, URETER)
+                    self._tubes(cv, zr, seg, self.enh.urine, URETER, radius_add=-1.4)
 
     def _muscles(self, cv: Canvas, zr: float, fr: _Frame) -> None:
         """Paraspinal, psoas and gluteal muscles."""
@@ -712,7 +977,12 @@ class Phantom:
         s_b = _bump(zr, 545.0, 640.0)
         if s_b > 0:
             cv.ellipse(jx, -38.0 + jy, 48 * s_b, 36 * s_b, 45.0, BLADDER)
-            cv.ellipse(jx, -38.0 + jy, 48 * s_b - 3, 36 * s_b - 3, 10.0, BLADDER)
+            res = cv.ellipse(jx, -38.0 + jy, 48 * s_b - 3, 36 * s_b - 3, 10.0, BLADDER)
+            if res is not None and self.enh.urine > 100:
+                # Excreted contrast layers in the dependent (posterior) bladder in the delayed phase.
+                win, lumen = res
+                layer = soft(win.Y - np.float32(-38.0 + jy + 12.0 * s_b), cv.edge) * lumen
+                cv.paint(win, layer, self.enh.urine, BLADDER)
 
     def _bones(self, cv: Canvas, zr: float, fr: _Frame) -> None:
         """Spine with discs and posterior elements, ribs, sternum, scapulae, pelvis, femoral heads."""
@@ -730,7 +1000,7 @@ class Phantom:
                 )
             canal = vby + vbb + 9.0
             cv.bone_ellipse(0.0, canal, 13.0, 12.0, 2.5, 900.0, 350.0, BONE)
-            cv.ellipse(0.0, canal, 8.0, 8.5, 15.0, CSF)
+            self._spinal_canal(cv, zr, canal, vba, disc)
             if not disc:
                 cv.bone_ellipse(0.0, canal + 24.0, 4.5, 14.0, 1.8, 850.0, 300.0, BONE)
                 for side in (-1.0, 1.0):
@@ -770,6 +1040,31 @@ class Phantom:
                         cv.paint(win, soft(np.float32(3.5) - dist, cv.edge), 750.0, BONE)
         if zr >= 430.0:
             self._pelvis(cv, zr)
+
+    def _spinal_canal(self, cv: Canvas, zr: float, canal: float, vba: float, disc: bool) -> None:
+        """Epidural fat, the thecal sac, the cord (cauda equina lower down) and the exiting nerve roots."""
+        cv.ellipse(0.0, canal, 10.0, 10.0, -70.0, CAVITY_FAT)
+        cv.ellipse(0.0, canal, 8.0, 8.5, 8.0, CSF)
+        if zr < 330.0:
+            cv.ellipse(0.0, canal - 0.5, 4.5, 3.6, 35.0, NERVE)
+        else:
+            for k in range(6):
+                t = math.pi * (0.15 + 0.14 * k)
+                cv.ellipse(5.0 * math.cos(t), canal + 4.0 * math.sin(t), 1.1, 1.1, 35.0, NERVE)
+        if disc:
+            # At the disc level the roots leave through the foramina, sheathed in fat.
+            lumbar = zr > 330.0
+            for side in (-1.0, 1.0):
+                a3 = (side * 6.0, canal - 2.0, zr)
+                b3 = (side * (vba + (12.0 if lumbar else 7.0)), canal - (11.0 if lumbar else 6.0), zr)
+                win = cv.window(
+                    min(a3[0], b3[0]) - 6, max(a3[0], b3[0]) + 6, min(a3[1], b3[1]) - 6, max(a3[1], b3[1]) + 6
+                )
+                if win is None:
+                    continue
+                dist, _ = segment_dist_3d(win.X, win.Y, zr, a3, b3)
+                cv.paint(win, soft(np.float32(3.8) - dist, cv.edge), -80.0, CAVITY_FAT)
+                cv.paint(win, soft(np.float32(2.2) - dist, cv.edge), 35.0, NERVE)
 
     def _ribs(self, cv: Canvas, zr: float, fr: _Frame) -> None:
         """Ribs as inclined arcs in the chest wall: each crosses the slice as a curved bony segment."""
@@ -849,6 +1144,11 @@ class Phantom:
             cv.bone_ellipse(0.0, vby + 8.0, 12.0 + 36.0 * taper, 7.0 + 9.0 * taper, 2.5, 850.0, 260.0, BONE)
             if taper > 0.3:
                 cv.ellipse(0.0, vby + 12.0, 9.0 * taper, 4.0 * taper, 15.0, CSF)
+                # Sacral foramina with their nerve roots, and the roots in front of the sacrum.
+                for side in (-1.0, 1.0):
+                    cv.ellipse(side * 24.0 * taper, vby + 8.0, 4.5, 4.0, -60.0, CAVITY_FAT)
+                    cv.ellipse(side * 24.0 * taper, vby + 8.0, 2.2, 2.2, 35.0, NERVE)
+                    cv.ellipse(side * 30.0 * taper, vby - 6.0, 2.6, 2.6, 35.0, NERVE)
         for side in (-1.0, 1.0):
             top = _ramp(zr, 432.0, 470.0)
             if zr < 560.0 and top > 0:
@@ -922,10 +1222,11 @@ _COLON: list[tuple[tuple[float, float, float], tuple[float, float, float], float
 ]
 
 
-def _vessel_paths(
-    vby: float, vba: float, aorta_hu: float
-) -> list[tuple[list[tuple[float, float, float]], float, float]]:
-    """Centre lines (reference mm) of the great vessels, their radius and HU."""
+Path3 = list[tuple[float, float, float]]
+
+
+def _vessel_paths(vby: float, vba: float) -> list[tuple[Path3, float, str]]:
+    """Centre lines (reference mm) of the named vessels, their radius and kind (which sets their HU)."""
     pre = vby - vba - 10.0  # just in front of the spine
     aorta = [
         (6.0, -28.0, 150.0),
@@ -937,36 +1238,80 @@ def _vessel_paths(
         (8.0, pre - 2.0, 320.0),
         (4.0, pre - 2.0, 445.0),
     ]
-    iliac_r = [(4.0, pre - 2.0, 445.0), (-30.0, 30.0, 520.0), (-62.0, -8.0, 600.0), (-72.0, -22.0, 650.0)]
+    # Common and external iliac arteries down to the femoral arteries in the groin.
+    iliac_r = [(4.0, pre - 2.0, 445.0), (-30.0, 30.0, 520.0), (-62.0, -8.0, 600.0), (-76.0, -24.0, 650.0)]
     iliac_l = [(x * -1.0 if i else x, y, z) for i, (x, y, z) in enumerate(iliac_r)]
+    # Femoral veins lie medial to the arteries.
     ivc = [(-22.0, 10.0, 195.0), (-22.0, pre, 320.0), (-20.0, pre, 450.0)]
-    iv_r = [(-20.0, pre, 450.0), (-42.0, 40.0, 525.0), (-70.0, 5.0, 605.0), (-78.0, -10.0, 650.0)]
-    iv_l = [(-20.0, pre, 450.0), (30.0, 42.0, 530.0), (70.0, 5.0, 605.0), (78.0, -10.0, 650.0)]
-    svc = [(-24.0, -24.0, 20.0), (-26.0, -26.0, 140.0)]
-    # Arch branches up to the neck, and the left brachiocephalic vein crossing in front of them.
-    brachiocephalic = [(2.0, -26.0, 60.0), (-12.0, -14.0, 20.0), (-16.0, -8.0, -20.0)]
-    carotid = [(10.0, -20.0, 60.0), (8.0, -12.0, -20.0)]
-    subclavian = [(18.0, -10.0, 62.0), (24.0, -2.0, 20.0), (40.0, 0.0, -20.0)]
-    left_bcv = [(45.0, -30.0, 30.0), (-22.0, -26.0, 38.0)]
-    pa = [(12.0, -58.0, 150.0), (22.0, -40.0, 112.0)]
-    lpa = [(22.0, -40.0, 112.0), (48.0, -8.0, 118.0)]
-    rpa = [(18.0, -30.0, 114.0), (-48.0, -6.0, 122.0)]
-    return [
-        (aorta, 13.5, aorta_hu),
-        (iliac_r, 7.0, aorta_hu),
-        (iliac_l, 7.0, aorta_hu),
-        (ivc, 11.0, 125.0),
-        (iv_r, 7.5, 120.0),
-        (iv_l, 7.5, 120.0),
-        (svc, 10.0, 260.0),
-        (brachiocephalic, 6.5, aorta_hu),
-        (carotid, 4.5, aorta_hu),
-        (subclavian, 5.0, aorta_hu),
-        (left_bcv, 5.5, 230.0),
-        (pa, 14.0, aorta_hu - 20),
-        (lpa, 10.0, aorta_hu - 20),
-        (rpa, 10.0, aorta_hu - 20),
+    iv_r = [(-20.0, pre, 450.0), (-42.0, 40.0, 525.0), (-68.0, 8.0, 605.0), (-64.0, -18.0, 650.0)]
+    iv_l = [(-20.0, pre, 450.0), (30.0, 42.0, 530.0), (68.0, 8.0, 605.0), (64.0, -18.0, 650.0)]
+    out: list[tuple[Path3, float, str]] = [
+        (aorta, 13.5, "artery"),
+        (iliac_r, 7.0, "artery"),
+        (iliac_l, 7.0, "artery"),
+        (ivc, 11.0, "vein"),
+        (iv_r, 7.5, "vein"),
+        (iv_l, 7.5, "vein"),
+        ([(-24.0, -24.0, 20.0), (-26.0, -26.0, 140.0)], 10.0, "svc"),
+        # Arch branches up to the neck, and the left brachiocephalic vein crossing in front of them.
+        ([(2.0, -26.0, 60.0), (-12.0, -14.0, 20.0), (-16.0, -8.0, -20.0)], 6.5, "artery"),
+        ([(10.0, -20.0, 60.0), (8.0, -12.0, -20.0)], 4.5, "artery"),
+        ([(18.0, -10.0, 62.0), (24.0, -2.0, 20.0), (40.0, 0.0, -20.0)], 5.0, "artery"),
+        ([(45.0, -30.0, 30.0), (-22.0, -26.0, 38.0)], 5.5, "svc"),
+        ([(12.0, -58.0, 150.0), (22.0, -40.0, 112.0)], 14.0, "pulmonary"),
+        ([(22.0, -40.0, 112.0), (48.0, -8.0, 118.0)], 10.0, "pulmonary"),
+        ([(18.0, -30.0, 114.0), (-48.0, -6.0, 122.0)], 10.0, "pulmonary"),
+        # Celiac trunk with the splenic and common hepatic arteries, running in the plane.
+        ([(8.0, pre - 2.0, 300.0), (8.0, pre - 18.0, 296.0)], 3.5, "artery"),
+        (
+            [(8.0, pre - 18.0, 296.0), (40.0, pre - 8.0, 292.0), (60.0, 10.0, 298.0), (80.0, 32.0, 292.0)],
+            2.6,
+            "artery",
+        ),
+        ([(8.0, pre - 18.0, 296.0), (-20.0, -8.0, 300.0), (-22.0, 4.0, 302.0)], 2.6, "artery"),
+        # Superior mesenteric artery and vein going down into the mesentery.
+        (
+            [
+                (8.0, pre - 2.0, 318.0),
+                (10.0, pre - 16.0, 336.0),
+                (8.0, pre - 30.0, 420.0),
+                (0.0, -62.0, 480.0),
+            ],
+            3.6,
+            "artery",
+        ),
+        (
+            [(-5.0, 8.0, 330.0), (-8.0, pre - 18.0, 342.0), (-10.0, pre - 32.0, 420.0), (-4.0, -62.0, 480.0)],
+            5.0,
+            "portal",
+        ),
+        # Splenic vein behind the pancreas to the portal confluence.
+        ([(80.0, 34.0, 298.0), (68.0, 28.0, 305.0), (10.0, 0.0, 322.0), (-5.0, 8.0, 330.0)], 4.2, "portal"),
+        # Renal arteries behind, renal veins in front; the left renal vein crosses between aorta and SMA.
+        ([(8.0, pre - 2.0, 352.0), (52.0, 18.0, 354.0)], 2.8, "artery"),
+        ([(8.0, pre - 2.0, 360.0), (-52.0, 18.0, 366.0)], 2.8, "artery"),
+        ([(55.0, 14.0, 350.0), (8.0, pre - 18.0, 346.0), (-22.0, pre, 344.0)], 4.5, "vein"),
+        ([(-55.0, 14.0, 364.0), (-22.0, pre, 360.0)], 4.5, "vein"),
+        # Internal iliac arteries and veins into the pelvis, the deep femoral artery, the saphenous vein.
+        ([(-30.0, 30.0, 520.0), (-42.0, 55.0, 565.0)], 3.8, "artery"),
+        ([(30.0, 30.0, 520.0), (42.0, 55.0, 565.0)], 3.8, "artery"),
+        ([(-42.0, 40.0, 525.0), (-48.0, 62.0, 570.0)], 4.5, "vein"),
+        ([(30.0, 42.0, 530.0), (48.0, 62.0, 570.0)], 4.5, "vein"),
+        ([(-74.0, -22.0, 628.0), (-84.0, 2.0, 650.0)], 3.5, "artery"),
+        ([(74.0, -22.0, 628.0), (84.0, 2.0, 650.0)], 3.5, "artery"),
+        ([(-64.0, -18.0, 640.0), (-58.0, -52.0, 650.0)], 2.8, "vein"),
+        ([(64.0, -18.0, 640.0), (58.0, -52.0, 650.0)], 2.8, "vein"),
     ]
+    return out
+
+
+def _centre_at(path: Path3, z: float) -> tuple[float, float] | None:
+    """Where a centre line crosses the plane z (the first crossing), or None."""
+    for (ax, ay, az), (bx, by, bz) in zip(path[:-1], path[1:], strict=True):
+        if min(az, bz) <= z <= max(az, bz) and abs(bz - az) > 1e-6:
+            t = (z - az) / (bz - az)
+            return ax + t * (bx - ax), ay + t * (by - ay)
+    return None
 
 
 def _psoas(
@@ -983,19 +1328,6 @@ def _psoas(
     return [(a, b, min(ra, rb)) for (a, ra), (b, rb) in zip(pts[:-1], pts[1:], strict=True)]
 
 
-def _box3(a: F32) -> F32:
-    """3x3 binomial blur (edges wrap), cheap correlation for noise fields."""
-    b = a * np.float32(0.5)
-    b[:, 1:] += a[:, :-1] * np.float32(0.25)
-    b[:, :-1] += a[:, 1:] * np.float32(0.25)
-    c = b * np.float32(0.5)
-    c[1:, :] += b[:-1, :] * np.float32(0.25)
-    c[:-1, :] += b[1:, :] * np.float32(0.25)
-    return c
-
-
 def correlated_noise(rng: np.random.Generator, shape: tuple[int, ...], sd: float) -> F32:
     """Gaussian noise smoothed over about a pixel and a half, rescaled to standard deviation `sd` HU."""
-    white = rng.standard_normal(shape, dtype=np.float32)
-    # A 3x3 binomial blur keeps 0.375 of the standard deviation.
-    return _box3(white) * np.float32(sd / 0.375)
+    return noise_field(rng, shape, sd, "standard")

@@ -32,13 +32,14 @@ from app.deeplesion.schema import (
     slice_file_name,
 )
 from app.deeplesion.store import IMAGES_DIR, write_hu_png
+from app.deeplesion.synth.acquisition import PHASE_WEIGHTS, PHASES, Acquisition
 from app.deeplesion.synth.anatomy import REGIONS, Z_BOTTOM, Z_TOP, Phantom
 from app.deeplesion.synth.lesions import Lesion, LesionShape, measure_recist, place_lesions
-from app.deeplesion.synth.raster import Grid
+from app.deeplesion.synth.raster import F32, Grid
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "lesion-review-synth 2"
+GENERATOR_VERSION = "lesion-review-synth 3"
 CONTEXT_MM = 30.0
 # Chance that a lesion observation is deliberately left out of DL_info.csv. Bookmarks miss mostly the
 # lesions a radiologist saw but did not measure: those cut clearly through another lesion's key slice.
@@ -125,6 +126,8 @@ class SeriesPlan:
     centre_px: tuple[float, float]
     noise_sd: float
     stored: set[int] = field(default_factory=set)
+    kernel: str = "standard"
+    artefacts: float = 0.0
 
     @property
     def folder(self) -> str:
@@ -187,6 +190,7 @@ class StudyPlan:
     series: list[SeriesPlan]
     observations: list[Observation]
     phantom: Phantom | None = None  # follow-up mode: this study's body (see Observation.phantom)
+    phase: str = "portal venous"  # contrast phase of the study
 
 
 @dataclass
@@ -273,6 +277,8 @@ def plan_patient(
     lesions = place_lesions(phantom, les_rng, n_lesions, sibling_rate=0.45)
     n_studies = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
     fu_rng = np.random.default_rng([seed, index, 14])
+    # Acquisition (phase, kernel, dose, artefacts) from a stream of its own.
+    acq_rng = np.random.default_rng([seed, index, 15])
     if followup:
         weights = np.array([w for _, w in FOLLOWUP_STUDIES])
         n_studies = FOLLOWUP_STUDIES[int(fu_rng.choice(len(weights), p=weights / weights.sum()))][0]
@@ -309,21 +315,32 @@ def plan_patient(
                 z_first += float(fu_rng.normal(0.0, FOLLOWUP_Z_SHIFT_SD_MM))
             n = min(MAX_SLICES, int((z1 * zs - z_first) // dz) + 1)
             noise = {1.0: 17.0, 2.0: 14.0, 5.0: 11.0}[dz] * float(rng.uniform(0.9, 1.15))
-            series.append(SeriesPlan(index, k, sid, dz, spacing, size, z_first, n, centre_px, noise))
+            acq = Acquisition.random(acq_rng, noise)
+            series.append(
+                SeriesPlan(
+                    index, k, sid, dz, spacing, size, z_first, n, centre_px, acq.noise_sd,
+                    kernel=acq.kernel, artefacts=acq.artefacts,
+                )
+            )  # fmt: skip
+        phase = PHASES[int(acq_rng.choice(len(PHASES), p=np.array(PHASE_WEIGHTS)))]
         obs: list[Observation] = []
         for i, les in enumerate(lesions):
             scale = les.scale_at(months[k - 1])
             chosen = series[int(rng.integers(len(series)))]
             if present is not None and not present[i][k - 1]:
                 continue
-            shape = les.at_scale(scale)
+            shape = les.at_scale(scale, phase)
             if body is not phantom:
                 f = body.scale / phantom.scale
                 shape = replace(shape, centre=(shape.centre[0] * f, shape.centre[1] * f, shape.centre[2] * f))
             obs.append(
                 Observation(les, k, months[k - 1], chosen, shape, True, phantom=body if followup else None)
             )
-        studies.append(StudyPlan(k, months[k - 1], protocol, series, obs, phantom=body if followup else None))
+        studies.append(
+            StudyPlan(
+                k, months[k - 1], protocol, series, obs, phantom=body if followup else None, phase=phase
+            )
+        )
     plan = PatientPlan(index, gender, age, split, phantom, lesions, studies)
     for study in studies:
         _measure_study(plan, study, rng)
@@ -477,6 +494,7 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                         "study_index": st.index,
                         "months_after_first": round(st.months, 2),
                         "protocol": st.protocol,
+                        "contrast_phase": st.phase,
                         # Follow-up mode only: the body's in-plane scale in this study.
                         **({"body_scale": round(st.phantom.scale, 4)} if st.phantom is not None else {}),
                         "series": [
@@ -489,6 +507,9 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                                 "z_first_mm": round(s.z_first, 3),
                                 "body_origin_px": _r3(s.centre_px),
                                 "stored_slices": _runs(sorted(s.stored)),
+                                "kernel": s.kernel,
+                                "noise_sd_hu": round(s.noise_sd, 2),
+                                "artefacts": s.artefacts,
                             }
                             for s in st.series
                             if s.stored
@@ -510,6 +531,7 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                 "semi_axes_mm": _r3(les.semi_axes),
                 "in_plane_angle_deg": round(math.degrees(les.angle), 2),
                 "hu": round(les.hu, 1),
+                "kind": les.kind,
                 "growth_per_year": round(les.growth_per_year, 3),
                 "studies": [],
             }
@@ -525,6 +547,8 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                         "series_id": s.series_id,
                         "scale": round(ob.shape.semi_axes[0] / les.semi_axes[0], 4),
                         "semi_axes_mm": _r3(ob.shape.semi_axes),
+                        "hu": round(ob.shape.hu, 1),
+                        "centre_hu": round(ob.shape.centre_hu(s.z_of(ob.key_index)), 1),
                         "centre_px": _r3((col, row)),
                         "key_slice_index": ob.key_index,
                         "file_name": ob.file_name,
@@ -602,6 +626,7 @@ class _Job:
     series: SeriesPlan
     indices: tuple[int, ...]
     seed: int
+    phase: str = "portal venous"
 
 
 def _worker_init() -> None:
@@ -618,14 +643,21 @@ def _worker_init() -> None:
 
 def _render_job(job: _Job) -> int:
     """Render and write the slices of a job; returns how many were written."""
-    s = job.series
-    grid = s.grid
     folder = Path(job.images_dir) / job.folder
+    body = job.phantom.with_phase(job.phase)
     for k in job.indices:
-        rng = np.random.default_rng([job.seed, s.patient, s.study, s.series_id, k])
-        hu, _ = job.phantom.render(s.z_of(k), grid, job.shapes, rng=rng, noise_sd=s.noise_sd)
+        hu = render_slice(body, job.series, job.shapes, k, job.seed)
         write_hu_png(folder / f"{k:03d}.png", np.rint(hu).astype(np.int16), compress_level=1)
     return len(job.indices)
+
+
+def render_slice(body: Phantom, s: SeriesPlan, shapes: tuple[LesionShape, ...], index: int, seed: int) -> F32:
+    """Slice `index` of a series as generate_dataset writes it (body already in the study's phase), in HU."""
+    rng = np.random.default_rng([seed, s.patient, s.study, s.series_id, index])
+    hu, _ = body.render(
+        s.z_of(index), s.grid, shapes, rng=rng, noise_sd=s.noise_sd, kernel=s.kernel, artefacts=s.artefacts
+    )
+    return hu
 
 
 def _jobs(plans: list[PatientPlan], images_dir: Path, seed: int, chunk: int = 24) -> Iterator[_Job]:
@@ -644,6 +676,7 @@ def _jobs(plans: list[PatientPlan], images_dir: Path, seed: int, chunk: int = 24
                         s,
                         tuple(idx[i : i + chunk]),
                         seed,
+                        st.phase,
                     )
 
 

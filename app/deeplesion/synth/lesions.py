@@ -10,10 +10,27 @@ import numpy as np
 import numpy.typing as npt
 
 from app.deeplesion.synth import anatomy as an
-from app.deeplesion.synth.raster import Canvas, Grid, ellipse_dist, soft
+from app.deeplesion.synth.acquisition import PHASES
+from app.deeplesion.synth.raster import F32, Canvas, Grid, ellipse_dist, segment_dist_3d, soft
 
 # Type frequencies of the real DL_info.csv (coarse types 1..8), used to draw synthetic lesion types.
 TYPE_WEIGHTS: dict[int, float] = {5: 0.23, 2: 0.22, 3: 0.17, 4: 0.15, 8: 0.08, 7: 0.07, 6: 0.05, 1: 0.03}
+# Long diameters: log-normal around 18 mm, so that about a fifth of the lesions exceed 30 mm and a few
+# reach 100 mm and more, as DeepLesion's (0.42 to 342.5 mm) do; each site caps them.
+SIZE_MEDIAN_MM = 18.0
+SIZE_SIGMA = 0.7
+LARGE_MM = 30.0
+# What a lesion looks like inside (see LesionShape.paint), per type: (kind, weight, smallest long diameter).
+KINDS: dict[int, tuple[tuple[str, float, float], ...]] = {
+    1: (("lytic", 0.6, 0.0), ("sclerotic", 0.4, 0.0)),
+    2: (("solid", 0.45, 0.0), ("necrotic", 0.25, 20.0), ("conglomerate", 0.2, 25.0), ("cystic", 0.1, 0.0)),
+    3: (("solid", 0.5, 0.0), ("necrotic", 0.2, 18.0), ("conglomerate", 0.3, 25.0)),
+    4: (("metastasis", 0.45, 0.0), ("hypervascular", 0.15, 0.0), ("cyst", 0.2, 0.0), ("necrotic", 0.2, 25.0)),
+    5: (("solid", 0.4, 0.0), ("spiculated", 0.25, 8.0), ("ground glass", 0.15, 0.0), ("necrotic", 0.2, 28.0)),
+    6: (("cyst", 0.55, 0.0), ("solid", 0.45, 0.0)),
+    7: (("solid", 0.5, 0.0), ("rim", 0.25, 15.0), ("necrotic", 0.25, 25.0)),
+    8: (("solid", 0.45, 0.0), ("necrotic", 0.25, 20.0), ("conglomerate", 0.2, 25.0), ("cystic", 0.1, 0.0)),
+}
 
 
 @dataclass(frozen=True)
@@ -28,15 +45,19 @@ class Site:
 
 
 SITES: dict[int, Site] = {
-    1: Site("bone", frozenset({an.BONE}), (40.0, 450.0), 30.0, 30.0),
-    2: Site("abdomen", frozenset({an.CAVITY_FAT, an.PANCREAS}), (300.0, 450.0), 70.0),
-    3: Site("mediastinum", frozenset({an.CAVITY_FAT}), (45.0, 150.0), 40.0, 55.0),
-    4: Site("liver", frozenset({an.LIVER}), (225.0, 335.0), 80.0),
-    5: Site("lung", frozenset({an.LUNG}), (35.0, 240.0), 45.0),
-    6: Site("kidney", frozenset({an.KIDNEY}), (325.0, 395.0), 45.0),
-    7: Site("soft tissue", frozenset({an.SUBCUT_FAT, an.MUSCLE}), (20.0, 600.0), 50.0),
-    8: Site("pelvis", frozenset({an.CAVITY_FAT, an.BLADDER}), (520.0, 610.0), 60.0),
+    1: Site("bone", frozenset({an.BONE}), (40.0, 450.0), 45.0, 30.0),
+    2: Site("abdomen", frozenset({an.CAVITY_FAT, an.PANCREAS}), (300.0, 450.0), 130.0),
+    3: Site("mediastinum", frozenset({an.CAVITY_FAT}), (45.0, 150.0), 75.0, 55.0),
+    4: Site("liver", frozenset({an.LIVER}), (225.0, 335.0), 140.0),
+    5: Site("lung", frozenset({an.LUNG}), (35.0, 240.0), 70.0),
+    6: Site("kidney", frozenset({an.KIDNEY}), (325.0, 395.0), 80.0),
+    7: Site("soft tissue", frozenset({an.SUBCUT_FAT, an.MUSCLE}), (20.0, 600.0), 80.0),
+    8: Site("pelvis", frozenset({an.CAVITY_FAT, an.BLADDER}), (520.0, 610.0), 110.0),
 }
+# Tissue a large mass may push into at its rim (it displaces organs), and what it may never cross.
+_DISPLACEABLE = frozenset({an.CAVITY_FAT, an.BOWEL, an.NODE, an.VESSEL, an.PANCREAS, an.STOMACH, an.MUSCLE})
+# A lung mass may rest on the chest wall or the mediastinum (pleural based).
+_PLEURA = frozenset({an.MUSCLE, an.CAVITY_FAT, an.SUBCUT_FAT})
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,18 @@ class LesionShape:
     texture_hu: float
     texture_k: tuple[float, float, float, float]  # kx, ky, kz (rad/mm), phase
     edge_mm: float
+    kind: str = "solid"
+    core_hu: float = 0.0  # necrotic or cystic centre, or the solid part of a part-solid nodule
+    core_frac: float = 0.0  # its size relative to the lesion; 0 = none
+    rim_hu: float = 0.0  # enhancing rim (or capsule) over rim_mm inside the edge
+    rim_mm: float = 0.0
+    lobes: tuple[float, float, float] = (
+        0.0,
+        0.0,
+        0.0,
+    )  # boundary lobulation: amplitude (share), count, phase
+    spicules: tuple[float, ...] = ()  # angles (radians) of spicules
+    hetero_hu: float = 0.0  # coarse heterogeneity of a large mass
 
     def cross_section(self, z_mm: float) -> tuple[float, float] | None:
         """In-plane semi-axes (mm) of the cut at z, or None when the plane misses the lesion."""
@@ -59,6 +92,35 @@ class LesionShape:
         f = math.sqrt(1.0 - u * u)
         return self.semi_axes[0] * f, self.semi_axes[1] * f
 
+    def _dist(self, X: F32, Y: F32, cx: float, cy: float, a: float, b: float) -> F32:
+        """Signed distance (mm, positive inside) to the cut's outline, lobulated when the lesion is."""
+        d = ellipse_dist(X, Y, cx, cy, a, b, self.angle)
+        amp, count, phase = self.lobes
+        if amp > 0:
+            theta = np.arctan2(Y - np.float32(cy), X - np.float32(cx))
+            d = d + np.float32(amp * min(a, b)) * np.cos(theta * np.float32(count) + np.float32(phase))
+        return d
+
+    def _value(self, X: F32, Y: F32, z_mm: float, scale: float) -> F32:
+        """HU of the solid part with its fine texture and coarse heterogeneity (reference-mm coordinates)."""
+        kx, ky, kz, ph = self.texture_k
+        value = np.float32(self.hu) + np.float32(self.texture_hu) * np.sin(
+            X * np.float32(kx * scale) + np.float32(ph)
+        ) * np.cos(Y * np.float32(ky * scale) + np.float32(kz * z_mm))
+        if self.hetero_hu:
+            value = value + np.float32(self.hetero_hu) * np.sin(
+                X * np.float32(0.23 * kx * scale) + Y * np.float32(0.19 * ky * scale) + np.float32(2 * ph)
+            ) * np.sin(Y * np.float32(0.27 * kx * scale) - np.float32(0.1 * kz * z_mm) + np.float32(ph))
+        return value
+
+    def centre_hu(self, z_mm: float) -> float:
+        """The noise-free HU painted at the lesion's centre on the slice at z (its core when it has one)."""
+        if self.core_frac > 0:
+            return self.core_hu
+        x = np.array([[self.centre[0]]], dtype=np.float32)
+        y = np.array([[self.centre[1]]], dtype=np.float32)
+        return float(self._value(x, y, z_mm, 1.0)[0, 0])
+
     def paint(self, canvas: Canvas, z_mm: float, scale: float, z_scale: float) -> None:
         """Paint the cut at physical z onto a reference-mm canvas (scale converts physical -> reference)."""
         del z_scale
@@ -67,18 +129,32 @@ class LesionShape:
             return
         a, b = cut[0] / scale, cut[1] / scale
         cx, cy = self.centre[0] / scale, self.centre[1] / scale
-        r = max(a, b) + 3 * canvas.edge
+        reach = max(a, b) * (1.0 + self.lobes[0]) + (8.0 if self.spicules else 0.0)
+        r = reach + 3 * canvas.edge
         win = canvas.window(cx - r, cx + r, cy - r, cy + r)
         if win is None:
             return
-        alpha = soft(
-            ellipse_dist(win.X, win.Y, cx, cy, a, b, self.angle), max(canvas.edge, self.edge_mm / scale)
-        )
-        kx, ky, kz, ph = self.texture_k
-        value = np.float32(self.hu) + np.float32(self.texture_hu) * np.sin(
-            win.X * np.float32(kx * scale) + np.float32(ph)
-        ) * np.cos(win.Y * np.float32(ky * scale) + np.float32(kz * z_mm))
+        edge = max(canvas.edge, self.edge_mm / scale)
+        dist = self._dist(win.X, win.Y, cx, cy, a, b)
+        alpha = soft(dist, edge)
+        # Coordinates in physical mm for the texture, so it does not depend on the patient's scale.
+        value = self._value(win.X * np.float32(scale), win.Y * np.float32(scale), z_mm, 1.0)
+        if self.rim_mm > 0:
+            inner = soft(dist - np.float32(self.rim_mm / scale), canvas.edge)
+            value = value + (np.float32(1.0) - inner) * (np.float32(self.rim_hu) - value)
+        if self.core_frac > 0:
+            ca, cb = a * self.core_frac, b * self.core_frac
+            core = soft(self._dist(win.X, win.Y, cx, cy, ca, cb), canvas.edge * 1.5)
+            value = value + core * (np.float32(self.core_hu) - value)
         canvas.paint(win, alpha, value, an.LESION)
+        for theta in self.spicules:
+            # Thin strands from the surface into the lung; they do not count in the RECIST outline.
+            ux, uy = math.cos(theta), math.sin(theta)
+            p0 = (cx + 0.8 * a * ux, cy + 0.8 * a * uy, 0.0)
+            p1 = (cx + (a + 7.0 / scale) * ux, cy + (a + 7.0 / scale) * uy, 0.0)
+            d3, t = segment_dist_3d(win.X, win.Y, 0.0, p0, p1)
+            width = np.float32(0.9 / scale) * (np.float32(1.0) - np.float32(0.7) * t)
+            canvas.paint(win, soft(width - d3, canvas.edge) * np.float32(0.8), float(self.hu), None)
 
     def mask(self, grid: Grid, z_mm: float) -> tuple[npt.NDArray[np.bool_], int, int] | None:
         """Pixels of the cut at z on the pixel grid (alpha >= 0.5), with the window's (col0, row0)."""
@@ -86,7 +162,7 @@ class LesionShape:
         if cut is None:
             return None
         a, b = cut
-        r = max(a, b) + 2 * grid.spacing
+        r = max(a, b) * (1.0 + self.lobes[0]) + 2 * grid.spacing
         c0, r0 = grid.to_px(self.centre[0] - r, self.centre[1] - r)
         c1, r1 = grid.to_px(self.centre[0] + r, self.centre[1] + r)
         i0, j0 = max(0, int(math.floor(c0))), max(0, int(math.floor(r0)))
@@ -95,7 +171,7 @@ class LesionShape:
             return None
         xs = (grid.x0 + np.arange(i0, i1) * grid.spacing).astype(np.float32)[None, :]
         ys = (grid.y0 + np.arange(j0, j1) * grid.spacing).astype(np.float32)[:, None]
-        inside = ellipse_dist(xs, ys, self.centre[0], self.centre[1], a, b, self.angle) >= 0
+        inside = self._dist(xs, ys, self.centre[0], self.centre[1], a, b) >= 0
         if not inside.any():
             return None
         return inside, i0, j0
@@ -111,24 +187,43 @@ class Lesion:
     centre: tuple[float, float, float]
     semi_axes: tuple[float, float, float]
     angle: float
-    hu: float
+    hu: float  # solid part, portal venous phase
     texture_hu: float
     texture_k: tuple[float, float, float, float]
     edge_mm: float
     growth_per_year: float
     host: str
+    kind: str = "solid"
+    # HU of the solid part, the core and the rim in each phase of acquisition.PHASES.
+    hu_by_phase: tuple[float, ...] = ()
+    core_by_phase: tuple[float, ...] = ()
+    rim_by_phase: tuple[float, ...] = ()
+    core_frac: float = 0.0
+    rim_mm: float = 0.0
+    lobes: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    spicules: tuple[float, ...] = ()
+    hetero_hu: float = 0.0
 
-    def at_scale(self, scale: float) -> LesionShape:
-        """The lesion grown or shrunk by `scale` (same centre)."""
+    def at_scale(self, scale: float, phase: str = "portal venous") -> LesionShape:
+        """The lesion grown or shrunk by `scale` (same centre), as it looks in a contrast phase."""
         a, b, c = self.semi_axes
+        k = PHASES.index(phase)
         return LesionShape(
             self.centre,
             (a * scale, b * scale, c * scale),
             self.angle,
-            self.hu,
+            self.hu_by_phase[k] if self.hu_by_phase else self.hu,
             self.texture_hu,
             self.texture_k,
             self.edge_mm,
+            kind=self.kind,
+            core_hu=self.core_by_phase[k] if self.core_by_phase else 0.0,
+            core_frac=self.core_frac,
+            rim_hu=self.rim_by_phase[k] if self.rim_by_phase else 0.0,
+            rim_mm=self.rim_mm,
+            lobes=self.lobes,
+            spicules=self.spicules,
+            hetero_hu=self.hetero_hu,
         )
 
     def scale_at(self, months: float) -> float:
@@ -143,29 +238,108 @@ def _host_labels(phantom: an.Phantom, z_mm: float, grid: Grid) -> npt.NDArray[np
     return labels
 
 
-def _lesion_hu(
-    lesion_type: int, host: int, phantom: an.Phantom, rng: np.random.Generator
-) -> tuple[float, str]:
-    """HU of a lesion of this type against its host, as in deeplesion.md's reference values."""
-    if lesion_type == 5:
-        return rng.uniform(10, 45), "solid nodule"
-    if lesion_type == 4:
-        return phantom.liver_hu - rng.uniform(25, 60), "hypodense"
-    if lesion_type == 6:
-        return rng.uniform(0, 20), "simple cyst"
+@dataclass(frozen=True)
+class _Look:
+    """How a lesion of one kind appears in each phase: solid, core and rim HU, and its structure."""
+
+    solid: tuple[float, ...]
+    core: tuple[float, ...] = ()
+    rim: tuple[float, ...] = ()
+    core_frac: float = 0.0
+    rim_mm: float = 0.0
+    hetero_hu: float = 0.0
+
+
+def _look(
+    lesion_type: int, kind: str, host: int, phantom: an.Phantom, long_mm: float, rng: np.random.Generator
+) -> _Look:
+    """HU of a lesion of this type and kind against its host in every phase (deeplesion.md's values)."""
+    enh = [phantom.with_phase(p).enh for p in PHASES]
+    big = long_mm > LARGE_MM
+    hetero = float(rng.uniform(10, 25)) if big else 0.0
+
+    def per_phase(base: float, rise: float) -> tuple[float, ...]:
+        # Rise with contrast in proportion to the soft-tissue enhancement of each phase.
+        return tuple(base + rise * (e.node - enh[0].node) / max(1.0, enh[2].node - enh[0].node) for e in enh)
+
+    water = tuple(float(rng.uniform(0, 18)) for _ in PHASES)
+    necrosis = tuple([float(rng.uniform(8, 25))] * len(PHASES))
     if lesion_type == 1:
-        if rng.random() < 0.6:
-            return rng.uniform(30, 70), "lytic"
-        return rng.uniform(650, 1000), "sclerotic"
+        if kind == "lytic":
+            return _Look(per_phase(float(rng.uniform(30, 60)), 15.0))
+        return _Look(
+            tuple([float(rng.uniform(650, 1000))] * len(PHASES)), hetero_hu=float(rng.uniform(40, 120))
+        )
+    if lesion_type == 4:
+        if kind == "cyst":
+            return _Look(water)
+        if kind == "hypervascular":
+            # Brighter than liver in the arterial phase, washed out later, with a capsule when delayed.
+            d = (float(rng.uniform(-12, -5)), float(rng.uniform(40, 75)), float(rng.uniform(-15, -4)),
+                 float(rng.uniform(-25, -12)))  # fmt: skip
+            solid = tuple(e.liver + dd for e, dd in zip(enh, d, strict=True))
+            rim = tuple(v + (12.0 if p == "delayed" else 0.0) for v, p in zip(solid, PHASES, strict=True))
+            return _Look(solid, rim=rim, rim_mm=1.5, hetero_hu=hetero)
+        drop = float(rng.uniform(25, 60))
+        solid = tuple(e.liver - drop * (0.35 if p == "non-contrast" else 0.8 if p == "arterial" else 1.0)
+                      for e, p in zip(enh, PHASES, strict=True))  # fmt: skip
+        # Metastases: a thin enhancing rim in the arterial and portal phases.
+        rim = tuple(
+            v + (30.0 if p in ("arterial", "portal venous") else 0.0)
+            for v, p in zip(solid, PHASES, strict=True)
+        )
+        if kind == "necrotic":
+            return _Look(solid, necrosis, rim, float(rng.uniform(0.4, 0.7)), 2.5, hetero)
+        return _Look(solid, rim=rim, rim_mm=float(rng.uniform(1.0, 2.5)) if rng.random() < 0.5 else 0.0)
+    if lesion_type == 6:
+        if kind == "cyst":
+            return _Look(water)
+        # Renal cell carcinoma: enhancing, less than the cortex, often heterogeneous.
+        solid = tuple(e.kidney_cortex - float(rng.uniform(40, 80)) if p != "non-contrast" else 35.0
+                      for e, p in zip(enh, PHASES, strict=True))  # fmt: skip
+        return _Look(solid, necrosis if big else (), (), 0.45 if big else 0.0, 0.0, hetero + 10.0)
+    if lesion_type == 5:
+        if kind == "ground glass":
+            solid = tuple([float(rng.uniform(-700, -400))] * len(PHASES))
+            if rng.random() < 0.5:
+                return _Look(
+                    solid, per_phase(float(rng.uniform(10, 40)), 15.0), core_frac=float(rng.uniform(0.3, 0.5))
+                )
+            return _Look(solid)
+        solid = per_phase(float(rng.uniform(10, 45)), 20.0)
+        if kind == "necrotic":
+            return _Look(solid, necrosis, (), float(rng.uniform(0.35, 0.6)), 0.0, hetero)
+        return _Look(solid, hetero_hu=hetero)
     if lesion_type == 7 and host == an.MUSCLE:
-        return rng.uniform(75, 100), "enhancing"
-    return rng.uniform(32, 58), "soft tissue"
+        solid = per_phase(float(rng.uniform(40, 55)), float(rng.uniform(30, 50)))
+    else:
+        solid = per_phase(float(rng.uniform(32, 50)), float(rng.uniform(15, 35)))
+    if lesion_type == 2 and host == an.PANCREAS:
+        solid = tuple(e.pancreas - float(rng.uniform(25, 50)) for e in enh)
+    if kind == "cystic":
+        return _Look(solid, water, (), float(rng.uniform(0.7, 0.85)), 0.0)
+    if kind == "rim":
+        rim = tuple(
+            v + float(rng.uniform(30, 60)) * (0 if p == "non-contrast" else 1)
+            for v, p in zip(solid, PHASES, strict=True)
+        )
+        return _Look(solid, necrosis, rim, float(rng.uniform(0.55, 0.75)), 3.0)
+    if kind == "necrotic":
+        return _Look(solid, necrosis, (), float(rng.uniform(0.35, 0.65)), 0.0, hetero)
+    return _Look(solid, hetero_hu=hetero)
+
+
+def _pick_kind(lesion_type: int, long_mm: float, rng: np.random.Generator) -> str:
+    """A kind for this type among those possible at this size."""
+    options = [(k, w) for k, w, smallest in KINDS[lesion_type] if long_mm >= smallest]
+    weights = np.array([w for _, w in options])
+    return options[int(rng.choice(len(options), p=weights / weights.sum()))][0]
 
 
 def place_lesions(
     phantom: an.Phantom, rng: np.random.Generator, count: int, *, sibling_rate: float = 0.2
 ) -> list[Lesion]:
-    """Draw `count` lesions of realistic types and sizes, each fully inside its matching organ."""
+    """Draw `count` lesions of realistic types, sizes and looks inside their organs (large ones may push)."""
     grid = Grid.centred(160, 2.8, (80.0, 80.0))
     types = list(TYPE_WEIGHTS)
     weights = np.array([TYPE_WEIGHTS[t] for t in types])
@@ -204,29 +378,56 @@ def place_lesions(
         if site.max_abs_x < 1e8:
             xs_row = (grid.x0 + np.arange(grid.size) * grid.spacing) / phantom.scale
             ok &= (np.abs(xs_row) <= site.max_abs_x)[None, :]
+        if ltype == 5 and rng.random() < 0.35:
+            # Against the pleura: lung pixels within 3 coarse pixels of the chest wall or mediastinum.
+            wall = np.isin(labels, list(_PLEURA))
+            near = np.zeros_like(wall)
+            for dj in range(-3, 4):
+                for di in range(-3, 4):
+                    near |= np.roll(np.roll(wall, dj, axis=0), di, axis=1)
+            if (ok & near).any():
+                ok &= near
         cand = np.argwhere(ok)
         if len(cand) == 0:
             continue
-        j, i = cand[int(rng.integers(len(cand)))]
-        cx, cy = grid.to_mm(float(i), float(j))
-        host = int(labels[j, i])
-        diameter = float(np.clip(rng.lognormal(math.log(17.0), 0.55), 5.0, site.max_diameter_mm))
+        diameter = float(
+            np.clip(rng.lognormal(math.log(SIZE_MEDIAN_MM), SIZE_SIGMA), 5.0, site.max_diameter_mm)
+        )
         angle = rng.uniform(0, math.pi)
-        for _ in range(7):
+        # Try several centres at the drawn size before shrinking it, so that big lesions stay big.
+        placed: tuple[float, float, int, tuple[float, float, float]] | None = None
+        while placed is None and diameter >= 5.0:
             a = diameter / 2.0
             b = a * (rng.uniform(0.85, 1.0) if ltype == 6 else rng.uniform(0.6, 0.95))
             c = a * rng.uniform(0.7, 1.0)
-            if _fits(host_at, site.hosts, (cx, cy, z), (a, b, c), angle) and _apart(lesions, (cx, cy, z), a):
-                break
-            diameter *= 0.75
-            if diameter < 5.0:
-                a = 0.0
-                break
-        else:
-            a = 0.0
-        if a <= 0.0:
+            for _ in range(6):
+                j, i = cand[int(rng.integers(len(cand)))]
+                cx, cy = grid.to_mm(float(i), float(j))
+                if _fits(host_at, site, ltype, (cx, cy, z), (a, b, c), angle) and _apart(
+                    lesions, (cx, cy, z), a
+                ):
+                    placed = (cx, cy, int(labels[j, i]), (a, b, c))
+                    break
+            diameter *= 0.85
+        if placed is None:
             continue
-        hu, _kind = _lesion_hu(ltype, host, phantom, rng)
+        cx, cy, host, (a, b, c) = placed
+        long_mm = 2.0 * a
+        kind = _pick_kind(ltype, long_mm, rng)
+        look = _look(ltype, kind, host, phantom, long_mm, rng)
+        pv = PHASES.index("portal venous")
+        lobes = (0.0, 0.0, 0.0)
+        if kind == "conglomerate" or (long_mm > LARGE_MM and kind not in ("cyst", "ground glass")):
+            lobes = (
+                float(rng.uniform(0.06, 0.14)),
+                float(rng.integers(3, 7)),
+                float(rng.uniform(0, 2 * math.pi)),
+            )
+        spicules: tuple[float, ...] = ()
+        if kind == "spiculated":
+            spicules = tuple(
+                float(t) for t in np.sort(rng.uniform(0, 2 * math.pi, size=int(rng.integers(6, 12))))
+            )
         lesions.append(
             Lesion(
                 index=len(lesions) + 1,
@@ -235,7 +436,7 @@ def place_lesions(
                 centre=(cx, cy, z),
                 semi_axes=(a, b, c),
                 angle=angle,
-                hu=float(hu),
+                hu=float(look.solid[pv]),
                 texture_hu=float(rng.uniform(3, 8)),
                 texture_k=(
                     float(rng.uniform(0.3, 0.8)),
@@ -243,9 +444,18 @@ def place_lesions(
                     float(rng.uniform(0.2, 0.6)),
                     float(rng.uniform(0, 2 * math.pi)),
                 ),
-                edge_mm=0.6 if ltype == 6 else float(rng.uniform(0.8, 2.0)),
+                edge_mm=0.6 if kind in ("cyst", "cystic") else float(rng.uniform(0.8, 2.0)),
                 growth_per_year=float(rng.normal(0.15, 0.5)),
                 host=an.LABEL_NAMES[host],
+                kind=kind,
+                hu_by_phase=tuple(round(v, 2) for v in look.solid),
+                core_by_phase=tuple(round(v, 2) for v in look.core),
+                rim_by_phase=tuple(round(v, 2) for v in look.rim),
+                core_frac=look.core_frac if look.core else 0.0,
+                rim_mm=look.rim_mm if look.rim else 0.0,
+                lobes=lobes,
+                spicules=spicules,
+                hetero_hu=look.hetero_hu,
             )
         )
     return lesions
@@ -253,23 +463,41 @@ def place_lesions(
 
 def _fits(
     host_at: Callable[[float, float, float], int],
-    hosts: frozenset[int],
+    site: Site,
+    lesion_type: int,
     centre: tuple[float, float, float],
     axes: tuple[float, float, float],
     angle: float,
 ) -> bool:
-    """True when the centre, 8 points around the rim and the points above and below lie in host tissue."""
+    """True when the centre and the rim lie in host tissue (a large mass may push into its surroundings)."""
     cx, cy, z = centre
     a, b, c = axes
-    if host_at(cx, cy, z) not in hosts:
+    if host_at(cx, cy, z) not in site.hosts:
         return False
+    # Vessels run through the liver, lungs and kidneys; a lesion there may abut or encase them.
+    hosts = site.hosts | {an.VESSEL} if lesion_type in (4, 5, 6) else site.hosts
+    # A small lesion lies wholly in its organ; a large one, or a lung mass on the pleura, keeps its centre
+    # and most of its rim there and may displace soft tissue at the rest, never air, lung or bone.
+    if lesion_type == 5:
+        spill, allowed = 3, _PLEURA
+    elif 2 * a > LARGE_MM and lesion_type != 1:
+        spill, allowed = 3, _DISPLACEABLE | hosts
+    else:
+        spill, allowed = 0, hosts
+    outside = 0
     ca, sa = math.cos(angle), math.sin(angle)
     for k in range(8):
         t = k * math.pi / 4
         u, v = 0.95 * a * math.cos(t), 0.95 * b * math.sin(t)
-        if host_at(cx + ca * u - sa * v, cy + sa * u + ca * v, z) not in hosts:
+        h = host_at(cx + ca * u - sa * v, cy + sa * u + ca * v, z)
+        if h in hosts:
+            continue
+        outside += 1
+        if h not in allowed or outside > spill:
             return False
-    return all(host_at(cx, cy, z + dz) in hosts for dz in (-0.8 * c, 0.8 * c))
+    above_below = [host_at(cx, cy, z + dz) in hosts for dz in (-0.8 * c, 0.8 * c)]
+    # A vertebral lesion may reach a disc above or below.
+    return any(above_below) if lesion_type == 1 else all(above_below)
 
 
 def _apart(lesions: list[Lesion], centre: tuple[float, float, float], a: float) -> bool:
@@ -298,7 +526,13 @@ def measure_recist(
     bnd = np.stack([bc + col0, br + row0], axis=1).astype(np.float64)
     diff = bnd[:, None, :] - bnd[None, :, :]
     d2 = (diff**2).sum(-1)
-    i, j = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    # Among the chords within half a pixel of the longest, take the one through the middle of the mask, as
+    # a reader would: on a pixelated tip several chords tie and the first found may run off-centre.
+    longest = math.sqrt(float(d2.max()))
+    ii, jj = np.nonzero(d2 >= max(0.0, longest - 0.5) ** 2)
+    mid = (bnd[ii] + bnd[jj]) / 2 - pts.mean(axis=0)
+    best_pair = int(np.argmin((mid**2).sum(-1)))
+    i, j = int(ii[best_pair]), int(jj[best_pair])
     p, q = bnd[i], bnd[j]
     if d2[i, j] == 0:
         q = p + np.array([1.0, 0.0])

@@ -23,7 +23,7 @@ from app.deeplesion.synth.generator import (
     SynthSummary,
     patient_splits,
 )
-from app.deeplesion.synth.lesions import TYPE_WEIGHTS
+from app.deeplesion.synth.lesions import SIZE_MEDIAN_MM, SIZE_SIGMA, TYPE_WEIGHTS
 
 REAL_ROWS = 32735
 # Slice intervals of the real file: 48.3% 1 mm, 48.9% 5 mm, the rest spread from 0.25 to 22.5 mm.
@@ -102,7 +102,7 @@ def generate_metadata_only(out_dir: Path, *, lesions: int = REAL_ROWS, seed: int
                 ltype = int(pick_type(rng))
                 window = pick_window.get(ltype, pick_window[0])(rng)
                 for _ in range(per_key):
-                    long_mm = min(250.0, max(2.0, float(rng.lognormal(math.log(19.0), 0.6))))
+                    long_mm = min(250.0, max(2.0, float(rng.lognormal(math.log(SIZE_MEDIAN_MM), SIZE_SIGMA))))
                     cx = size * rng.uniform(0.25, 0.75)
                     cy = size * rng.uniform(0.25, 0.7)
                     # Keep the whole measurement inside the image.

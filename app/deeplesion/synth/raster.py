@@ -63,9 +63,10 @@ def ellipse_dist(X: F32, Y: F32, cx: float, cy: float, a: float, b: float, angle
     vb = v * np.float32(1.0 / b)
     q = np.sqrt(ua * ua + vb * vb)
     rr = np.sqrt(u * u + v * v)
-    q = np.maximum(q, np.float32(1e-4))
     # Along the ray through the pixel the boundary sits at rr / q: exact for circles, close for ellipses.
-    return (np.float32(1.0) - q) * (rr / q)
+    # At the very centre the ray has no direction; the nearest boundary is the minor semi-axis away.
+    ratio = np.where(q > np.float32(1e-4), rr / np.maximum(q, np.float32(1e-4)), np.float32(min(a, b)))
+    return (np.float32(1.0) - q) * ratio
 
 
 def segment_dist_3d(
