@@ -244,3 +244,38 @@ def test_toolbar_is_one_row_at_1280_and_usable_at_1024(
     assert page.get_attribute("#viewer", "data-view") == "1,0,0"
     page.click("#help")
     assert page.locator("#keymap-dialog[open], dialog[open]").count() == 1
+
+
+def test_viewer_parts_import_alone_and_the_dispatcher_routes_buttons_as_documented(
+    page: Any, server: LiveServer, signed_in: dict[str, Any]
+) -> None:
+    # The work list carries no viewer: the modules must load without one and do nothing on import.
+    page.goto("/")
+    page.wait_for_load_state("networkidle")
+    got = page.evaluate(
+        """async () => {
+            const vp = await import('/static/js/viewer/viewport.js');
+            const tools = await import('/static/js/viewer/tools.js');
+            const rest = ['slice-cache', 'annotations', 'overlay', 'edits', 'panels', 'cine', 'commands'];
+            for (const m of rest) {
+                await import(`/static/js/viewer/${m}.js`);
+            }
+            const view = {
+                w: 512, h: 400, vw: 800, vh: 600, zoom: 2, panX: 5, panY: -3, rotation: 1, flipH: true,
+            };
+            const m = vp.viewMatrix(view);
+            const s = vp.imageToScreen(m, 10.25, 20.5);
+            return {
+                back: vp.screenToImage(m, s.x, s.y), labels: vp.orientationLabels(view), scale: m.s,
+                routes: [[2, false], [1, false], [0, true], [0, false], [3, false]]
+                    .map(([b, shift]) => tools.routeButton(b, shift, 'ellipse')),
+                viewer: !!window.__viewer,
+            };
+        }"""
+    )
+    assert got["back"] == pytest.approx({"x": 10.25, "y": 20.5})
+    # A quarter turn clockwise then a mirror: the patient's right (image left) is at the top.
+    assert got["labels"] == {"left": "A", "right": "P", "top": "R", "bottom": "L"}
+    assert got["scale"] == pytest.approx(2 * min(800 / 400, 600 / 512))
+    assert got["routes"] == ["zoom", "pan", "pan", "ellipse", None]
+    assert got["viewer"] is False

@@ -5,10 +5,11 @@ import { INT16_OFFSET, buildLut } from "../lut.js";
 // The orientation part of the view as a 2x2 matrix with entries in {-1, 0, 1}: `rotation` quarter turns
 // clockwise, then flips along the screen's axes (H mirrors left-right on screen whatever the rotation, as in OHIF).
 // screen.x = a x + c y, screen.y = b x + d y (the order of CSS matrix()).
+// A clockwise quarter turn on a y-down screen takes (x, y) to (-y, x); k turns, as [r00, r01, r10, r11].
+const TURNS = [[1, 0, 0, 1], [0, -1, 1, 0], [-1, 0, 0, -1], [0, 1, -1, 0]];
+
 export function orientation({ rotation = 0, flipH = false, flipV = false }) {
-  const k = ((rotation % 4) + 4) % 4;
-  // A clockwise quarter turn on a y-down screen takes (x, y) to (-y, x).
-  const [r00, r01, r10, r11] = [[1, 0, 0, 1], [0, -1, 1, 0], [-1, 0, 0, -1], [0, 1, -1, 0]][k];
+  const [r00, r01, r10, r11] = TURNS[((rotation % 4) + 4) % 4];
   const fx = flipH ? -1 : 1;
   const fy = flipV ? -1 : 1;
   return { a: fx * r00, c: fx * r01, b: fy * r10, d: fy * r11 };
@@ -70,7 +71,19 @@ export function createViewport({ viewport, imageCanvas, overlayCanvas, labels, s
     };
   }
 
-  const matrix = () => viewMatrix(view());
+  // The matrix is recomputed only when an input changed: the overlay maps dozens of points per frame.
+  let memo = null;
+  function matrix() {
+    const v = memo && memo.view;
+    const same = v && v.w === imageCanvas.width && v.h === imageCanvas.height && v.vw === size.vw && v.vh === size.vh &&
+      v.zoom === state.zoom && v.panX === state.panX && v.panY === state.panY && v.rotation === state.rotation &&
+      v.flipH === state.flipH && v.flipV === state.flipV;
+    if (!same) {
+      const current = view();
+      memo = { view: current, m: viewMatrix(current) };
+    }
+    return memo.m;
+  }
 
   function apply() {
     const m = matrix();
