@@ -2,9 +2,10 @@
 // panels, cine and the command table (static/js/viewer/*) into one page. Only wiring lives here.
 import { describeError, get, initShell, isTypingTarget, showError, ApiError, wireKeymap } from "./api.js";
 import { buildKeyIndex, eventKeyId, renderKeymap } from "./keymap.js";
-import { DEFAULT_PRESET, DICOM_PRESET, LAYERS, PRESETS } from "./vocabulary.js";
+import { DEFAULT_PRESET, DICOM_PRESET, LAYERS } from "./vocabulary.js";
 import { createAnnotations } from "./viewer/annotations.js";
 import { createCine } from "./viewer/cine.js";
+import { createControls } from "./viewer/controls.js";
 import { viewerCommands } from "./viewer/commands.js";
 import { createEdits } from "./viewer/edits.js";
 import { createOverlay } from "./viewer/overlay.js";
@@ -78,11 +79,10 @@ app.edits = createEdits(app);
 app.cine = createCine({
   state, root, button: $("cine"), fpsInput: $("cine-fps"), fpsOutput: $("cine-fps-value"),
   setSlice: (i) => setSlice(i), setMessage: (t) => app.panels.setMessage(t),
-  beforeStart: () => { if (state.tool !== "pointer") setTool("pointer"); },
+  beforeStart: () => { if (state.tool !== "pointer") app.setTool("pointer"); },
 });
 Object.assign(app, {
-  redraw, setSlice, stepSlice, setWindow, applyPreset, select, selectNext, setTool, measureSelected, applyKeySlice,
-  fitView, resetView, toggleInvert, toggleSmooth, escape, zoomCentre,
+  redraw, setSlice, stepSlice, applyKeySlice,
   setMessage: (text) => app.panels.setMessage(text),
   updatePanels: () => app.panels.updatePanels(),
   updateReadouts: () => app.panels.updateReadouts(),
@@ -93,7 +93,9 @@ Object.assign(app, {
   },
   toggleKeymap: wireKeymap(),
 });
+Object.assign(app, createControls(app, requestRender));
 app.tools = createTools(app);
+const { setWindow, applyPreset, setTool, measureSelected, resetView, toggleInvert, toggleSmooth, dicomWindow } = app;
 
 function redraw() {
   app.overlay.draw();
@@ -169,7 +171,7 @@ function updateHu() {
   root.dataset.hu = `${state.current},${at.x},${at.y},${at.hu}`;
 }
 
-// ---------------------------------------------------------------- navigation, window, view
+// ---------------------------------------------------------------- navigation along the stored slices
 
 function setSlice(index) {
   const clamped = app.slices.nearestListed(index);
@@ -186,115 +188,6 @@ function stepSlice(steps) {
   const at = list.indexOf(state.current);
   const next = Math.max(0, Math.min(list.length - 1, (at < 0 ? list.indexOf(app.slices.nearestListed(state.current)) : at) + steps));
   setSlice(list[next]);
-}
-
-function setWindow(center, width, name = "custom") {
-  state.window = { center, width: Math.max(1, width) };
-  state.windowName = name;
-  requestRender();
-}
-
-function dicomWindow() {
-  const w = state.ks && state.ks.dicom_window;
-  if (!w || w[1] <= w[0]) return null;
-  return { center: (w[0] + w[1]) / 2, width: w[1] - w[0] };
-}
-
-function applyPreset(key) {
-  const p = PRESETS[key];
-  if (!p) return;
-  if (p === DICOM_PRESET) {
-    const w = dicomWindow();
-    if (w) setWindow(w.center, w.width, p.label);
-    else app.setMessage("This slice has no DICOM window in the CSV.");
-    return;
-  }
-  setWindow(p.center, p.width, p.label);
-}
-
-function fitView() {
-  Object.assign(state, { zoom: 1, panX: 0, panY: 0 });
-  app.view.apply();
-}
-
-function resetView() {
-  Object.assign(state, { zoom: 1, panX: 0, panY: 0, rotation: 0, flipH: false, flipV: false, invert: false });
-  $("invert").setAttribute("aria-pressed", "false");
-  const w = dicomWindow();
-  if (w) setWindow(w.center, w.width, DICOM_PRESET.label);
-  else setWindow(DEFAULT_PRESET.center, DEFAULT_PRESET.width, DEFAULT_PRESET.label);
-  app.view.apply();
-}
-
-function toggleInvert() {
-  state.invert = !state.invert;
-  $("invert").setAttribute("aria-pressed", String(state.invert));
-  requestRender();
-}
-
-function toggleSmooth() {
-  state.smooth = !state.smooth;
-  $("smooth").setAttribute("aria-pressed", String(state.smooth));
-  app.view.apply();
-}
-
-function zoomCentre(factor) {
-  const rect = viewport.getBoundingClientRect();
-  app.view.zoomAt(factor, rect.left + rect.width / 2, rect.top + rect.height / 2);
-}
-
-// ---------------------------------------------------------------- tools and selection
-
-function setTool(tool) {
-  // A drawing tool needs a still image: cine stops the moment one is taken.
-  if (tool !== "pointer") app.cine.stop();
-  state.measureTarget = null;
-  state.tool = tool;
-  state.drawing = null;
-  for (const b of document.querySelectorAll(".tool")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
-  viewport.dataset.tool = tool;
-  redraw();
-}
-
-// Measures the selected box-only lesion: the next RECIST drawing becomes its long and short axes.
-function measureSelected() {
-  const lesion = app.marks.selectedLesion();
-  if (!lesion || lesion.current.recist) return app.setMessage("Select a box-only lesion to measure it (M).");
-  setTool("recist");
-  state.measureTarget = lesion.id;
-  app.setMessage(`Draw the long axis, then the short axis, of lesion #${lesion.id}.`);
-  return undefined;
-}
-
-function select(selection) {
-  state.selected = selection;
-  app.panels.updatePanels();
-  redraw();
-}
-
-// Tab order over marks on the key slice: lesions, then predictions above the threshold.
-function selectNext(step, onlyKind = null) {
-  const items = [];
-  if (!onlyKind || onlyKind === "lesion") for (const l of app.marks.visibleLesions()) items.push({ kind: "lesion", id: l.id });
-  // Predictions on an already marked lesion come last, so the one selected for Enter is a new finding.
-  const predictions = app.marks.visiblePredictions();
-  const ordered = [...predictions.filter((p) => !p.matches_annotation), ...predictions.filter((p) => p.matches_annotation)];
-  if (!onlyKind || onlyKind === "prediction") for (const p of ordered) items.push({ kind: "prediction", id: p.id });
-  if (!items.length) {
-    if (!onlyKind) select(null);
-    return;
-  }
-  const at = state.selected ? items.findIndex((i) => i.kind === state.selected.kind && i.id === state.selected.id) : -1;
-  const next = at < 0 ? (step > 0 ? 0 : items.length - 1) : (at + step + items.length) % items.length;
-  select(items[next]);
-}
-
-function escape() {
-  // As in OHIF, Esc cancels: cine first, then the drawing, the tool, the selection. It never decides anything.
-  if (app.cine.stop()) return;
-  if (state.drawing) { state.drawing = null; redraw(); }
-  else if (state.tool !== "pointer") setTool("pointer");
-  else select(null);
 }
 
 // ---------------------------------------------------------------- input

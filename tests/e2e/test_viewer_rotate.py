@@ -256,7 +256,8 @@ def test_viewer_parts_import_alone_and_the_dispatcher_routes_buttons_as_document
         """async () => {
             const vp = await import('/static/js/viewer/viewport.js');
             const tools = await import('/static/js/viewer/tools.js');
-            const rest = ['slice-cache', 'annotations', 'overlay', 'edits', 'panels', 'cine', 'commands'];
+            const rest = ['slice-cache', 'annotations', 'overlay', 'edits', 'panels', 'cine', 'controls',
+                'commands'];
             for (const m of rest) {
                 await import(`/static/js/viewer/${m}.js`);
             }
