@@ -84,7 +84,7 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
                     headers={"X-CSRF-Token": csrf},
                 )
             _viewer(page, name)
-            page.keyboard.press("r")
+            page.keyboard.press("x")
             w, h = ks["image_size"]
             _drag(page, (w * 0.30, h * 0.62), (w * 0.38, h * 0.66))
             _drag(page, (w * 0.34, h * 0.61), (w * 0.33, h * 0.67))
@@ -126,11 +126,11 @@ def capture(out: Path, patients: int, model: Path | None, only: set[str] | None 
                 )
                 page.evaluate("document.querySelector('.side').scrollTop = 0")
                 page.focus("#viewport")
-                page.keyboard.press("l")
+                page.keyboard.press("c")
                 page.wait_for_timeout(900)
                 page.screenshot(path=str(out / "ui_viewer_cine.png"))
                 written.append(out / "ui_viewer_cine.png")
-                page.keyboard.press("l")
+                page.keyboard.press("c")
 
             page.goto("/")
             page.wait_for_selector("#worklist-body tr")

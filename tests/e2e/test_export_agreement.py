@@ -68,13 +68,13 @@ def test_edit_confirm_flag_context_add_accept_reject_undo_redo_reach_the_exports
     version = ks["version"]
     target = next(le for le in ks["lesions"] if le["origin"] == "csv" and le["current"]["recist"])
 
-    # Edit: move the long axis end point; then confirm (C) and flag (F) with a reason and a note.
+    # Edit: move the long axis end point; then confirm (Y) and flag (F) with a reason and a note.
     r = target["current"]["recist"]
     page.click(f"#lesion-list li[data-lesion-id='{target['id']}'] button")
     drag(page, image_point(page, r[2], r[3]), image_point(page, r[2] + 6, r[3] + 4))
     version = _wait_version_above(page, version)
     page.focus("#viewport")
-    page.keyboard.press("c")
+    page.keyboard.press("y")
     version = _wait_version_above(page, version)
     page.keyboard.press("f")
     page.wait_for_selector("#flag-dialog[open]")

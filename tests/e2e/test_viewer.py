@@ -113,7 +113,7 @@ def test_drawn_recist_mark_is_saved_and_found_again_after_reload(
     name = server.key_slices[0]
     before = live_lesions(key_slice(page.context, name))
     open_viewer(page, name)
-    page.keyboard.press("r")
+    page.keyboard.press("x")
     # Long axis left to right, then the short axis dragged across it.
     drag(page, image_point(page, 60, 60), image_point(page, 100, 60))
     drag(page, image_point(page, 80, 50), image_point(page, 80, 72))
@@ -409,7 +409,7 @@ def test_tab_selects_a_lesion_and_c_confirms_it(
     assert selected["kind"] == "lesion"
     assert viewer_eval(page, confirmable)
     assert page.locator(f"#lesion-list li.selected[data-lesion-id='{selected['id']}']").count() == 1
-    page.keyboard.press("c")
+    page.keyboard.press("y")
     page.wait_for_function(
         f"window.__viewer.state.ks.lesions.find(l => l.id === {selected['id']}).confirmed !== null"
     )
