@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from app.deeplesion.errors import InvalidGeometryError
 from app.deeplesion.schema import BOX_PADDING_PX
@@ -165,3 +166,68 @@ def validate_box(box: Sequence[float], image_size: Sequence[int]) -> None:
         raise InvalidGeometryError(
             f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the {width:g}x{height:g} image"
         )
+
+
+def measure_recist(
+    inside: npt.NDArray[np.bool_], col0: int, row0: int
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """RECIST end points of a mask (0-based px): longest diameter, then the longest perpendicular chord."""
+    # Each end point sits on the outer edge of its boundary pixel, so a 10-pixel run measures 10 px.
+    rows, cols = np.nonzero(inside)
+    pts = np.stack([cols + col0, rows + row0], axis=1).astype(np.float64)
+    if len(pts) == 1:
+        x, y = pts[0]
+        return (x - 0.5, y, x + 0.5, y, x, y - 0.5, x, y + 0.5)
+    # Boundary pixels: inside with an outside 4-neighbour.
+    padded = np.pad(inside, 1)
+    core = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    br, bc = np.nonzero(inside & ~core)
+    bnd = np.stack([bc + col0, br + row0], axis=1).astype(np.float64)
+    diff = bnd[:, None, :] - bnd[None, :, :]
+    d2 = (diff**2).sum(-1)
+    # Among the chords within half a pixel of the longest, take the one through the middle of the mask, as
+    # a reader would: on a pixelated tip several chords tie and the first found may run off-centre.
+    longest = math.sqrt(float(d2.max()))
+    ii, jj = np.nonzero(d2 >= max(0.0, longest - 0.5) ** 2)
+    mid = (bnd[ii] + bnd[jj]) / 2 - pts.mean(axis=0)
+    best_pair = int(np.argmin((mid**2).sum(-1)))
+    i, j = int(ii[best_pair]), int(jj[best_pair])
+    p, q = bnd[i], bnd[j]
+    if d2[i, j] == 0:
+        q = p + np.array([1.0, 0.0])
+    u = (q - p) / np.linalg.norm(q - p)
+    v = np.array([-u[1], u[0]])
+    # Extend by half a pixel at each end: the measurement spans the pixels, not their centres.
+    p_long, q_long = p - 0.5 * u, q + 0.5 * u
+    t = (pts - p) @ u
+    s = (pts - p) @ v
+    best = (-1.0, 0.0, 0.0, 0.0)
+    for t0 in np.unique(np.round(t)):
+        sel = np.abs(t - t0) <= 0.5
+        if not sel.any():
+            continue
+        smin, smax = float(s[sel].min()), float(s[sel].max())
+        if smax - smin > best[0]:
+            best = (smax - smin, float(t0), smin, smax)
+    _, t0, smin, smax = best
+    base = p + t0 * u
+    a_pt = base + (smin - 0.5) * v
+    b_pt = base + (smax + 0.5) * v
+    long_len = float(np.linalg.norm(q_long - p_long))
+    short_len = float(np.linalg.norm(b_pt - a_pt))
+    if short_len > long_len - 0.02:
+        # A nearly round cut: keep the perpendicular chord just shorter than the long axis, with room
+        # for the rounding of the coordinates written to the CSV.
+        mid = (a_pt + b_pt) / 2
+        half = (long_len - 0.02) / 2
+        a_pt, b_pt = mid - v * half, mid + v * half
+    return (
+        float(p_long[0]),
+        float(p_long[1]),
+        float(q_long[0]),
+        float(q_long[1]),
+        float(a_pt[0]),
+        float(a_pt[1]),
+        float(b_pt[0]),
+        float(b_pt[1]),
+    )

@@ -8,7 +8,7 @@ A documented post-processing step, not part of the graph, so every model under t
    touching tissue of like HU), the part connected to the box centre;
 4. long axis: the longest diameter of that region (the farthest pair of its pixels, edge to edge);
    short axis: the longest chord perpendicular to it (RECIST 1.1's definitions; the rule that measures
-   the phantoms' truth, app.deeplesion.synth.lesions.measure_recist).
+   the phantoms' truth, app.deeplesion.geometry.measure_recist).
 When the slice gives no usable region (too little contrast, a region far smaller than the box), and for
 the detections of a slice after its best SEGMENTED_PER_SLICE, the proposal is the box's: axes along its
 unpadded sides through its centre.
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from app.deeplesion.geometry import measure_recist
 from app.deeplesion.schema import BOX_PADDING_PX
-from app.deeplesion.synth.lesions import measure_recist
 from app.detection.decode import Detection
 
 Recist = tuple[float, float, float, float, float, float, float, float]

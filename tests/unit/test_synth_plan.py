@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from app.deeplesion.csvio import read_dl_info
-from app.deeplesion.geometry import axes_angle_deg
+from app.deeplesion.geometry import axes_angle_deg, measure_recist
 from app.deeplesion.synth import generate_metadata_only
 from app.deeplesion.synth.generator import DatasetPlan, patient_splits, plan_dataset
-from app.deeplesion.synth.lesions import SITES, measure_recist
+from app.deeplesion.synth.lesions import SITES
 from app.deeplesion.synth.raster import Grid
 
 PATIENTS = 12

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from app.deeplesion.csvio import write_dl_info
-from app.deeplesion.geometry import box_from_recist, recist_diameters
+from app.deeplesion.geometry import box_from_recist, measure_recist, recist_diameters
 from app.deeplesion.schema import (
     LESION_TYPES,
     LesionRecord,
@@ -34,7 +34,7 @@ from app.deeplesion.schema import (
 from app.deeplesion.store import IMAGES_DIR, write_hu_png
 from app.deeplesion.synth.acquisition import PHASE_WEIGHTS, PHASES, Acquisition
 from app.deeplesion.synth.anatomy import REGIONS, Z_BOTTOM, Z_TOP, Phantom
-from app.deeplesion.synth.lesions import Lesion, LesionShape, measure_recist, place_lesions
+from app.deeplesion.synth.lesions import Lesion, LesionShape, place_lesions
 from app.deeplesion.synth.raster import F32, Grid
 
 log = logging.getLogger(__name__)
