@@ -67,6 +67,11 @@ def test_cine_plays_stored_slices_only_at_the_chosen_rate_and_pause_stops_it(
     page.wait_for_timeout(2500)
     page.keyboard.press("c")
     assert page.get_attribute("#viewer", "data-cine") == "paused"
+    # A slice cine asked for just before the pause may still be loading; once the slice on screen is the
+    # current one, nothing may change any more.
+    page.wait_for_function(
+        "window.__viewer.state.current === parseInt(document.querySelector('#viewer').dataset.shownSlice, 10)"
+    )
     log = shown_log(page)
     page.wait_for_timeout(600)
     assert shown_log(page) == log, "pause stops cine"
