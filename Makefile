@@ -67,6 +67,11 @@ lint: install-test
 	$(BIN)/ruff format --check app tests bench migrations
 	$(BIN)/mypy
 
+# The suite runs on up to 4 worker processes (one per core), whole test files per worker, so session
+# fixtures (imported template databases, a live server, Chromium) stay shared within a file's tests.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
+PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile
+
 test: install-test browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

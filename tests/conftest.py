@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,26 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         longrepr = report.longrepr
         reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
         _SKIPS[reason.removeprefix("Skipped: ")] += 1
+
+
+# Under pytest-xdist each worker fills SKIPPED_COMPONENTS/TESTED_COMPONENTS in its own process; it hands
+# them to the controller in workeroutput, which merges them before printing the summary.
+_WORKER_KEY = "lesion_review_components"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: send this worker's component findings to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_WORKER_KEY] = json.dumps({"tested": TESTED_COMPONENTS, "skipped": SKIPPED_COMPONENTS})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the xdist controller: merge a finished worker's component findings into this process's."""
+    found = json.loads(getattr(node, "workeroutput", {}).get(_WORKER_KEY, "{}"))
+    TESTED_COMPONENTS.update(found.get("tested", {}))
+    SKIPPED_COMPONENTS.update(found.get("skipped", {}))
 
 
 def summary_lines() -> list[tuple[str, bool]]:

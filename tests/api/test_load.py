@@ -12,7 +12,7 @@ from tests.e2e.live import free_port
 from tests.load_probe import TABLE_HEADER, burst, reviewers, sign_in, stored_key_slices
 from tests.server_process import start_server, stop_server
 
-REVIEWERS, SECONDS, BURST = 12, 8.0, 200  # bench/bench_load.py: 50 reviewers for 60 s
+REVIEWERS, SECONDS, BURST = 8, 5.0, 120  # bench/bench_load.py: 50 reviewers for 60 s
 
 
 @pytest.mark.slow

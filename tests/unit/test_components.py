@@ -61,7 +61,12 @@ def test_a_local_server_that_answers_is_used(fresh_probe: None) -> None:
 
 
 CHILD_CONFTEST = """
-from tests.conftest import pytest_runtest_logreport, pytest_unconfigure  # noqa: F401
+from tests.conftest import (  # noqa: F401
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_testnodedown,
+    pytest_unconfigure,
+)
 """
 CHILD_TESTS = """
 import pytest
@@ -75,16 +80,17 @@ def test_other_skip():
     pytest.skip("only on Tuesdays")
 
 def test_runs():
-    pass
+    from tests.components import TESTED_COMPONENTS
+    TESTED_COMPONENTS["gizmo"] = "the gizmo on port 1"
 """
 
 
-def run_child(tmp_path: Path, require_all: bool) -> subprocess.CompletedProcess[str]:
+def run_child(tmp_path: Path, require_all: bool, workers: int = 0) -> subprocess.CompletedProcess[str]:
     (tmp_path / "conftest.py").write_text(CHILD_CONFTEST)
     (tmp_path / "test_child.py").write_text(CHILD_TESTS)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LESION_REVIEW_REQUIRE_ALL": "1" if require_all else ""}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_child.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers), "test_child.py"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -93,11 +99,14 @@ def run_child(tmp_path: Path, require_all: bool) -> subprocess.CompletedProcess[
     )
 
 
-def test_skip_summary_is_the_last_thing_pytest_prints(tmp_path: Path) -> None:
-    out = run_child(tmp_path, require_all=False).stdout.strip().splitlines()
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "xdist-2-workers"])
+def test_skip_summary_is_the_last_thing_pytest_prints(tmp_path: Path, workers: int) -> None:
+    # With xdist the components are found in the workers; the controller prints the summary.
+    out = run_child(tmp_path, require_all=False, workers=workers).stdout.strip().splitlines()
     stats = next(i for i, line in enumerate(out) if "1 passed, 4 skipped" in line)
     tail = out[stats + 1 :]
-    assert tail[0].startswith("!!!") and tail[-1].startswith("!!!"), out
+    assert tail[0] == "Tested with gizmo: the gizmo on port 1", out
+    assert tail[1].startswith("!!!") and tail[-1].startswith("!!!"), out
     assert "SKIPPED: 4 tests did NOT run in this run." in tail
     assert "  - thing (3 tests): thing is not installed here" in tail
     assert "  - 1 test: only on Tuesdays" in tail

@@ -288,12 +288,13 @@ def test_write_dl_info_is_atomic_and_reads_back(tmp_path: Path) -> None:
 def test_full_size_file_parses_quickly() -> None:
     lines = SMALL.read_text(encoding="utf-8").splitlines()
     text = "\n".join([lines[0], *(lines[1 + i % 5] for i in range(32735))]) + "\n"
-    start = time.perf_counter()
+    # CPU time of this process: other processes on a shared machine (or other test workers) do not count.
+    start = time.process_time()
     records = parse_dl_info_text(text)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert len(records) == 32735
-    # About 0.5 s on one core; generous because the CI machine is shared.
-    assert elapsed < 5.0, f"parsing 32,735 rows took {elapsed:.2f} s"
+    # About 0.5 s of CPU; generous for slower machines.
+    assert elapsed < 5.0, f"parsing 32,735 rows took {elapsed:.2f} s of CPU"
 
 
 # -- property tests ---------------------------------------------------------------------------------
