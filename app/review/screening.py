@@ -192,34 +192,32 @@ def screen_key_slices(
     return result
 
 
-def run_screen(
+def run_detector_job(
     *,
     database_url: str,
     data_dir: Path | str,
+    kind: JobKind,
+    params: dict[str, Any],
     detector: Any,
-    split: str | None = None,
-    limit: int | None = None,
-    threshold: float = 0.3,
+    requested_by: str,
     progress: bool = True,
     on_progress: ProgressFn | None = None,
-    requested_by: str = "cli",
     runner: SliceRunner | None = None,
 ) -> dict[str, Any]:
-    """Screen the key slices of the database at `database_url` (the `screen` command); resumable.
+    """Run a detector job of the CLI in this process on the database at `database_url`; its result and id.
 
-    It runs as a screen job in this process, so that the app shows it and no other detector job overlaps it.
+    It runs as a job row like the app's, so that the app shows it and no other detector job overlaps it.
     """
     engine = make_engine(database_url)
     try:
         assert_schema_current(engine)
         factory = make_session_factory(engine)
         jobs = JobRunner(session_factory=factory, data_dir=data_dir)
-        params = {"split": split or "all", "threshold": threshold, "limit": limit}
         try:
             with factory() as session:
                 job = jobs.run_here(
                     session=session,
-                    kind=SCREEN,
+                    kind=kind,
                     params=params,
                     detector=detector,
                     requested_by=requested_by,
@@ -234,6 +232,33 @@ def run_screen(
         return {**job["result"], "job_id": job["id"]}
     finally:
         engine.dispose()
+
+
+def run_screen(
+    *,
+    database_url: str,
+    data_dir: Path | str,
+    detector: Any,
+    split: str | None = None,
+    limit: int | None = None,
+    threshold: float = 0.3,
+    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+    requested_by: str = "cli",
+    runner: SliceRunner | None = None,
+) -> dict[str, Any]:
+    """Screen the key slices of the database at `database_url` (the `screen` command); resumable."""
+    return run_detector_job(
+        database_url=database_url,
+        data_dir=data_dir,
+        kind=SCREEN,
+        params={"split": split or "all", "threshold": threshold, "limit": limit},
+        detector=detector,
+        requested_by=requested_by,
+        progress=progress,
+        on_progress=on_progress,
+        runner=runner,
+    )
 
 
 def _screen(ctx: JobContext) -> dict[str, Any]:

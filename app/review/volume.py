@@ -12,7 +12,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import KeySlice, Lesion, Series, User, VolumeCandidate, VolumeRun, utcnow
-from app.db.session import assert_schema_current, make_engine, make_session_factory
 from app.deeplesion.schema import slice_file_name
 from app.detection.batch import SliceResult, SliceRunner, SliceTask, detect_locally
 from app.detection.pipeline import ProgressFn
@@ -28,7 +27,8 @@ from app.detection.volume import (
 from app.detection.volume_truth import QueueEntry, load_left_out, queue_curve
 from app.review import corrections
 from app.review.errors import EditConflictError, InvalidInputError, NotFoundError
-from app.review.jobs import JobContext, JobKind, JobRunner
+from app.review.jobs import JobContext, JobKind
+from app.review.screening import NothingToScreenError, run_detector_job
 from app.review.serialize import iso
 from app.review.users import UserInfo
 from app.review.vocabulary import CANDIDATE_PENDING, CANDIDATE_STATUSES
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 # The runner gets the slices of whole series, at least this many at a time: few enough that a stop loses
 # little, many enough that a cluster runner keeps its actors busy.
 CHUNK_SLICES = 256
-
-
-class NothingToScreenError(ValueError):
-    """No imported series has a stored slice left to screen."""
 
 
 @dataclass(frozen=True)
@@ -485,29 +481,16 @@ def run_volume_screen(
     requested_by: str = "cli",
 ) -> dict[str, Any]:
     """The `screen-volumes` command: a volume screen job in this process (same one-job slot as the app)."""
-    engine = make_engine(database_url)
-    try:
-        assert_schema_current(engine)
-        factory = make_session_factory(engine)
-        jobs = JobRunner(session_factory=factory, data_dir=data_dir)
-        try:
-            with factory() as session:
-                job = jobs.run_here(
-                    session=session,
-                    kind=VOLUME_SCREEN,
-                    params={"threshold": threshold, "limit": limit},
-                    detector=detector,
-                    requested_by=requested_by,
-                    progress=progress,
-                    runner=runner,
-                )
-        except NothingToScreenError as exc:
-            raise NothingToScreenError(
-                f"{exc} in {database_url}: run `lesion-review import {data_dir}` first"
-            ) from None
-        return {**job["result"], "job_id": job["id"]}
-    finally:
-        engine.dispose()
+    return run_detector_job(
+        database_url=database_url,
+        data_dir=data_dir,
+        kind=VOLUME_SCREEN,
+        params={"threshold": threshold, "limit": limit},
+        detector=detector,
+        requested_by=requested_by,
+        progress=progress,
+        runner=runner,
+    )
 
 
 def _volume_screen(ctx: JobContext) -> dict[str, Any]:

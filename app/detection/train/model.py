@@ -44,6 +44,19 @@ class CenterNet(nn.Module):
         return decode_maps(self.forward_maps(x), TOP_K)
 
 
+def _pyramid_maps(m: Any, c4: torch.Tensor) -> torch.Tensor:
+    """The stages after stride 4, the top-down neck back to stride 4, and the heads (both architectures)."""
+    c8 = m.s8(c4)
+    c16 = m.s16(c8)
+    c32 = m.s32(c16)
+    p = m.lat32(c32)
+    p = F.interpolate(p, size=c16.shape[-2:], mode="nearest") + m.lat16(c16)
+    p = F.interpolate(p, size=c8.shape[-2:], mode="nearest") + m.lat8(c8)
+    p = F.interpolate(p, size=c4.shape[-2:], mode="nearest") + m.lat4(c4)
+    out: torch.Tensor = m.out(m.head(m.smooth(p)))
+    return out
+
+
 def _init_head(out: nn.Conv2d) -> None:
     bias = out.bias
     assert bias is not None
@@ -74,15 +87,7 @@ class CenterNetLite(CenterNet):
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Raw head maps [N,5,H/4,W/4]: heatmap logit, log w, log h, offset x, offset y."""
-        c4 = self.s4(x)
-        c8 = self.s8(c4)
-        c16 = self.s16(c8)
-        c32 = self.s32(c16)
-        p = self.lat32(c32)
-        p = F.interpolate(p, size=c16.shape[-2:], mode="nearest") + self.lat16(c16)
-        p = F.interpolate(p, size=c8.shape[-2:], mode="nearest") + self.lat8(c8)
-        p = F.interpolate(p, size=c4.shape[-2:], mode="nearest") + self.lat4(c4)
-        return self.out(self.head(self.smooth(p)))
+        return _pyramid_maps(self, self.s4(x))
 
 
 class _Basic(nn.Module):
@@ -127,15 +132,7 @@ class CenterNetRes(CenterNet):
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Raw head maps [N,5,H/4,W/4]: heatmap logit, log w, log h, offset x, offset y."""
-        c4 = self.s4(self.stem(x))
-        c8 = self.s8(c4)
-        c16 = self.s16(c8)
-        c32 = self.s32(c16)
-        p = self.lat32(c32)
-        p = F.interpolate(p, size=c16.shape[-2:], mode="nearest") + self.lat16(c16)
-        p = F.interpolate(p, size=c8.shape[-2:], mode="nearest") + self.lat8(c8)
-        p = F.interpolate(p, size=c4.shape[-2:], mode="nearest") + self.lat4(c4)
-        return self.out(self.head(self.smooth(p)))
+        return _pyramid_maps(self, self.s4(self.stem(x)))
 
 
 def decode_maps(maps: torch.Tensor, k: int) -> torch.Tensor:
