@@ -67,6 +67,13 @@ def main(verbose: bool) -> None:
 @click.option("--lesions", type=click.IntRange(min=1), default=None, help="--metadata-only rows [32735].")
 @click.option("--max-studies", type=click.IntRange(min=1), default=None, help="Cap on studies per patient.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Render processes [min(2, CPUs)].")
+@click.option(
+    "--context-mm",
+    type=click.FloatRange(min=1.0, max=30.0),
+    default=30.0,
+    show_default=True,
+    help="Slices stored either side of each key slice (DeepLesion stores 30 mm); 5 is enough to train on.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def synth(
     out_dir: Path,
@@ -78,6 +85,7 @@ def synth(
     lesions: int | None,
     max_studies: int | None,
     workers: int | None,
+    context_mm: float,
     no_progress: bool,
 ) -> None:
     """Generate a CT-realistic synthetic dataset in the DeepLesion layout."""
@@ -103,6 +111,7 @@ def synth(
             workers=workers,
             max_studies=max_studies,
             followup=followup,
+            context_mm=context_mm,
         )
     click.echo(f"synthetic dataset written: {summary.describe()}")
 

@@ -128,6 +128,7 @@ class SeriesPlan:
     stored: set[int] = field(default_factory=set)
     kernel: str = "standard"
     artefacts: float = 0.0
+    context_mm: float = CONTEXT_MM
 
     @property
     def folder(self) -> str:
@@ -148,8 +149,8 @@ class SeriesPlan:
         return int(min(self.n_slices, max(1, round((z - self.z_first) / self.interval_mm) + 1)))
 
     def context(self, key: int) -> tuple[int, int]:
-        """Slice_range: +-30 mm around the key slice, clipped to the volume."""
-        half = int(round(CONTEXT_MM / self.interval_mm))
+        """Slice_range: +-context_mm (30 mm as in DeepLesion) around the key slice, clipped to the volume."""
+        half = max(1, int(round(self.context_mm / self.interval_mm)))
         return max(1, key - half), min(self.n_slices, key + half)
 
 
@@ -261,6 +262,7 @@ def plan_patient(
     max_studies: int | None,
     max_lesions: int | None = None,
     followup: bool = False,
+    context_mm: float = CONTEXT_MM,
 ) -> PatientPlan:
     """Draw one patient's anatomy, lesions, studies and series, and measure every lesion."""
     # followup=True: at least two studies, lesions appear and resolve, the body scales and the scan start
@@ -319,7 +321,7 @@ def plan_patient(
             series.append(
                 SeriesPlan(
                     index, k, sid, dz, spacing, size, z_first, n, centre_px, acq.noise_sd,
-                    kernel=acq.kernel, artefacts=acq.artefacts,
+                    kernel=acq.kernel, artefacts=acq.artefacts, context_mm=context_mm,
                 )
             )  # fmt: skip
         phase = PHASES[int(acq_rng.choice(len(PHASES), p=np.array(PHASE_WEIGHTS)))]
@@ -700,6 +702,7 @@ def plan_dataset(
     max_studies: int | None = None,
     max_lesions: int | None = None,
     followup: bool = False,
+    context_mm: float = CONTEXT_MM,
 ) -> DatasetPlan:
     """Draw every patient, measure every lesion and pick the noisy rows; renders no slices."""
     if patients < 1:
@@ -709,6 +712,8 @@ def plan_dataset(
     for name, value in (("max_studies", max_studies), ("max_lesions", max_lesions)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
+    if not 1.0 <= context_mm <= CONTEXT_MM:
+        raise ValueError(f"context_mm must be between 1 and {CONTEXT_MM:g} mm, got {context_mm:g}")
     splits = patient_splits(patients, seed)
     plans = [
         plan_patient(
@@ -719,6 +724,7 @@ def plan_dataset(
             max_studies=max_studies,
             max_lesions=max_lesions,
             followup=followup,
+            context_mm=context_mm,
         )
         for p in range(1, patients + 1)
     ]
@@ -746,6 +752,7 @@ def generate_dataset(
     max_studies: int | None = None,
     max_lesions: int | None = None,
     followup: bool = False,
+    context_mm: float = CONTEXT_MM,
 ) -> SynthSummary:
     """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`."""
     start = time.perf_counter()
@@ -756,6 +763,7 @@ def generate_dataset(
         max_studies=max_studies,
         max_lesions=max_lesions,
         followup=followup,
+        context_mm=context_mm,
     )
     plans, rows = plan.plans, plan.rows
     out = Path(out_dir)
