@@ -523,6 +523,12 @@ def _default_model() -> Path:
     is_flag=True,
     help="Continue a stopped run from its checkpoint (same settings), as if it had never stopped.",
 )
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Domain randomisation of every crop: zoom, contrast, calibration, noise, kernel.",
+)
 def train(
     data_dir: Path,
     out: Path,
@@ -546,6 +552,7 @@ def train(
     checkpoint: Path | None,
     arch: str,
     resume: bool,
+    augment: bool,
 ) -> None:
     """Train the 3-slice detector on DATA_DIR (needs the [train] extra) and export it to ONNX.
 
@@ -580,6 +587,7 @@ def train(
             checkpoint=checkpoint,
             resume=resume,
             arch=arch,
+            augment=augment,
         )
     except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -109,7 +109,14 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         f"- seed {cfg.get('seed')}, epochs run {len(info.get('history', []))} of {cfg.get('epochs')} "
         f"(best epoch {info.get('best_epoch')}), batch {cfg.get('batch_size')} random "
         f"{cfg.get('crop')}x{cfg.get('crop')} crops (p={cfg.get('lesion_crop_prob')} centred near a lesion, "
-        f"random left-right flip), AdamW lr {cfg.get('lr')} one-cycle, "
+        "random left-right flip"
+        + (
+            "; domain randomisation: zoom 0.7-1.4x, contrast gain about soft tissue, HU offset, noise, "
+            "smooth or sharp kernel, as app.detection.train.loop.randomise draws them"
+            if cfg.get("augment")
+            else ""
+        )
+        + f"), AdamW lr {cfg.get('lr')} one-cycle, "
         f"weight decay {cfg.get('weight_decay')}.",
         f"- Trained on {info.get('device', 'cpu')} in {info.get('seconds', 0) / 60:.1f} min "
         f"({cfg.get('threads')} threads); command: `{info.get('command', '')}`.",

@@ -124,6 +124,7 @@ def run_train(
     checkpoint: Path | None = None,
     resume: bool = False,
     arch: str = "lite",
+    augment: bool = True,
 ) -> dict[str, Any]:
     """Train, export to ONNX with the contract metadata, evaluate with ONNX Runtime, write the card.
 
@@ -157,6 +158,7 @@ def run_train(
         checkpoint=str(checkpoint if checkpoint is not None else checkpoint_path(out)),
         resume=resume,
         arch=arch,
+        augment=augment,
     )
     result = train(data_dir, config, val_dir=val_dir, extra_train_dirs=extra_train_dirs, progress=progress)
     if not result.is_main:

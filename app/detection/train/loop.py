@@ -22,7 +22,13 @@ from app.deeplesion.store import SliceStore
 from app.detection.decode import decode_output
 from app.detection.froc import FP_RATES, GtLesion, ImageCase, froc_curve
 from app.detection.pipeline import group_key_slices, gt_from_record
-from app.detection.preprocess import Transform, preprocess_key_slice
+from app.detection.preprocess import (
+    PIXEL_MEAN,
+    WINDOW_HI_HU,
+    WINDOW_LO_HU,
+    Transform,
+    preprocess_key_slice,
+)
 from app.detection.screening import load_hidden_lesions
 from app.detection.train.model import STRIDE, CenterNet, CenterNetLite, build_model, count_parameters
 
@@ -66,6 +72,8 @@ class TrainConfig:
     checkpoint: str = ""
     # Continue from `checkpoint` when it exists: the run goes on as if it had never stopped.
     resume: bool = False
+    # Domain randomisation of every crop (scale, contrast, noise, kernel; see `randomise`).
+    augment: bool = True
 
 
 # Config fields a resumed run may change: they do not alter what is computed.
@@ -267,28 +275,81 @@ def make_targets(boxes: np.ndarray, out_size: int) -> tuple[np.ndarray, np.ndarr
     return heat, reg, mask
 
 
+# Domain randomisation: what changes between scanners, protocols and patients, drawn per crop. Input units
+# are the network's (0..255 over WINDOW_LO_HU..WINDOW_HI_HU, minus PIXEL_MEAN), so HU figures are converted.
+UNITS_PER_HU = 255.0 / (WINDOW_HI_HU - WINDOW_LO_HU)
+SCALE_RANGE = (0.7, 1.4)  # zoom of the crop: lesion sizes beyond the phantoms' and other fields of view
+SCALE_PROB = 0.5
+SOFT_TISSUE_HU = 40.0  # contrast gain pivots here, so enhancement varies but soft tissue stays put
+GAIN_RANGE = (0.85, 1.15)  # contrast phases and enhancement
+OFFSET_SD_HU = 15.0  # calibration drift between scanners
+NOISE_SD_HU = (0.0, 18.0)  # dose
+NOISE_PROB = 0.5
+BLUR_SIGMA_PX = (0.4, 1.1)  # smooth reconstruction kernels
+BLUR_PROB = 0.25
+SHARPEN_GAIN = (0.3, 0.9)  # sharp (bone, lung) kernels
+SHARPEN_PROB = 0.2
+
+
+def _hu_units(hu: float) -> float:
+    """The network-input value of an HU value."""
+    return (hu - WINDOW_LO_HU) * UNITS_PER_HU - PIXEL_MEAN
+
+
+def randomise(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Contrast, calibration, noise and kernel of a crop (channels x H x W, input units) drawn anew."""
+    from scipy.ndimage import gaussian_filter
+
+    pivot = _hu_units(SOFT_TISSUE_HU)
+    gain = rng.uniform(*GAIN_RANGE)
+    out = (patch - pivot) * gain + pivot + rng.normal(0.0, OFFSET_SD_HU) * UNITS_PER_HU
+    if rng.random() < BLUR_PROB:
+        out = gaussian_filter(out, sigma=(0.0, *(2 * [rng.uniform(*BLUR_SIGMA_PX)])))
+    elif rng.random() < SHARPEN_PROB:
+        out = out + rng.uniform(*SHARPEN_GAIN) * (out - gaussian_filter(out, sigma=(0.0, 1.0, 1.0)))
+    if rng.random() < NOISE_PROB:
+        sd = rng.uniform(*NOISE_SD_HU) * UNITS_PER_HU
+        out = out + rng.normal(0.0, sd, size=out.shape)
+    # Air and padding stay at the padding value, as the runtime pads them.
+    return np.maximum(out, _hu_units(WINDOW_LO_HU)).astype(np.float32)
+
+
 def random_crop(
-    sample: Sample, crop: int, rng: np.random.Generator, lesion_prob: float
+    sample: Sample, crop: int, rng: np.random.Generator, lesion_prob: float, augment: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A crop x crop window of the input (float32) and its boxes, biased toward lesions, randomly flipped."""
+    """A crop x crop window of the input (float32) and its boxes, biased toward lesions, randomly flipped.
+
+    With `augment`, the window is zoomed (SCALE_RANGE) and the crop randomised (`randomise`).
+    """
+    from scipy.ndimage import zoom
+
     img = sample.image
     size = img.shape[-1]
     cw, ch = sample.content
-    max_x, max_y = size - crop, size - crop
+    win = crop
+    if augment and rng.random() < SCALE_PROB:
+        scale = math.exp(rng.uniform(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1])))
+        win = min(size, int(round(crop / scale)))
+    max_x, max_y = size - win, size - win
     if len(sample.boxes) and rng.random() < lesion_prob:
         b = sample.boxes[rng.integers(len(sample.boxes))]
         cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-        x0 = int(np.clip(cx - rng.uniform(0.15, 0.85) * crop, 0, max_x))
-        y0 = int(np.clip(cy - rng.uniform(0.15, 0.85) * crop, 0, max_y))
+        x0 = int(np.clip(cx - rng.uniform(0.15, 0.85) * win, 0, max_x))
+        y0 = int(np.clip(cy - rng.uniform(0.15, 0.85) * win, 0, max_y))
     else:
-        x0 = int(rng.integers(0, max(1, min(max_x, cw - crop // 2)) + 1))
-        y0 = int(rng.integers(0, max(1, min(max_y, ch - crop // 2)) + 1))
-    patch = img[:, y0 : y0 + crop, x0 : x0 + crop].astype(np.float32)
+        x0 = int(rng.integers(0, max(1, min(max_x, cw - win // 2)) + 1))
+        y0 = int(rng.integers(0, max(1, min(max_y, ch - win // 2)) + 1))
+    patch = img[:, y0 : y0 + win, x0 : x0 + win].astype(np.float32)
     boxes = sample.boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
+    if win != crop:
+        patch = zoom(patch, (1.0, crop / win, crop / win), order=1, grid_mode=True, mode="nearest")
+        boxes = boxes * np.float32(crop / win)
     if rng.random() < 0.5:
         patch = patch[:, :, ::-1].copy()
         boxes = boxes.copy()
         boxes[:, [0, 2]] = (crop - 1) - boxes[:, [2, 0]]
+    if augment:
+        patch = randomise(patch, rng)
     return patch, boxes
 
 
@@ -354,7 +415,9 @@ class CropDataset(torch.utils.data.Dataset[tuple[torch.Tensor, ...]]):
         index, epoch, draw = item
         # Seeded by the draw itself: the same crops whatever the workers, ranks or restarts.
         rng = np.random.default_rng([self.config.seed, epoch, draw])
-        patch, boxes = random_crop(self.sample(index), self.config.crop, rng, self.config.lesion_crop_prob)
+        patch, boxes = random_crop(
+            self.sample(index), self.config.crop, rng, self.config.lesion_crop_prob, self.config.augment
+        )
         heat, reg, mask = make_targets(boxes, self.config.crop // STRIDE)
         return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (patch, heat, reg, mask))
 
