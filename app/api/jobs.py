@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
 from app.api.deps import ReleasingRoute
-from app.api.schemas import DetectorJob, Jobs, error_responses
+from app.api.schemas import DetectorJob, JobKind, Jobs, error_responses
 from app.api.security import CurrentUser, Db, no_store
 from app.review.jobs import get_job, list_jobs
 
@@ -19,7 +19,7 @@ JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 def get_jobs(
     user: CurrentUser,
     db: Db,
-    kind: Literal["evaluation", "screen", "volume_screen"] | None = None,
+    kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Any:
     """The most recent detector jobs, newest first, optionally of one kind."""

@@ -490,6 +490,7 @@ class DetectorJob(Out):
 
     id: int
     kind: JobKind
+    noun: str
     status: JobStatus
     params: dict[str, Any]
     model_version: str | None

@@ -165,6 +165,8 @@ def job_status(job: DetectorJob) -> dict[str, Any]:
     return {
         "id": job.id,
         "kind": job.kind,
+        # The kind in words, so that pages word their messages as the server does.
+        "noun": noun(job.kind),
         "status": job.status,
         "params": dict(job.params or {}),
         "model_version": job.model_version,

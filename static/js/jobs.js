@@ -4,12 +4,12 @@ import { get } from "./api.js";
 // A job's status is polled this often while it runs (each poll is one small indexed read).
 export const POLL_MS = 1000;
 export const ACTIVE = new Set(["queued", "running"]);
-const NOUNS = { evaluation: "evaluation", screen: "screening", volume_screen: "volume screening" };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// The server words each kind (app/review/jobs.py NOUNS) and sends it with the job.
 export function noun(job) {
-  return NOUNS[job.kind] || `${job.kind} job`;
+  return job.noun || `${job.kind} job`;
 }
 
 const article = (word) => (/^[aeiou]/i.test(word) ? "An" : "A");

@@ -469,6 +469,10 @@ def test_job_routes_of_each_kind_and_the_shared_ones(admin: Api) -> None:
         (evaluation["id"], "evaluation"),
         (screen_job["id"], "screen"),
     ]
+    # Pages word a job as the server's messages do ("server restarted during screening"): one home.
+    from app.review.jobs import noun
+
+    assert [j["noun"] for j in both] == [noun("evaluation"), noun("screen")] == ["evaluation", "screening"]
     assert [j["id"] for j in admin.client.get("/api/jobs?kind=screen").json()["jobs"]] == [screen_job["id"]]
     assert admin.client.get(f"/api/jobs/{screen_job['id']}").json() == screen_job
     r = admin.client.get("/api/jobs/4242")
