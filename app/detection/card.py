@@ -137,8 +137,10 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         "2. `pip install -e '.[train]'` (a CUDA build of torch for GPU training: install it from "
         "https://pytorch.org first, then the extra).",
         "3. `lesion-review train DATA --out models/deeplesion.onnx --device cuda --epochs 60 "
-        "--max-minutes 600`; "
-        "`--device auto` uses the GPU when torch sees one. The training split is Train_Val_Test = 1, "
+        "--max-minutes 600 --num-workers 8`; "
+        "`--device auto` uses the GPU when torch sees one. Several GPUs: `torchrun --nproc_per_node 4 -m "
+        "app.cli train DATA --out ... --num-workers 8`. A stopped run: the same command with `--resume`. "
+        "The training split is Train_Val_Test = 1, "
         "model selection on 2; evaluate on 3 with "
         "`lesion-review evaluate DATA --model models/deeplesion.onnx`.",
         "4. Point the app at it with `LESION_REVIEW_MODEL_PATH=models/deeplesion.onnx`. Expect far lower "
