@@ -28,7 +28,18 @@ def test_boxes_on_adjacent_slices_join_into_one_candidate_with_its_largest_slice
     assert [b.slice_index for b in cand.boxes] == [10, 11, 12]
     assert (cand.first, cand.last, cand.largest.slice_index) == (10, 12, 11)
     assert cand.largest.box == (98, 98, 114, 114)
-    assert cand.score == 0.9
+    assert cand.score == pytest.approx((0.9 + 0.5) / 2)
+
+
+def test_candidate_score_is_the_mean_of_its_best_slice_scores_so_a_steady_lesion_outranks_a_spike() -> None:
+    box = (50, 50, 70, 70)
+    spike = Candidate((SliceBox(1, box, 0.9), SliceBox(2, box, 0.3), SliceBox(3, box, 0.2)))
+    steady = Candidate((SliceBox(1, box, 0.7), SliceBox(2, box, 0.7), SliceBox(3, box, 0.1)))
+    assert steady.score == pytest.approx(0.7) and spike.score == pytest.approx(0.6)
+    assert Candidate((SliceBox(4, box, 0.8),)).score == 0.8  # one slice: its own score
+    far = (300, 300, 320, 320)
+    ranked = link_slices({1: [(box, 0.9), (far, 0.7)], 2: [(box, 0.3), (far, 0.7)]})
+    assert [c.boxes[0].box for c in ranked] == [far, box]
 
 
 def test_one_missing_slice_is_tolerated_two_split_the_candidate() -> None:
@@ -44,7 +55,7 @@ def test_boxes_far_apart_on_the_same_slices_stay_two_candidates() -> None:
     a, b = (10, 10, 30, 30), (200, 200, 230, 230)
     cands = link_slices({5: [(a, 0.3), (b, 0.8)], 6: [(b, 0.7), (a, 0.35)]})
     assert len(cands) == 2
-    assert cands[0].score == 0.8 and {sb.box for sb in cands[0].boxes} == {b}  # ranked by score
+    assert cands[0].score == pytest.approx(0.75) and {sb.box for sb in cands[0].boxes} == {b}  # ranked
     assert {sb.box for sb in cands[1].boxes} == {a}
 
 
