@@ -192,6 +192,34 @@ def test_adding_a_candidate_makes_a_lesion_on_its_slice_through_the_review_path(
     engine.dispose()
 
 
+def test_undoing_an_added_candidates_lesion_reopens_the_candidate_and_redo_adds_it_again(vapi: Api) -> None:
+    _screen(vapi)
+    reader = vapi.login("vundo")
+    a = reader.client.get("/api/volume/candidates").json()["items"][0]
+    added = reader.write(
+        "POST", f"/api/volume/candidates/{a['id']}/add", json={"version": a["version"], "lesion_type": 3}
+    ).json()
+    key = added["key_slice"]["file_name"]
+    assert reader.write("POST", f"/api/key-slices/{key}/undo").status_code == 200
+    back = reader.client.get(f"/api/volume/candidates/{a['id']}").json()
+    assert (back["status"], back["lesion_id"], back["decided_by"], back["decided_at"]) == (
+        "pending",
+        None,
+        None,
+        None,
+    )
+    assert back["version"] > added["candidate"]["version"]
+    assert a["id"] in [i["id"] for i in reader.client.get("/api/volume/candidates").json()["items"]]
+    assert reader.write("POST", f"/api/key-slices/{key}/redo").status_code == 200
+    again = reader.client.get(f"/api/volume/candidates/{a['id']}").json()
+    assert (again["status"], again["lesion_id"], again["decided_by"]) == (
+        "added",
+        added["lesion_id"],
+        "vundo",
+    )
+    assert a["id"] not in [i["id"] for i in reader.client.get("/api/volume/candidates").json()["items"]]
+
+
 def test_a_stale_version_adds_nothing_and_bad_input_is_a_4xx(vapi: Api) -> None:
     _screen(vapi)
     a = vapi.client.get("/api/volume/candidates").json()["items"][0]
