@@ -47,9 +47,9 @@ class Candidate:
 
         Not the mean of all: a real lesion's faint poles would drag it below a one-slice false box. Not the
         best alone: a false box scored high on one slice and low beside it is more often noise than a lesion
-        seen steadily on two. Chosen on tuning data only (docs/performance.md, volume ranking, 2026-12-02):
-        best 2 found more left-out lesions over the precision range than the best slice or the best 3, and
-        counting missing slices as 0 (penalising one-slice candidates) found fewer.
+        seen steadily on two. Chosen on tuning data (docs/performance.md, "sub-volume model"): there best 2
+        found a few more left-out lesions than the best slice or the best 3, and counting missing slices
+        as 0 found fewer; on the report data it found as many as the best slice (within noise).
         """
         best = sorted((b.score for b in self.boxes), reverse=True)[:SCORE_SLICES]
         return sum(best) / len(best)
