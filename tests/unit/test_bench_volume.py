@@ -69,6 +69,7 @@ def test_volume_benchmark_counts_what_each_screen_can_find(
     truth = json.loads((data / "synth_truth.json").read_text())
     url = imported_database_at(data, data)
     res = compare(database_url=url, data_dir=data, detector=TruthDetector(truth))
+    assert res["missed_off_key"] == MISSED_OFF_KEY
     # The check needs left-out lesions of both kinds: on a CSV key slice, and on other stored slices only.
     assert res["left_out_lesions"] > res["on_key_slices"] >= 1, res
     # A detector seeing every lesion: the volume queue finds every left-out lesion; the key-slice queue
