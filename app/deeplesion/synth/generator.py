@@ -390,10 +390,8 @@ def _shown_on(ob: Observation, host: Observation) -> bool:
 
 
 def _leave_out(study: StudyPlan, rng: np.random.Generator, missed_off_key: float | None = None) -> None:
-    """Drop observations from DL_info.csv; a dropped one shown on a key slice keeps that slice's lesion in.
-
-    One shown on no key slice is dropped at UNANNOTATED_HIDDEN, or at `missed_off_key` when given.
-    """
+    """Drop observations from DL_info.csv; a dropped one shown on a key slice keeps that slice's lesion in."""
+    # One shown on no key slice is dropped at UNANNOTATED_HIDDEN, or at `missed_off_key` when given.
     off_key = UNANNOTATED_HIDDEN if missed_off_key is None else missed_off_key
     visible = [ob for ob in study.observations if ob.visible]
     kept: set[int] = set()  # ids of observations whose key slice shows a dropped lesion
@@ -810,10 +808,8 @@ def generate_dataset(
     context_mm: float = CONTEXT_MM,
     missed_off_key: float | None = None,
 ) -> SynthSummary:
-    """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`.
-
-    missed_off_key: the sub-volume model of missed lesions (docs/synthetic-data.md); None = the default.
-    """
+    """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`."""
+    # missed_off_key: the sub-volume model of missed lesions (docs/synthetic-data.md); None = the default.
     start = time.perf_counter()
     plan = plan_dataset(
         patients=patients,

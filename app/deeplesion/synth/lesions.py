@@ -350,12 +350,10 @@ def place_lesions(
     existing: Sequence[Lesion] = (),
     z_near_mm: tuple[float, float] | None = None,
 ) -> list[Lesion]:
-    """Draw `count` lesions of realistic types, sizes and looks inside their organs (large ones may push).
-
-    With z_near_mm=(lo, hi) each new lesion lies lo..hi mm above or below one of `existing`, kept apart
-    from them all and small enough to end NEAR_CLEAR_MM before that lesion's centre height; the new lesions
-    alone are returned, numbered after the existing ones.
-    """
+    """Draw `count` lesions of realistic types, sizes and looks inside their organs (large ones may push)."""
+    # With z_near_mm=(lo, hi) each new lesion lies lo..hi mm above or below one of `existing` (the sub-volume
+    # model of missed lesions), kept apart from them all and small enough to end NEAR_CLEAR_MM before that
+    # lesion's centre height; only the new lesions are returned, numbered after the existing ones.
     grid = Grid.centred(160, 2.8, (80.0, 80.0))
     types = list(TYPE_WEIGHTS)
     weights = np.array([TYPE_WEIGHTS[t] for t in types])
