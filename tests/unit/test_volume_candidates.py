@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from app.detection import volume as volume_rules
 from app.detection.volume import (
     AnnotatedLesion,
     Candidate,
@@ -28,13 +29,17 @@ def test_boxes_on_adjacent_slices_join_into_one_candidate_with_its_largest_slice
     assert [b.slice_index for b in cand.boxes] == [10, 11, 12]
     assert (cand.first, cand.last, cand.largest.slice_index) == (10, 12, 11)
     assert cand.largest.box == (98, 98, 114, 114)
-    assert cand.score == pytest.approx((0.9 + 0.5) / 2)
+    assert cand.score == 0.9  # the best slice's
 
 
-def test_candidate_score_is_the_mean_of_its_best_slice_scores_so_a_steady_lesion_outranks_a_spike() -> None:
+def test_candidate_score_is_the_mean_of_its_best_score_slices_slice_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     box = (50, 50, 70, 70)
     spike = Candidate((SliceBox(1, box, 0.9), SliceBox(2, box, 0.3), SliceBox(3, box, 0.2)))
     steady = Candidate((SliceBox(1, box, 0.7), SliceBox(2, box, 0.7), SliceBox(3, box, 0.1)))
+    assert (spike.score, steady.score) == (0.9, 0.7)
+    monkeypatch.setattr(volume_rules, "SCORE_SLICES", 2)
     assert steady.score == pytest.approx(0.7) and spike.score == pytest.approx(0.6)
     assert Candidate((SliceBox(4, box, 0.8),)).score == 0.8  # one slice: its own score
     far = (300, 300, 320, 320)
@@ -55,7 +60,7 @@ def test_boxes_far_apart_on_the_same_slices_stay_two_candidates() -> None:
     a, b = (10, 10, 30, 30), (200, 200, 230, 230)
     cands = link_slices({5: [(a, 0.3), (b, 0.8)], 6: [(b, 0.7), (a, 0.35)]})
     assert len(cands) == 2
-    assert cands[0].score == pytest.approx(0.75) and {sb.box for sb in cands[0].boxes} == {b}  # ranked
+    assert cands[0].score == 0.8 and {sb.box for sb in cands[0].boxes} == {b}  # ranked by score
     assert {sb.box for sb in cands[1].boxes} == {a}
 
 
