@@ -434,9 +434,8 @@ def add_candidate(
     """Add the candidate as a lesion on its slice (its largest box) through the review corrections."""
     c = _get(session, candidate_id)
     if c.status != CANDIDATE_PENDING:
-        _decide(
-            session, c, version, user, CANDIDATE_ADDED, None
-        )  # raises the conflict with the current state
+        # Raises the conflict with the current state.
+        _decide(session, c, version, user, CANDIDATE_ADDED, None)
     ks = session.get_one(KeySlice, c.key_slice_id)
     # A box at the image border may reach a fraction of a pixel past it; the lesion's box must not.
     w, h = ks.image_width - 1, ks.image_height - 1
