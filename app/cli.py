@@ -74,6 +74,13 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Slices stored either side of each key slice (DeepLesion stores 30 mm); 5 is enough to train on.",
 )
+@click.option(
+    "--missed-off-key",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Sub-volume model of missed lesions: leave lesions on no key slice out of the CSV at this rate and "
+    "place neighbours near lesions in z (docs/synthetic-data.md; Lesion-Harvester's finding).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def synth(
     out_dir: Path,
@@ -86,6 +93,7 @@ def synth(
     max_studies: int | None,
     workers: int | None,
     context_mm: float,
+    missed_off_key: float | None,
     no_progress: bool,
 ) -> None:
     """Generate a CT-realistic synthetic dataset in the DeepLesion layout."""
@@ -93,6 +101,8 @@ def synth(
 
     if lesions is not None and not metadata_only:
         raise click.UsageError("--lesions only applies with --metadata-only")
+    if missed_off_key is not None and metadata_only:
+        raise click.UsageError("--missed-off-key needs the images; it does not apply with --metadata-only")
     if (out_dir / "DL_info.csv").exists():
         raise click.ClickException(f"{out_dir / 'DL_info.csv'} already exists; choose an empty folder")
     if metadata_only and followup:
@@ -112,6 +122,7 @@ def synth(
             max_studies=max_studies,
             followup=followup,
             context_mm=context_mm,
+            missed_off_key=missed_off_key,
         )
     click.echo(f"synthetic dataset written: {summary.describe()}")
 

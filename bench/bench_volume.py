@@ -117,6 +117,8 @@ def compare(
                     QueueEntry(file_name.rpartition("_")[0], (SliceBox(int(index), d.box, d.score),), d.score)
                 )
     left_out = load_left_out(data_dir) or []
+    truth = Path(data_dir) / "synth_truth.json"
+    generator = json.loads(truth.read_text()).get("generator", {}) if truth.exists() else {}
     kc, vc = queue_curve(key_queue, left_out), queue_curve(volume, left_out)
     at_default = [p for p in kc.points if p["threshold"] >= KEY_THRESHOLD]
     key_point = at_default[-1] if at_default else {"precision": None, "found": 0, "queue_length": 0}
@@ -125,6 +127,8 @@ def compare(
     ratio = vol_point["found"] / key_point["found"] if key_point["found"] else float("inf")
     levels = (0.1, 0.2, 0.3, 0.5)
     return {
+        # The generator's model of missed lesions (None: the default, key-slice model).
+        "missed_off_key": generator.get("missed_off_key"),
         "left_out_lesions": len(left_out),
         "on_key_slices": sum(1 for lesion in left_out if lesion.on_key_slices),
         "slices": summary["slices"],
@@ -155,12 +159,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--patients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--data", type=Path, default=None, help="An existing synthetic dataset to use.")
+    parser.add_argument(
+        "--missed-off-key",
+        type=float,
+        default=None,
+        help="Generate with the sub-volume model of missed lesions at this rate (lesion-review synth).",
+    )
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument(
         "--cache", type=Path, default=None, help="Boxes of every slice: written, or replayed."
     )
     args = parser.parse_args(argv)
+    if args.data is not None and args.missed_off_key is not None:
+        parser.error("--missed-off-key generates data; an existing --data folder was made already")
 
     from app.detection.runtime import Detector
 
@@ -173,7 +185,13 @@ def main(argv: list[str]) -> int:
             from app.deeplesion.synth import generate_dataset
 
             data = root / "synth"
-            generate_dataset(data, patients=args.patients, seed=args.seed, progress=False)
+            generate_dataset(
+                data,
+                patients=args.patients,
+                seed=args.seed,
+                progress=False,
+                missed_off_key=args.missed_off_key,
+            )
         url = imported_database_at(root, data)
         res = compare(database_url=url, data_dir=data, detector=detector, cache=args.cache)
     print(json.dumps(res, indent=1))
@@ -190,6 +208,8 @@ def main(argv: list[str]) -> int:
         fp = res["found_at_precision"]
         anywhere = res["found_anywhere"]
         source = f"--data {args.data}" if args.data else f"{args.patients} patients, seed {args.seed}"
+        if res["missed_off_key"] is not None:
+            source += f", --missed-off-key {res['missed_off_key']:g}"
         entry = (
             f"\n- {now}, {machine()}: synthetic data ({source}), "
             f"{res['series']} series, {res['slices']} slices "

@@ -565,6 +565,11 @@ def _restore(
                 )
             pred.status = "pending" if lesion.deleted else "accepted"
             pred.lesion_id = None if lesion.deleted else lesion.id
+    if entry.action == "add":
+        # A volume candidate added as this lesion follows its undo and redo (app/review/volume.py).
+        from app.review.volume import follow_added_lesion
+
+        follow_added_lesion(session, lesion, user)
     _flush_or_conflict(session, lesion, user)
     return snapshot(lesion)
 

@@ -101,5 +101,6 @@ CANDIDATE_STATUSES: dict[str, str] = {
     "dismissed": "dismissed",
 }
 CANDIDATE_PENDING = "pending"
+CANDIDATE_ADDED = "added"
 # The volume candidate's outline in the viewer: a detector's proposal, so the predicted colour.
 CANDIDATE_LAYER = "predicted"

@@ -31,7 +31,7 @@ from app.review.jobs import JobContext, JobKind
 from app.review.screening import NothingToScreenError, run_detector_job
 from app.review.serialize import iso
 from app.review.users import UserInfo
-from app.review.vocabulary import CANDIDATE_PENDING, CANDIDATE_STATUSES
+from app.review.vocabulary import CANDIDATE_ADDED, CANDIDATE_PENDING, CANDIDATE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def candidate_dict(
         "model_version": c.model_version,
         "matches_annotation": c.matches_annotation,
         "status": c.status,
-        "lesion_id": c.lesion_id,
+        "lesion_id": c.lesion_id if c.status == CANDIDATE_ADDED else None,
         "decided_by": names.get(c.decided_by_id) if c.decided_by_id is not None else None,
         "decided_at": iso(c.decided_at),
     }
@@ -434,7 +434,8 @@ def add_candidate(
     """Add the candidate as a lesion on its slice (its largest box) through the review corrections."""
     c = _get(session, candidate_id)
     if c.status != CANDIDATE_PENDING:
-        _decide(session, c, version, user, "added", None)  # raises the conflict with the current state
+        # Raises the conflict with the current state.
+        _decide(session, c, version, user, CANDIDATE_ADDED, None)
     ks = session.get_one(KeySlice, c.key_slice_id)
     # A box at the image border may reach a fraction of a pixel past it; the lesion's box must not.
     w, h = ks.image_width - 1, ks.image_height - 1
@@ -442,7 +443,7 @@ def add_candidate(
     box = [max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)]
 
     def decided(lesion: Lesion) -> None:
-        _decide(session, c, version, user, "added", lesion.id)
+        _decide(session, c, version, user, CANDIDATE_ADDED, lesion.id)
 
     result = corrections.add_lesion(
         session=session,
@@ -455,6 +456,20 @@ def add_candidate(
     )
     session.expire_all()
     return {**result, "candidate": get_candidate(session=session, candidate_id=candidate_id)}
+
+
+def follow_added_lesion(session: Session, lesion: Lesion, user: UserInfo) -> None:
+    """Open the candidate added as this lesion again when an undo removes it; added again on redo."""
+    # The candidate keeps lesion_id while open again, so that the redo finds it; answers show it only
+    # while the candidate is added (candidate_dict).
+    for c in session.scalars(select(VolumeCandidate).where(VolumeCandidate.lesion_id == lesion.id)):
+        if lesion.deleted and c.status == CANDIDATE_ADDED:
+            c.status, c.decided_by_id, c.decided_at = CANDIDATE_PENDING, None, None
+        elif not lesion.deleted and c.status == CANDIDATE_PENDING:
+            c.status, c.decided_by_id, c.decided_at = CANDIDATE_ADDED, user.id, utcnow()
+        else:
+            continue
+        c.version += 1
 
 
 def dismiss_candidate(*, session: Session, user: UserInfo, candidate_id: int, version: int) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def test_volume_screen_queues_candidates_that_match_no_lesion_with_their_largest
         "000001_01_01_108.png",
         107,
         list(NEW_A_BIG),
-        0.8,
+        0.8,  # its best slice's score
     )
     assert (a["slice_first"], a["slice_last"], a["slice_count"]) == (106, 108, 3)
     assert [s["slice_index"] for s in a["slices"]] == [106, 107, 108]
@@ -114,6 +114,88 @@ def test_a_stopped_screen_resumes_and_ends_as_a_clean_run_does(
     res = screen_volumes(session_factory=factory, data_dir=data, detector=FakeDetector())
     engine.dispose()
     assert (res["series"], res["skipped_series"]) == (1, 1)
+    resumed = _rows(database_url)
+    clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
+    from app.db.session import upgrade_database
+    from app.review.importer import import_dataset
+
+    upgrade_database(clean_url)
+    clean = make_engine(clean_url)
+    import_dataset(engine=clean, data_dir=data, progress=False)
+    screen_volumes(session_factory=make_session_factory(clean), data_dir=data, detector=FakeDetector())
+    clean.dispose()
+    assert [r[1:] for r in resumed] == [r[1:] for r in _rows(clean_url)]
+
+
+# Run in a child process that the test kills: the screen with one series per commit, and a detector that
+# stalls on the second series' first slice after saying so in the marker file.
+_KILLED_SCREEN = """
+import sys, time
+from pathlib import Path
+from app.db.session import make_engine, make_session_factory
+from app.review import volume
+from tests.api.volume_data import FakeDetector
+
+url, data, marker, stall_on = sys.argv[1:5]
+volume.CHUNK_SLICES = 1
+
+
+class Stalling(FakeDetector):
+    def predict(self, file_name, store, **kwargs):
+        if file_name.startswith(stall_on):
+            Path(marker).write_text(file_name)
+            time.sleep(600)
+        return super().predict(file_name, store, **kwargs)
+
+
+volume.screen_volumes(
+    session_factory=make_session_factory(make_engine(url)), data_dir=Path(data), detector=Stalling()
+)
+"""
+
+
+def test_a_screen_killed_with_sigkill_resumes_rerunning_at_most_the_batch_it_was_in(
+    data: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    marker = tmp_path / "stalled"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SCREEN, database_url, str(data), str(marker), "000002_01_01"],
+        cwd=root,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, "the screen ended before it reached the second series"
+            assert time.monotonic() < deadline, "the screen never reached the second series"
+            time.sleep(0.1)
+        # No handler, no finally, no rollback runs: as in a crash or at the OOM killer.
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None and not marker.exists():
+            child.kill()
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    monkeypatch.setattr(volume, "CHUNK_SLICES", 1)
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(VolumeRun)) == 1  # the first series' commit only
+    detector = FakeDetector()
+    res = screen_volumes(session_factory=factory, data_dir=data, detector=detector)
+    engine.dispose()
+    # The resume reruns the batch the kill interrupted (the second series' stored slices), nothing before it.
+    assert (res["series"], res["skipped_series"]) == (1, 1)
+    assert detector.calls and all(f.startswith("000002_01_01") for f in detector.calls)
+    assert len(detector.calls) == res["slices"]
     resumed = _rows(database_url)
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     from app.db.session import upgrade_database
@@ -190,6 +272,34 @@ def test_adding_a_candidate_makes_a_lesion_on_its_slice_through_the_review_path(
         assert s.scalar(select(func.count()).select_from(Lesion).where(Lesion.slice_index == 107)) == 1
         assert s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "add")) == 1
     engine.dispose()
+
+
+def test_undoing_an_added_candidates_lesion_reopens_the_candidate_and_redo_adds_it_again(vapi: Api) -> None:
+    _screen(vapi)
+    reader = vapi.login("vundo")
+    a = reader.client.get("/api/volume/candidates").json()["items"][0]
+    added = reader.write(
+        "POST", f"/api/volume/candidates/{a['id']}/add", json={"version": a["version"], "lesion_type": 3}
+    ).json()
+    key = added["key_slice"]["file_name"]
+    assert reader.write("POST", f"/api/key-slices/{key}/undo").status_code == 200
+    back = reader.client.get(f"/api/volume/candidates/{a['id']}").json()
+    assert (back["status"], back["lesion_id"], back["decided_by"], back["decided_at"]) == (
+        "pending",
+        None,
+        None,
+        None,
+    )
+    assert back["version"] > added["candidate"]["version"]
+    assert a["id"] in [i["id"] for i in reader.client.get("/api/volume/candidates").json()["items"]]
+    assert reader.write("POST", f"/api/key-slices/{key}/redo").status_code == 200
+    again = reader.client.get(f"/api/volume/candidates/{a['id']}").json()
+    assert (again["status"], again["lesion_id"], again["decided_by"]) == (
+        "added",
+        added["lesion_id"],
+        "vundo",
+    )
+    assert a["id"] not in [i["id"] for i in reader.client.get("/api/volume/candidates").json()["items"]]
 
 
 def test_a_stale_version_adds_nothing_and_bad_input_is_a_4xx(vapi: Api) -> None:

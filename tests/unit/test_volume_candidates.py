@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from app.detection import volume as volume_rules
 from app.detection.volume import (
     AnnotatedLesion,
     Candidate,
@@ -28,7 +29,22 @@ def test_boxes_on_adjacent_slices_join_into_one_candidate_with_its_largest_slice
     assert [b.slice_index for b in cand.boxes] == [10, 11, 12]
     assert (cand.first, cand.last, cand.largest.slice_index) == (10, 12, 11)
     assert cand.largest.box == (98, 98, 114, 114)
-    assert cand.score == 0.9
+    assert cand.score == 0.9  # the best slice's
+
+
+def test_candidate_score_is_the_mean_of_its_best_score_slices_slice_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    box = (50, 50, 70, 70)
+    spike = Candidate((SliceBox(1, box, 0.9), SliceBox(2, box, 0.3), SliceBox(3, box, 0.2)))
+    steady = Candidate((SliceBox(1, box, 0.7), SliceBox(2, box, 0.7), SliceBox(3, box, 0.1)))
+    assert (spike.score, steady.score) == (0.9, 0.7)
+    monkeypatch.setattr(volume_rules, "SCORE_SLICES", 2)
+    assert steady.score == pytest.approx(0.7) and spike.score == pytest.approx(0.6)
+    assert Candidate((SliceBox(4, box, 0.8),)).score == 0.8  # one slice: its own score
+    far = (300, 300, 320, 320)
+    ranked = link_slices({1: [(box, 0.9), (far, 0.7)], 2: [(box, 0.3), (far, 0.7)]})
+    assert [c.boxes[0].box for c in ranked] == [far, box]
 
 
 def test_one_missing_slice_is_tolerated_two_split_the_candidate() -> None:

@@ -47,6 +47,11 @@ CONTEXT_MM = 30.0
 # that kind; a few are missed with no key slice showing them.
 UNANNOTATED_SHOWN = 0.5
 UNANNOTATED_HIDDEN = 0.05
+# The sub-volume model (missed_off_key, docs/synthetic-data.md): Lesion-Harvester found most of DeepLesion's
+# unmarked lesions on the non-key slices of the stored sub-volumes. Each placed lesion gets on average this
+# many neighbours SUBVOLUME_Z_MM above or below it (inside its +-30 mm context, off its key slice).
+SUBVOLUME_NEIGHBOURS = 1.0
+SUBVOLUME_Z_MM = (10.0, 24.0)
 # "Cuts clearly": the in-plane cut is at least this share of the lesion's widest extent and this wide.
 SHOWN_MIN_SHARE = 0.6
 SHOWN_MIN_MM = 5.0
@@ -263,6 +268,7 @@ def plan_patient(
     max_lesions: int | None = None,
     followup: bool = False,
     context_mm: float = CONTEXT_MM,
+    missed_off_key: float | None = None,
 ) -> PatientPlan:
     """Draw one patient's anatomy, lesions, studies and series, and measure every lesion."""
     # followup=True: at least two studies, lesions appear and resolve, the body scales and the scan start
@@ -277,6 +283,13 @@ def plan_patient(
     if max_lesions is not None:
         n_lesions = max(1, min(n_lesions, max_lesions))
     lesions = place_lesions(phantom, les_rng, n_lesions, sibling_rate=0.45)
+    if missed_off_key is not None:
+        # From a stream of its own, so that the lesions placed above are those of the default model.
+        near_rng = np.random.default_rng([seed, index, 16])
+        extra = int(near_rng.poisson(SUBVOLUME_NEIGHBOURS * len(lesions)))
+        if max_lesions is not None:
+            extra = max(0, min(extra, max_lesions - len(lesions)))
+        lesions += place_lesions(phantom, near_rng, extra, existing=lesions, z_near_mm=SUBVOLUME_Z_MM)
     n_studies = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
     fu_rng = np.random.default_rng([seed, index, 14])
     # Acquisition (phase, kernel, dose, artefacts) from a stream of its own.
@@ -345,7 +358,7 @@ def plan_patient(
         )
     plan = PatientPlan(index, gender, age, split, phantom, lesions, studies)
     for study in studies:
-        _measure_study(plan, study, rng)
+        _measure_study(plan, study, rng, missed_off_key)
     return plan
 
 
@@ -376,8 +389,10 @@ def _shown_on(ob: Observation, host: Observation) -> bool:
     return wide >= SHOWN_MIN_SHARE and 2 * max(cut) >= SHOWN_MIN_MM
 
 
-def _leave_out(study: StudyPlan, rng: np.random.Generator) -> None:
+def _leave_out(study: StudyPlan, rng: np.random.Generator, missed_off_key: float | None = None) -> None:
     """Drop observations from DL_info.csv; a dropped one shown on a key slice keeps that slice's lesion in."""
+    # One shown on no key slice is dropped at UNANNOTATED_HIDDEN, or at `missed_off_key` when given.
+    off_key = UNANNOTATED_HIDDEN if missed_off_key is None else missed_off_key
     visible = [ob for ob in study.observations if ob.visible]
     kept: set[int] = set()  # ids of observations whose key slice shows a dropped lesion
     for i in rng.permutation(len(visible)):
@@ -393,17 +408,19 @@ def _leave_out(study: StudyPlan, rng: np.random.Generator) -> None:
                 # The reviewer meets it on the host's series, so that is where its truth is measured.
                 ob.series = host.series
                 _measure(ob)
-        elif not hosts and rng.random() < UNANNOTATED_HIDDEN:
+        elif not hosts and rng.random() < off_key:
             ob.annotated = False
     if visible and not any(ob.annotated for ob in visible):
         max(visible, key=lambda o: o.shape.semi_axes[0]).annotated = True
 
 
-def _measure_study(plan: PatientPlan, study: StudyPlan, rng: np.random.Generator) -> None:
+def _measure_study(
+    plan: PatientPlan, study: StudyPlan, rng: np.random.Generator, missed_off_key: float | None = None
+) -> None:
     """Key slice, RECIST, box and context range of each observation; stored slices of each series."""
     for ob in study.observations:
         _measure(ob)
-    _leave_out(study, rng)
+    _leave_out(study, rng, missed_off_key)
     windows: dict[str, tuple[float, float]] = {}
     for ob in study.observations:
         if ob.annotated:
@@ -412,8 +429,28 @@ def _measure_study(plan: PatientPlan, study: StudyPlan, rng: np.random.Generator
             )
             if ob.file_name not in windows:
                 windows[ob.file_name] = _dicom_window(rng, ob.lesion.lesion_type)
+    if missed_off_key is not None:
+        for ob in study.observations:
+            if ob.visible and not ob.annotated:
+                _onto_stored_series(ob, study)
     for ob in study.observations:
         ob.dicom_window = windows.get(ob.file_name) or _dicom_window(rng, ob.lesion.lesion_type)
+
+
+def _shown_stored(ob: Observation, s: SeriesPlan) -> int:
+    """How many stored slices of series s cut through the observation's lesion."""
+    return sum(1 for k in s.stored if ob.shape.cross_section(s.z_of(k)) is not None)
+
+
+def _onto_stored_series(ob: Observation, study: StudyPlan) -> None:
+    """Measure a left-out lesion that no stored slice of its series shows on the series showing it most."""
+    # The sub-volume model: a reviewer meets an unmarked lesion in whichever stored sub-volume shows it.
+    if _shown_stored(ob, ob.series) > 0:
+        return
+    best = max(study.series, key=lambda s: _shown_stored(ob, s))
+    if _shown_stored(ob, best) > 0:
+        ob.series = best
+        _measure(ob)
 
 
 def _make_noisy(ob: Observation, rng: np.random.Generator) -> None:
@@ -477,7 +514,9 @@ def _r3(values: Any) -> list[float]:
     return [round(float(v), 3) for v in values]
 
 
-def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
+def _truth(
+    plans: list[PatientPlan], seed: int, size: int, missed_off_key: float | None = None
+) -> dict[str, Any]:
     """The synth_truth.json document."""
     lesions_out: list[dict[str, Any]] = []
     unannotated: list[dict[str, Any]] = []
@@ -535,6 +574,8 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
                 "hu": round(les.hu, 1),
                 "kind": les.kind,
                 "growth_per_year": round(les.growth_per_year, 3),
+                # Sub-volume model only: the lesion it was placed near in z.
+                **({"placed_near": f"{plan.index:06d}-L{les.near:02d}"} if les.near else {}),
                 "studies": [],
             }
             for st in plan.studies:
@@ -577,7 +618,14 @@ def _truth(plans: list[PatientPlan], seed: int, size: int) -> dict[str, Any]:
     return {
         "synthetic": True,
         "description": TRUTH_DESCRIPTION,
-        "generator": {"version": GENERATOR_VERSION, "seed": seed, "size": size, "patients": len(plans)},
+        "generator": {
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "size": size,
+            "patients": len(plans),
+            # Recorded only when given, so that the default model's files stay as they were.
+            **({"missed_off_key": missed_off_key} if missed_off_key is not None else {}),
+        },
         "patients": patients_out,
         "lesions": lesions_out,
         "unannotated": unannotated,
@@ -688,6 +736,7 @@ class DatasetPlan:
 
     plans: list[PatientPlan]
     rows: list[tuple[PatientPlan, Observation]]
+    missed_off_key: float | None = None
 
     def records(self) -> list[LesionRecord]:
         """The DL_info.csv rows."""
@@ -703,6 +752,7 @@ def plan_dataset(
     max_lesions: int | None = None,
     followup: bool = False,
     context_mm: float = CONTEXT_MM,
+    missed_off_key: float | None = None,
 ) -> DatasetPlan:
     """Draw every patient, measure every lesion and pick the noisy rows; renders no slices."""
     if patients < 1:
@@ -714,6 +764,8 @@ def plan_dataset(
             raise ValueError(f"{name} must be at least 1, got {value}")
     if not 1.0 <= context_mm <= CONTEXT_MM:
         raise ValueError(f"context_mm must be between 1 and {CONTEXT_MM:g} mm, got {context_mm:g}")
+    if missed_off_key is not None and not 0.0 <= missed_off_key <= 1.0:
+        raise ValueError(f"missed_off_key must be between 0 and 1, got {missed_off_key:g}")
     splits = patient_splits(patients, seed)
     plans = [
         plan_patient(
@@ -725,6 +777,7 @@ def plan_dataset(
             max_lesions=max_lesions,
             followup=followup,
             context_mm=context_mm,
+            missed_off_key=missed_off_key,
         )
         for p in range(1, patients + 1)
     ]
@@ -738,7 +791,7 @@ def plan_dataset(
         n_noisy = 1
     for i in sorted(noisy_rng.choice(len(rows), size=n_noisy, replace=False).tolist()) if n_noisy else []:
         _make_noisy(rows[i][1], noisy_rng)
-    return DatasetPlan(plans, rows)
+    return DatasetPlan(plans, rows, missed_off_key)
 
 
 def generate_dataset(
@@ -753,8 +806,10 @@ def generate_dataset(
     max_lesions: int | None = None,
     followup: bool = False,
     context_mm: float = CONTEXT_MM,
+    missed_off_key: float | None = None,
 ) -> SynthSummary:
     """Write a synthetic DeepLesion dataset (DL_info.csv, Images_png/, synth_truth.json) into `out_dir`."""
+    # missed_off_key: the sub-volume model of missed lesions (docs/synthetic-data.md); None = the default.
     start = time.perf_counter()
     plan = plan_dataset(
         patients=patients,
@@ -764,13 +819,14 @@ def generate_dataset(
         max_lesions=max_lesions,
         followup=followup,
         context_mm=context_mm,
+        missed_off_key=missed_off_key,
     )
     plans, rows = plan.plans, plan.rows
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_dl_info(out / "DL_info.csv", plan.records())
     (out / "synth_truth.json").write_text(
-        json.dumps(_truth(plans, seed, size), indent=1) + "\n", encoding="utf-8"
+        json.dumps(_truth(plans, seed, size, missed_off_key), indent=1) + "\n", encoding="utf-8"
     )
     images = out / IMAGES_DIR
     jobs = list(_jobs(plans, images, seed))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,9 @@ TYPE_WEIGHTS: dict[int, float] = {5: 0.23, 2: 0.22, 3: 0.17, 4: 0.15, 8: 0.08, 7
 SIZE_MEDIAN_MM = 18.0
 SIZE_SIGMA = 0.7
 LARGE_MM = 30.0
+# A lesion placed near another in z (place_lesions' z_near_mm) ends this far from the other's centre height,
+# so that it misses the other's key slice (at most half the widest slice interval, 2.5 mm, from the centre).
+NEAR_CLEAR_MM = 3.0
 # What a lesion looks like inside (see LesionShape.paint), per type: (kind, weight, smallest long diameter).
 KINDS: dict[int, tuple[tuple[str, float, float], ...]] = {
     1: (("lytic", 0.6, 0.0), ("sclerotic", 0.4, 0.0)),
@@ -203,6 +206,8 @@ class Lesion:
     lobes: tuple[float, float, float] = (0.0, 0.0, 0.0)
     spicules: tuple[float, ...] = ()
     hetero_hu: float = 0.0
+    # Placed near this lesion in z (place_lesions' z_near_mm); 0 = placed on its own.
+    near: int = 0
 
     def at_scale(self, scale: float, phase: str = "portal venous") -> LesionShape:
         """The lesion grown or shrunk by `scale` (same centre), as it looks in a contrast phase."""
@@ -337,13 +342,23 @@ def _pick_kind(lesion_type: int, long_mm: float, rng: np.random.Generator) -> st
 
 
 def place_lesions(
-    phantom: an.Phantom, rng: np.random.Generator, count: int, *, sibling_rate: float = 0.2
+    phantom: an.Phantom,
+    rng: np.random.Generator,
+    count: int,
+    *,
+    sibling_rate: float = 0.2,
+    existing: Sequence[Lesion] = (),
+    z_near_mm: tuple[float, float] | None = None,
 ) -> list[Lesion]:
     """Draw `count` lesions of realistic types, sizes and looks inside their organs (large ones may push)."""
+    # With z_near_mm=(lo, hi) each new lesion lies lo..hi mm above or below one of `existing` (the sub-volume
+    # model of missed lesions), kept apart from them all and small enough to end NEAR_CLEAR_MM before that
+    # lesion's centre height; only the new lesions are returned, numbered after the existing ones.
     grid = Grid.centred(160, 2.8, (80.0, 80.0))
     types = list(TYPE_WEIGHTS)
     weights = np.array([TYPE_WEIGHTS[t] for t in types])
-    lesions: list[Lesion] = []
+    lesions: list[Lesion] = list(existing)
+    target = count + len(existing)
     label_cache: dict[float, npt.NDArray[np.uint8]] = {}
 
     def labels_at(z: float) -> npt.NDArray[np.uint8]:
@@ -360,11 +375,20 @@ def place_lesions(
         return int(labels_at(z)[j, i])
 
     attempts = 0
-    while len(lesions) < count and attempts < 40 * count:
+    while len(lesions) < target and attempts < 40 * count:
         attempts += 1
         ltype = int(rng.choice(types, p=weights / weights.sum()))
         site = SITES[ltype]
-        if lesions and rng.random() < sibling_rate:
+        anchor: Lesion | None = None
+        largest = site.max_diameter_mm
+        if z_near_mm is not None and existing:
+            anchor = existing[int(rng.integers(len(existing)))]
+            z = anchor.centre[2] + float(rng.choice((-1.0, 1.0))) * float(rng.uniform(*z_near_mm))
+            zr = z / phantom.z_scale
+            if not site.z_range[0] <= zr <= site.z_range[1]:
+                continue
+            largest = min(largest, 2.0 * (abs(z - anchor.centre[2]) - NEAR_CLEAR_MM))
+        elif lesions and rng.random() < sibling_rate:
             # Several lesions on one key slice, as in the real file: reuse an earlier lesion's height.
             z = lesions[int(rng.integers(len(lesions)))].centre[2]
             zr = z / phantom.z_scale
@@ -390,9 +414,7 @@ def place_lesions(
         cand = np.argwhere(ok)
         if len(cand) == 0:
             continue
-        diameter = float(
-            np.clip(rng.lognormal(math.log(SIZE_MEDIAN_MM), SIZE_SIGMA), 5.0, site.max_diameter_mm)
-        )
+        diameter = float(np.clip(rng.lognormal(math.log(SIZE_MEDIAN_MM), SIZE_SIGMA), 5.0, largest))
         angle = rng.uniform(0, math.pi)
         # Try several centres at the drawn size before shrinking it, so that big lesions stay big.
         placed: tuple[float, float, int, tuple[float, float, float]] | None = None
@@ -456,9 +478,10 @@ def place_lesions(
                 lobes=lobes,
                 spicules=spicules,
                 hetero_hu=look.hetero_hu,
+                near=anchor.index if anchor is not None else 0,
             )
         )
-    return lesions
+    return lesions[len(existing) :]
 
 
 def _fits(
