@@ -231,10 +231,19 @@ def _change_lesion(
         setattr(lesion, key, value)
     lesion.updated_by_id = user.id
     lesion.updated_at = utcnow()
+    if "deleted" in changes:
+        _follow_candidate(session, lesion, user)
     _flush_or_conflict(session, lesion, user)
     return finish_step(
         session, user, ks, action=action, lesion_id=lesion.id, before=before, after=snapshot(lesion)
     )
+
+
+def _follow_candidate(session: Session, lesion: Lesion, user: UserInfo) -> None:
+    """A volume candidate added as this lesion follows it: open while it is deleted, added while it is not."""
+    from app.review.volume import follow_added_lesion  # the volume module imports this one
+
+    follow_added_lesion(session, lesion, user)
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -565,11 +574,8 @@ def _restore(
                 )
             pred.status = "pending" if lesion.deleted else "accepted"
             pred.lesion_id = None if lesion.deleted else lesion.id
-    if entry.action == "add":
-        # A volume candidate added as this lesion follows its undo and redo (app/review/volume.py).
-        from app.review.volume import follow_added_lesion
-
-        follow_added_lesion(session, lesion, user)
+    if entry.action in ("add", "delete"):
+        _follow_candidate(session, lesion, user)
     _flush_or_conflict(session, lesion, user)
     return snapshot(lesion)
 

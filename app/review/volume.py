@@ -459,7 +459,7 @@ def add_candidate(
 
 
 def follow_added_lesion(session: Session, lesion: Lesion, user: UserInfo) -> None:
-    """Open the candidate added as this lesion again when an undo removes it; added again on redo."""
+    """Open the candidate added as this lesion again while the lesion is deleted (delete, undone add)."""
     # The candidate keeps lesion_id while open again, so that the redo finds it; answers show it only
     # while the candidate is added (candidate_dict).
     for c in session.scalars(select(VolumeCandidate).where(VolumeCandidate.lesion_id == lesion.id)):

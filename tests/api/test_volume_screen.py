@@ -302,6 +302,26 @@ def test_undoing_an_added_candidates_lesion_reopens_the_candidate_and_redo_adds_
     assert a["id"] not in [i["id"] for i in reader.client.get("/api/volume/candidates").json()["items"]]
 
 
+def test_deleting_an_added_candidates_lesion_reopens_the_candidate_and_undo_adds_it_again(vapi: Api) -> None:
+    _screen(vapi)
+    reader = vapi.login("vdelete")
+    a = reader.client.get("/api/volume/candidates").json()["items"][0]
+    added = reader.write(
+        "POST", f"/api/volume/candidates/{a['id']}/add", json={"version": a["version"], "lesion_type": 3}
+    ).json()
+    key = added["key_slice"]["file_name"]
+    lesion = next(les for les in added["key_slice"]["lesions"] if les["id"] == added["lesion_id"])
+    r = reader.write("DELETE", f"/api/lesions/{lesion['id']}?version={lesion['version']}")
+    assert r.status_code == 200, r.text
+    back = reader.client.get(f"/api/volume/candidates/{a['id']}").json()
+    # The lesion is gone, so the candidate is a question again, not "added" pointing at a deleted lesion.
+    assert (back["status"], back["lesion_id"]) == ("pending", None)
+    assert a["id"] in [i["id"] for i in reader.client.get("/api/volume/candidates").json()["items"]]
+    assert reader.write("POST", f"/api/key-slices/{key}/undo").status_code == 200
+    again = reader.client.get(f"/api/volume/candidates/{a['id']}").json()
+    assert (again["status"], again["lesion_id"]) == ("added", added["lesion_id"])
+
+
 def test_a_stale_version_adds_nothing_and_bad_input_is_a_4xx(vapi: Api) -> None:
     _screen(vapi)
     a = vapi.client.get("/api/volume/candidates").json()["items"][0]
