@@ -1,7 +1,7 @@
 // A volume-screening candidate in the viewer (/viewer/KEY?candidate=ID): the viewer opens on the slice where
 // the candidate is largest with its box drawn; the reviewer adds it (a lesion on that slice, through the
 // review write that answers the key slice) or dismisses it. Kept apart from viewer.js, which it reaches
-// only through window.__viewer (setSlice, applyKeySlice, addOverlay).
+// only through window.__viewer (setSlice, applyKeySlice, addOverlay, onKeySlice).
 import { ConflictError, describeError, get, post, showError } from "./api.js";
 import { CANDIDATE_LAYER, CANDIDATE_STATUSES, PALETTE } from "./vocabulary.js";
 
@@ -101,6 +101,18 @@ async function conflictOr(err, what) {
   showError(`${what}: ${describeError(err)}`);
 }
 
+async function refresh() {
+  try {
+    const now = await get(`/api/volume/candidates/${id}`);
+    if (now.version === cand.version) return;
+    cand = now;
+    show();
+    window.__viewer.redraw();
+  } catch (err) {
+    showError(`Could not refresh volume candidate ${id}: ${describeError(err)}`);
+  }
+}
+
 async function start() {
   const viewer = await whenReady();
   try {
@@ -113,6 +125,8 @@ async function start() {
   show();
   viewer.setSlice(cand.slice_index);
   viewer.addOverlay(draw);
+  // A delete, undo or redo elsewhere in the viewer can reopen or re-add the candidate (its lesion moved).
+  viewer.onKeySlice(refresh);
   root.dataset.candidate = String(cand.id);
 }
 

@@ -286,6 +286,9 @@ new ResizeObserver(() => app.view.layout()).observe(viewport);
 
 // ---------------------------------------------------------------- loading
 
+// Features in their own modules (candidate.js) follow every key slice a write, undo or redo answers.
+const keySliceListeners = [];
+
 function applyKeySlice(ks) {
   state.ks = ks;
   app.marks.pruneSelection();
@@ -293,6 +296,7 @@ function applyKeySlice(ks) {
   edits.updatePredictButton();
   redraw();
   app.panels.updateReadouts();
+  for (const fn of keySliceListeners) fn(ks);
 }
 
 async function start() {
@@ -341,6 +345,9 @@ window.__viewer = {
   setWindow,
   // For features that live in their own module (candidate.js): apply a write's key slice, draw on top, redraw.
   applyKeySlice,
+  onKeySlice(fn) {
+    keySliceListeners.push(fn);
+  },
   addOverlay(fn) {
     app.overlay.addLayer((ctx, helpers) => fn(ctx, { ...helpers, current: state.current }));
     redraw();

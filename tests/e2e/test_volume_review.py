@@ -112,6 +112,14 @@ def test_a_reviewer_adds_one_candidate_on_its_slice_and_dismisses_another(
     assert f"by {REVIEWER[0]}" in page.inner_text("#candidate-status")
     shot(page, "ui_volume_added")
     assert page.is_disabled("#candidate-add")
+    # Undo in the viewer removes the lesion: the panel follows (the candidate is to review again), and redo.
+    page.click("#undo")
+    page.wait_for_selector("#viewer[data-candidate-status='pending']")
+    assert page.inner_text("#candidate-status").startswith("Status: to review")
+    assert not page.is_disabled("#candidate-add")
+    page.click("#redo")
+    page.wait_for_selector("#viewer[data-candidate-status='added']")
+    assert page.is_disabled("#candidate-add")
 
     # Back to the list: the other one, dismissed.
     page.click("#candidate-back")
