@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import KeySlice, Lesion, Series, User, VolumeCandidate, VolumeRun, utcnow
@@ -31,7 +31,7 @@ from app.review.jobs import JobContext, JobKind
 from app.review.screening import NothingToScreenError, run_detector_job
 from app.review.serialize import iso
 from app.review.users import UserInfo
-from app.review.vocabulary import CANDIDATE_ADDED, CANDIDATE_PENDING, CANDIDATE_STATUSES
+from app.review.vocabulary import CANDIDATE_ADDED, CANDIDATE_PENDING, CANDIDATE_STATUSES, ORIGIN_CSV
 
 log = logging.getLogger(__name__)
 
@@ -347,31 +347,58 @@ def candidate_queue(
     limit: int = 50,
     offset: int = 0,
 ) -> dict[str, Any]:
-    """Candidates matching no marked lesion, best score first; pending ones also re-checked against lesions
-    drawn since the screen (a reviewer may have marked one by hand)."""
+    """Candidates matching no marked lesion (also none a reviewer marked since, when pending), best first."""
     if status not in CANDIDATE_STATUSES:
         raise InvalidInputError(f"status must be one of {', '.join(CANDIDATE_STATUSES)}, got {status!r}")
     version = model_version or current_model_version(session)
     if version is None:
         return {"model_version": None, "status": status, "total": 0, "items": []}
-    rows = list(
+    where = [*_queue_filter(version), VolumeCandidate.status == status]
+    if status == CANDIDATE_PENDING:
+        hidden = _marked_since_screen(session, version)
+        if hidden:
+            where.append(VolumeCandidate.id.not_in(hidden))
+    total = session.scalar(select(func.count()).select_from(VolumeCandidate).where(*where)) or 0
+    page = list(
         session.scalars(
             select(VolumeCandidate)
-            .where(*_queue_filter(version), VolumeCandidate.status == status)
+            .where(*where)
             .order_by(VolumeCandidate.score.desc(), VolumeCandidate.id)
+            .offset(offset)
+            .limit(limit)
         )
     )
-    if status == CANDIDATE_PENDING and rows:
-        marked = marked_lesions(session, {c.series_id for c in rows})
-        rows = [c for c in rows if not matches_annotation(_candidate(c), marked[c.series_id])]
-    page = rows[offset : offset + limit]
     names = _names(session, [c.decided_by_id for c in page])
     return {
         "model_version": version,
         "status": status,
-        "total": len(rows),
+        "total": total,
         "items": [candidate_dict(session, c, names) for c in page],
     }
+
+
+def _marked_since_screen(session: Session, model_version: str) -> set[int]:
+    """Pending candidates that a lesion a reviewer drew or moved since the screen now matches."""
+    # The screen stored whether each candidate matched the lesions of its day; only series where a reviewer
+    # has added or changed a lesion can have changed since, so only their candidates are checked again, and
+    # the queue itself stays one indexed query whatever the dataset's size.
+    touched = (
+        select(KeySlice.series_id)
+        .join(Lesion, Lesion.key_slice_id == KeySlice.id)
+        .where(Lesion.is_current, or_(Lesion.origin != ORIGIN_CSV, Lesion.updated_by_id.is_not(None)))
+        .distinct()
+    )
+    rows = list(
+        session.scalars(
+            select(VolumeCandidate).where(
+                *_queue_filter(model_version),
+                VolumeCandidate.status == CANDIDATE_PENDING,
+                VolumeCandidate.series_id.in_(touched),
+            )
+        )
+    )
+    marked = marked_lesions(session, {c.series_id for c in rows})
+    return {c.id for c in rows if matches_annotation(_candidate(c), marked[c.series_id])}
 
 
 def _candidate(c: VolumeCandidate) -> Candidate:

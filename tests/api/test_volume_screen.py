@@ -347,13 +347,21 @@ def test_a_stale_version_adds_nothing_and_bad_input_is_a_4xx(vapi: Api) -> None:
 
 def test_a_lesion_drawn_by_hand_over_a_pending_candidate_takes_it_out_of_the_queue(vapi: Api) -> None:
     _screen(vapi)
+    before = vapi.client.get("/api/volume/candidates").json()
     r = vapi.write(
         "POST",
         "/api/key-slices/000002_01_01_050.png/lesions",
         json={"box": list(NEW_C), "lesion_type": 3, "slice_index": 51},
     )
     assert r.status_code in (200, 201), r.text
-    assert [i["slice_index"] for i in vapi.client.get("/api/volume/candidates").json()["items"]] == [107]
+    after = vapi.client.get("/api/volume/candidates").json()
+    assert [i["slice_index"] for i in after["items"]] == [107]
+    # The total and the pages (one query with LIMIT/OFFSET) leave it out too.
+    assert after["total"] == before["total"] - 1 == 1
+    assert [i["id"] for i in vapi.client.get("/api/volume/candidates?limit=1").json()["items"]] == [
+        after["items"][0]["id"]
+    ]
+    assert vapi.client.get("/api/volume/candidates?limit=1&offset=1").json()["items"] == []
 
 
 def test_a_reviewer_may_not_start_a_volume_screen_and_one_job_runs_at_a_time(vapi: Api, data: Path) -> None:
