@@ -114,17 +114,7 @@ def test_a_stopped_screen_resumes_and_ends_as_a_clean_run_does(
     res = screen_volumes(session_factory=factory, data_dir=data, detector=FakeDetector())
     engine.dispose()
     assert (res["series"], res["skipped_series"]) == (1, 1)
-    resumed = _rows(database_url)
-    clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
-    from app.db.session import upgrade_database
-    from app.review.importer import import_dataset
-
-    upgrade_database(clean_url)
-    clean = make_engine(clean_url)
-    import_dataset(engine=clean, data_dir=data, progress=False)
-    screen_volumes(session_factory=make_session_factory(clean), data_dir=data, detector=FakeDetector())
-    clean.dispose()
-    assert [r[1:] for r in resumed] == [r[1:] for r in _rows(clean_url)]
+    assert [r[1:] for r in _rows(database_url)] == [r[1:] for r in _clean_run_rows(data, tmp_path)]
 
 
 # Run in a child process that the test kills: the screen with one series per commit, and a detector that
@@ -196,17 +186,21 @@ def test_a_screen_killed_with_sigkill_resumes_rerunning_at_most_the_batch_it_was
     assert (res["series"], res["skipped_series"]) == (1, 1)
     assert detector.calls and all(f.startswith("000002_01_01") for f in detector.calls)
     assert len(detector.calls) == res["slices"]
-    resumed = _rows(database_url)
-    clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
+    assert [r[1:] for r in _rows(database_url)] == [r[1:] for r in _clean_run_rows(data, tmp_path)]
+
+
+def _clean_run_rows(data: Path, tmp_path: Path) -> list[Any]:
+    """The candidate rows of an uninterrupted screen of `data` into a fresh database."""
     from app.db.session import upgrade_database
     from app.review.importer import import_dataset
 
+    clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     upgrade_database(clean_url)
     clean = make_engine(clean_url)
     import_dataset(engine=clean, data_dir=data, progress=False)
     screen_volumes(session_factory=make_session_factory(clean), data_dir=data, detector=FakeDetector())
     clean.dispose()
-    assert [r[1:] for r in resumed] == [r[1:] for r in _rows(clean_url)]
+    return list(_rows(clean_url))
 
 
 def test_a_runner_answering_in_any_order_gives_the_local_runners_candidates(

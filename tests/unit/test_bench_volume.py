@@ -12,6 +12,7 @@ from app.deeplesion.synth import generator
 from app.detection.decode import Detection
 from app.detection.volume_truth import cut_box
 from bench.bench_volume import compare, imported_database_at
+from tests.synth_fast import empty_slices
 
 # The sub-volume model of missed lesions leaves lesions out on stored slices that no CSV key slice shows.
 MISSED_OFF_KEY = 0.5
@@ -49,19 +50,10 @@ class TruthDetector:
         return self.boxes.get(file_name, []) + extra
 
 
-def _placeholder(job: Any) -> int:
-    """Write empty slice files instead of rendering CT: the benchmark's mechanics need only their names."""
-    folder = Path(job.images_dir) / job.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in job.indices:
-        (folder / f"{k:03d}.png").write_bytes(b"")
-    return len(job.indices)
-
-
 def test_volume_benchmark_counts_what_each_screen_can_find(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(generator, "_render_job", _placeholder)
+    monkeypatch.setattr(generator, "_render_job", empty_slices)
     data = tmp_path / "synth"
     generator.generate_dataset(
         data, patients=4, seed=SEED, progress=False, workers=1, missed_off_key=MISSED_OFF_KEY

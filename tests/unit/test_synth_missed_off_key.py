@@ -15,6 +15,7 @@ from app.deeplesion.synth import generator
 from app.deeplesion.synth.generator import SUBVOLUME_Z_MM, DatasetPlan, _truth, plan_dataset
 from app.deeplesion.synth.lesions import NEAR_CLEAR_MM
 from app.detection.volume_truth import left_out_lesions
+from tests.synth_fast import empty_slices
 
 PATIENTS = 8
 SEED = 23
@@ -130,19 +131,10 @@ def test_left_out_lesions_count_only_those_a_stored_slice_shows(subvolume: Datas
     assert len(left_out_lesions(truth)) == sum(_left_out_on(truth))
 
 
-def _placeholder(job: Any) -> int:
-    """Empty slice files instead of rendered CT: only the CSV and truth matter here."""
-    folder = Path(job.images_dir) / job.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in job.indices:
-        (folder / f"{k:03d}.png").write_bytes(b"")
-    return len(job.indices)
-
-
 def test_cli_synth_missed_off_key_writes_it_into_the_truth(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(generator, "_render_job", _placeholder)
+    monkeypatch.setattr(generator, "_render_job", empty_slices)
     out = tmp_path / "d"
     args = ["synth", str(out), "--patients", "2", "--seed", "4", "--workers", "1", "--no-progress"]
     result = CliRunner().invoke(main, [*args, "--missed-off-key", "0.4"])
