@@ -3,8 +3,11 @@
 A documented post-processing step, not part of the graph, so every model under the contract gets it:
 1. the box without the dataset's padding is the lesion's extent; a ring around it is its surroundings;
 2. the lesion's HU is the median of the box centre, the surroundings' the median of the ring; pixels on
-   the lesion's side of their midpoint (after a mean over a few % of the box) are lesion candidates;
-3. the candidates within an ellipse a margin larger than the box, holes filled, opened (cuts bridges to
+   the lesion's side of their midpoint (after a mean over a few % of the box) are lesion candidates; when a
+   band inside the box's edge is clearly fainter than the centre but still differs from the surroundings
+   (a ground-glass halo round a solid core), the midpoint is taken between that band and the surroundings;
+3. the candidates within an ellipse a margin larger than the box (wider for such a faint edge, which a
+   detector's box often stops short of), holes filled, opened (cuts bridges to
    touching tissue of like HU), the part connected to the box centre;
 4. long axis: the longest diameter of that region (the farthest pair of its pixels, edge to edge);
    short axis: the longest chord perpendicular to it (RECIST 1.1's definitions; the rule that measures
@@ -41,6 +44,14 @@ SEGMENTED_PER_SLICE = 10
 SMOOTH_FRACTION = 0.08
 # Radius of the opening, as a fraction of the box's shorter semi-axis.
 OPENING_FRACTION = 0.25
+# The band inside the box's edge (fractions of the inscribed ellipse) whose HU marks a fainter outer part
+# (a ground-glass halo) when it differs from the surroundings by EDGE_MIN_HU or more, and by at most
+# EDGE_SHARE of what the centre does.
+EDGE_BAND = (0.7, 0.95)
+EDGE_MIN_HU = 60.0
+EDGE_SHARE = 0.7
+# The margin for a lesion with a fainter outer part, whose faint edge a detector's box often stops short of.
+FAINT_MARGIN_FRACTION = 0.3
 # A region covering less than this fraction of the box's inscribed ellipse is noise, not the lesion.
 MIN_FILL = 0.2
 
@@ -134,9 +145,20 @@ def segment_lesion(
     around_hu = float(np.median(crop[surround]))
     if abs(lesion_hu - around_hu) < MIN_CONTRAST_HU:
         return None
-    mid = (lesion_hu + around_hu) / 2
+    # A part-solid lesion (a ground-glass halo round a solid core) is as large as its fainter outer part: when
+    # the band inside the box's edge differs from the surroundings but clearly less than the centre does, the
+    # threshold sits between the surroundings and that band, not the centre.
+    band = (ell >= EDGE_BAND[0] ** 2) & (ell <= EDGE_BAND[1] ** 2)
+    level, margin = lesion_hu, MARGIN_FRACTION
+    if band.any():
+        edge_hu = float(np.median(crop[band]))
+        sign = 1.0 if lesion_hu > around_hu else -1.0
+        edge_contrast, contrast = sign * (edge_hu - around_hu), sign * (lesion_hu - around_hu)
+        if edge_contrast >= EDGE_MIN_HU and edge_contrast <= EDGE_SHARE * contrast:
+            level, margin = edge_hu, FAINT_MARGIN_FRACTION
+    mid = (level + around_hu) / 2
     candidate = crop >= mid if lesion_hu > around_hu else crop <= mid
-    mx, my = MARGIN_FRACTION * (x2 - x1) + 1, MARGIN_FRACTION * (y2 - y1) + 1
+    mx, my = margin * (x2 - x1) + 1, margin * (y2 - y1) + 1
     # The lesion is roundish: an ellipse a margin larger than the box's bounds where it may reach.
     candidate &= ((xx - cx) / (ax + mx)) ** 2 + ((yy - cy) / (ay + my)) ** 2 <= 1.0
     candidate = _fill_holes(candidate)

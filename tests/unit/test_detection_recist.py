@@ -118,3 +118,48 @@ def test_the_cluster_encoding_carries_the_proposals_back_unchanged() -> None:
         Detection((5.0, 5.0, 20.0, 20.0), 0.1 + 0.2),
     )
     assert decode_detections(encode_detections(dets)) == dets
+
+
+def lung_nodule(
+    a: float, b: float, *, core: float = 0.0, halo_hu: float = 30.0, spicules: int = 0, seed: int = 1
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A noisy -850 HU lung slice with a nodule (a solid core inside a halo when `core`, thin strands
+    when `spicules`) and its true RECIST, which, as a reader measures it, leaves the strands out."""
+    rng = np.random.default_rng(seed)
+    cx, cy = 128.0, 120.0
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    r = np.sqrt(((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2)
+    hu = np.full((SIZE, SIZE), -850.0)
+    hu = np.where(r <= 1.0, halo_hu, hu)
+    if core:
+        hu = np.where(r <= core, 30.0, hu)
+    for k in range(spicules):
+        theta = 2 * math.pi * (k + 0.3) / spicules
+        # From inside the edge to 8 px beyond it, 2 px wide.
+        t = (xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)
+        s = -(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)
+        edge = 1.0 / math.hypot(math.cos(theta) / a, math.sin(theta) / b)
+        hu = np.where((np.abs(s) <= 1.0) & (t >= 0.8 * edge) & (t <= edge + 8.0), 30.0, hu)
+    hu = hu + rng.normal(0.0, 25.0, (SIZE, SIZE))
+    truth = (cx - a, cy, cx + a, cy, cx, cy - b, cx, cy + b)
+    return hu.astype(np.float32), truth
+
+
+@pytest.mark.parametrize("halo_hu", [-650.0, -450.0])
+def test_a_part_solid_nodule_is_measured_to_its_ground_glass_edge_not_its_core(halo_hu: float) -> None:
+    hu, truth = lung_nodule(14.0, 10.0, core=0.4, halo_hu=halo_hu)
+    x1, y1, x2, y2 = box_from_recist(truth)
+    assert recist_diameters(propose_recist(hu, (x1, y1, x2, y2)))[0] == pytest.approx(28.0, abs=1.5)
+    # A detector box that stops 2 px short of the faint edge on every side still finds it.
+    short = (x1 + 2, y1 + 2, x2 - 2, y2 - 2)
+    assert recist_diameters(propose_recist(hu, short))[0] == pytest.approx(28.0, abs=2.0)
+
+
+def test_a_solid_nodule_in_the_lung_is_not_grown_beyond_its_edge() -> None:
+    hu, truth = lung_nodule(14.0, 10.0)
+    assert recist_diameters(propose_recist(hu, box_from_recist(truth)))[0] == pytest.approx(28.0, abs=1.5)
+
+
+def test_the_strands_of_a_spiculated_nodule_do_not_count_in_its_long_axis() -> None:
+    hu, truth = lung_nodule(12.0, 9.0, spicules=7)
+    assert recist_diameters(propose_recist(hu, box_from_recist(truth)))[0] == pytest.approx(24.0, abs=1.5)
