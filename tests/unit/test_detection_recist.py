@@ -123,8 +123,8 @@ def test_the_cluster_encoding_carries_the_proposals_back_unchanged() -> None:
 def lung_nodule(
     a: float, b: float, *, core: float = 0.0, halo_hu: float = 30.0, spicules: int = 0, seed: int = 1
 ) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A noisy -850 HU lung slice with a nodule (a solid core inside a halo when `core`, thin strands
-    when `spicules`) and its true RECIST, which, as a reader measures it, leaves the strands out."""
+    """A noisy -850 HU lung slice with a nodule (halo and core, or strands) and its true RECIST."""
+    # The truth leaves the strands out, as a reader measuring the nodule does.
     rng = np.random.default_rng(seed)
     cx, cy = 128.0, 120.0
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
