@@ -143,14 +143,22 @@ def segment_lesion(
         return None
     lesion_hu = float(np.median(crop[centre]))
     around_hu = float(np.median(crop[surround]))
+    band = (ell >= EDGE_BAND[0] ** 2) & (ell <= EDGE_BAND[1] ** 2)
+    seed_at = centre
     if abs(lesion_hu - around_hu) < MIN_CONTRAST_HU:
-        return None
+        # A necrotic or cystic centre of about the surroundings' HU: only the wall inside the edge shows the
+        # lesion, so its HU is the lesion's and the region grows from it (the filled wall holds the centre).
+        if not band.any():
+            return None
+        lesion_hu = float(np.median(crop[band]))
+        if abs(lesion_hu - around_hu) < MIN_CONTRAST_HU:
+            return None
+        seed_at = band
     # A part-solid lesion (a ground-glass halo round a solid core) is as large as its fainter outer part: when
     # the band inside the box's edge differs from the surroundings but clearly less than the centre does, the
     # threshold sits between the surroundings and that band, not the centre.
-    band = (ell >= EDGE_BAND[0] ** 2) & (ell <= EDGE_BAND[1] ** 2)
     level, margin = lesion_hu, MARGIN_FRACTION
-    if band.any():
+    if band.any() and seed_at is centre:
         edge_hu = float(np.median(crop[band]))
         sign = 1.0 if lesion_hu > around_hu else -1.0
         edge_contrast, contrast = sign * (edge_hu - around_hu), sign * (lesion_hu - around_hu)
@@ -165,9 +173,9 @@ def segment_lesion(
     # An opening cuts the bridges through which the region would leak into touching tissue of like HU.
     radius = max(1, round(OPENING_FRACTION * min(ax, ay)))
     core = _square(candidate, radius, erode=True)
-    seed = _grow(centre & core, core)
+    seed = _grow(seed_at & core, core)
     if not seed.any():
-        seed = _grow(centre & candidate, candidate)
+        seed = _grow(seed_at & candidate, candidate)
         region = seed
     else:
         region = _square(seed, radius, erode=False) & candidate

@@ -163,3 +163,19 @@ def test_a_solid_nodule_in_the_lung_is_not_grown_beyond_its_edge() -> None:
 def test_the_strands_of_a_spiculated_nodule_do_not_count_in_its_long_axis() -> None:
     hu, truth = lung_nodule(12.0, 9.0, spicules=7)
     assert recist_diameters(propose_recist(hu, box_from_recist(truth)))[0] == pytest.approx(24.0, abs=1.5)
+
+
+def test_a_necrotic_lesion_whose_core_matches_its_surroundings_is_measured_to_its_rim() -> None:
+    # A node with a 55 HU rim round a necrotic core of about the surroundings' HU: the centre shows no
+    # contrast, so only the band inside the edge tells the lesion from its surroundings.
+    a, b, angle = 18.0, 12.0, 35.0
+    hu, truth = ellipse_slice(a, b, angle)
+    t = math.radians(angle)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    u = (xx - 128.0) * math.cos(t) + (yy - 120.0) * math.sin(t)
+    v = -(xx - 128.0) * math.sin(t) + (yy - 120.0) * math.cos(t)
+    core = (u / a) ** 2 + (v / b) ** 2 <= 0.55**2
+    hu = np.where(core, hu - 55.0, hu - 5.0).astype(np.float32)
+    long_px, short_px = recist_diameters(propose_recist(hu, box_from_recist(truth)))
+    assert long_px == pytest.approx(2 * a, abs=1.5)
+    assert short_px == pytest.approx(2 * b, abs=1.5)
