@@ -6,7 +6,7 @@ A documented post-processing step, not part of the graph, so every model under t
    the lesion's side of their midpoint (after a mean over a few % of the box) are lesion candidates; when a
    band inside the box's edge is clearly fainter than the centre but still differs from the surroundings
    (a ground-glass halo round a solid core), the midpoint is taken between that band and the surroundings;
-3. the candidates within an ellipse a margin larger than the box (wider for such a faint edge, which a
+3. the candidates within a superellipse a margin larger than the box (wider for such a faint edge, which a
    detector's box often stops short of), holes filled, opened (cuts bridges to
    touching tissue of like HU), the part connected to the box centre;
 4. long axis: the longest diameter of that region (the farthest pair of its pixels, edge to edge);
@@ -35,15 +35,19 @@ MIN_CONTRAST_HU = 12.0
 # The ring of surroundings, as a fraction of the box's longer side (at least RING_MIN_PX).
 RING_FRACTION = 0.35
 RING_MIN_PX = 4
-# The segmented region may reach this far (fraction of the box side) outside the unpadded box.
-MARGIN_FRACTION = 0.15
+# The segmented region may reach this far (fraction of the box side) outside the unpadded box: a small
+# margin, since tissue of like HU touching the lesion broadly (which no opening cuts) leaks up to it.
+MARGIN_FRACTION = 0.06
+# The shape of that reach: |x/a|^p + |y/b|^p <= 1. An ellipse (p = 2) cuts off the tips of a lesion lying
+# along the box's diagonal; p = 4 keeps the corners with the small margin, short of the full rectangle.
+REACH_POWER = 4
 # Detections of one slice whose proposal is segmented (a few ms each); the rest get the box's axes, which
 # keeps a slice with many low scores within the latency target.
 SEGMENTED_PER_SLICE = 10
 # Radius of the smoothing mean, as a fraction of the box's shorter semi-axis (at least 1 px).
 SMOOTH_FRACTION = 0.08
 # Radius of the opening, as a fraction of the box's shorter semi-axis.
-OPENING_FRACTION = 0.25
+OPENING_FRACTION = 0.18
 # The band inside the box's edge (fractions of the inscribed ellipse) whose HU marks a fainter outer part
 # (a ground-glass halo) when it differs from the surroundings by EDGE_MIN_HU or more, and by at most
 # EDGE_SHARE of what the centre does.
@@ -52,6 +56,8 @@ EDGE_MIN_HU = 60.0
 EDGE_SHARE = 0.7
 # The margin for a lesion with a fainter outer part, whose faint edge a detector's box often stops short of.
 FAINT_MARGIN_FRACTION = 0.3
+# The centre whose median HU is the lesion's, as a fraction of the box's inscribed ellipse.
+CENTRE_RADIUS = 0.3
 # A region covering less than this fraction of the box's inscribed ellipse is noise, not the lesion.
 MIN_FILL = 0.2
 
@@ -134,7 +140,7 @@ def segment_lesion(
     crop = _box_mean(img[r0:r1, c0:c1], max(1, round(SMOOTH_FRACTION * min(ax, ay))))
     yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
     ell = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
-    centre = ell <= 0.3**2
+    centre = ell <= CENTRE_RADIUS**2
     if not centre.any():
         centre = ell <= ell.min()
     inside_box = (xx >= x1 - 0.5) & (xx <= x2 + 0.5) & (yy >= y1 - 0.5) & (yy <= y2 + 0.5)
@@ -167,8 +173,9 @@ def segment_lesion(
     mid = (level + around_hu) / 2
     candidate = crop >= mid if lesion_hu > around_hu else crop <= mid
     mx, my = margin * (x2 - x1) + 1, margin * (y2 - y1) + 1
-    # The lesion is roundish: an ellipse a margin larger than the box's bounds where it may reach.
-    candidate &= ((xx - cx) / (ax + mx)) ** 2 + ((yy - cy) / (ay + my)) ** 2 <= 1.0
+    # Where the lesion may reach: a superellipse a margin larger than the box's bounds (see REACH_POWER).
+    reach = np.abs((xx - cx) / (ax + mx)) ** REACH_POWER + np.abs((yy - cy) / (ay + my)) ** REACH_POWER
+    candidate &= reach <= 1.0
     candidate = _fill_holes(candidate)
     # An opening cuts the bridges through which the region would leak into touching tissue of like HU.
     radius = max(1, round(OPENING_FRACTION * min(ax, ay)))

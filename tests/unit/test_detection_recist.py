@@ -179,3 +179,15 @@ def test_a_necrotic_lesion_whose_core_matches_its_surroundings_is_measured_to_it
     long_px, short_px = recist_diameters(propose_recist(hu, box_from_recist(truth)))
     assert long_px == pytest.approx(2 * a, abs=1.5)
     assert short_px == pytest.approx(2 * b, abs=1.5)
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0])
+def test_tissue_of_like_hu_touching_the_lesion_broadly_adds_at_most_a_few_pixels(angle: float) -> None:
+    # An opening cannot cut a broad contact, so only the reach allowed beyond the box bounds the leak; a
+    # lesion at 45 degrees still reaches its box's corners and is measured tip to tip.
+    hu, truth = ellipse_slice(20.0, 8.0, angle)
+    x1, y1, x2, y2 = box_from_recist(truth)
+    # An organ of the lesion's HU from the lesion's rightmost pixel on (the box holds 5 px of padding).
+    hu[60:180, round(x2 - 5.0) - 1 :] += 60.0
+    long_px = recist_diameters(propose_recist(hu, (x1, y1, x2, y2)))[0]
+    assert 40.0 - 1.5 <= long_px <= 40.0 + 4.0
