@@ -12,9 +12,9 @@ A documented post-processing step, not part of the graph, so every model under t
 4. long axis: the longest diameter of that region (the farthest pair of its pixels, edge to edge);
    short axis: the longest chord perpendicular to it (RECIST 1.1's definitions; the rule that measures
    the phantoms' truth, app.deeplesion.geometry.measure_recist).
-When the slice gives no usable region (too little contrast, a region far smaller than the box), and for
-the detections of a slice after its best SEGMENTED_PER_SLICE, the proposal is the box's: axes along its
-unpadded sides through its centre.
+When the slice gives no usable region (too little contrast, a region far smaller or shorter than the box),
+and for the detections of a slice after its best SEGMENTED_PER_SLICE, the proposal is the box's: axes along
+its unpadded sides through its centre.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ EDGE_SHARE = 0.7
 FAINT_MARGIN_FRACTION = 0.3
 # The centre whose median HU is the lesion's, as a fraction of the box's inscribed ellipse.
 CENTRE_RADIUS = 0.3
+# A segmented long axis under this share of the unpadded box's longer side is a part of the lesion.
+MIN_LONG_SHARE = 0.7
 # A region covering less than this fraction of the box's inscribed ellipse is noise, not the lesion.
 MIN_FILL = 0.2
 
@@ -204,6 +206,11 @@ def propose_recist(hu: np.ndarray, box: Sequence[float], pad: float = BOX_PADDIN
         inside, c0, r0 = found
         # The one RECIST rule of the project, also the one that measures the phantoms' truth.
         rec = tuple(float(v) for v in measure_recist(inside, c0, r0))  # type: ignore[assignment]
+        # A region much shorter than the box is a part of the lesion (a bright patch or the core of a
+        # heterogeneous mass): the box's axes measure it better.
+        bx = box_recist(box, pad)
+        if math.dist(rec[0:2], rec[2:4]) < MIN_LONG_SHARE * math.dist(bx[0:2], bx[2:4]):
+            rec = bx
     h, w = img.shape
     clipped = [min(max(v, 0.0), float(w if i % 2 == 0 else h)) for i, v in enumerate(rec)]
     return (clipped[0], clipped[1], clipped[2], clipped[3], clipped[4], clipped[5], clipped[6], clipped[7])

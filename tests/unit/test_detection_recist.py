@@ -191,3 +191,14 @@ def test_tissue_of_like_hu_touching_the_lesion_broadly_adds_at_most_a_few_pixels
     hu[60:180, round(x2 - 5.0) - 1 :] += 60.0
     long_px = recist_diameters(propose_recist(hu, (x1, y1, x2, y2)))[0]
     assert 40.0 - 1.5 <= long_px <= 40.0 + 4.0
+
+
+def test_a_bright_patch_inside_a_large_mass_is_not_taken_for_the_mass() -> None:
+    # A heterogeneous mass: the centre's HU picks out a patch half its size, which is a part of the lesion,
+    # so the box's axes (here the mass's own) are the better proposal.
+    hu, truth = ellipse_slice(20.0, 18.0, 0.0)
+    hu *= 0.6  # a 36 HU mass: its edge too faint for the part-solid rule
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    hu = np.where((xx - 128.0) ** 2 + (yy - 120.0) ** 2 <= 10.0**2, hu + 140.0, hu).astype(np.float32)
+    long_px = recist_diameters(propose_recist(hu, box_from_recist(truth)))[0]
+    assert long_px == pytest.approx(40.0, abs=1.5)
