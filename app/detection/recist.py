@@ -6,9 +6,10 @@ A documented post-processing step, not part of the graph, so every model under t
    the lesion's side of their midpoint (after a mean over a few % of the box) are lesion candidates; when a
    band inside the box's edge is clearly fainter than the centre but still differs from the surroundings
    (a ground-glass halo round a solid core), the midpoint is taken between that band and the surroundings;
+   when the centre matches the surroundings (a necrotic core), the band (the lesion's wall) is the lesion;
 3. the candidates within a superellipse a margin larger than the box (wider for such a faint edge, which a
-   detector's box often stops short of), holes filled, opened (cuts bridges to
-   touching tissue of like HU), the part connected to the box centre;
+   detector's box often stops short of), holes filled, opened (cuts bridges to touching tissue of like HU),
+   the part connected to the box centre (or to the band, for a wall);
 4. long axis: the longest diameter of that region (the farthest pair of its pixels, edge to edge);
    short axis: the longest chord perpendicular to it (RECIST 1.1's definitions; the rule that measures
    the phantoms' truth, app.deeplesion.geometry.measure_recist).
