@@ -71,3 +71,16 @@ def test_volume_benchmark_counts_what_each_screen_can_find(
     assert res["ratio"] == res["volume"]["found"] / res["key_slice"]["found"]
     # The false candidates (score 0.5) rank below the lesions (0.9): at equal precision all are found.
     assert res["volume"]["found"] == res["left_out_lesions"] and res["volume"]["threshold"] == 0.9
+
+
+def test_runs_on_the_missed_off_key_model_are_recorded_under_their_own_section() -> None:
+    from bench.bench_volume import HEADING, heading
+    from bench.common import PERFORMANCE_MD
+
+    text = PERFORMANCE_MD.read_text()
+    assert heading(None) == HEADING
+    assert heading(MISSED_OFF_KEY) != HEADING
+    # Each heading names a section that is already in docs/performance.md, so a run extends its own series.
+    assert f"\n{heading(None)}\n" in text
+    assert f"\n{heading(MISSED_OFF_KEY)}\n" in text
+    assert "--missed-off-key" in heading(MISSED_OFF_KEY)
