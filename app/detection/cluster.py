@@ -98,8 +98,14 @@ class SliceDetectorActor:
 def _ray() -> Any:
     try:
         import ray
+        import ray.data
     except ImportError as exc:
         raise RuntimeError(f"{RAY_MISSING} ({exc})") from exc
+    # Ray Data prints its INFO lines (execution plans, progress) to stderr, where they would interleave with
+    # our progress bar; they stay in Ray's session log file, and its warnings still reach the terminal.
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))
     return ray
 
 
