@@ -1,7 +1,7 @@
 """The detector's I/O contract, stored in the ONNX file's metadata_props and checked on every load.
 
-Contract "2" states the whole preprocessing a model expects (see Preprocessing and docs in
-models/MODEL_CARD.md, "Bring your own model"); the runtime honours it. Contract "1" files (the models
+Contract "2" states the whole preprocessing a model expects (see Preprocessing, and
+docs/detector-contract.md, "Bring your own model"); the runtime honours it. Contract "1" files (the models
 shipped before it) name only part of it; the rest is the recipe they were all trained with (the defaults).
 """
 
