@@ -216,3 +216,47 @@ def test_most_left_out_lesions_show_on_a_stored_slice_a_reviewer_sees() -> None:
     shown = [o for o in left_out if any(o.shape.cross_section(o.series.z_of(k)) for k in o.series.stored)]
     assert len(left_out) >= 5
     assert len(shown) / len(left_out) >= 0.5
+
+
+def test_every_annotated_lesion_stands_out_of_the_noise_on_its_key_slice(plan: DatasetPlan) -> None:
+    from app.deeplesion.synth.generator import ROSE_K
+
+    # A radiologist measures a lesion on the slice where they see it; an isodense one is not marked.
+    for _, ob in plan.rows:
+        assert ob.visible and ob.conspicuity >= ROSE_K, (ob.file_name, ob.conspicuity)
+    faint = [
+        ob for p in plan.plans for st in p.studies for ob in st.observations if 0 < ob.conspicuity < ROSE_K
+    ]
+    assert all(not ob.visible and not ob.annotated for ob in faint)
+
+
+def test_conspicuity_is_the_rose_snr_of_a_uniform_disc() -> None:
+    from dataclasses import replace
+
+    from app.deeplesion.synth.generator import conspicuity
+
+    plan = plan_dataset(patients=1, seed=31, max_studies=1)
+    p, ob = plan.rows[0]
+    body = p.phantom.with_phase(p.studies[0].phase)
+    z = ob.series.z_of(ob.key_index)
+    # A disc in the air beside the patient: background -1000 HU everywhere, no texture, rim or core.
+    disc = replace(
+        ob.shape,
+        centre=(260.0, 0.0, z),
+        semi_axes=(6.0, 6.0, 6.0),
+        hu=-900.0,
+        texture_hu=0.0,
+        core_frac=0.0,
+        rim_mm=0.0,
+        lobes=(0.0, 0.0, 0.0),
+        spicules=(),
+        hetero_hu=0.0,
+    )
+    grid = Grid(512, 0.8, -300.0, -200.0)
+    area_px = math.pi * 6.0 * 6.0 / 0.8**2
+    rose = 100.0 * math.sqrt(area_px) / 10.0
+    got = conspicuity(body, grid, "standard", 10.0, disc, z)
+    # The soft edge and the kernel's blur take a little of the sum of squares, never add to it.
+    assert 0.85 * rose < got <= 1.02 * rose
+    assert conspicuity(body, grid, "standard", 20.0, disc, z) == pytest.approx(got / 2, rel=1e-6)
+    assert conspicuity(body, grid, "standard", 10.0, replace(disc, hu=-1000.0), z) < 0.05 * rose

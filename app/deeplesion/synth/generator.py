@@ -39,7 +39,7 @@ from app.deeplesion.synth.raster import F32, Grid
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "lesion-review-synth 3"
+GENERATOR_VERSION = "lesion-review-synth 4"
 CONTEXT_MM = 30.0
 # Chance that a lesion observation is deliberately left out of DL_info.csv. Bookmarks miss mostly the
 # lesions a radiologist saw but did not measure: those cut clearly through another lesion's key slice.
@@ -55,6 +55,11 @@ SUBVOLUME_Z_MM = (10.0, 24.0)
 # "Cuts clearly": the in-plane cut is at least this share of the lesion's widest extent and this wide.
 SHOWN_MIN_SHARE = 0.6
 SHOWN_MIN_MM = 5.0
+# Rose's criterion: a reader sees a lesion on a slice when its signal-to-noise ratio reaches about 5. The
+# signal is the ideal observer's (root sum of squares of what the lesion adds to the noise-free slice, over
+# the pixel noise), which for a uniform disc is Rose's contrast x sqrt(area) / noise. Below it, no
+# radiologist could have measured the lesion on that key slice (an isodense liver lesion in its phase).
+ROSE_K = 5.0
 # Share of CSV rows marked Possibly_noisy (and made noisy); the real file has 35 of 32,735.
 NOISY_RATE = 0.006
 MAX_SLICES = 999
@@ -171,6 +176,8 @@ class Observation:
     annotated: bool
     key_index: int = 0
     visible: bool = False
+    # Rose signal-to-noise ratio of the lesion on its key slice (0 when the slice misses it).
+    conspicuity: float = 0.0
     recist: tuple[float, ...] = ()
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     diameters: tuple[float, float] = (0.0, 0.0)
@@ -362,8 +369,24 @@ def plan_patient(
     return plan
 
 
-def _measure(ob: Observation) -> None:
-    """Key slice, RECIST, box and diameters of one observation on its series."""
+def conspicuity(
+    body: Phantom, grid: Grid, kernel: str, noise_sd: float, shape: LesionShape, z: float
+) -> float:
+    """Rose SNR of a lesion on the slice at z: root sum of squares of its noise-free signal over the noise."""
+    col, row = grid.to_px(shape.centre[0], shape.centre[1])
+    # Enough to hold the lobulated outline, the spicules and the kernel's blur around it.
+    reach_mm = max(shape.semi_axes[0], shape.semi_axes[1]) * (1.0 + shape.lobes[0]) + 12.0
+    half = int(math.ceil(reach_mm / grid.spacing))
+    c0, r0 = int(round(col)) - half, int(round(row)) - half
+    local = Grid(2 * half + 1, grid.spacing, grid.x0 + c0 * grid.spacing, grid.y0 + r0 * grid.spacing)
+    with_lesion, _ = body.render(z, local, [shape], kernel=kernel)
+    without, _ = body.render(z, local, [], kernel=kernel)
+    signal = (with_lesion - without).astype(np.float64)
+    return float(np.sqrt(np.square(signal).sum()) / noise_sd)
+
+
+def _measure(ob: Observation, body: Phantom) -> None:
+    """Key slice, RECIST, box, diameters and conspicuity of one observation on its series (body in phase)."""
     s = ob.series
     ob.key_index = s.nearest(ob.shape.centre[2])
     cut = ob.shape.mask(s.grid, s.z_of(ob.key_index))
@@ -371,13 +394,17 @@ def _measure(ob: Observation) -> None:
         # Smaller than the slice gap: no slice shows it, so nobody could have annotated it.
         ob.visible = False
         ob.annotated = False
+        ob.conspicuity = 0.0
         return
-    ob.visible = True
     inside, c0, r0 = cut
     ob.recist = tuple(round(v, 3) for v in measure_recist(inside, c0, r0))
     ob.true_recist = ob.recist
     ob.box = tuple(round(v, 3) for v in box_from_recist(ob.recist))  # type: ignore[assignment]
     ob.diameters = tuple(round(v, 3) for v in recist_diameters(ob.recist))  # type: ignore[assignment]
+    ob.conspicuity = conspicuity(body, s.grid, s.kernel, s.noise_sd, ob.shape, s.z_of(ob.key_index))
+    ob.visible = ob.conspicuity >= ROSE_K
+    if not ob.visible:
+        ob.annotated = False
 
 
 def _shown_on(ob: Observation, host: Observation) -> bool:
@@ -389,7 +416,9 @@ def _shown_on(ob: Observation, host: Observation) -> bool:
     return wide >= SHOWN_MIN_SHARE and 2 * max(cut) >= SHOWN_MIN_MM
 
 
-def _leave_out(study: StudyPlan, rng: np.random.Generator, missed_off_key: float | None = None) -> None:
+def _leave_out(
+    study: StudyPlan, body: Phantom, rng: np.random.Generator, missed_off_key: float | None = None
+) -> None:
     """Drop observations from DL_info.csv; a dropped one shown on a key slice keeps that slice's lesion in."""
     # One shown on no key slice is dropped at UNANNOTATED_HIDDEN, or at `missed_off_key` when given.
     off_key = UNANNOTATED_HIDDEN if missed_off_key is None else missed_off_key
@@ -407,7 +436,7 @@ def _leave_out(study: StudyPlan, rng: np.random.Generator, missed_off_key: float
             if ob.series is not host.series:
                 # The reviewer meets it on the host's series, so that is where its truth is measured.
                 ob.series = host.series
-                _measure(ob)
+                _measure(ob, body)
         elif not hosts and rng.random() < off_key:
             ob.annotated = False
     if visible and not any(ob.annotated for ob in visible):
@@ -418,9 +447,11 @@ def _measure_study(
     plan: PatientPlan, study: StudyPlan, rng: np.random.Generator, missed_off_key: float | None = None
 ) -> None:
     """Key slice, RECIST, box and context range of each observation; stored slices of each series."""
+    # The body as this study scanned it, in its contrast phase: what the reader saw on the key slices.
+    body = (study.phantom or plan.phantom).with_phase(study.phase)
     for ob in study.observations:
-        _measure(ob)
-    _leave_out(study, rng, missed_off_key)
+        _measure(ob, body)
+    _leave_out(study, body, rng, missed_off_key)
     windows: dict[str, tuple[float, float]] = {}
     for ob in study.observations:
         if ob.annotated:
@@ -432,7 +463,7 @@ def _measure_study(
     if missed_off_key is not None:
         for ob in study.observations:
             if ob.visible and not ob.annotated:
-                _onto_stored_series(ob, study)
+                _onto_stored_series(ob, study, body)
     for ob in study.observations:
         ob.dicom_window = windows.get(ob.file_name) or _dicom_window(rng, ob.lesion.lesion_type)
 
@@ -442,7 +473,7 @@ def _shown_stored(ob: Observation, s: SeriesPlan) -> int:
     return sum(1 for k in s.stored if ob.shape.cross_section(s.z_of(k)) is not None)
 
 
-def _onto_stored_series(ob: Observation, study: StudyPlan) -> None:
+def _onto_stored_series(ob: Observation, study: StudyPlan, body: Phantom) -> None:
     """Measure a left-out lesion that no stored slice of its series shows on the series showing it most."""
     # The sub-volume model: a reviewer meets an unmarked lesion in whichever stored sub-volume shows it.
     if _shown_stored(ob, ob.series) > 0:
@@ -450,7 +481,7 @@ def _onto_stored_series(ob: Observation, study: StudyPlan) -> None:
     best = max(study.series, key=lambda s: _shown_stored(ob, s))
     if _shown_stored(ob, best) > 0:
         ob.series = best
-        _measure(ob)
+        _measure(ob, body)
 
 
 def _make_noisy(ob: Observation, rng: np.random.Generator) -> None:
@@ -597,6 +628,7 @@ def _truth(
                         "file_name": ob.file_name,
                         "in_csv": ob.annotated,
                         "visible": ob.visible,
+                        "conspicuity": round(ob.conspicuity, 1),
                         "key_slice_stored": ob.key_index in s.stored,
                         "recist": _r3(ob.true_recist) if ob.visible else None,
                         "box": _r3(box_from_recist(ob.true_recist)) if ob.visible else None,
@@ -608,7 +640,7 @@ def _truth(
                         "visible_on_csv_key_slices": [v["file_name"] for v in visible_keys],
                     }
                     entry["studies"].append(item)
-                    if not ob.annotated:
+                    if not ob.annotated and ob.visible:
                         for v in visible_keys:
                             unannotated.append(
                                 {"lesion_id": entry["lesion_id"], "type": les.lesion_type, **v}
