@@ -510,6 +510,13 @@ def _default_model() -> Path:
     help="DataLoader processes decoding the 16-bit PNGs (use several on the real dataset).",
 )
 @click.option(
+    "--cache-slices",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep the preprocessed key slices in memory (1.5 MB each) when train + val hold at most this many;"
+    " more are decoded from their PNGs for every crop. Default: the training code's (3000).",
+)
+@click.option(
     "--amp",
     type=click.Choice(["auto", "bf16", "off"]),
     default="auto",
@@ -559,6 +566,7 @@ def train(
     flip_tta: bool,
     card: Path | None,
     num_workers: int,
+    cache_slices: int | None,
     amp: str,
     checkpoint: Path | None,
     arch: str,
@@ -594,6 +602,7 @@ def train(
             card=card,
             command=" ".join(["lesion-review", *sys.argv[1:]]),
             num_workers=num_workers,
+            cache_slices=cache_slices,
             amp=amp,
             checkpoint=checkpoint,
             resume=resume,

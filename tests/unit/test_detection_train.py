@@ -323,3 +323,26 @@ def test_the_resnet_architecture_exports_under_the_contract_and_onnx_runtime_agr
     assert count_macs(conv, (1, 3, 16, 16)) == 8 * 8 * 8 * 3 * 9
     with pytest.raises(ValueError, match="unknown architecture 'vit'"):
         build_model("vit")
+
+
+def test_train_command_passes_the_cache_size_to_the_training_run(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import app.detection.train.loop as loop
+    from app.cli import main
+
+    seen: list[loop.TrainConfig] = []
+
+    def fake_train(data_dir: Path, config: loop.TrainConfig, **kwargs: object) -> None:
+        seen.append(config)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    out = str(tmp_path / "m.onnx")
+    result = CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", out, "--cache-slices", "4500"])
+    assert result.exit_code == 1 and "stopped by the test" in result.output
+    assert [c.cache_slices for c in seen] == [4500]
+    CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", out])
+    assert seen[-1].cache_slices == loop.TrainConfig().cache_slices

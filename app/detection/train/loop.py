@@ -77,7 +77,9 @@ class TrainConfig:
 
 
 # Config fields a resumed run may change: they do not alter what is computed.
-RESUMABLE_CHANGES = frozenset({"max_minutes", "device", "threads", "num_workers", "checkpoint", "resume"})
+RESUMABLE_CHANGES = frozenset(
+    {"max_minutes", "device", "threads", "num_workers", "cache_slices", "checkpoint", "resume"}
+)
 AMP_MODES = ("auto", "bf16", "off")
 
 
