@@ -48,10 +48,13 @@ def test_synth_import_and_match_followup_give_the_pure_matchers_links(tmp_path: 
 
 def test_synth_followup_with_images_writes_every_study_and_the_body_scale(tmp_path: Path) -> None:
     out = tmp_path / "img"
-    args = ["synth", str(out), "--patients", "1", "--max-studies", "2", "--followup", "--no-progress"]
-    r = CliRunner().invoke(main, args)
+    # Seed 1: both studies show a lesion clearly (seed 0's first study holds only one under Rose's criterion,
+    # which nobody could have marked, so that study has no row, as in DeepLesion).
+    args = ["synth", str(out), "--patients", "1", "--max-studies", "2", "--followup", "--seed", "1"]
+    r = CliRunner().invoke(main, [*args, "--no-progress"])
     assert r.exit_code == 0, r.output
     truth = json.loads((out / "synth_truth.json").read_text())
     studies = truth["patients"][0]["studies"]
     assert len(studies) == 2 and all("body_scale" in st for st in studies)
-    assert {rec.study_index for rec in read_dl_info(out / "DL_info.csv")} == {1, 2}
+    marked = {it["study_index"] for les in truth["lesions"] for it in les["studies"] if it["in_csv"]}
+    assert {rec.study_index for rec in read_dl_info(out / "DL_info.csv")} == marked == {1, 2}
