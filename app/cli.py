@@ -514,7 +514,7 @@ def _default_model() -> Path:
     type=click.IntRange(min=0),
     default=None,
     help="Keep the preprocessed key slices in memory (1.5 MB each) when train + val hold at most this many;"
-    " more are decoded from their PNGs for every crop. Default: the training code's (3000).",
+    " more are decoded from their PNGs for every crop. Default: TrainConfig.cache_slices.",
 )
 @click.option(
     "--amp",
