@@ -8,8 +8,9 @@ A documented post-processing step, not part of the graph, so every model under t
    (a ground-glass halo round a solid core), the midpoint is taken between that band and the surroundings;
    when the centre matches the surroundings (a necrotic core), the band (the lesion's wall) is the lesion;
 3. the candidates within a superellipse a margin larger than the box (wider for such a faint edge, which a
-   detector's box often stops short of), holes filled, opened (cuts bridges to touching tissue of like HU),
-   the part connected to the box centre (or to the band, for a wall);
+   detector's box often stops short of), holes filled, opened by a disk scaled to the lesion's thickness
+   (cuts spicules and bridges to touching tissue of like HU), the part connected to the box centre (or to
+   the band, for a wall);
 4. long axis: the longest diameter of that region (the farthest pair of its pixels, edge to edge);
    short axis: the longest chord perpendicular to it (RECIST 1.1's definitions; the rule that measures
    the phantoms' truth, app.deeplesion.geometry.measure_recist).
@@ -25,6 +26,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from app.deeplesion.geometry import measure_recist
 from app.deeplesion.schema import BOX_PADDING_PX
@@ -47,8 +49,9 @@ REACH_POWER = 4
 SEGMENTED_PER_SLICE = 10
 # Radius of the smoothing mean, as a fraction of the box's shorter semi-axis (at least 1 px).
 SMOOTH_FRACTION = 0.08
-# Radius of the opening, as a fraction of the box's shorter semi-axis.
-OPENING_FRACTION = 0.18
+# Radius of the opening (a disk), as a fraction of the lesion's half thickness (at most the box's shorter
+# semi-axis): it cuts spicules and bridges to touching tissue; a square's corners let spicules' bases through.
+OPENING_FRACTION = 0.4
 # The band inside the box's edge (fractions of the inscribed ellipse) whose HU marks a fainter outer part
 # (a ground-glass halo) when it differs from the surroundings by EDGE_MIN_HU or more, and by at most
 # EDGE_SHARE of what the centre does.
@@ -104,13 +107,14 @@ def _grow(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
         region = grown
 
 
-def _square(mask: np.ndarray, radius: int, *, erode: bool) -> np.ndarray:
-    """Binary erosion or dilation by a (2r+1) square, the outside counting as background."""
-    size = 2 * radius + 1
-    csum = np.pad(np.pad(mask.astype(np.int32), radius).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    h, w = mask.shape
-    window = (csum[size:, size:] - csum[:-size, size:] - csum[size:, :-size] + csum[:-size, :-size])[:h, :w]
-    return np.asarray(window == size * size if erode else window > 0)
+def _disk(mask: np.ndarray, radius: int, *, erode: bool) -> np.ndarray:
+    """Binary erosion or dilation by a disk of `radius` px, the outside counting as background."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    # r^2 + r keeps the pixels a disk of radius r + 1/2 covers: a digital disk without single-pixel tips.
+    disk = xx * xx + yy * yy <= radius * radius + radius
+    if erode:
+        return np.asarray(ndimage.binary_erosion(mask, disk, border_value=0))
+    return np.asarray(ndimage.binary_dilation(mask, disk))
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -180,15 +184,19 @@ def segment_lesion(
     reach = np.abs((xx - cx) / (ax + mx)) ** REACH_POWER + np.abs((yy - cy) / (ay + my)) ** REACH_POWER
     candidate &= reach <= 1.0
     candidate = _fill_holes(candidate)
-    # An opening cuts the bridges through which the region would leak into touching tissue of like HU.
-    radius = max(1, round(OPENING_FRACTION * min(ax, ay)))
-    core = _square(candidate, radius, erode=True)
+    # An opening cuts the bridges through which the region would leak into touching tissue of like HU, and
+    # spicules. Its radius follows the lesion's half thickness (the deepest seed pixel), not the box's: the
+    # box of a thin lesion lying along its diagonal is far wider than the lesion, whose tips it would cut.
+    depth = ndimage.distance_transform_edt(candidate)[seed_at & candidate]
+    half = min(ax, ay, float(depth.max())) if depth.size else min(ax, ay)
+    radius = max(1, round(OPENING_FRACTION * half))
+    core = _disk(candidate, radius, erode=True)
     seed = _grow(seed_at & core, core)
     if not seed.any():
         seed = _grow(seed_at & candidate, candidate)
         region = seed
     else:
-        region = _square(seed, radius, erode=False) & candidate
+        region = _disk(seed, radius, erode=False) & candidate
     region = _fill_holes(region)
     area = float(region.sum())
     if area < MIN_FILL * math.pi * ax * ay or area < 3:

@@ -121,7 +121,14 @@ def test_the_cluster_encoding_carries_the_proposals_back_unchanged() -> None:
 
 
 def lung_nodule(
-    a: float, b: float, *, core: float = 0.0, halo_hu: float = 30.0, spicules: int = 0, seed: int = 1
+    a: float,
+    b: float,
+    *,
+    core: float = 0.0,
+    halo_hu: float = 30.0,
+    spicules: int = 0,
+    base: float = 1.0,
+    seed: int = 1,
 ) -> tuple[np.ndarray, tuple[float, ...]]:
     """A noisy -850 HU lung slice with a nodule (halo and core, or strands) and its true RECIST."""
     # The truth leaves the strands out, as a reader measuring the nodule does.
@@ -135,11 +142,13 @@ def lung_nodule(
         hu = np.where(r <= core, 30.0, hu)
     for k in range(spicules):
         theta = 2 * math.pi * (k + 0.3) / spicules
-        # From inside the edge to 8 px beyond it, 2 px wide.
+        # From inside the edge to 8 px beyond it, `base` px either side of its axis there, tapering to 30%
+        # of that at its tip (the generator's strands taper so).
         t = (xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)
         s = -(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)
         edge = 1.0 / math.hypot(math.cos(theta) / a, math.sin(theta) / b)
-        hu = np.where((np.abs(s) <= 1.0) & (t >= 0.8 * edge) & (t <= edge + 8.0), 30.0, hu)
+        half = base * (1.0 - 0.7 * np.clip((t - 0.8 * edge) / (0.2 * edge + 8.0), 0.0, 1.0))
+        hu = np.where((np.abs(s) <= half) & (t >= 0.8 * edge) & (t <= edge + 8.0), 30.0, hu)
     hu = hu + rng.normal(0.0, 25.0, (SIZE, SIZE))
     truth = (cx - a, cy, cx + a, cy, cx, cy - b, cx, cy + b)
     return hu.astype(np.float32), truth
@@ -160,8 +169,11 @@ def test_a_solid_nodule_in_the_lung_is_not_grown_beyond_its_edge() -> None:
     assert recist_diameters(propose_recist(hu, box_from_recist(truth)))[0] == pytest.approx(28.0, abs=1.5)
 
 
-def test_the_strands_of_a_spiculated_nodule_do_not_count_in_its_long_axis() -> None:
-    hu, truth = lung_nodule(12.0, 9.0, spicules=7)
+@pytest.mark.parametrize("base", [1.0, 3.0])
+def test_the_strands_of_a_spiculated_nodule_do_not_count_in_its_long_axis(base: float) -> None:
+    # Strands 6 px wide where they leave the nodule: an opening by a square (whose corners reach further
+    # than its radius) kept their bases, 3 px too long; a disk cuts them.
+    hu, truth = lung_nodule(12.0, 9.0, spicules=7, base=base)
     assert recist_diameters(propose_recist(hu, box_from_recist(truth)))[0] == pytest.approx(24.0, abs=1.5)
 
 
