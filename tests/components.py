@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from typing import Any
 
@@ -202,7 +203,7 @@ class RayCluster:
 
         try:
             if not ray.is_initialized():
-                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+                ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
             return int(ray.cluster_resources().get("CPU", 0)), ""
         except Exception as exc:  # any failure to connect is the cluster not being up yet
             return 0, f"{type(exc).__name__}: {exc}"
